@@ -1,0 +1,27 @@
+package capacity
+
+import "testing"
+
+func BenchmarkDesiredDefaultPolicy(b *testing.B) {
+	in := Input{
+		Classes:    ClassesOf(defaultSlots),
+		BusyPods:   12,
+		FreeOnBusy: []int{2, 9},
+		Queued:     map[string]int{plan: 25, pa: 7},
+		Max:        50,
+		Warm:       2,
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Desired(in); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkNudgeForTolerance(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		NudgeForTolerance(20, 21, 50, DefaultTolerance)
+	}
+}

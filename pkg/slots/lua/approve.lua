@@ -1,0 +1,25 @@
+-- approve: run the apply of a reserved plan_and_apply in the slot that ran
+-- its plan, also when that pod is cordoned.
+-- KEYS[1] cfg
+-- ARGV[1] task, ARGV[2] who approved
+-- Returns {epoch, pod, slot}.
+local c = load_cfg()
+if c == nil then return fail('nopool') end
+local id = ARGV[1]
+local t = hgetall(tkey(id))
+if t == nil then return fail('notask', id) end
+if t.st ~= 'reserved' then
+  if t.reason == 'reservation-lost' or t.st == 'expired' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
+  return fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
+end
+local now = now_ms()
+redis.call('ZREM', K .. 'resv', id)
+local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', 1)
+redis.call('HSET', tkey(id), 'st', 'running', 'phase', 'apply', 'ep', ep, 'started', '0', 'attempt', 0,
+  'upd', now, 'by', ARGV[2], 'rdl', '')
+count('run:' .. class_of(c, t.slot), 1)
+redis.call('RPUSH', K .. 'inbox:' .. t.pod, 'a|' .. id .. '|' .. ep)
+hist(id, now, 'approved', 'by ' .. ARGV[2])
+hist(id, now, 'assigned', 'apply ' .. t.pod .. '#' .. t.slot .. ' epoch ' .. ep)
+emit(c, now, 'task', id, 'st', 'running', 'phase', 'apply', 'pod', t.pod, 'slot', t.slot, 'ep', ep, 'by', ARGV[2])
+return {ep, t.pod, t.slot}

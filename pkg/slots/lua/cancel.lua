@@ -1,0 +1,34 @@
+-- cancel: a queued, assigned-but-unstarted or reserved task ends now; a
+-- started phase is flagged and its agent told (inbox "c|<task>|<epoch>") to
+-- stop the executor, which then completes it as cancelled.
+-- KEYS[1] cfg
+-- ARGV[1] task, ARGV[2] who
+-- Returns the state: "cancelled" or "cancelling".
+local c = load_cfg()
+if c == nil then return fail('nopool') end
+local id, by = ARGV[1], ARGV[2]
+local t = hgetall(tkey(id))
+if t == nil then return fail('notask', id) end
+local now = now_ms()
+if t.st == 'queued' then
+  dequeue(id, t.type)
+  finish(c, now, id, 'cancelled', '', by)
+  return 'cancelled'
+elseif t.st == 'reserved' then
+  end_reservation(c, now, id, t, 'cancelled', '', by)
+  return 'cancelled'
+elseif t.st == 'running' and t.started ~= '1' then
+  count('run:' .. class_of(c, t.slot), -1)
+  finish(c, now, id, 'cancelled', '', by)
+  release(c, now, t.pod, t.slot)
+  return 'cancelled'
+elseif t.st == 'running' then
+  if t.cx ~= '1' then
+    redis.call('HSET', tkey(id), 'cx', '1', 'cxby', by)
+    redis.call('RPUSH', K .. 'inbox:' .. t.pod, 'c|' .. id .. '|' .. t.ep)
+    hist(id, now, 'cancelling', 'by ' .. by)
+    emit(c, now, 'task', id, 'st', 'cancelling', 'pod', t.pod, 'slot', t.slot, 'ep', t.ep)
+  end
+  return 'cancelling'
+end
+return fail('finished', 'task ' .. id .. ' is ' .. t.st)

@@ -1,0 +1,26 @@
+-- claim: the agent moved "a|<task>|<epoch>" from its inbox to its processing
+-- list; start the phase if the entry is still current and drop the entry. A
+-- stale entry (cancelled, handed back, reassigned) returns nil. If this
+-- script never runs (Redis unreachable), the entry stays in the processing
+-- list and the next take claims it again.
+-- KEYS[1] cfg
+-- ARGV[1] pod, ARGV[2] uid, ARGV[3] task, ARGV[4] epoch, ARGV[5] the entry
+-- Returns {type, phase, slot, attempt, payload} or nil.
+local c = load_cfg()
+if c == nil then return fail('nopool') end
+local pod, uid, id, ep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local ph = redis.call('HMGET', pkey(pod), 'uid', 'st')
+if ph[1] ~= uid then
+  if redis.call('ZSCORE', K .. 'tomb', uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
+  return fail('nopod', 'pod ' .. pod .. ' uid ' .. uid)
+end
+if ph[2] == 'lost' then return fail('lost', 'pod ' .. pod) end
+redis.call('LREM', K .. 'proc:' .. pod, 1, ARGV[5])
+local t = redis.call('HMGET', tkey(id), 'st', 'ep', 'started', 'pod', 'type', 'phase', 'slot', 'attempt', 'payload')
+if t[1] ~= 'running' or t[2] ~= ep or t[3] ~= '0' or t[4] ~= pod then return false end
+local now = now_ms()
+local attempt = redis.call('HINCRBY', tkey(id), 'attempt', 1)
+redis.call('HSET', tkey(id), 'started', '1', 'upd', now, 'sat', now)
+hist(id, now, 'started', t[6] .. ' attempt ' .. attempt)
+emit(c, now, 'task', id, 'st', 'started', 'phase', t[6], 'pod', pod, 'slot', t[7], 'ep', ep)
+return {t[5], t[6], t[7], attempt, t[9]}

@@ -1,0 +1,38 @@
+-- complete: record the outcome of a started phase. A successful plan of a
+-- plan_and_apply keeps slot 0 reserved for the apply; every other outcome
+-- frees the slot and dispatches queued work to it. A repeat with the epoch
+-- already recorded returns the first outcome; any other epoch is stale.
+-- KEYS[1] cfg
+-- ARGV[1] task, ARGV[2] epoch, ARGV[3] outcome (success|failure|timeout|cancelled),
+-- ARGV[4] exit code, ARGV[5] reason, ARGV[6] output tail
+-- Returns the task's resulting state.
+local c = load_cfg()
+if c == nil then return fail('nopool') end
+local id, ep, outcome = ARGV[1], ARGV[2], ARGV[3]
+local t = hgetall(tkey(id))
+if t == nil then return fail('notask', id) end
+if t.de == ep then return t.dr end
+if not (t.st == 'running' and t.ep == ep) then return fail('stale', 'task ' .. id .. ' epoch ' .. ep) end
+if t.started ~= '1' then return fail('notstarted', 'task ' .. id) end
+local now = now_ms()
+count('run:' .. class_of(c, t.slot), -1)
+redis.call('HSET', tkey(id), 'exit', ARGV[4], 'out', ARGV[6])
+local st, reason = 'succeeded', ''
+if outcome == 'success' and t.type == 'plan_and_apply' and t.phase == 'plan' then
+  local deadline = now + c.rttl
+  redis.call('HSET', tkey(id), 'st', 'reserved', 'upd', now, 'rdl', deadline, 'de', ep, 'dr', 'reserved')
+  redis.call('ZADD', K .. 'resv', deadline, id)
+  hist(id, now, 'reserved', t.pod .. '#' .. t.slot .. ' until ' .. deadline)
+  emit(c, now, 'task', id, 'st', 'reserved', 'pod', t.pod, 'slot', t.slot, 'ep', ep)
+  return 'reserved'
+elseif outcome == 'failure' then
+  st, reason = 'failed', (ARGV[5] ~= '' and ARGV[5]) or 'exit-code'
+elseif outcome == 'timeout' then
+  st, reason = 'failed', 'timeout'
+elseif outcome == 'cancelled' then
+  st, reason = 'cancelled', ARGV[5]
+end
+redis.call('HSET', tkey(id), 'de', ep, 'dr', st)
+finish(c, now, id, st, reason, outcome == 'cancelled' and t.cxby or nil)
+release(c, now, t.pod, t.slot)
+return st

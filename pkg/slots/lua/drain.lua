@@ -1,0 +1,20 @@
+-- drain: atomically prove a pod idle and take it out of service for good.
+-- Succeeds only if no slot is running, reserved or busy with orphan work;
+-- works on expected pods too, so a registration racing the drain loses.
+-- KEYS[1] cfg
+-- ARGV[1] pod, ARGV[2] uid ("" for any)
+local c = load_cfg()
+if c == nil then return fail('nopool') end
+local pod = ARGV[1]
+local ph = hgetall(pkey(pod))
+if ph == nil then return fail('nopod', 'pod ' .. pod) end
+if ARGV[2] ~= '' and ph.uid ~= ARGV[2] then return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid) end
+if ph.st == 'draining' then return 'draining' end
+if ph.st ~= 'expected' and ph.st ~= 'active' and ph.st ~= 'cordoned' then
+  return fail('podstate', 'pod ' .. pod .. ' is ' .. ph.st)
+end
+if tonumber(ph.busy) ~= 0 then return fail('busy', 'pod ' .. pod .. ' has ' .. ph.busy .. ' busy slots') end
+if ph.st == 'active' then drop_idle(c, pod, ph) end
+set_state(pod, ph.st, 'draining', 0)
+emit(c, now_ms(), 'pod', pod, 'st', 'draining')
+return 'draining'

@@ -1,0 +1,27 @@
+-- handback: a stopping agent returns the phases assigned to it that it has
+-- not started; they are requeued in their old place without spending an
+-- attempt. Call after cordon so they do not come straight back.
+-- KEYS[1] cfg
+-- ARGV[1] pod, ARGV[2] uid
+-- Returns the task ids handed back.
+local c = load_cfg()
+if c == nil then return fail('nopool') end
+local pod = ARGV[1]
+local ph = hgetall(pkey(pod))
+if ph == nil then return fail('nopod', 'pod ' .. pod) end
+if ph.uid ~= ARGV[2] then return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid) end
+local now = now_ms()
+local out = {}
+for i = 0, c.nslots - 1 do
+  local s = ph['s' .. i] or ''
+  if s ~= '' and s ~= '!' then
+    local t = redis.call('HMGET', tkey(s), 'st', 'started', 'phase')
+    if t[1] == 'running' and t[2] ~= '1' and t[3] == 'plan' then
+      vacate(pod, i)
+      lose(c, now, s, false)
+      if redis.call('HGET', pkey(pod), 'st') == 'active' then fill_slot(c, now, pod, i) end
+      out[#out + 1] = s
+    end
+  end
+end
+return out

@@ -1,0 +1,311 @@
+-- lib.lua: helpers shared by every script; the store prepends it to each one.
+--
+-- KEYS[1] of every script is the pool's config hash, "<prefix>:v1:{ns/name}:cfg".
+-- Every other key is built from it and shares its hash tag, so a pool lives in
+-- one Redis Cluster slot and each script stays atomic there.
+--
+-- Pool keys (K = "<prefix>:v1:{ns/name}:"):
+--   K.cfg            hash   pool config (see Go: configFields)
+--   K.n              hash   counters and sequences
+--   K.pods           zset   pod name -> pod seq (age order)
+--   K.pod:<name>     hash   uid, st, seq, busy, s<i> ("" idle, task id, "!" orphan)
+--   K.inbox:<name>   list   "a|<task>|<epoch>" assignments, "c|<task>|<epoch>" cancels
+--   K.proc:<name>    list   entries the agent took from its inbox but has not claimed yet
+--   K.idle:<class>   zset   "<pod>#<slot>" -> pod seq, idle slots of active pods
+--   K.q:<type>       zset   task -> queue seq (FIFO; a requeue keeps its place)
+--   K.qat            zset   task -> time it was (re)queued
+--   K.hb             zset   pod -> heartbeat deadline
+--   K.resv           zset   task -> reservation deadline
+--   K.done           zset   task -> time it finished
+--   K.tomb           zset   pod uid -> time it was removed
+--   K.t:<id>         hash   task
+--   K.h:<id>         list   task history "<ms>|<state>|<detail>"
+--   K.ev             stream events, ids "0-<n>" from the evseq counter
+-- Times are milliseconds from Redis TIME: one clock for every writer.
+
+local K = string.sub(KEYS[1], 1, #KEYS[1] - 3)
+local CFG = K .. 'cfg'
+local N = K .. 'n'
+
+local function fail(code, msg)
+  return redis.error_reply('SSERR:' .. code .. ' ' .. (msg or ''))
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function split(s)
+  local out = {}
+  if s == nil or s == false or s == '' then return out end
+  for part in string.gmatch(s, '[^,]+') do out[#out + 1] = part end
+  return out
+end
+
+local function hgetall(key)
+  local raw = redis.call('HGETALL', key)
+  if #raw == 0 then return nil end
+  local h = {}
+  for i = 1, #raw, 2 do h[raw[i]] = raw[i + 1] end
+  return h
+end
+
+-- load_cfg returns the parsed pool config, or nil when the pool is not declared.
+local function load_cfg()
+  local c = hgetall(CFG)
+  if c == nil then return nil end
+  c.nslots = tonumber(c.nslots)
+  c.sc = split(c.sc)                -- class index (string) of each slot
+  c.ncls = tonumber(c.ncls)
+  c.ctypes = {}                     -- class -> types
+  for i = 0, c.ncls - 1 do c.ctypes[tostring(i)] = split(c['ct' .. i]) end
+  c.hbto = tonumber(c.hbto)
+  c.rttl = tonumber(c.rttl)
+  c.maxatt = tonumber(c.maxatt)
+  c.qlim = tonumber(c.qlim)
+  c.qage = tonumber(c.qage)
+  c.ret = tonumber(c.ret)
+  c.retn = tonumber(c.retn)
+  return c
+end
+
+local function order_of(c, ttype) return split(c['ord_' .. ttype]) end
+local function pkey(pod) return K .. 'pod:' .. pod end
+local function tkey(id) return K .. 't:' .. id end
+local function member(pod, slot) return pod .. '#' .. slot end
+local function class_of(c, slot) return c.sc[tonumber(slot) + 1] end
+
+local function emit(c, now, ...)
+  local seq = redis.call('HINCRBY', N, 'evseq', 1)
+  redis.call('XADD', K .. 'ev', 'MAXLEN', '~', c.evcap, '0-' .. seq, 'at', now, ...)
+end
+
+local function hist(id, now, st, detail)
+  redis.call('RPUSH', K .. 'h:' .. id, now .. '|' .. st .. '|' .. (detail or ''))
+end
+
+local function count(field, by) redis.call('HINCRBY', N, field, by) end
+
+-- occupy marks a slot as held by val (a task id or "!" for orphan work) and
+-- keeps the busy/idle pod counters.
+local function occupy(pod, slot, val)
+  local pk = pkey(pod)
+  redis.call('HSET', pk, 's' .. slot, val)
+  if redis.call('HINCRBY', pk, 'busy', 1) == 1 then
+    count('busy', 1)
+    if redis.call('HGET', pk, 'st') == 'active' then count('idlepods', -1) end
+  end
+end
+
+-- vacate clears a slot (the caller decides whether it gets new work) and
+-- returns the pod's state.
+local function vacate(pod, slot)
+  local pk = pkey(pod)
+  redis.call('HSET', pk, 's' .. slot, '')
+  local st = redis.call('HGET', pk, 'st')
+  if redis.call('HINCRBY', pk, 'busy', -1) == 0 then
+    count('busy', -1)
+    if st == 'active' then count('idlepods', 1) end
+  end
+  return st
+end
+
+-- assign puts a task phase into a slot whose idle entry the caller removed.
+local function assign(c, now, id, phase, pod, slot)
+  local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', 1)
+  redis.call('HSET', tkey(id), 'st', 'running', 'phase', phase, 'pod', pod, 'slot', slot,
+    'ep', ep, 'started', '0', 'upd', now)
+  occupy(pod, slot, id)
+  count('run:' .. class_of(c, slot), 1)
+  redis.call('RPUSH', K .. 'inbox:' .. pod, 'a|' .. id .. '|' .. ep)
+  hist(id, now, 'assigned', phase .. ' ' .. pod .. '#' .. slot .. ' epoch ' .. ep)
+  emit(c, now, 'task', id, 'st', 'running', 'phase', phase, 'pod', pod, 'slot', slot, 'ep', ep)
+  return ep
+end
+
+local function dequeue(id, ttype)
+  redis.call('ZREM', K .. 'q:' .. ttype, id)
+  redis.call('ZREM', K .. 'qat', id)
+end
+
+-- next_queued returns the oldest queued task a slot of class cls may run.
+local function next_queued(c, cls)
+  local best, best_type, best_score
+  for _, t in ipairs(c.ctypes[cls]) do
+    local r = redis.call('ZRANGE', K .. 'q:' .. t, 0, 0, 'WITHSCORES')
+    if r[1] and (best_score == nil or tonumber(r[2]) < best_score) then
+      best, best_type, best_score = r[1], t, tonumber(r[2])
+    end
+  end
+  return best, best_type
+end
+
+-- fill_slot gives an idle slot of an active pod the oldest queued work it may
+-- run, or files it as idle. Every path that frees a slot ends here.
+local function fill_slot(c, now, pod, slot)
+  local cls = class_of(c, slot)
+  local id, ttype = next_queued(c, cls)
+  if id then
+    dequeue(id, ttype)
+    assign(c, now, id, 'plan', pod, slot)
+    return true
+  end
+  redis.call('ZADD', K .. 'idle:' .. cls, redis.call('HGET', pkey(pod), 'seq'), member(pod, slot))
+  return false
+end
+
+-- release vacates a slot and, on an active pod, dispatches queued work to it
+-- in the same script (the at-rest invariant: no queued task beside an idle
+-- eligible uncordoned slot).
+local function release(c, now, pod, slot)
+  local st = vacate(pod, slot)
+  if st == 'active' then fill_slot(c, now, pod, slot) end
+end
+
+-- place assigns a plan phase to the best idle slot: the most specific class
+-- first, then the oldest pod. Returns the epoch, pod and slot, or nil.
+local function place(c, now, id, ttype)
+  for _, cls in ipairs(order_of(c, ttype)) do
+    local m = redis.call('ZRANGE', K .. 'idle:' .. cls, 0, 0)[1]
+    if m then
+      redis.call('ZREM', K .. 'idle:' .. cls, m)
+      local pod, slot = string.match(m, '^(.*)#(%d+)$')
+      return assign(c, now, id, 'plan', pod, slot), pod, slot
+    end
+  end
+  return nil
+end
+
+local function enqueue(c, now, id, ttype, qs)
+  redis.call('ZADD', K .. 'q:' .. ttype, qs, id)
+  redis.call('ZADD', K .. 'qat', now, id)
+  redis.call('HSET', tkey(id), 'st', 'queued', 'pod', '', 'slot', '', 'ep', '', 'started', '0',
+    'upd', now, 'qat', now)
+  hist(id, now, 'queued', '')
+  emit(c, now, 'task', id, 'st', 'queued')
+end
+
+-- place_or_enqueue runs a plan phase now if a slot is free, else queues it.
+local function place_or_enqueue(c, now, id, ttype, qs)
+  local ep, pod, slot = place(c, now, id, ttype)
+  if ep then return ep, pod, slot end
+  enqueue(c, now, id, ttype, qs)
+  return nil
+end
+
+-- finish moves a task to a terminal state.
+local function finish(c, now, id, st, reason, by)
+  redis.call('HSET', tkey(id), 'st', st, 'reason', reason or '', 'upd', now, 'fin', now)
+  if by and by ~= '' then redis.call('HSET', tkey(id), 'by', by) end
+  redis.call('ZADD', K .. 'done', now, id)
+  hist(id, now, st, reason)
+  emit(c, now, 'task', id, 'st', st, 'reason', reason or '')
+end
+
+-- end_reservation ends a reserved task and frees its slot.
+local function end_reservation(c, now, id, t, st, reason, by)
+  redis.call('ZREM', K .. 'resv', id)
+  finish(c, now, id, st, reason, by)
+  release(c, now, t.pod, t.slot)
+end
+
+-- lose handles a task whose pod died or was removed, per the task state
+-- machine: an unstarted phase goes back without spending an attempt; a
+-- started plan is requeued only when requeue_started (the pod object is gone:
+-- the deletion is the fence) and attempts remain; an apply never runs twice;
+-- a reservation is lost. The caller has already vacated the slot when free_slot.
+local function lose(c, now, id, requeue_started)
+  local t = hgetall(tkey(id))
+  if t == nil then return end
+  if t.st == 'reserved' then
+    redis.call('ZREM', K .. 'resv', id)
+    finish(c, now, id, 'failed', 'reservation-lost')
+    return true
+  end
+  if t.st ~= 'running' then return true end
+  if t.phase == 'apply' then
+    count('run:' .. class_of(c, t.slot), -1)
+    finish(c, now, id, 'failed', 'agent-lost')
+    return true
+  end
+  if t.started == '1' and not requeue_started then return false end
+  count('run:' .. class_of(c, t.slot), -1)
+  if t.started == '1' and tonumber(t.attempt or '0') >= c.maxatt then
+    finish(c, now, id, 'failed', 'agent-lost')
+    return true
+  end
+  hist(id, now, 'requeued', 'from ' .. t.pod .. '#' .. t.slot)
+  place_or_enqueue(c, now, id, t.type, tonumber(t.qs))
+  return true
+end
+
+-- drop_idle removes an active pod's idle slots from the idle sets.
+local function drop_idle(c, pod, ph)
+  for i = 0, c.nslots - 1 do
+    if (ph['s' .. i] or '') == '' then
+      redis.call('ZREM', K .. 'idle:' .. c.sc[i + 1], member(pod, i))
+    end
+  end
+end
+
+-- set_state moves a pod between lifecycle states, keeping the per-state and
+-- idle-pod counters; it does not touch slots.
+local function set_state(pod, from, to, busy)
+  redis.call('HSET', pkey(pod), 'st', to)
+  count('pods:' .. from, -1)
+  count('pods:' .. to, 1)
+  if busy == 0 then
+    if from == 'active' then count('idlepods', -1) end
+    if to == 'active' then count('idlepods', 1) end
+  end
+end
+
+-- remove_pod deletes a pod record: its uid is tombstoned, its work handled by
+-- the loss policy with the pod object gone.
+local function remove_pod(c, now, pod, ph, reason)
+  local st = ph.st
+  if st == 'active' then
+    drop_idle(c, pod, ph)
+    if tonumber(ph.busy) == 0 then count('idlepods', -1) end
+  end
+  count('pods:' .. st, -1)
+  redis.call('HSET', pkey(pod), 'st', 'gone')
+  for i = 0, c.nslots - 1 do
+    local s = ph['s' .. i] or ''
+    if s ~= '' then
+      vacate(pod, i)
+      if s ~= '!' then lose(c, now, s, true) end
+    end
+  end
+  redis.call('ZADD', K .. 'tomb', now, ph.uid)
+  redis.call('DEL', pkey(pod), K .. 'inbox:' .. pod, K .. 'proc:' .. pod)
+  redis.call('ZREM', K .. 'pods', pod)
+  redis.call('ZREM', K .. 'hb', pod)
+  emit(c, now, 'pod', pod, 'st', 'removed', 'uid', ph.uid, 'reason', reason)
+end
+
+-- mark_lost handles a pod whose heartbeat expired while its pod object may
+-- still exist: it never gets work again; unstarted phases go back, applies
+-- and reservations fail now; started plans wait for the pod object to go.
+local function mark_lost(c, now, pod, ph)
+  if ph.st == 'active' then drop_idle(c, pod, ph) end
+  set_state(pod, ph.st, 'lost', tonumber(ph.busy))
+  for i = 0, c.nslots - 1 do
+    local s = ph['s' .. i] or ''
+    if s ~= '' and s ~= '!' then
+      local t = redis.call('HMGET', tkey(s), 'st', 'phase', 'started')
+      if t[1] == 'reserved' or t[3] ~= '1' or t[2] == 'apply' then
+        vacate(pod, i)
+        lose(c, now, s, false)
+      end
+    end
+  end
+  redis.call('ZREM', K .. 'hb', pod)
+  emit(c, now, 'pod', pod, 'st', 'lost', 'uid', ph.uid)
+end
+
+-- parse_inbox splits "a|<task>|<epoch>".
+local function parse_entry(e)
+  return string.match(e, '^(%a)|([^|]+)|(.*)$')
+end

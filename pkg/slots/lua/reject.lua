@@ -1,0 +1,21 @@
+-- reject: end a reservation without applying; the slot is freed and gets
+-- queued work in the same script. With ARGV[3] = "release" a stopping agent
+-- gives the reservation up instead, and the task fails with ARGV[4] as reason.
+-- KEYS[1] cfg
+-- ARGV[1] task, ARGV[2] who, ARGV[3] "reject"|"release", ARGV[4] reason
+local c = load_cfg()
+if c == nil then return fail('nopool') end
+local id = ARGV[1]
+local t = hgetall(tkey(id))
+if t == nil then return fail('notask', id) end
+if t.st ~= 'reserved' then
+  if t.reason == 'reservation-lost' or t.st == 'expired' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
+  return fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
+end
+local now = now_ms()
+if ARGV[3] == 'release' then
+  end_reservation(c, now, id, t, 'failed', ARGV[4], ARGV[2])
+  return 'failed'
+end
+end_reservation(c, now, id, t, 'rejected', '', ARGV[2])
+return 'rejected'

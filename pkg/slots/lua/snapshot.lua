@@ -1,0 +1,36 @@
+-- snapshot: every pod, slot and queued task of a pool, read atomically.
+-- KEYS[1] cfg
+-- Returns {now, {pod JSON...}, {"<task>|<type>|<queued at>"...}}.
+local c = load_cfg()
+if c == nil then return fail('nopool') end
+local now = now_ms()
+local pods = {}
+for _, pod in ipairs(redis.call('ZRANGE', K .. 'pods', 0, -1)) do
+  local ph = hgetall(pkey(pod))
+  if ph then
+    local p = {name = pod, uid = ph.uid, st = ph.st, seq = tonumber(ph.seq), created = tonumber(ph.created),
+      reg = tonumber(ph.reg or '0'), hb = tonumber(redis.call('ZSCORE', K .. 'hb', pod) or '0'), slots = {}}
+    for i = 0, c.nslots - 1 do
+      local s = ph['s' .. i] or ''
+      local slot = {i = i, task = s}
+      if s ~= '' and s ~= '!' then
+        local t = redis.call('HMGET', tkey(s), 'type', 'st', 'phase', 'ep', 'started', 'attempt', 'upd', 'cx', 'rdl')
+        slot.type, slot.st, slot.phase, slot.ep = t[1], t[2], t[3], t[4]
+        slot.started = t[5] == '1'
+        slot.attempt = tonumber(t[6] or '0')
+        slot.since = tonumber(t[7] or '0')
+        slot.cx = t[8] == '1'
+        slot.rdl = tonumber(t[9] or '0') or 0
+      end
+      p.slots[#p.slots + 1] = slot
+    end
+    pods[#pods + 1] = cjson.encode(p)
+  end
+end
+local queue = {}
+for _, e in ipairs(redis.call('ZRANGE', K .. 'qat', 0, -1, 'WITHSCORES')) do queue[#queue + 1] = e end
+local q = {}
+for i = 1, #queue, 2 do
+  q[#q + 1] = queue[i] .. '|' .. (redis.call('HGET', tkey(queue[i]), 'type') or '') .. '|' .. queue[i + 1]
+end
+return {now, pods, q}

@@ -1,0 +1,19 @@
+-- uncordon: a cordoned pod takes work again; its idle slots get queued work
+-- in the same script.
+-- KEYS[1] cfg
+-- ARGV[1] pod, ARGV[2] uid ("" for any)
+local c = load_cfg()
+if c == nil then return fail('nopool') end
+local pod = ARGV[1]
+local ph = hgetall(pkey(pod))
+if ph == nil then return fail('nopod', 'pod ' .. pod) end
+if ARGV[2] ~= '' and ph.uid ~= ARGV[2] then return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid) end
+if ph.st == 'active' then return 'active' end
+if ph.st ~= 'cordoned' then return fail('podstate', 'pod ' .. pod .. ' is ' .. ph.st) end
+local now = now_ms()
+set_state(pod, 'cordoned', 'active', tonumber(ph.busy))
+emit(c, now, 'pod', pod, 'st', 'active')
+for i = 0, c.nslots - 1 do
+  if (ph['s' .. i] or '') == '' then fill_slot(c, now, pod, i) end
+end
+return 'active'

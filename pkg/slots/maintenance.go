@@ -1,0 +1,217 @@
+package slots
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ReapOptions bound one reaper pass.
+type ReapOptions struct {
+	// Batch caps how many items of each kind one pass handles (default 100),
+	// so one script never blocks Redis for long.
+	Batch int
+	// MaxGap: if the previous pass is older than this, the reaper assumes an
+	// outage (nobody could heartbeat or approve) and grants one heartbeat
+	// timeout of grace before expiring anything. Default 30 s.
+	MaxGap time.Duration
+}
+
+// ReapResult counts what one pass did.
+type ReapResult struct {
+	Heartbeats   int  // pods whose heartbeat expired (lost, or removed in static pools)
+	Reservations int  // reservations expired
+	Queued       int  // queued tasks expired by max queue age
+	Forgotten    int  // finished tasks dropped by retention
+	Grace        bool // expiry is suspended after an outage
+}
+
+// More reports whether a batch was full, so the caller should run again now.
+func (r ReapResult) More(batch int) bool {
+	return r.Heartbeats >= batch || r.Reservations >= batch || r.Queued >= batch || r.Forgotten >= batch
+}
+
+// Reap runs one bounded pass of deadline expiry and retention for a pool,
+// on Redis TIME.
+func (s *Store) Reap(ctx context.Context, pool PoolID, opts ReapOptions) (ReapResult, error) {
+	if opts.Batch <= 0 {
+		opts.Batch = 100
+	}
+	if opts.MaxGap <= 0 {
+		opts.MaxGap = 30 * time.Second
+	}
+	res, err := s.run(ctx, "reap", pool, opts.Batch, opts.MaxGap.Milliseconds())
+	if err != nil {
+		return ReapResult{}, fmt.Errorf("reaping pool %s: %w", pool, err)
+	}
+	arr, _ := res.([]any)
+	if len(arr) != 5 {
+		return ReapResult{}, fmt.Errorf("reaping pool %s: unexpected reply %v", pool, res)
+	}
+	r := ReapResult{
+		Heartbeats:   int(asInt(arr[0])),
+		Reservations: int(asInt(arr[1])),
+		Queued:       int(asInt(arr[2])),
+		Forgotten:    int(asInt(arr[3])),
+		Grace:        asInt(arr[4]) == 1,
+	}
+	if r.Heartbeats+r.Reservations+r.Queued > 0 {
+		s.log.Info("reaped", "pool", pool, "heartbeats", r.Heartbeats, "reservations", r.Reservations, "queued", r.Queued, "forgotten", r.Forgotten)
+	}
+	return r, nil
+}
+
+// Stats are a pool's counters, read in O(1).
+type Stats struct {
+	Pool         PoolID
+	Pods         map[PodState]int
+	TotalPods    int
+	BusyPods     int   // pods with any running, reserved or orphan slot, any state
+	IdlePods     int   // active pods with every slot idle
+	IdleSlots    []int // per slot class, on active pods
+	RunningSlots []int // per slot class
+	Reserved     int
+	Queued       map[TaskType]int
+	OldestQueued time.Time // zero when nothing is queued
+	Now          time.Time // Redis TIME when read
+}
+
+// QueuedTotal sums the queue over types.
+func (st Stats) QueuedTotal() int {
+	n := 0
+	for _, v := range st.Queued {
+		n += v
+	}
+	return n
+}
+
+// PoolStats is one pool's answer in a Stats call.
+type PoolStats struct {
+	Stats
+	Err error // ErrPoolNotFound for an unknown pool
+}
+
+// Stats reads the counters of many pools in one pipelined round trip per
+// Redis node. A connection failure fails the call; an unknown pool sets
+// that pool's Err.
+func (s *Store) Stats(ctx context.Context, pools ...PoolID) ([]PoolStats, error) {
+	for _, p := range pools {
+		if err := p.Validate(); err != nil {
+			return nil, err
+		}
+	}
+	sc := s.scripts["stats"]
+	exec := func() ([]*redis.Cmd, error) {
+		pipe := s.rdb.Pipeline()
+		cmds := make([]*redis.Cmd, len(pools))
+		for i, p := range pools {
+			cmds[i] = sc.EvalSha(ctx, pipe, []string{s.cfgKey(p)})
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := exec()
+	if err != nil && isNoScript(err) {
+		// A node lost its script cache (restart, failover): load and retry once.
+		if lerr := s.loadScripts(ctx); lerr != nil {
+			return nil, lerr
+		}
+		cmds, err = exec()
+	}
+	out := make([]PoolStats, len(pools))
+	for i, cmd := range cmds {
+		out[i].Pool = pools[i]
+		res, cerr := cmd.Result()
+		if cerr != nil {
+			cerr = mapScriptError(cerr)
+			if errors.Is(cerr, ErrPoolNotFound) {
+				out[i].Err = fmt.Errorf("%w: %s", ErrPoolNotFound, pools[i])
+				continue
+			}
+			return nil, fmt.Errorf("reading stats of pool %s: %w", pools[i], cerr)
+		}
+		out[i].Stats = parseStats(pools[i], toStrings(res))
+	}
+	if err != nil && !errors.Is(err, redis.Nil) {
+		// Exec reports the first failed command; script errors were handled above.
+		if mapped := mapScriptError(err); !errors.Is(mapped, ErrPoolNotFound) {
+			return nil, fmt.Errorf("reading stats: %w", mapped)
+		}
+	}
+	return out, nil
+}
+
+func isNoScript(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "NOSCRIPT")
+}
+
+func parseStats(p PoolID, f []string) Stats {
+	st := Stats{Pool: p, Pods: map[PodState]int{}, Queued: map[TaskType]int{}}
+	for i := 0; i+1 < len(f); i += 2 {
+		k, v := f[i], f[i+1]
+		n, _ := strconv.Atoi(v)
+		switch {
+		case strings.HasPrefix(k, "pods:"):
+			st.Pods[PodState(k[5:])] = n
+		case k == "pods":
+			st.TotalPods = n
+		case k == "busy":
+			st.BusyPods = n
+		case k == "idlepods":
+			st.IdlePods = n
+		case k == "reserved":
+			st.Reserved = n
+		case strings.HasPrefix(k, "idle:"):
+			st.IdleSlots = setAt(st.IdleSlots, k[5:], n)
+		case strings.HasPrefix(k, "run:"):
+			st.RunningSlots = setAt(st.RunningSlots, k[4:], n)
+		case strings.HasPrefix(k, "queued:"):
+			st.Queued[TaskType(k[7:])] = n
+		case k == "oldest_queued":
+			st.OldestQueued = msTime(v)
+		case k == "now":
+			st.Now = msTime(v)
+		}
+	}
+	if len(st.RunningSlots) < len(st.IdleSlots) {
+		st.RunningSlots = append(st.RunningSlots, make([]int, len(st.IdleSlots)-len(st.RunningSlots))...)
+	}
+	return st
+}
+
+func setAt(s []int, idx string, v int) []int {
+	i, err := strconv.Atoi(idx)
+	if err != nil || i < 0 || i >= MaxSlots {
+		return s
+	}
+	for len(s) <= i {
+		s = append(s, 0)
+	}
+	s[i] = v
+	return s
+}
+
+// Reconcile recounts every counter and rebuilds the idle sets from the pod
+// records, then dispatches queued work that an idle slot could run. With
+// fix false nothing is written. It returns one line per mismatch found
+// ("<what>|<stored>|<recounted>"); none means the counters were right.
+func (s *Store) Reconcile(ctx context.Context, pool PoolID, fix bool) ([]string, error) {
+	mode := "check"
+	if fix {
+		mode = "fix"
+	}
+	res, err := s.run(ctx, "reconcile", pool, mode)
+	if err != nil {
+		return nil, fmt.Errorf("reconciling pool %s: %w", pool, err)
+	}
+	diffs := toStrings(res)
+	if fix && len(diffs) > 0 {
+		s.log.Warn("reconcile repaired counters", "pool", pool, "mismatches", len(diffs), "first", diffs[0])
+	}
+	return diffs, nil
+}

@@ -1,0 +1,138 @@
+package slots
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// DeclarePool creates or updates a pool. The slot policy of a pool that has
+// pods cannot change (ErrPolicyChange). It returns the pool's generation: a
+// random value set when the pool is first declared, so epochs stay unique if
+// Redis loses its data and the pool is declared again.
+func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (string, error) {
+	if err := id.Validate(); err != nil {
+		return "", err
+	}
+	if err := cfg.Validate(); err != nil {
+		return "", fmt.Errorf("pool %s: %w", id, err)
+	}
+	classes, slotClass := cfg.Policy.Classes()
+	policy, err := json.Marshal(cfg.Policy.Slots)
+	if err != nil {
+		return "", fmt.Errorf("encoding slot policy: %w", err)
+	}
+	sc := make([]string, len(slotClass))
+	for i, c := range slotClass {
+		sc[i] = strconv.Itoa(c)
+	}
+	managed := "0"
+	if cfg.Managed {
+		managed = "1"
+	}
+	var types []string
+	args := []any{newGeneration(), string(policy),
+		"policy", string(policy),
+		"nslots", len(cfg.Policy.Slots),
+		"sc", strings.Join(sc, ","),
+		"ncls", len(classes),
+		"managed", managed,
+		"hbto", cfg.HeartbeatTimeout.Milliseconds(),
+		"rttl", cfg.ReservationTTL.Milliseconds(),
+		"maxatt", cfg.MaxAttempts,
+		"qlim", cfg.QueueLimit,
+		"qage", cfg.MaxQueueAge.Milliseconds(),
+		"ret", cfg.Retention.Milliseconds(),
+		"retn", cfg.RetentionCount,
+		"evcap", cfg.EventCap,
+	}
+	for i, c := range classes {
+		ts := make([]string, len(c.Types))
+		for j, t := range c.Types {
+			ts[j] = string(t)
+		}
+		args = append(args, "ct"+strconv.Itoa(i), strings.Join(ts, ","))
+	}
+	for _, t := range TaskTypes {
+		order := allocationOrder(classes, t)
+		if len(order) == 0 {
+			continue
+		}
+		types = append(types, string(t))
+		os := make([]string, len(order))
+		for i, o := range order {
+			os[i] = strconv.Itoa(o)
+		}
+		args = append(args, "ord_"+string(t), strings.Join(os, ","))
+	}
+	args = append(args, "types", strings.Join(types, ","))
+	res, err := s.run(ctx, "declare_pool", id, args...)
+	if err != nil {
+		return "", fmt.Errorf("declaring pool %s: %w", id, err)
+	}
+	// The registry is a separate key (another cluster slot): added after the
+	// config, so a listed pool always has one. A failure here is retried by
+	// declaring again.
+	if err := s.rdb.SAdd(ctx, s.poolsKey(), id.String()).Err(); err != nil {
+		return "", fmt.Errorf("registering pool %s: %w", id, err)
+	}
+	gen, _ := res.(string)
+	s.log.Info("pool declared", "pool", id, "generation", gen, "slots", len(cfg.Policy.Slots), "managed", cfg.Managed)
+	return gen, nil
+}
+
+// Pools lists every declared pool, sorted.
+func (s *Store) Pools(ctx context.Context) ([]PoolID, error) {
+	names, err := s.rdb.SMembers(ctx, s.poolsKey()).Result()
+	if err != nil {
+		return nil, fmt.Errorf("listing pools: %w", err)
+	}
+	slices.Sort(names)
+	out := make([]PoolID, 0, len(names))
+	for _, n := range names {
+		p, err := ParsePoolID(n)
+		if err != nil {
+			s.log.Warn("skipping malformed pool in registry", "pool", n, "err", err)
+			continue
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// Pool returns a pool's config and generation.
+func (s *Store) Pool(ctx context.Context, id PoolID) (PoolConfig, string, error) {
+	if err := id.Validate(); err != nil {
+		return PoolConfig{}, "", err
+	}
+	h, err := s.rdb.HGetAll(ctx, s.cfgKey(id)).Result()
+	if err != nil {
+		return PoolConfig{}, "", fmt.Errorf("reading pool %s: %w", id, err)
+	}
+	if len(h) == 0 {
+		return PoolConfig{}, "", fmt.Errorf("%w: %s", ErrPoolNotFound, id)
+	}
+	var cfg PoolConfig
+	if err := json.Unmarshal([]byte(h["policy"]), &cfg.Policy.Slots); err != nil {
+		return PoolConfig{}, "", fmt.Errorf("decoding slot policy of pool %s: %w", id, err)
+	}
+	ms := func(f string) time.Duration {
+		v, _ := strconv.ParseInt(h[f], 10, 64)
+		return time.Duration(v) * time.Millisecond
+	}
+	num := func(f string) int { v, _ := strconv.Atoi(h[f]); return v }
+	cfg.Managed = h["managed"] == "1"
+	cfg.HeartbeatTimeout = ms("hbto")
+	cfg.ReservationTTL = ms("rttl")
+	cfg.MaxAttempts = num("maxatt")
+	cfg.QueueLimit = num("qlim")
+	cfg.MaxQueueAge = ms("qage")
+	cfg.Retention = ms("ret")
+	cfg.RetentionCount = num("retn")
+	cfg.EventCap = num("evcap")
+	return cfg, h["gen"], nil
+}

@@ -1,0 +1,256 @@
+package slots
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// SlotState is what a slot is doing, as shown to people.
+type SlotState string
+
+const (
+	SlotIdle     SlotState = "idle"
+	SlotAssigned SlotState = "assigned" // in the agent's inbox, not started
+	SlotRunning  SlotState = "running"
+	SlotReserved SlotState = "reserved"
+	SlotOrphan   SlotState = "orphan" // busy with work Redis lost (after data loss)
+)
+
+// Snapshot is every pod, slot and queued task of a pool at one instant.
+type Snapshot struct {
+	Pool  PoolID
+	At    time.Time
+	Pods  []PodSnapshot
+	Queue []QueuedTask // oldest first
+}
+
+// PodSnapshot is one pod and its slots.
+type PodSnapshot struct {
+	Name              string
+	UID               string
+	State             PodState
+	Seq               int64
+	Created           time.Time
+	Registered        time.Time
+	HeartbeatDeadline time.Time
+	Slots             []SlotSnapshot
+}
+
+// Busy reports whether any slot holds work.
+func (p PodSnapshot) Busy() bool {
+	for _, s := range p.Slots {
+		if s.State != SlotIdle {
+			return true
+		}
+	}
+	return false
+}
+
+// SlotSnapshot is one slot.
+type SlotSnapshot struct {
+	Index           int
+	State           SlotState
+	Task            string
+	Type            TaskType
+	Phase           Phase
+	Epoch           string
+	Attempt         int
+	Since           time.Time
+	CancelRequested bool
+	ReservedUntil   time.Time
+}
+
+// QueuedTask is one waiting task.
+type QueuedTask struct {
+	ID       string
+	Type     TaskType
+	QueuedAt time.Time
+}
+
+type rawPod struct {
+	Name    string `json:"name"`
+	UID     string `json:"uid"`
+	St      string `json:"st"`
+	Seq     int64  `json:"seq"`
+	Created int64  `json:"created"`
+	Reg     int64  `json:"reg"`
+	HB      int64  `json:"hb"`
+	Slots   []struct {
+		I       int    `json:"i"`
+		Task    string `json:"task"`
+		Type    string `json:"type"`
+		St      string `json:"st"`
+		Phase   string `json:"phase"`
+		Ep      string `json:"ep"`
+		Started bool   `json:"started"`
+		Attempt int    `json:"attempt"`
+		Since   int64  `json:"since"`
+		Cx      bool   `json:"cx"`
+		Rdl     int64  `json:"rdl"`
+	} `json:"slots"`
+}
+
+// Snapshot reads a whole pool atomically in one script. It is O(pods +
+// queued): meant for dashboards and tests, not for the scaler's hot path.
+func (s *Store) Snapshot(ctx context.Context, pool PoolID) (Snapshot, error) {
+	if err := pool.Validate(); err != nil {
+		return Snapshot{}, err
+	}
+	res, err := s.run(ctx, "snapshot", pool)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("snapshot of pool %s: %w", pool, err)
+	}
+	arr, _ := res.([]any)
+	if len(arr) != 3 {
+		return Snapshot{}, fmt.Errorf("snapshot of pool %s: unexpected reply", pool)
+	}
+	snap := Snapshot{Pool: pool, At: time.UnixMilli(asInt(arr[0]))}
+	for _, pj := range toStrings(arr[1]) {
+		var rp rawPod
+		if err := json.Unmarshal([]byte(pj), &rp); err != nil {
+			return Snapshot{}, fmt.Errorf("snapshot of pool %s: decoding pod: %w", pool, err)
+		}
+		p := PodSnapshot{Name: rp.Name, UID: rp.UID, State: PodState(rp.St), Seq: rp.Seq,
+			Created: msTime(strconv.FormatInt(rp.Created, 10)), Registered: msTime(strconv.FormatInt(rp.Reg, 10)),
+			HeartbeatDeadline: msTime(strconv.FormatInt(rp.HB, 10))}
+		for _, rs := range rp.Slots {
+			ss := SlotSnapshot{Index: rs.I, Task: rs.Task, Type: TaskType(rs.Type), Phase: Phase(rs.Phase), Epoch: rs.Ep,
+				Attempt: rs.Attempt, CancelRequested: rs.Cx, Since: msTime(strconv.FormatInt(rs.Since, 10)),
+				ReservedUntil: msTime(strconv.FormatInt(rs.Rdl, 10))}
+			switch {
+			case rs.Task == "":
+				ss.State = SlotIdle
+			case rs.Task == "!":
+				ss.State, ss.Task = SlotOrphan, ""
+			case rs.St == string(StateReserved):
+				ss.State = SlotReserved
+			case rs.Started:
+				ss.State = SlotRunning
+			default:
+				ss.State = SlotAssigned
+			}
+			p.Slots = append(p.Slots, ss)
+		}
+		snap.Pods = append(snap.Pods, p)
+	}
+	for _, q := range toStrings(arr[2]) {
+		parts := strings.SplitN(q, "|", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		snap.Queue = append(snap.Queue, QueuedTask{ID: parts[0], Type: TaskType(parts[1]), QueuedAt: msTime(parts[2])})
+	}
+	return snap, nil
+}
+
+// Event is one state change in a pool's event stream.
+type Event struct {
+	Cursor  string // resume after this event
+	At      time.Time
+	Kind    string // "task", "pod", "reaper"
+	Subject string // task id or pod name
+	Fields  map[string]string
+}
+
+// EventPage is a batch of events after a cursor.
+type EventPage struct {
+	Events []Event
+	// Next is the cursor to pass next time (unchanged when nothing is new).
+	Next string
+	// Gap is true when events after the given cursor were dropped by the
+	// stream's cap (or Redis lost its data): the consumer missed something
+	// and should re-read state (Snapshot) before following again.
+	Gap bool
+}
+
+// Events returns up to limit events after cursor ("" for the oldest kept).
+// Cursors are "<generation>:<sequence>", so a cursor from before Redis lost
+// its data is recognised as a gap.
+func (s *Store) Events(ctx context.Context, pool PoolID, cursor string, limit int) (EventPage, error) {
+	if err := pool.Validate(); err != nil {
+		return EventPage{}, err
+	}
+	if limit <= 0 || limit > 10000 {
+		return EventPage{}, fmt.Errorf("events of pool %s: limit %d must be 1-10000", pool, limit)
+	}
+	var after uint64
+	var curGen string
+	if cursor != "" {
+		g, seq, ok := strings.Cut(cursor, ":")
+		n, err := strconv.ParseUint(seq, 10, 64)
+		if !ok || err != nil {
+			return EventPage{}, fmt.Errorf("events of pool %s: malformed cursor %q", pool, cursor)
+		}
+		curGen, after = g, n
+	}
+	base := s.base(pool)
+	pipe := s.rdb.Pipeline()
+	genCmd := pipe.HGet(ctx, base+"cfg", "gen")
+	firstCmd := pipe.XRangeN(ctx, base+"ev", "-", "+", 1)
+	start := "-"
+	if cursor != "" {
+		start = "(0-" + strconv.FormatUint(after, 10)
+	}
+	pageCmd := pipe.XRangeN(ctx, base+"ev", start, "+", int64(limit))
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return EventPage{}, fmt.Errorf("reading events of pool %s: %w", pool, err)
+	}
+	gen, err := genCmd.Result()
+	if errors.Is(err, redis.Nil) {
+		return EventPage{}, fmt.Errorf("%w: %s", ErrPoolNotFound, pool)
+	}
+	page := EventPage{Next: cursor}
+	msgs := pageCmd.Val()
+	if cursor != "" && curGen != gen {
+		// Another generation: everything before is gone; start over.
+		page.Gap = true
+		msgs, err = s.rdb.XRangeN(ctx, base+"ev", "-", "+", int64(limit)).Result()
+		if err != nil {
+			return EventPage{}, fmt.Errorf("reading events of pool %s: %w", pool, err)
+		}
+		after = 0
+	} else if cursor != "" {
+		if first := firstCmd.Val(); len(first) > 0 && seqOf(first[0].ID) > after+1 {
+			page.Gap = true
+		}
+	}
+	for _, m := range msgs {
+		seq := seqOf(m.ID)
+		e := Event{Cursor: gen + ":" + strconv.FormatUint(seq, 10), Fields: map[string]string{}}
+		for k, v := range m.Values {
+			sv, _ := v.(string)
+			switch k {
+			case "at":
+				e.At = msTime(sv)
+			default:
+				e.Fields[k] = sv
+			}
+		}
+		for _, k := range []string{"task", "pod", "reaper"} {
+			if v, ok := e.Fields[k]; ok {
+				e.Kind, e.Subject = k, v
+				delete(e.Fields, k)
+				break
+			}
+		}
+		page.Events = append(page.Events, e)
+		page.Next = e.Cursor
+	}
+	if page.Next == "" {
+		page.Next = gen + ":0"
+	}
+	return page, nil
+}
+
+func seqOf(id string) uint64 {
+	_, seq, _ := strings.Cut(id, "-")
+	n, _ := strconv.ParseUint(seq, 10, 64)
+	return n
+}

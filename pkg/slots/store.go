@@ -1,0 +1,197 @@
+// Package slots is the slot store: the state of every pool, pod, slot and
+// task, kept in Redis and changed only by Lua scripts, so each operation is
+// atomic and is either applied whole or not at all.
+//
+// Every script validates before it writes; an error reply means nothing was
+// written. Keys carry the pool as a Redis Cluster hash tag
+// ("<prefix>:v1:{ns/name}:…"), so each pool lives in one slot of a cluster.
+// lua/lib.lua documents the data model.
+package slots
+
+import (
+	"context"
+	"crypto/rand"
+	"embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"path"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DataModelVersion is the layout this release reads and writes. A Redis
+// holding another version is refused at start-up rather than misread.
+const DataModelVersion = "1"
+
+// DefaultPrefix is the key prefix of an installation. Installations sharing a
+// Redis use different prefixes.
+const DefaultPrefix = "ss"
+
+// DefaultMaxOutput bounds the output kept with a task (its tail).
+const DefaultMaxOutput = 64 << 10
+
+//go:embed lua/*.lua
+var luaFS embed.FS
+
+// Options tune a Store.
+type Options struct {
+	Prefix     string // DefaultPrefix when empty
+	MaxPayload int    // DefaultMaxPayload when 0
+	MaxOutput  int    // DefaultMaxOutput when 0
+	Logger     *slog.Logger
+}
+
+// Store is the Go API over the slot state in Redis. It is safe for
+// concurrent use.
+type Store struct {
+	rdb        redis.UniversalClient
+	prefix     string
+	maxPayload int
+	maxOutput  int
+	log        *slog.Logger
+	scripts    map[string]*redis.Script
+}
+
+// New checks the data-model version and loads every script on every master
+// (pipelined calls do not retry NOSCRIPT), then returns a Store.
+func New(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, error) {
+	s := &Store{
+		rdb:        rdb,
+		prefix:     opts.Prefix,
+		maxPayload: opts.MaxPayload,
+		maxOutput:  opts.MaxOutput,
+		log:        opts.Logger,
+	}
+	if s.prefix == "" {
+		s.prefix = DefaultPrefix
+	}
+	if strings.ContainsAny(s.prefix, "{}") {
+		return nil, fmt.Errorf("key prefix %q must not contain braces (they are the pool's hash tag)", s.prefix)
+	}
+	if s.maxPayload <= 0 {
+		s.maxPayload = DefaultMaxPayload
+	}
+	if s.maxOutput <= 0 {
+		s.maxOutput = DefaultMaxOutput
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("component", "slots")
+	scripts, err := loadScripts()
+	if err != nil {
+		return nil, err
+	}
+	s.scripts = scripts
+	if err := s.checkVersion(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.loadScripts(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Client returns the Redis client the store uses.
+func (s *Store) Client() redis.UniversalClient { return s.rdb }
+
+func (s *Store) checkVersion(ctx context.Context) error {
+	key := s.prefix + ":datamodel"
+	if err := s.rdb.SetNX(ctx, key, DataModelVersion, 0).Err(); err != nil {
+		return fmt.Errorf("checking data model version: %w", err)
+	}
+	v, err := s.rdb.Get(ctx, key).Result()
+	if err != nil {
+		return fmt.Errorf("checking data model version: %w", err)
+	}
+	if v != DataModelVersion {
+		return fmt.Errorf("%w: found version %q under %s, this release uses %q", ErrIncompatible, v, key, DataModelVersion)
+	}
+	return nil
+}
+
+// scriptSource builds each script: lib.lua followed by the operation's file,
+// with the test-only mutations of mutant.go applied.
+func loadScripts() (map[string]*redis.Script, error) {
+	lib, err := luaFS.ReadFile("lua/lib.lua")
+	if err != nil {
+		return nil, fmt.Errorf("reading lua/lib.lua: %w", err)
+	}
+	entries, err := fs.Glob(luaFS, "lua/*.lua")
+	if err != nil {
+		return nil, fmt.Errorf("listing scripts: %w", err)
+	}
+	out := map[string]*redis.Script{}
+	for _, e := range entries {
+		name := strings.TrimSuffix(path.Base(e), ".lua")
+		if name == "lib" {
+			continue
+		}
+		body, err := luaFS.ReadFile(e)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", e, err)
+		}
+		src, err := mutate(string(lib) + "\n" + string(body))
+		if err != nil {
+			return nil, fmt.Errorf("script %s: %w", name, err)
+		}
+		out[name] = redis.NewScript(src)
+	}
+	return out, nil
+}
+
+func (s *Store) loadScripts(ctx context.Context) error {
+	load := func(ctx context.Context, c *redis.Client) error {
+		for name, sc := range s.scripts {
+			if err := sc.Load(ctx, c).Err(); err != nil {
+				return fmt.Errorf("loading script %s on %s: %w", name, c.Options().Addr, err)
+			}
+		}
+		return nil
+	}
+	switch c := s.rdb.(type) {
+	case *redis.ClusterClient:
+		return c.ForEachMaster(ctx, load)
+	case *redis.Client:
+		return load(ctx, c)
+	default:
+		for name, sc := range s.scripts {
+			if err := sc.Load(ctx, s.rdb).Err(); err != nil {
+				return fmt.Errorf("loading script %s: %w", name, err)
+			}
+		}
+		return nil
+	}
+}
+
+func (s *Store) base(p PoolID) string   { return s.prefix + ":v1:{" + p.String() + "}:" }
+func (s *Store) cfgKey(p PoolID) string { return s.base(p) + "cfg" }
+func (s *Store) poolsKey() string       { return s.prefix + ":v1:pools" }
+
+// run executes a script for a pool. EVALSHA falls back to EVAL on NOSCRIPT
+// (a failover to a replica that never saw SCRIPT LOAD). A nil reply is
+// returned as (nil, nil).
+func (s *Store) run(ctx context.Context, name string, pool PoolID, args ...any) (any, error) {
+	if err := pool.Validate(); err != nil {
+		return nil, err
+	}
+	sc, ok := s.scripts[name]
+	if !ok {
+		return nil, fmt.Errorf("no script %q", name)
+	}
+	res, err := sc.Run(ctx, s.rdb, []string{s.cfgKey(pool)}, args...).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	return res, mapScriptError(err)
+}
+
+func newGeneration() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

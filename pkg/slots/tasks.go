@@ -1,0 +1,346 @@
+package slots
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// TaskSpec is what a platform submits.
+type TaskSpec struct {
+	ID      string
+	Type    TaskType
+	Payload []byte
+}
+
+// SubmitResult says what Submit did: Created is false when the id existed
+// (submit is idempotent by id). Pod and Slot are set when the task runs.
+type SubmitResult struct {
+	Created bool
+	State   TaskState
+	Epoch   string
+	Pod     string
+	Slot    int
+}
+
+// Submit creates a task and runs its plan phase in the best idle slot (the
+// most specific slot class, then the oldest pod), or queues it. A queue at
+// its limit refuses with ErrQueueFull.
+func (s *Store) Submit(ctx context.Context, pool PoolID, spec TaskSpec) (SubmitResult, error) {
+	if err := ValidateTaskID(spec.ID); err != nil {
+		return SubmitResult{}, err
+	}
+	if err := ValidateTaskType(spec.Type); err != nil {
+		return SubmitResult{}, err
+	}
+	if len(spec.Payload) > s.maxPayload {
+		return SubmitResult{}, fmt.Errorf("%w: task %s payload is %d bytes, limit %d", ErrPayloadTooLarge, spec.ID, len(spec.Payload), s.maxPayload)
+	}
+	res, err := s.run(ctx, "submit", pool, spec.ID, string(spec.Type), spec.Payload)
+	if err != nil {
+		return SubmitResult{}, fmt.Errorf("submitting task %s to %s: %w", spec.ID, pool, err)
+	}
+	f := toStrings(res)
+	if len(f) != 5 {
+		return SubmitResult{}, fmt.Errorf("submitting task %s to %s: unexpected reply %v", spec.ID, pool, res)
+	}
+	out := SubmitResult{Created: f[0] == "created", State: TaskState(f[1]), Epoch: f[2], Pod: f[3], Slot: -1}
+	if f[4] != "" {
+		out.Slot, _ = strconv.Atoi(f[4])
+	}
+	return out, nil
+}
+
+// MessageKind says what an inbox message asks of the agent.
+type MessageKind int
+
+const (
+	// MsgAssignment: run a phase (already claimed: it counts as started).
+	MsgAssignment MessageKind = iota + 1
+	// MsgCancel: stop the executor of a running phase, then Complete it as cancelled.
+	MsgCancel
+)
+
+// Message is one inbox entry.
+type Message struct {
+	Kind       MessageKind
+	Task       string
+	Epoch      string
+	Assignment *Assignment // for MsgAssignment
+}
+
+// Assignment is a phase the agent must run now.
+type Assignment struct {
+	Task    string
+	Type    TaskType
+	Phase   Phase
+	Slot    int
+	Attempt int
+	Epoch   string
+	Payload []byte
+}
+
+// Take waits up to wait for the pod's next inbox message: one blocking
+// reader per pod, not per slot. An assignment is claimed (validated against
+// its epoch and marked started) before it is returned; a stale one is
+// dropped and Take returns (nil, nil), as it does when nothing arrived.
+// Redis blocks in whole seconds here (go-redis), so wait is rounded up to
+// at least one second.
+func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait time.Duration) (*Message, error) {
+	if err := validatePodUID(pod, uid); err != nil {
+		return nil, err
+	}
+	wait = max(wait.Round(time.Second), time.Second)
+	base := s.base(pool)
+	proc := base + "proc:" + pod
+	// An entry left in the processing list by a claim that never reached
+	// Redis comes first.
+	entry, err := s.rdb.LIndex(ctx, proc, 0).Result()
+	if errors.Is(err, redis.Nil) {
+		entry, err = s.rdb.BLMove(ctx, base+"inbox:"+pod, proc, "LEFT", "RIGHT", wait).Result()
+	}
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("taking from inbox of pod %s in %s: %w", pod, pool, err)
+	}
+	kind, rest, _ := strings.Cut(entry, "|")
+	id, epoch, _ := strings.Cut(rest, "|")
+	switch kind {
+	case "c":
+		if err := s.rdb.LRem(ctx, proc, 1, entry).Err(); err != nil {
+			return nil, fmt.Errorf("acknowledging cancel of task %s on pod %s: %w", id, pod, err)
+		}
+		return &Message{Kind: MsgCancel, Task: id, Epoch: epoch}, nil
+	case "a":
+		res, err := s.run(ctx, "claim", pool, pod, uid, id, epoch, entry)
+		if err != nil {
+			return nil, fmt.Errorf("claiming task %s on pod %s in %s: %w", id, pod, pool, err)
+		}
+		if res == nil {
+			s.log.Debug("dropped stale inbox entry", "pool", pool, "pod", pod, "task", id, "epoch", epoch)
+			return nil, nil
+		}
+		arr, _ := res.([]any)
+		if len(arr) != 5 {
+			return nil, fmt.Errorf("claiming task %s: unexpected reply %v", id, res)
+		}
+		a := &Assignment{Task: id, Epoch: epoch}
+		a.Type = TaskType(asString(arr[0]))
+		a.Phase = Phase(asString(arr[1]))
+		a.Slot, _ = strconv.Atoi(asString(arr[2]))
+		a.Attempt = int(asInt(arr[3]))
+		a.Payload = []byte(asString(arr[4]))
+		return &Message{Kind: MsgAssignment, Task: id, Epoch: epoch, Assignment: a}, nil
+	default:
+		// Not ours to interpret: drop it rather than block the inbox forever.
+		s.log.Warn("dropping malformed inbox entry", "pool", pool, "pod", pod, "entry", entry)
+		if err := s.rdb.LRem(ctx, proc, 1, entry).Err(); err != nil {
+			return nil, fmt.Errorf("dropping malformed entry on pod %s: %w", pod, err)
+		}
+		return nil, nil
+	}
+}
+
+// Outcome is how a phase ended.
+type Outcome string
+
+const (
+	OutcomeSuccess   Outcome = "success"
+	OutcomeFailure   Outcome = "failure"
+	OutcomeTimeout   Outcome = "timeout"
+	OutcomeCancelled Outcome = "cancelled"
+)
+
+// Result is what an agent reports when a phase ends.
+type Result struct {
+	Task     string
+	Epoch    string
+	Outcome  Outcome
+	ExitCode int
+	Reason   string // for failures; "exit-code" when empty
+	Output   []byte // the tail is kept, up to the store's MaxOutput
+}
+
+// Complete records the outcome of a started phase and returns the task's
+// new state: reserved after a successful plan of a plan_and_apply, else
+// terminal with the slot freed and given queued work in the same script. A
+// repeat with an epoch already recorded returns the first outcome; any
+// other epoch is ErrStaleEpoch.
+func (s *Store) Complete(ctx context.Context, pool PoolID, r Result) (TaskState, error) {
+	if err := ValidateTaskID(r.Task); err != nil {
+		return "", err
+	}
+	switch r.Outcome {
+	case OutcomeSuccess, OutcomeFailure, OutcomeTimeout, OutcomeCancelled:
+	default:
+		return "", fmt.Errorf("%w: task %s: unknown outcome %q", ErrInvalidTask, r.Task, r.Outcome)
+	}
+	if r.Epoch == "" {
+		return "", fmt.Errorf("%w: task %s: epoch is required", ErrInvalidTask, r.Task)
+	}
+	out := r.Output
+	if len(out) > s.maxOutput {
+		out = out[len(out)-s.maxOutput:]
+	}
+	res, err := s.run(ctx, "complete", pool, r.Task, r.Epoch, string(r.Outcome), r.ExitCode, r.Reason, out)
+	if err != nil {
+		return "", fmt.Errorf("completing task %s epoch %s in %s: %w", r.Task, r.Epoch, pool, err)
+	}
+	return TaskState(asString(res)), nil
+}
+
+// Approve runs the apply of a reserved task in the slot that ran its plan
+// (also on a cordoned pod). A reservation that ended is ErrReservationLost or
+// ErrNotReserved. Returns the apply's epoch.
+func (s *Store) Approve(ctx context.Context, pool PoolID, task, by string) (string, error) {
+	if err := ValidateTaskID(task); err != nil {
+		return "", err
+	}
+	if err := validateActor(by); err != nil {
+		return "", err
+	}
+	res, err := s.run(ctx, "approve", pool, task, by)
+	if err != nil {
+		return "", fmt.Errorf("approving task %s in %s: %w", task, pool, err)
+	}
+	f := toStrings(res)
+	if len(f) < 1 {
+		return "", fmt.Errorf("approving task %s: unexpected reply %v", task, res)
+	}
+	s.log.Info("task approved", "pool", pool, "task", task, "by", by, "epoch", f[0])
+	return f[0], nil
+}
+
+// Reject ends a reservation without applying; the slot is freed.
+func (s *Store) Reject(ctx context.Context, pool PoolID, task, by string) error {
+	return s.endReservation(ctx, pool, task, by, "reject", "")
+}
+
+// ReleaseReservation lets a stopping agent give a reservation up: the task
+// fails with reason (e.g. "agent-shutdown") and the slot is freed.
+func (s *Store) ReleaseReservation(ctx context.Context, pool PoolID, task, reason string) error {
+	return s.endReservation(ctx, pool, task, "agent", "release", reason)
+}
+
+func (s *Store) endReservation(ctx context.Context, pool PoolID, task, by, mode, reason string) error {
+	if err := ValidateTaskID(task); err != nil {
+		return err
+	}
+	if err := validateActor(by); err != nil {
+		return err
+	}
+	if _, err := s.run(ctx, "reject", pool, task, by, mode, reason); err != nil {
+		return fmt.Errorf("ending reservation of task %s in %s (%s): %w", task, pool, mode, err)
+	}
+	s.log.Info("reservation ended", "pool", pool, "task", task, "by", by, "mode", mode, "reason", reason)
+	return nil
+}
+
+// Cancel ends a queued, unstarted or reserved task now (StateCancelled), or
+// asks the agent running it to stop the executor (returns StateRunning; the
+// task becomes cancelled when the agent completes it). A finished task is
+// ErrTaskFinished.
+func (s *Store) Cancel(ctx context.Context, pool PoolID, task, by string) (TaskState, error) {
+	if err := ValidateTaskID(task); err != nil {
+		return "", err
+	}
+	if err := validateActor(by); err != nil {
+		return "", err
+	}
+	res, err := s.run(ctx, "cancel", pool, task, by)
+	if err != nil {
+		return "", fmt.Errorf("cancelling task %s in %s: %w", task, pool, err)
+	}
+	if asString(res) == "cancelling" {
+		return StateRunning, nil
+	}
+	return StateCancelled, nil
+}
+
+// Task returns a task with its history.
+func (s *Store) Task(ctx context.Context, pool PoolID, id string) (Task, error) {
+	if err := pool.Validate(); err != nil {
+		return Task{}, err
+	}
+	if err := ValidateTaskID(id); err != nil {
+		return Task{}, err
+	}
+	base := s.base(pool)
+	pipe := s.rdb.Pipeline()
+	hc := pipe.HGetAll(ctx, base+"t:"+id)
+	lc := pipe.LRange(ctx, base+"h:"+id, 0, -1)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return Task{}, fmt.Errorf("reading task %s in %s: %w", id, pool, err)
+	}
+	h := hc.Val()
+	if len(h) == 0 || h["type"] == "" {
+		return Task{}, fmt.Errorf("%w: %s in %s", ErrTaskNotFound, id, pool)
+	}
+	t := Task{
+		ID:              id,
+		Pool:            pool,
+		Type:            TaskType(h["type"]),
+		State:           TaskState(h["st"]),
+		Phase:           Phase(h["phase"]),
+		Pod:             h["pod"],
+		Slot:            -1,
+		Epoch:           h["ep"],
+		Started:         h["started"] == "1",
+		Reason:          h["reason"],
+		Output:          h["out"],
+		By:              h["by"],
+		Payload:         []byte(h["payload"]),
+		CancelRequested: h["cx"] == "1",
+		Created:         msTime(h["created"]),
+		Updated:         msTime(h["upd"]),
+	}
+	if h["slot"] != "" {
+		t.Slot, _ = strconv.Atoi(h["slot"])
+	}
+	t.Attempt, _ = strconv.Atoi(h["attempt"])
+	t.ExitCode, _ = strconv.Atoi(h["exit"])
+	for _, e := range lc.Val() {
+		parts := strings.SplitN(e, "|", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		t.History = append(t.History, HistoryEntry{At: msTime(parts[0]), State: parts[1], Detail: parts[2]})
+	}
+	return t, nil
+}
+
+func msTime(s string) time.Time {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v)
+}
+
+func asString(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	}
+	return ""
+}
+
+func asInt(v any) int64 {
+	switch x := v.(type) {
+	case int64:
+		return x
+	case string:
+		n, _ := strconv.ParseInt(x, 10, 64)
+		return n
+	}
+	return 0
+}

@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The project's whole test command (make test, .ci/run).
+#
+# Installs redis-server if missing, starts a private standalone Redis and a
+# private 3-node Redis Cluster on free loopback ports, then runs go vet and
+# go test -race in every Go module of the repo.
+#
+# Env:
+#   TEST_FLAGS       extra go test flags, split on whitespace (e.g. "-run TestX -v")
+#   NO_RACE_MODULES  module dirs relative to the repo root that run without -race
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+read -r -a test_flags <<<"${TEST_FLAGS:-}"
+read -r -a no_race <<<"${NO_RACE_MODULES:-}"
+
+# ---- Redis ------------------------------------------------------------------
+
+install_redis() {
+	if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+		return
+	fi
+	local sudo=()
+	[[ $(id -u) -eq 0 ]] || sudo=(sudo)
+	# sudo drops the environment, hence env inside it.
+	local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
+	echo "test.sh: redis-server not found; running: ${apt[*]} install -y redis-server"
+	if ! "${apt[@]}" install -y redis-server; then
+		echo "test.sh: install failed; running apt-get update and retrying"
+		"${apt[@]}" update
+		"${apt[@]}" install -y redis-server
+	fi
+}
+
+TMP=""
+PIDS=()
+
+cleanup() {
+	local rc=$?
+	set +e
+	for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+	for pid in "${PIDS[@]}"; do # give each a moment to shut down, then force it
+		for _ in {1..50}; do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+	done
+	[[ -n $TMP ]] && rm -rf "$TMP"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT # exit runs the EXIT trap
+trap 'exit 143' TERM
+
+# A random port nobody answers on. Not race-free (it's bash), so start_redis
+# retries when redis-server finds the port taken. Range avoids the kernel's
+# ephemeral ports (32768+) and well-known Redis ports.
+free_port() {
+	local p
+	while :; do
+		p=$((20000 + RANDOM % 10000))
+		if ! timeout 1 bash -c "echo >/dev/tcp/127.0.0.1/$p" 2>/dev/null; then
+			echo "$p"
+			return
+		fi
+	done
+}
+
+# start_redis NAME [cluster]: starts a redis-server in $TMP/NAME, waits for
+# PING, and sets PORT. Cluster nodes get an explicit bus port (redis >= 7).
+start_redis() {
+	local name=$1 cluster=${2:-} dir="$TMP/$1" pid extra
+	mkdir -p "$dir"
+	for _ in 1 2 3 4 5; do
+		PORT=$(free_port)
+		extra=()
+		[[ -n $cluster ]] && extra=(--cluster-enabled yes --cluster-config-file nodes.conf
+			--cluster-node-timeout 5000 --cluster-port "$(free_port)")
+		redis-server --port "$PORT" --bind 127.0.0.1 --dir "$dir" --save "" --appendonly no \
+			--daemonize no "${extra[@]}" >"$dir/redis.log" 2>&1 &
+		pid=$!
+		PIDS+=("$pid")
+		for _ in {1..100}; do # 10 s
+			kill -0 "$pid" 2>/dev/null || break
+			if [[ $(timeout 2 redis-cli -p "$PORT" ping 2>/dev/null) == PONG ]]; then
+				echo "test.sh: redis $name on 127.0.0.1:$PORT"
+				return
+			fi
+			sleep 0.1
+		done
+		if ! kill -0 "$pid" 2>/dev/null && grep -q "Address already in use" "$dir/redis.log"; then
+			continue # port taken between free_port and bind: try another
+		fi
+		echo "test.sh: redis $name exited or did not answer PING within 10s; $dir/redis.log:" >&2
+		tail -n 30 "$dir/redis.log" >&2
+		exit 1
+	done
+	echo "test.sh: redis $name: no free port after 5 tries" >&2
+	exit 1
+}
+
+start_servers() {
+	TMP=$(mktemp -d "${TMPDIR:-/tmp}/slotscaler-test.XXXXXX")
+	start_redis standalone
+	export SLOTSCALER_TEST_REDIS_URL="redis://127.0.0.1:$PORT/0"
+
+	local addrs=() i a
+	for i in 1 2 3; do
+		start_redis "cluster$i" cluster
+		addrs+=("127.0.0.1:$PORT")
+	done
+	local t0=$SECONDS
+	redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >"$TMP/cluster-create.log" 2>&1 ||
+		{ cat "$TMP/cluster-create.log" >&2; exit 1; }
+	for a in "${addrs[@]}"; do
+		for i in {1..100}; do # 10 s per node
+			redis-cli -h "${a%:*}" -p "${a#*:}" cluster info 2>/dev/null | grep -q '^cluster_state:ok' && break
+			((i < 100)) || { echo "test.sh: cluster node $a not ok within 10s" >&2; exit 1; }
+			sleep 0.1
+		done
+	done
+	echo "test.sh: redis cluster ok in $((SECONDS - t0))s: ${addrs[*]}"
+	export SLOTSCALER_TEST_REDIS_CLUSTER_ADDRS
+	SLOTSCALER_TEST_REDIS_CLUSTER_ADDRS=$(IFS=,; echo "${addrs[*]}")
+}
+
+# ---- checks -----------------------------------------------------------------
+
+# Placeholder for repo-wide checks beyond go vet/test (generated-code
+# freshness, mutation runs). Return non-zero to fail the run; it runs in an
+# `if`, where set -e is off, so chain commands with && or check each one.
+extra_checks() {
+	echo "test.sh: extra_checks: nothing yet"
+}
+
+# Every go.mod is a module; go ./... stops at module boundaries, so each
+# nested module (e.g. test/keda) needs its own run.
+modules() {
+	(cd "$ROOT" && find . \( -name vendor -o -name testdata -o -name .git \) -prune -o -name go.mod -print) |
+		sed -e 's|/go.mod$||' -e 's|^\./||' | sort
+}
+
+test_module() {
+	local mod=$1 race=(-race) m
+	for m in "${no_race[@]}"; do
+		m=${m%/} m=${m#./}
+		[[ ${m:-.} == "$mod" ]] && race=()
+	done
+	echo "=== $mod: go vet ./... && go test ${race[*]} -count=1 ${test_flags[*]} ./..."
+	# Run go test even when vet fails: one run should report every problem.
+	(
+		cd "$ROOT/$mod" || exit 1
+		if [[ -z $(go list -e ./... 2>/dev/null) ]] && go list -m >/dev/null; then
+			echo "no packages; skipped" # go vet/test would fail on an empty module
+			exit 0
+		fi
+		rc=0
+		go vet ./... || rc=1
+		go test "${race[@]}" -count=1 "${test_flags[@]}" ./... || rc=1
+		exit "$rc"
+	)
+}
+
+main() {
+	install_redis
+	start_servers
+
+	local summary=() failed=0 mod t0 mods
+	mapfile -t mods < <(modules) # not a `while read` loop: tests must not get it as stdin
+	for mod in "${mods[@]}"; do
+		t0=$SECONDS
+		if test_module "$mod"; then
+			summary+=("ok    $mod $((SECONDS - t0))s")
+		else
+			summary+=("FAIL  $mod $((SECONDS - t0))s")
+			failed=1
+		fi
+	done
+
+	t0=$SECONDS
+	if extra_checks; then
+		summary+=("ok    extra_checks $((SECONDS - t0))s")
+	else
+		summary+=("FAIL  extra_checks $((SECONDS - t0))s")
+		failed=1
+	fi
+
+	echo "=== summary"
+	printf '%s\n' "${summary[@]}"
+	return "$failed"
+}
+
+main "$@"
