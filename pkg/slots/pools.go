@@ -69,7 +69,7 @@ func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (str
 		}
 		args = append(args, "ord_"+string(t), strings.Join(os, ","))
 	}
-	args = append(args, "types", strings.Join(types, ","))
+	args = append(args, "types", strings.Join(types, ","), "fill", strings.Join(fillOrder(classes, slotClass), ","))
 	res, err := s.run(ctx, "declare_pool", id, args...)
 	if err != nil {
 		return "", fmt.Errorf("declaring pool %s: %w", id, err)
@@ -135,4 +135,21 @@ func (s *Store) Pool(ctx context.Context, id PoolID) (PoolConfig, string, error)
 	cfg.RetentionCount = num("retn")
 	cfg.EventCap = num("evcap")
 	return cfg, h["gen"], nil
+}
+
+// fillOrder lists slot indexes with the most specific class (fewest task
+// types) first: the order in which a pod's idle slots take queued work.
+func fillOrder(classes []Class, slotClass []int) []string {
+	idx := make([]int, len(slotClass))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int {
+		return len(classes[slotClass[a]].Types) - len(classes[slotClass[b]].Types)
+	})
+	out := make([]string, len(idx))
+	for i, v := range idx {
+		out[i] = strconv.Itoa(v)
+	}
+	return out
 }

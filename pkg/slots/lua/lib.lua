@@ -57,6 +57,7 @@ local function load_cfg()
   if c == nil then return nil end
   c.nslots = tonumber(c.nslots)
   c.sc = split(c.sc)                -- class index (string) of each slot
+  c.fill = split(c.fill)            -- slot indexes, most specific class first
   c.ncls = tonumber(c.ncls)
   c.ctypes = {}                     -- class -> types
   for i = 0, c.ncls - 1 do c.ctypes[tostring(i)] = split(c['ct' .. i]) end
@@ -153,6 +154,15 @@ local function fill_slot(c, now, pod, slot)
   end
   redis.call('ZADD', K .. 'idle:' .. cls, redis.call('HGET', pkey(pod), 'seq'), member(pod, slot))
   return false
+end
+
+-- fill_idle_slots gives each idle slot of an active pod queued work, the
+-- most specific slots first, so a plan does not take a slot 0 that a
+-- queued plan_and_apply needs while a plan-only slot is free beside it.
+local function fill_idle_slots(c, now, pod, ph)
+  for _, i in ipairs(c.fill) do
+    if (ph['s' .. i] or '') == '' then fill_slot(c, now, pod, tonumber(i)) end
+  end
 end
 
 -- release vacates a slot and, on an active pod, dispatches queued work to it

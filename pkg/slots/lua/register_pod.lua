@@ -37,7 +37,5 @@ for i = 0, c.nslots - 1 do
   if orphan[i] then occupy(pod, i, '!') end
 end
 emit(c, now, 'pod', pod, 'st', 'active', 'uid', uid)
-for i = 0, c.nslots - 1 do
-  if not orphan[i] then fill_slot(c, now, pod, i) end
-end
+fill_idle_slots(c, now, pod, hgetall(pkey(pod)))
 return 'active'

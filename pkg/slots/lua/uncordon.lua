@@ -13,7 +13,5 @@ if ph.st ~= 'cordoned' then return fail('podstate', 'pod ' .. pod .. ' is ' .. p
 local now = now_ms()
 set_state(pod, 'cordoned', 'active', tonumber(ph.busy))
 emit(c, now, 'pod', pod, 'st', 'active')
-for i = 0, c.nslots - 1 do
-  if (ph['s' .. i] or '') == '' then fill_slot(c, now, pod, i) end
-end
+fill_idle_slots(c, now, pod, ph)
 return 'active'

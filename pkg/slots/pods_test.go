@@ -1,0 +1,397 @@
+package slots
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func managed(c *PoolConfig) { c.Managed = true }
+
+func TestManagedPoolRegistersOnlyExpectedPods(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, managed)
+		_, err := e.s.RegisterPod(e.ctx, e.pool, "agent-0", "u1")
+		require.ErrorIs(t, err, ErrNotExpected)
+		require.NoError(t, e.s.ExpectPod(e.ctx, e.pool, "agent-0", "u1"))
+		_, err = e.s.RegisterPod(e.ctx, e.pool, "agent-0", "u2")
+		require.ErrorIs(t, err, ErrPodConflict, "another incarnation cannot take the record")
+		st, err := e.s.RegisterPod(e.ctx, e.pool, "agent-0", "u1")
+		require.NoError(t, err)
+		assert.Equal(t, PodActive, st)
+		assert.Equal(t, 1, e.stats().Pods[PodActive])
+		e.consistent()
+	})
+}
+
+func TestRegistrationRacingDrainOfExpectedPodLoses(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, managed)
+		require.NoError(t, e.s.ExpectPod(e.ctx, e.pool, "agent-0", "u1"))
+		require.NoError(t, e.s.Drain(e.ctx, e.pool, "agent-0", "u1"))
+		_, err := e.s.RegisterPod(e.ctx, e.pool, "agent-0", "u1")
+		require.ErrorIs(t, err, ErrPodState)
+		require.NoError(t, e.s.RemovePod(e.ctx, e.pool, "agent-0", "u1", "deleted"))
+		_, err = e.s.RegisterPod(e.ctx, e.pool, "agent-0", "u1")
+		require.ErrorIs(t, err, ErrTombstoned)
+		_, err = e.s.Heartbeat(e.ctx, e.pool, "agent-0", "u1", nil)
+		require.ErrorIs(t, err, ErrTombstoned)
+		require.ErrorIs(t, e.s.ExpectPod(e.ctx, e.pool, "agent-0", "u1"), ErrTombstoned)
+		e.consistent()
+	})
+}
+
+func TestDrainRefusesPodWithRunningOrReservedSlot(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		e.submit("pa", PlanAndApply)
+		require.ErrorIs(t, e.s.Drain(e.ctx, e.pool, "agent-0", uid), ErrPodBusy, "assigned, not started")
+		a := e.take("agent-0", uid)
+		require.ErrorIs(t, e.s.Drain(e.ctx, e.pool, "agent-0", uid), ErrPodBusy, "running")
+		e.complete(a, OutcomeSuccess)
+		require.ErrorIs(t, e.s.Drain(e.ctx, e.pool, "agent-0", uid), ErrPodBusy, "reserved")
+		require.NoError(t, e.s.Reject(e.ctx, e.pool, "pa", "bob"))
+		require.NoError(t, e.s.Drain(e.ctx, e.pool, "agent-0", uid))
+		// A drained pod never gets work again.
+		r := e.submit("t2", Plan)
+		assert.Equal(t, StateQueued, r.State)
+		require.ErrorIs(t, e.s.Uncordon(e.ctx, e.pool, "agent-0", uid), ErrPodState)
+		st := e.stats()
+		assert.Equal(t, 1, st.Pods[PodDraining])
+		assert.Equal(t, 0, st.IdlePods)
+		assert.Equal(t, []int{0, 0}, st.IdleSlots)
+		e.consistent()
+	})
+}
+
+func TestCordonStopsNewWorkAndUncordonDispatches(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		require.NoError(t, e.s.Cordon(e.ctx, e.pool, "agent-0", uid))
+		assert.Equal(t, StateQueued, e.submit("t1", Plan).State)
+		assert.Equal(t, StateQueued, e.submit("t2", PlanAndApply).State)
+		require.NoError(t, e.s.Uncordon(e.ctx, e.pool, "agent-0", uid))
+		assert.Equal(t, StateRunning, e.task("t1").State)
+		assert.Equal(t, StateRunning, e.task("t2").State)
+		assert.Equal(t, 0, e.task("t2").Slot)
+		e.consistent()
+	})
+}
+
+func TestRemovedPodPlanIsRequeuedApplyAndReservationFail(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, func(c *PoolConfig) { c.Policy.Slots = [][]TaskType{{Plan, PlanAndApply}, {Plan, PlanAndApply}, {Plan}} })
+		uid := e.pod("agent-0")
+		e.submit("apply", PlanAndApply)
+		e.submit("resv", PlanAndApply)
+		e.submit("plan", Plan)
+		got := map[string]*Assignment{}
+		for i := 0; i < 3; i++ {
+			a := e.take("agent-0", uid)
+			got[a.Task] = a
+		}
+		e.complete(got["apply"], OutcomeSuccess)
+		e.complete(got["resv"], OutcomeSuccess)
+		_, err := e.s.Approve(e.ctx, e.pool, "apply", "alice")
+		require.NoError(t, err)
+		e.take("agent-0", uid) // the apply starts
+		require.NoError(t, e.s.RemovePod(e.ctx, e.pool, "agent-0", uid, "deleted"))
+
+		ap := e.task("apply")
+		assert.Equal(t, StateFailed, ap.State)
+		assert.Equal(t, ReasonAgentLost, ap.Reason, "an apply is never run twice")
+		rv := e.task("resv")
+		assert.Equal(t, StateFailed, rv.State)
+		assert.Equal(t, ReasonReservationLost, rv.Reason)
+		_, err = e.s.Approve(e.ctx, e.pool, "resv", "alice")
+		assert.ErrorIs(t, err, ErrReservationLost)
+		pl := e.task("plan")
+		assert.Equal(t, StateQueued, pl.State)
+		assert.Equal(t, 1, pl.Attempt)
+		st := e.stats()
+		assert.Equal(t, 0, st.TotalPods)
+		assert.Equal(t, 0, st.BusyPods)
+		assert.Equal(t, 0, st.RunningSlots[0]+st.RunningSlots[1])
+		e.consistent()
+	})
+}
+
+func TestPlanFailsAfterMaxAttempts(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, func(c *PoolConfig) { c.MaxAttempts = 2 })
+		e.submit("t1", Plan)
+		for i := 0; i < 2; i++ {
+			name := []string{"agent-a", "agent-b"}[i]
+			uid := e.pod(name)
+			a := e.take(name, uid)
+			assert.Equal(t, i+1, a.Attempt)
+			require.NoError(t, e.s.RemovePod(e.ctx, e.pool, name, uid, "deleted"))
+		}
+		tk := e.task("t1")
+		assert.Equal(t, StateFailed, tk.State)
+		assert.Equal(t, ReasonAgentLost, tk.Reason)
+	})
+}
+
+func TestHeartbeatExpiryInManagedPoolWaitsForPodDeletionBeforeRequeue(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, managed, func(c *PoolConfig) { c.HeartbeatTimeout = 60 * time.Millisecond })
+		uid := e.pod("agent-0")
+		e.submit("plan", Plan)
+		e.submit("pa", PlanAndApply)
+		e.take("agent-0", uid)
+		pa := e.take("agent-0", uid)
+		e.complete(pa, OutcomeSuccess) // reserved
+		e.submit("unstarted", Plan)
+		time.Sleep(100 * time.Millisecond)
+		r, err := e.s.Reap(e.ctx, e.pool, ReapOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, 1, r.Heartbeats)
+		assert.Equal(t, StateRunning, e.task("plan").State, "a started plan waits for the pod object to go (the fence)")
+		assert.Equal(t, ReasonReservationLost, e.task("pa").Reason)
+		assert.Equal(t, StateQueued, e.task("unstarted").State, "an unstarted assignment goes back at once")
+		assert.Equal(t, 0, e.task("unstarted").Attempt)
+		_, err = e.s.Heartbeat(e.ctx, e.pool, "agent-0", uid, nil)
+		require.ErrorIs(t, err, ErrPodLost)
+		_, err = e.s.Take(e.ctx, e.pool, "agent-0", uid, time.Second)
+		require.ErrorIs(t, err, ErrPodLost, "a lost pod cannot start the stale assignment in its inbox")
+		assert.Equal(t, 1, e.stats().Pods[PodLost])
+		assert.Equal(t, 1, e.stats().BusyPods, "the lost pod still holds the plan until it is deleted")
+		require.NoError(t, e.s.RemovePod(e.ctx, e.pool, "agent-0", uid, "deleted"))
+		assert.Equal(t, StateQueued, e.task("plan").State)
+		e.consistent()
+	})
+}
+
+func TestHeartbeatExpiryInStaticPoolRemovesPod(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, func(c *PoolConfig) { c.HeartbeatTimeout = 60 * time.Millisecond })
+		uid := e.pod("agent-0")
+		e.submit("plan", Plan)
+		e.take("agent-0", uid)
+		time.Sleep(100 * time.Millisecond)
+		_, err := e.s.Reap(e.ctx, e.pool, ReapOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, StateQueued, e.task("plan").State)
+		_, err = e.s.Heartbeat(e.ctx, e.pool, "agent-0", uid, nil)
+		require.ErrorIs(t, err, ErrTombstoned)
+		e.consistent()
+	})
+}
+
+func TestReaperOutageGrantsGraceInsteadOfExpiringEveryone(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, func(c *PoolConfig) { c.HeartbeatTimeout = 150 * time.Millisecond })
+		uid := e.pod("agent-0")
+		opts := ReapOptions{MaxGap: 80 * time.Millisecond}
+		_, err := e.s.Reap(e.ctx, e.pool, opts)
+		require.NoError(t, err)
+		time.Sleep(200 * time.Millisecond) // the reaper was down longer than MaxGap
+		r, err := e.s.Reap(e.ctx, e.pool, opts)
+		require.NoError(t, err)
+		assert.True(t, r.Grace)
+		assert.Equal(t, 0, r.Heartbeats, "the outage is not counted against the agent")
+		_, err = e.s.Heartbeat(e.ctx, e.pool, "agent-0", uid, nil)
+		require.NoError(t, err)
+		// Without heartbeats the pod expires once the grace is over.
+		deadline := time.Now().Add(2 * time.Second)
+		for time.Now().Before(deadline) {
+			r, err = e.s.Reap(e.ctx, e.pool, opts)
+			require.NoError(t, err)
+			if r.Heartbeats > 0 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		assert.Equal(t, 1, r.Heartbeats)
+	})
+}
+
+func TestHeartbeatReconcilesWithWhatAgentRuns(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		e.submit("kept", Plan)
+		e.submit("forgotten", Plan)
+		kept := e.take("agent-0", uid)
+		forgotten := e.take("agent-0", uid)
+		reply, err := e.s.Heartbeat(e.ctx, e.pool, "agent-0", uid, []RunningPhase{
+			{Slot: kept.Slot, Task: kept.Task, Epoch: kept.Epoch},
+			{Slot: 0, Task: "ghost", Epoch: "x-1"},
+		})
+		require.NoError(t, err)
+		assert.Equal(t, PodActive, reply.State)
+		assert.Equal(t, []TaskRef{{Task: "ghost", Epoch: "x-1"}}, reply.Stop, "work Redis never gave this slot is stopped")
+		f := e.task(forgotten.Task)
+		assert.NotEqual(t, forgotten.Epoch, f.Epoch, "a started phase the agent does not run is requeued")
+		assert.Equal(t, StateRunning, e.task(kept.Task).State)
+		e.consistent()
+	})
+}
+
+func TestOrphanSlotsStayBusyUntilAgentStopsReportingThem(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		_, err := e.s.RegisterPod(e.ctx, e.pool, "agent-0", "u1", 0)
+		require.NoError(t, err)
+		st := e.stats()
+		assert.Equal(t, 1, st.BusyPods)
+		require.ErrorIs(t, e.s.Drain(e.ctx, e.pool, "agent-0", "u1"), ErrPodBusy)
+		assert.Equal(t, StateQueued, e.submit("pa", PlanAndApply).State)
+		_, err = e.s.Heartbeat(e.ctx, e.pool, "agent-0", "u1", []RunningPhase{{Slot: 0, Task: "old", Epoch: "gone-1"}})
+		require.NoError(t, err)
+		assert.Equal(t, StateQueued, e.task("pa").State)
+		_, err = e.s.Heartbeat(e.ctx, e.pool, "agent-0", "u1", nil)
+		require.NoError(t, err)
+		assert.Equal(t, StateRunning, e.task("pa").State, "the freed orphan slot takes queued work")
+		e.consistent()
+	})
+}
+
+func TestHandBackRequeuesUnstartedWithoutSpendingAttempt(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		e.submit("t1", Plan)
+		e.submit("t2", Plan)
+		started := e.take("agent-0", uid)
+		require.NoError(t, e.s.Cordon(e.ctx, e.pool, "agent-0", uid))
+		back, err := e.s.HandBack(e.ctx, e.pool, "agent-0", uid)
+		require.NoError(t, err)
+		assert.Equal(t, []string{"t2"}, back)
+		tk := e.task("t2")
+		assert.Equal(t, StateQueued, tk.State)
+		assert.Equal(t, 0, tk.Attempt)
+		assert.Equal(t, StateRunning, e.task(started.Task).State)
+		// The stale inbox entry is dropped.
+		m, err := e.s.Take(e.ctx, e.pool, "agent-0", uid, time.Second)
+		require.NoError(t, err)
+		assert.Nil(t, m)
+		e.consistent()
+	})
+}
+
+func TestPolicyCannotChangeWhilePodsExist(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		e.pod("agent-0")
+		cfg := e.cfg
+		cfg.Policy.Slots = [][]TaskType{{Plan, PlanAndApply}}
+		_, err := e.s.DeclarePool(e.ctx, e.pool, cfg)
+		require.ErrorIs(t, err, ErrPolicyChange)
+		cfg = e.cfg
+		cfg.QueueLimit = 5
+		gen1, err := e.s.DeclarePool(e.ctx, e.pool, cfg)
+		require.NoError(t, err)
+		got, gen2, err := e.s.Pool(e.ctx, e.pool)
+		require.NoError(t, err)
+		assert.Equal(t, gen1, gen2, "the generation survives a re-declare")
+		assert.Equal(t, cfg, got)
+	})
+}
+
+func TestPoolsAreListedAndIsolatedByNamespace(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		other := PoolID{Namespace: "team-b", Name: e.pool.Name}
+		_, err := e.s.DeclarePool(e.ctx, other, DefaultPoolConfig())
+		require.NoError(t, err)
+		pools, err := e.s.Pools(e.ctx)
+		require.NoError(t, err)
+		assert.Equal(t, []PoolID{e.pool, other}, pools)
+		e.pod("agent-0")
+		e.submit("t1", Plan)
+		stats, err := e.s.Stats(e.ctx, e.pool, other, PoolID{Namespace: "x", Name: "missing"})
+		require.NoError(t, err)
+		assert.Equal(t, 1, stats[0].BusyPods)
+		assert.Equal(t, 0, stats[1].BusyPods)
+		assert.Equal(t, 0, stats[1].TotalPods)
+		assert.ErrorIs(t, stats[2].Err, ErrPoolNotFound)
+	})
+}
+
+func TestEventsFollowWithCursorAndReportGap(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, func(c *PoolConfig) { c.EventCap = 5 })
+		page, err := e.s.Events(e.ctx, e.pool, "", 100)
+		require.NoError(t, err)
+		assert.Empty(t, page.Events)
+		cursor := page.Next
+		e.pod("agent-0")
+		page, err = e.s.Events(e.ctx, e.pool, cursor, 100)
+		require.NoError(t, err)
+		require.NotEmpty(t, page.Events)
+		assert.False(t, page.Gap)
+		assert.Equal(t, "pod", page.Events[0].Kind)
+		assert.Equal(t, "agent-0", page.Events[0].Subject)
+		cursor = page.Next
+		for i := 0; i < 300; i++ {
+			e.submit("t"+string(rune('a'+i%26))+string(rune('a'+i/26)), Plan)
+		}
+		page, err = e.s.Events(e.ctx, e.pool, cursor, 100)
+		require.NoError(t, err)
+		assert.True(t, page.Gap, "the capped stream dropped events after the cursor")
+		page2, err := e.s.Events(e.ctx, e.pool, page.Next, 100)
+		require.NoError(t, err)
+		assert.False(t, page2.Gap)
+	})
+}
+
+func TestSnapshotShowsPodsSlotsAndQueue(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		e.submit("pa", PlanAndApply)
+		e.submit("p1", Plan)
+		e.complete(e.take("agent-0", uid), OutcomeSuccess)
+		e.submit("p2", Plan)
+		e.submit("q1", Plan)
+		snap, err := e.s.Snapshot(e.ctx, e.pool)
+		require.NoError(t, err)
+		require.Len(t, snap.Pods, 1)
+		p := snap.Pods[0]
+		assert.Equal(t, "agent-0", p.Name)
+		assert.Equal(t, PodActive, p.State)
+		assert.Equal(t, []SlotState{SlotReserved, SlotAssigned, SlotAssigned}, []SlotState{p.Slots[0].State, p.Slots[1].State, p.Slots[2].State})
+		assert.Equal(t, "pa", p.Slots[0].Task)
+		assert.False(t, p.Slots[0].ReservedUntil.IsZero())
+		require.Len(t, snap.Queue, 1)
+		assert.Equal(t, "q1", snap.Queue[0].ID)
+	})
+}
+
+func TestRetentionForgetsOldFinishedTasks(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, func(c *PoolConfig) { c.RetentionCount = 2 })
+		uid := e.pod("agent-0")
+		for _, id := range []string{"t1", "t2", "t3"} {
+			e.submit(id, Plan)
+			e.complete(e.take("agent-0", uid), OutcomeSuccess)
+		}
+		r, err := e.s.Reap(e.ctx, e.pool, ReapOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, 1, r.Forgotten)
+		_, err = e.s.Task(e.ctx, e.pool, "t1")
+		assert.ErrorIs(t, err, ErrTaskNotFound)
+		e.task("t3")
+	})
+}
+
+func TestMaxQueueAgeExpiresWaitingTasks(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, func(c *PoolConfig) { c.MaxQueueAge = 50 * time.Millisecond })
+		e.submit("t1", Plan)
+		time.Sleep(80 * time.Millisecond)
+		r, err := e.s.Reap(e.ctx, e.pool, ReapOptions{})
+		require.NoError(t, err)
+		assert.Equal(t, 1, r.Queued)
+		tk := e.task("t1")
+		assert.Equal(t, StateExpired, tk.State)
+		assert.Equal(t, ReasonQueueAge, tk.Reason)
+		assert.Equal(t, 0, e.stats().QueuedTotal())
+	})
+}
