@@ -129,7 +129,34 @@ start_servers() {
 # freshness, mutation runs). Return non-zero to fail the run; it runs in an
 # `if`, where set -e is off, so chain commands with && or check each one.
 extra_checks() {
-	echo "test.sh: extra_checks: nothing yet"
+	mutation_runs
+}
+
+# Mutation runs: the slot store's suite is run with one guarantee broken at a
+# time (pkg/slots/mutant_on.go) and must FAIL under each, proving the tests
+# can see the bug. The unmutated tagged build must pass (it checks that every
+# mutation still matches the scripts).
+MUTANTS=(drain-idle epoch dispatch-on-free)
+mutation_runs() {
+	local m ok=0
+	(cd "$ROOT" && go test -tags slotsmutants -count=1 -run TestMutantsApply ./pkg/slots/ >/dev/null) || {
+		echo "test.sh: FAIL mutants no longer match the Lua scripts"
+		return 1
+	}
+	for m in "${MUTANTS[@]}"; do
+		if (cd "$ROOT" && SLOTSCALER_MUTANT=$m go test -tags slotsmutants -count=1 -failfast ./pkg/slots/ >"$TMP/mutant-$m.log" 2>&1); then
+			echo "test.sh: FAIL mutant $m survived: the slot store's tests did not notice it"
+			ok=1
+		elif grep -q -- '--- FAIL: ' "$TMP/mutant-$m.log"; then
+			echo "test.sh: ok   mutant $m killed by $(grep -m1 -o -- '--- FAIL: [^ ]*' "$TMP/mutant-$m.log" | cut -c11-)"
+		else
+			# A build error is not a kill: it proves nothing about the tests.
+			echo "test.sh: FAIL mutant $m: the run failed without a failing test:"
+			tail -20 "$TMP/mutant-$m.log"
+			ok=1
+		fi
+	done
+	return $ok
 }
 
 # Every go.mod is a module; go ./... stops at module boundaries, so each

@@ -316,10 +316,10 @@ func TestDesiredManyTypesAndClasses(t *testing.T) {
 	tests := map[string]struct {
 		classes, types int
 	}{
-		"40 types over 12 classes (grouping index, class enumeration)": {classes: 12, types: 40},
+		"40 types over 12 classes (grouping index, class enumeration)":         {classes: 12, types: 40},
 		"60 types over 6 classes (types sharing neighbourhoods via the index)": {classes: 6, types: 60},
-		"30 types over 30 classes (max-flow fallback)":                 {classes: 30, types: 30},
-		"70 classes (multi-word bitsets, max-flow)":                    {classes: 70, types: 20},
+		"30 types over 30 classes (max-flow fallback)":                         {classes: 30, types: 30},
+		"70 classes (multi-word bitsets, max-flow)":                            {classes: 70, types: 20},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

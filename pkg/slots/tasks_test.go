@@ -265,16 +265,31 @@ func TestBadInputIsRefusedAndWritesNothing(t *testing.T) {
 		call func() error
 		want error
 	}{
-		"empty id":        {func() error { _, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: "", Type: Plan}); return err }, ErrInvalidTask},
-		"id too long":     {func() error { _, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: string(make([]byte, 129)), Type: Plan}); return err }, ErrInvalidTask},
-		"id with braces":  {func() error { _, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: "a{b}", Type: Plan}); return err }, ErrInvalidTask},
-		"unknown type":    {func() error { _, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: "x", Type: "destroy"}); return err }, ErrInvalidTask},
-		"payload too big": {func() error { _, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: "x", Type: Plan, Payload: make([]byte, DefaultMaxPayload+1)}); return err }, ErrPayloadTooLarge},
-		"bad pool name":   {func() error { _, err := e.s.Submit(e.ctx, PoolID{Namespace: "A_B", Name: "x"}, TaskSpec{ID: "x", Type: Plan}); return err }, ErrInvalidPool},
-		"unknown pool":    {func() error { _, err := e.s.Submit(e.ctx, PoolID{Namespace: "nope", Name: "x"}, TaskSpec{ID: "x", Type: Plan}); return err }, ErrPoolNotFound},
-		"bad pod name":    {func() error { _, err := e.s.RegisterPod(e.ctx, e.pool, "Pod_1", "u"); return err }, ErrInvalidPod},
-		"missing uid":     {func() error { _, err := e.s.RegisterPod(e.ctx, e.pool, "pod-1", ""); return err }, ErrInvalidPod},
-		"bad outcome":     {func() error { _, err := e.s.Complete(e.ctx, e.pool, Result{Task: "x", Epoch: "e", Outcome: "meh"}); return err }, ErrInvalidTask},
+		"empty id": {func() error { _, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: "", Type: Plan}); return err }, ErrInvalidTask},
+		"id too long": {func() error {
+			_, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: string(make([]byte, 129)), Type: Plan})
+			return err
+		}, ErrInvalidTask},
+		"id with braces": {func() error { _, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: "a{b}", Type: Plan}); return err }, ErrInvalidTask},
+		"unknown type":   {func() error { _, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: "x", Type: "destroy"}); return err }, ErrInvalidTask},
+		"payload too big": {func() error {
+			_, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: "x", Type: Plan, Payload: make([]byte, DefaultMaxPayload+1)})
+			return err
+		}, ErrPayloadTooLarge},
+		"bad pool name": {func() error {
+			_, err := e.s.Submit(e.ctx, PoolID{Namespace: "A_B", Name: "x"}, TaskSpec{ID: "x", Type: Plan})
+			return err
+		}, ErrInvalidPool},
+		"unknown pool": {func() error {
+			_, err := e.s.Submit(e.ctx, PoolID{Namespace: "nope", Name: "x"}, TaskSpec{ID: "x", Type: Plan})
+			return err
+		}, ErrPoolNotFound},
+		"bad pod name": {func() error { _, err := e.s.RegisterPod(e.ctx, e.pool, "Pod_1", "u"); return err }, ErrInvalidPod},
+		"missing uid":  {func() error { _, err := e.s.RegisterPod(e.ctx, e.pool, "pod-1", ""); return err }, ErrInvalidPod},
+		"bad outcome": {func() error {
+			_, err := e.s.Complete(e.ctx, e.pool, Result{Task: "x", Epoch: "e", Outcome: "meh"})
+			return err
+		}, ErrInvalidTask},
 		"empty policy": {func() error {
 			_, err := e.s.DeclarePool(e.ctx, PoolID{Namespace: "a", Name: "b"}, PoolConfig{})
 			return err

@@ -1,0 +1,38 @@
+# slotscaler developer workflow. `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /usr/bin/env bash
+
+GO ?= go
+BENCHTIME ?= 3s
+FUZZTIME ?= 60s
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n\n"} /^[a-zA-Z0-9_-]+:.*?##/ { printf "  %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Compile every package
+	$(GO) build ./...
+
+.PHONY: test
+test: ## The whole test suite: installs redis-server if missing, starts private Redis servers, vet + race tests in every module, mutation runs
+	./scripts/test.sh
+
+.PHONY: bench
+bench: ## Benchmarks on a real redis-server (started privately): slot store cycles vs trivial EVALSHA, stats, capacity math
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/
+
+.PHONY: fuzz
+fuzz: ## Fuzz the slot store against its Go model and the capacity math (FUZZTIME each)
+	$(GO) test -run '^$$' -fuzz FuzzStoreMatchesModel -fuzztime $(FUZZTIME) ./pkg/slots/
+	$(GO) test -run '^$$' -fuzz FuzzDesired -fuzztime $(FUZZTIME) ./pkg/capacity/
+
+.PHONY: lint
+lint: ## gofmt and go vet (also with the mutation build tag)
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags slotsmutants ./pkg/slots/
+
+.PHONY: generate
+generate: ## Regenerate generated code
+	$(GO) generate ./...
