@@ -105,7 +105,7 @@ func (e *env) take(pod, uid string) *Assignment {
 	e.t.Helper()
 	deadline := time.Now().Add(2 * time.Second)
 	for time.Now().Before(deadline) {
-		m, err := e.s.Take(e.ctx, e.pool, pod, uid, 100*time.Millisecond)
+		m, err := e.s.Take(e.ctx, e.pool, pod, uid, 100*time.Millisecond, nil)
 		require.NoError(e.t, err)
 		if m != nil && m.Kind == MsgAssignment {
 			return m.Assignment

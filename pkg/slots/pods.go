@@ -41,8 +41,8 @@ func (s *Store) RegisterPod(ctx context.Context, pool PoolID, pod, uid string, o
 	return PodState(st), nil
 }
 
-// RunningPhase is a phase an agent reports running in a slot (or holding an
-// unrecorded result for).
+// RunningPhase is a phase an agent reports: claiming (Slot -1), running, or
+// holding an unrecorded result for.
 type RunningPhase struct {
 	Slot  int
 	Task  string
@@ -65,8 +65,10 @@ type HeartbeatReply struct {
 
 // Heartbeat extends the pod's deadline and reconciles Redis with what the
 // agent really runs: a started phase the agent does not report is lost (a
-// plan requeued, an apply failed), orphan slots it no longer reports are
-// freed.
+// plan requeued, an apply failed); orphan slots it no longer reports are
+// freed; the reply lists reported phases the agent must stop. An agent
+// sends one heartbeat at a time: a phase is judged missing only if it
+// started before the previous heartbeat reached Redis.
 func (s *Store) Heartbeat(ctx context.Context, pool PoolID, pod, uid string, running []RunningPhase) (HeartbeatReply, error) {
 	if err := validatePodUID(pod, uid); err != nil {
 		return HeartbeatReply{}, err

@@ -157,7 +157,7 @@ func TestHeartbeatExpiryInManagedPoolWaitsForPodDeletionBeforeRequeue(t *testing
 		assert.Equal(t, 0, e.task("unstarted").Attempt)
 		_, err = e.s.Heartbeat(e.ctx, e.pool, "agent-0", uid, nil)
 		require.ErrorIs(t, err, ErrPodLost)
-		_, err = e.s.Take(e.ctx, e.pool, "agent-0", uid, time.Second)
+		_, err = e.s.Take(e.ctx, e.pool, "agent-0", uid, time.Second, nil)
 		require.ErrorIs(t, err, ErrPodLost, "a lost pod cannot start the stale assignment in its inbox")
 		assert.Equal(t, 1, e.stats().Pods[PodLost])
 		assert.Equal(t, 1, e.stats().BusyPods, "the lost pod still holds the plan until it is deleted")
@@ -219,7 +219,12 @@ func TestHeartbeatReconcilesWithWhatAgentRuns(t *testing.T) {
 		e.submit("forgotten", Plan)
 		kept := e.take("agent-0", uid)
 		forgotten := e.take("agent-0", uid)
-		reply, err := e.s.Heartbeat(e.ctx, e.pool, "agent-0", uid, []RunningPhase{
+		time.Sleep(2 * time.Millisecond)
+		reply, err := e.s.Heartbeat(e.ctx, e.pool, "agent-0", uid, []RunningPhase{{Slot: kept.Slot, Task: kept.Task, Epoch: kept.Epoch}})
+		require.NoError(t, err)
+		assert.Equal(t, forgotten.Epoch, e.task(forgotten.Task).Epoch, "a phase that started after the previous heartbeat may be racing this report")
+		time.Sleep(2 * time.Millisecond)
+		reply, err = e.s.Heartbeat(e.ctx, e.pool, "agent-0", uid, []RunningPhase{
 			{Slot: kept.Slot, Task: kept.Task, Epoch: kept.Epoch},
 			{Slot: 0, Task: "ghost", Epoch: "x-1"},
 		})
@@ -268,7 +273,7 @@ func TestHandBackRequeuesUnstartedWithoutSpendingAttempt(t *testing.T) {
 		assert.Equal(t, 0, tk.Attempt)
 		assert.Equal(t, StateRunning, e.task(started.Task).State)
 		// The stale inbox entry is dropped.
-		m, err := e.s.Take(e.ctx, e.pool, "agent-0", uid, time.Second)
+		m, err := e.s.Take(e.ctx, e.pool, "agent-0", uid, time.Second, nil)
 		require.NoError(t, err)
 		assert.Nil(t, m)
 		e.consistent()

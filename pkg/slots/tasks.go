@@ -91,7 +91,12 @@ type Assignment struct {
 // dropped and Take returns (nil, nil), as it does when nothing arrived.
 // Redis blocks in whole seconds here (go-redis), so wait is rounded up to
 // at least one second.
-func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait time.Duration) (*Message, error) {
+//
+// claiming, when not nil, is called with an assignment before it is claimed:
+// the agent adds it to what its heartbeats report (slot -1) so a heartbeat
+// racing the claim never reports the phase missing. If Take then returns no
+// assignment for it, the agent drops it again.
+func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait time.Duration, claiming func(TaskRef)) (*Message, error) {
 	if err := validatePodUID(pod, uid); err != nil {
 		return nil, err
 	}
@@ -119,6 +124,9 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 		}
 		return &Message{Kind: MsgCancel, Task: id, Epoch: epoch}, nil
 	case "a":
+		if claiming != nil {
+			claiming(TaskRef{Task: id, Epoch: epoch})
+		}
 		res, err := s.run(ctx, "claim", pool, pod, uid, id, epoch, entry)
 		if err != nil {
 			return nil, fmt.Errorf("claiming task %s on pod %s in %s: %w", id, pod, pool, err)

@@ -238,7 +238,7 @@ func TestCancel(t *testing.T) {
 		// The stale assignment of "unstarted" is dropped; the cancel message arrives.
 		var got *Message
 		for i := 0; i < 5 && (got == nil || got.Kind != MsgCancel); i++ {
-			got, err = e.s.Take(e.ctx, e.pool, "agent-0", uid, 100*time.Millisecond)
+			got, err = e.s.Take(e.ctx, e.pool, "agent-0", uid, 100*time.Millisecond, nil)
 			require.NoError(t, err)
 			if got != nil && got.Kind == MsgAssignment {
 				require.Equal(t, "a", got.Task)

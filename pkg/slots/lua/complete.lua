@@ -18,7 +18,12 @@ local now = now_ms()
 count('run:' .. class_of(c, t.slot), -1)
 redis.call('HSET', tkey(id), 'exit', ARGV[4], 'out', ARGV[6])
 local st, reason = 'succeeded', ''
-if outcome == 'success' and t.type == 'plan_and_apply' and t.phase == 'plan' then
+if outcome == 'success' and t.type == 'plan_and_apply' and t.phase == 'plan'
+    and redis.call('HGET', pkey(t.pod), 'st') == 'lost' then
+  -- The plan finished, but its pod was declared lost: the apply could not
+  -- run where the plan's files are.
+  st, reason = 'failed', 'reservation-lost'
+elseif outcome == 'success' and t.type == 'plan_and_apply' and t.phase == 'plan' then
   local deadline = now + c.rttl
   redis.call('HSET', tkey(id), 'st', 'reserved', 'upd', now, 'rdl', deadline, 'de', ep, 'dr', 'reserved')
   redis.call('ZADD', K .. 'resv', deadline, id)

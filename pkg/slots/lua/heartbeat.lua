@@ -1,8 +1,19 @@
 -- heartbeat: an agent proves it is alive and reports the phases it really
--- runs (or holds an unrecorded result for); Redis is reconciled against it.
+-- runs: those it is claiming, running, or holding an unrecorded result for.
+-- Redis is reconciled against the report:
+--   * a started phase on this pod that the agent does not report is lost
+--     (a plan requeued, an apply failed; the agent says it is not running it),
+--     if it started before the previous heartbeat: a report is a snapshot
+--     taken before it reaches Redis, and a claim may land in between; one
+--     heartbeat later the agent has certainly seen it (an agent sends one
+--     heartbeat at a time);
+--   * an orphan slot (work Redis lost) the agent no longer reports is freed;
+--   * a reported phase Redis did not give this pod with that epoch, or whose
+--     cancel was requested, is returned for the agent to stop, except work on
+--     an orphan slot, which may finish (killing an apply midway is worse).
 -- KEYS[1] cfg
--- ARGV[1] pod, ARGV[2] uid, ARGV[3..] "<slot>|<task>|<epoch>" per running phase
--- Returns {pod state, "<task>|<epoch>" the agent must stop...}.
+-- ARGV[1] pod, ARGV[2] uid, ARGV[3..] "<slot>|<task>|<epoch>" (slot -1 while claiming)
+-- Returns {pod state, "<task>|<epoch>" to stop...}.
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod, uid = ARGV[1], ARGV[2]
@@ -15,34 +26,45 @@ end
 if ph.st == 'lost' then return fail('lost', 'pod ' .. pod) end
 if ph.st == 'expected' then return fail('podstate', 'pod ' .. pod .. ' has not registered') end
 local now = now_ms()
+local prev = tonumber(ph.lhb or '0')
 redis.call('ZADD', K .. 'hb', now + c.hbto, pod)
-local reports = {}
+redis.call('HSET', pkey(pod), 'lhb', now)
+local reported, on_slot = {}, {}
 for i = 3, #ARGV do
-  local slot, id, ep = string.match(ARGV[i], '^(%d+)|([^|]+)|(.*)$')
-  if slot then reports[tonumber(slot)] = {id = id, ep = ep} end
+  local slot, id, ep = string.match(ARGV[i], '^(-?%d+)|([^|]+)|(.*)$')
+  if slot then
+    reported[id] = ep
+    on_slot[id] = tonumber(slot)
+  end
+end
+local ours, orphan = {}, {}
+for i = 0, c.nslots - 1 do
+  local s = ph['s' .. i] or ''
+  if s == '!' then orphan[i] = true end
 end
 local stop = {}
 for i = 0, c.nslots - 1 do
   local s = ph['s' .. i] or ''
-  local rep = reports[i]
   if s == '!' then
-    if rep == nil then release(c, now, pod, i) end
+    local still = false
+    for id, slot in pairs(on_slot) do if slot == i then still = true end end
+    if not still then release(c, now, pod, i) end
   elseif s ~= '' then
-    local t = redis.call('HMGET', tkey(s), 'st', 'ep', 'started', 'cx')
-    if t[1] == 'running' and t[3] == '1' then
-      if rep and rep.id == s and rep.ep == t[2] then
+    local t = redis.call('HMGET', tkey(s), 'st', 'ep', 'started', 'cx', 'sat')
+    if t[1] == 'running' then
+      if reported[s] == t[2] then
+        ours[s] = true
         if t[4] == '1' then stop[#stop + 1] = s .. '|' .. t[2] end
-        rep = nil
-      else
-        -- The agent does not run the phase Redis says it started: lost.
+      elseif t[3] == '1' and tonumber(t[5]) < prev then
         vacate(pod, i)
         lose(c, now, s, true)
-        local st = redis.call('HGET', pkey(pod), 'st')
-        if st == 'active' and redis.call('HGET', pkey(pod), 's' .. i) == '' then fill_slot(c, now, pod, i) end
+        if redis.call('HGET', pkey(pod), 'st') == 'active' then fill_slot(c, now, pod, i) end
       end
     end
   end
-  if rep then stop[#stop + 1] = rep.id .. '|' .. rep.ep end
+end
+for id, ep in pairs(reported) do
+  if not ours[id] and not orphan[on_slot[id]] then stop[#stop + 1] = id .. '|' .. ep end
 end
 local out = {ph.st}
 for _, s in ipairs(stop) do out[#out + 1] = s end

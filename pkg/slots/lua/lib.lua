@@ -275,6 +275,8 @@ end
 -- the loss policy with the pod object gone.
 local function remove_pod(c, now, pod, ph, reason)
   local st = ph.st
+  -- The pod's event comes first: the events of its tasks follow from it.
+  emit(c, now, 'pod', pod, 'st', 'removed', 'uid', ph.uid, 'reason', reason)
   if st == 'active' then
     drop_idle(c, pod, ph)
     if tonumber(ph.busy) == 0 then count('idlepods', -1) end
@@ -292,13 +294,13 @@ local function remove_pod(c, now, pod, ph, reason)
   redis.call('DEL', pkey(pod), K .. 'inbox:' .. pod, K .. 'proc:' .. pod)
   redis.call('ZREM', K .. 'pods', pod)
   redis.call('ZREM', K .. 'hb', pod)
-  emit(c, now, 'pod', pod, 'st', 'removed', 'uid', ph.uid, 'reason', reason)
 end
 
 -- mark_lost handles a pod whose heartbeat expired while its pod object may
 -- still exist: it never gets work again; unstarted phases go back, applies
 -- and reservations fail now; started plans wait for the pod object to go.
 local function mark_lost(c, now, pod, ph)
+  emit(c, now, 'pod', pod, 'st', 'lost', 'uid', ph.uid)
   if ph.st == 'active' then drop_idle(c, pod, ph) end
   set_state(pod, ph.st, 'lost', tonumber(ph.busy))
   for i = 0, c.nslots - 1 do
@@ -312,7 +314,6 @@ local function mark_lost(c, now, pod, ph)
     end
   end
   redis.call('ZREM', K .. 'hb', pod)
-  emit(c, now, 'pod', pod, 'st', 'lost', 'uid', ph.uid)
 end
 
 -- parse_inbox splits "a|<task>|<epoch>".
