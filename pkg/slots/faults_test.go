@@ -1,0 +1,92 @@
+package slots
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/pkg/redisconn"
+)
+
+func TestEveryCallFailsWithinDeadlineWhenRedisIsDown(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	conn, err := redisconn.Open(ctx, srv.URL(), nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	s, err := New(ctx, conn.Client, Options{Logger: quietLogger()})
+	require.NoError(t, err)
+	pool := PoolID{Namespace: "ns", Name: "p"}
+	_, err = s.DeclarePool(ctx, pool, DefaultPoolConfig())
+	require.NoError(t, err)
+	srv.Kill(t)
+
+	calls := map[string]func(context.Context) error{
+		"submit":    func(c context.Context) error { _, err := s.Submit(c, pool, TaskSpec{ID: "t", Type: Plan}); return err },
+		"register":  func(c context.Context) error { _, err := s.RegisterPod(c, pool, "p", "u"); return err },
+		"heartbeat": func(c context.Context) error { _, err := s.Heartbeat(c, pool, "p", "u", nil); return err },
+		"take":      func(c context.Context) error { _, err := s.Take(c, pool, "p", "u", time.Second, nil); return err },
+		"drain":     func(c context.Context) error { return s.Drain(c, pool, "p", "u") },
+		"stats":     func(c context.Context) error { _, err := s.Stats(c, pool); return err },
+		"snapshot":  func(c context.Context) error { _, err := s.Snapshot(c, pool); return err },
+		"events":    func(c context.Context) error { _, err := s.Events(c, pool, "", 10); return err },
+		"reap":      func(c context.Context) error { _, err := s.Reap(c, pool, ReapOptions{}); return err },
+		"task":      func(c context.Context) error { _, err := s.Task(c, pool, "t"); return err },
+	}
+	for name, call := range calls {
+		t.Run(name, func(t *testing.T) {
+			c, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			require.Error(t, call(c))
+			assert.Less(t, time.Since(start), 1500*time.Millisecond, "the call must give up near its deadline")
+		})
+	}
+}
+
+func TestScriptsSurviveScriptCacheFlush(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		if b == "cluster" {
+			// SCRIPT FLUSH would have to reach every node; the pipeline
+			// reload path is the same code as for a single node.
+			return
+		}
+		e := newEnv(t, b)
+		require.NoError(t, e.rdb.ScriptFlush(e.ctx).Err())
+		e.pod("agent-0") // EVALSHA falls back to EVAL
+		require.NoError(t, e.rdb.ScriptFlush(e.ctx).Err())
+		st := e.stats() // the pipelined path reloads and retries
+		assert.Equal(t, 1, st.IdlePods)
+	})
+}
+
+func TestNewRefusesAnotherDataModelVersion(t *testing.T) {
+	rdb, _ := newClient(t, "miniredis")
+	ctx := context.Background()
+	require.NoError(t, rdb.Set(ctx, "ss:datamodel", "2", 0).Err())
+	_, err := New(ctx, rdb, Options{Logger: quietLogger()})
+	require.ErrorIs(t, err, ErrIncompatible)
+	_, err = New(ctx, rdb, Options{Prefix: "other", Logger: quietLogger()})
+	require.NoError(t, err, "another installation's prefix is independent")
+}
+
+func TestTwoInstallationsSharingRedisDoNotCollide(t *testing.T) {
+	rdb, _ := newClient(t, "miniredis")
+	ctx := context.Background()
+	a, err := New(ctx, rdb, Options{Prefix: "blue", Logger: quietLogger()})
+	require.NoError(t, err)
+	b, err := New(ctx, rdb, Options{Prefix: "green", Logger: quietLogger()})
+	require.NoError(t, err)
+	pool := PoolID{Namespace: "ns", Name: "p"}
+	_, err = a.DeclarePool(ctx, pool, DefaultPoolConfig())
+	require.NoError(t, err)
+	_, err = b.Submit(ctx, pool, TaskSpec{ID: "t", Type: Plan})
+	require.ErrorIs(t, err, ErrPoolNotFound)
+	pools, err := b.Pools(ctx)
+	require.NoError(t, err)
+	assert.Empty(t, pools)
+}
