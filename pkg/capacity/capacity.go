@@ -50,7 +50,7 @@ type Result struct {
 	// all schedulable queued work fit. Before warm and clamping.
 	NewPods int
 	// Active is true while any work is running, reserved or queued
-	// (unschedulable queued work included). Warm alone never sets it.
+	// (schedulable queued work only). Warm alone never sets it.
 	Active bool
 	// Unschedulable holds queued work of types no slot may run; it is not
 	// counted in NewPods. Nil when there is none.
@@ -101,7 +101,6 @@ func desired(in Input, solver strategy) (Result, error) {
 		if n < 0 {
 			return Result{}, negativeQueued(in.Queued)
 		}
-		active = true
 		clear(cur)
 		allowed := false
 		for j := range in.Classes {
@@ -111,6 +110,9 @@ func desired(in Input, solver strategy) (Result, error) {
 			}
 		}
 		if !allowed {
+			// Work no slot can run never makes the pool active: a pod
+			// started for it would sit idle (the store refuses such
+			// submissions; this guards a policy changed under a queue).
 			if unsched == nil {
 				unsched = make(map[string]int)
 			}
@@ -121,6 +123,7 @@ func desired(in Input, solver strategy) (Result, error) {
 			return Result{}, fmt.Errorf("%w: sum of schedulable Queued exceeds %d", ErrOverflow, math.MaxInt)
 		}
 		total += n
+		active = true
 
 		g := -1
 		if index != nil {

@@ -127,9 +127,9 @@ func TestDesired(t *testing.T) {
 			want: Result{Desired: 1, NewPods: 1, Active: true,
 				Unschedulable: map[string]int{"apply": 5}},
 		},
-		"only unschedulable work keeps the pool active but adds no pods": {
+		"only unschedulable work neither activates the pool nor adds pods": {
 			in: Input{Queued: map[string]int{"apply": 2, "destroy": 1}, Warm: 1},
-			want: Result{Desired: 1, NewPods: 0, Active: true,
+			want: Result{Desired: 0, NewPods: 0, Active: false,
 				Unschedulable: map[string]int{"apply": 2, "destroy": 1}},
 		},
 		"single slot running all types: one task per pod": {

@@ -143,13 +143,14 @@ func checkRules(t testing.TB, in Input, got Result) {
 	active := in.BusyPods > 0
 	for ty, n := range in.Queued {
 		if n > 0 {
-			active = true
 			if !allowedSomewhere(in.Classes, ty) {
 				if unsched == nil {
 					unsched = map[string]int{}
 				}
 				unsched[ty] = n
+				continue
 			}
+			active = true
 		}
 	}
 	if got.Active != active {
