@@ -1,0 +1,105 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/slotscaler/slotscaler/pkg/config"
+)
+
+// Config is every setting of the scaler; each flag has an environment twin
+// (--redis-url / REDIS_URL).
+type Config struct {
+	ListenAddress   string
+	HealthAddress   string
+	MetricsAddress  string
+	RedisURL        string
+	KeyPrefix       string
+	TLSCertFile     string
+	TLSKeyFile      string
+	TLSClientCAFile string
+	NudgeTolerance  bool
+	StreamPoll      time.Duration
+	ConfigCacheTTL  time.Duration
+	RedisTimeout    time.Duration
+	ShutdownTimeout time.Duration
+	LogFormat       string
+	LogLevel        string
+}
+
+func parseConfig(args []string, lookup func(string) (string, bool)) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("scaler", flag.ContinueOnError)
+	fs.StringVar(&c.ListenAddress, "listen-address", ":9090", "gRPC address KEDA calls (the external scaler)")
+	fs.StringVar(&c.HealthAddress, "health-address", ":9091", "plaintext gRPC health address (services liveness, readiness), for probes when the main port uses TLS")
+	fs.StringVar(&c.MetricsAddress, "metrics-address", ":8081", "HTTP address of /metrics")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://; empty runs an embedded in-memory Redis (local use only)")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", "ss", "Redis key prefix of this installation")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "server certificate (PEM) for the gRPC port; enables TLS")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "server private key (PEM)")
+	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", "", "CA (PEM) that client certificates must chain to; enables mTLS (KEDA's TriggerAuthentication tlsClientCert)")
+	fs.BoolVar(&c.NudgeTolerance, "nudge-tolerance", false, "default for the nudgeTolerance trigger metadata: nudge scale-ups inside the HPA's tolerance band (for clusters that cannot set behavior.scaleUp.tolerance)")
+	fs.DurationVar(&c.StreamPoll, "stream-poll-interval", 500*time.Millisecond, "how often StreamIsActive re-reads a pool")
+	fs.DurationVar(&c.ConfigCacheTTL, "config-cache-ttl", 30*time.Second, "how long a pool's slot policy is cached")
+	fs.DurationVar(&c.RedisTimeout, "redis-timeout", time.Second, "bound on the Redis reads of one KEDA call (KEDA's own timeout is 3s by default)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if err := config.Parse(fs, args, lookup); err != nil {
+		return Config{}, err
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together"))
+	}
+	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
+		errs = append(errs, errors.New("--tls-client-ca-file needs --tls-cert-file and --tls-key-file"))
+	}
+	if c.StreamPoll < 10*time.Millisecond || c.StreamPoll > time.Second {
+		errs = append(errs, fmt.Errorf("--stream-poll-interval %v: want 10ms-1s (KEDA expects activity within a second)", c.StreamPoll))
+	}
+	if c.ConfigCacheTTL < 0 {
+		errs = append(errs, fmt.Errorf("--config-cache-ttl %v must not be negative", c.ConfigCacheTTL))
+	}
+	if c.RedisTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--redis-timeout %v must be positive", c.RedisTimeout))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be positive", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// tlsConfig loads the server's TLS settings; nil when TLS is off.
+func (c Config) tlsConfig() (*tls.Config, error) {
+	if c.TLSCertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCertFile, c.TLSKeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading TLS key pair: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.TLSClientCAFile != "" {
+		pem, err := os.ReadFile(c.TLSClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("reading client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA %s holds no PEM certificate", c.TLSClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}

@@ -1,0 +1,261 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/slotscaler/slotscaler/pkg/capacity"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// Metadata keys a ScaledObject's external trigger may set.
+const (
+	metaPool      = "pool"           // required: the AgentPool's name (namespace comes from the ScaledObject)
+	metaWarmPods  = "warmPods"       // idle pods to keep while the pool is active (default 0)
+	metaNudge     = "nudgeTolerance" // "true" where the HPA's tolerance cannot be set to 0
+	metaTolerance = "tolerance"      // the HPA's tolerance the nudge works around (default 0.1)
+)
+
+// poolReader is what the scaler needs from the slot store.
+type poolReader interface {
+	Stats(ctx context.Context, pools ...slots.PoolID) ([]slots.PoolStats, error)
+	Pool(ctx context.Context, id slots.PoolID) (slots.PoolConfig, string, error)
+}
+
+// handler implements KEDA's external scaler protocol for slotscaler pools.
+type handler struct {
+	pb.UnimplementedExternalScalerServer
+	store      poolReader
+	log        *slog.Logger
+	metrics    *metrics
+	nudge      bool          // default for metaNudge
+	streamPoll time.Duration // how often StreamIsActive re-reads a pool
+	configTTL  time.Duration
+	// redisTimeout bounds each read, well inside KEDA's own call timeout, so
+	// an unreachable Redis is reported as Unavailable rather than a timeout.
+	redisTimeout time.Duration
+
+	mu      sync.Mutex
+	configs map[slots.PoolID]cachedConfig
+}
+
+type cachedConfig struct {
+	cfg     slots.PoolConfig
+	fetched time.Time
+}
+
+// request is a ScaledObjectRef's metadata, parsed and validated.
+type request struct {
+	pool      slots.PoolID
+	warm      int
+	nudge     bool
+	tolerance float64
+}
+
+func (h *handler) parse(ref *pb.ScaledObjectRef) (request, error) {
+	if ref == nil {
+		return request{}, status.Error(codes.InvalidArgument, "missing scaledObjectRef")
+	}
+	md := ref.GetScalerMetadata()
+	name := strings.TrimSpace(md[metaPool])
+	if name == "" {
+		return request{}, status.Errorf(codes.InvalidArgument, "metadata %q is required: the AgentPool's name", metaPool)
+	}
+	r := request{pool: slots.PoolID{Namespace: ref.GetNamespace(), Name: name}, nudge: h.nudge, tolerance: capacity.DefaultTolerance}
+	if err := r.pool.Validate(); err != nil {
+		return request{}, status.Errorf(codes.InvalidArgument, "metadata %q / scaledObject namespace: %v", metaPool, err)
+	}
+	if v, ok := md[metaWarmPods]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return request{}, status.Errorf(codes.InvalidArgument, "metadata %q = %q: want a whole number ≥ 0", metaWarmPods, v)
+		}
+		r.warm = n
+	}
+	if v, ok := md[metaNudge]; ok {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return request{}, status.Errorf(codes.InvalidArgument, "metadata %q = %q: want true or false", metaNudge, v)
+		}
+		r.nudge = b
+	}
+	if v, ok := md[metaTolerance]; ok {
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || capacity.CheckTolerance(f) != nil {
+			return request{}, status.Errorf(codes.InvalidArgument, "metadata %q = %q: want a number ≥ 0", metaTolerance, v)
+		}
+		r.tolerance = f
+	}
+	return r, nil
+}
+
+// metricName is the pool's metric: valid as a Kubernetes path segment and
+// unique per pool (KEDA prefixes it with the trigger index).
+func metricName(p slots.PoolID) string {
+	return "slotscaler-" + p.Namespace + "-" + p.Name
+}
+
+// storeError maps store errors to gRPC codes: KEDA must see an error, never
+// a zero, when the answer is unknown.
+func storeError(ctx context.Context, op string, p slots.PoolID, err error) error {
+	switch {
+	case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+		// Our own Redis timeout fired, not the caller's.
+		return status.Errorf(codes.Unavailable, "%s: reading pool %s: redis did not answer in time: %v", op, p, err)
+	case errors.Is(err, slots.ErrPoolNotFound):
+		return status.Errorf(codes.NotFound, "%s: pool %s is not declared in the slot store", op, p)
+	case errors.Is(err, slots.ErrInvalidPool):
+		return status.Errorf(codes.InvalidArgument, "%s: %v", op, err)
+	case errors.Is(err, context.Canceled):
+		return status.Errorf(codes.Canceled, "%s: pool %s: %v", op, p, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Errorf(codes.DeadlineExceeded, "%s: pool %s: %v", op, p, err)
+	default:
+		return status.Errorf(codes.Unavailable, "%s: reading pool %s: %v", op, p, err)
+	}
+}
+
+func (h *handler) config(ctx context.Context, p slots.PoolID) (slots.PoolConfig, error) {
+	h.mu.Lock()
+	c, ok := h.configs[p]
+	h.mu.Unlock()
+	if ok && time.Since(c.fetched) < h.configTTL {
+		return c.cfg, nil
+	}
+	cfg, _, err := h.store.Pool(ctx, p)
+	if err != nil {
+		return slots.PoolConfig{}, err
+	}
+	h.mu.Lock()
+	h.configs[p] = cachedConfig{cfg: cfg, fetched: time.Now()}
+	h.mu.Unlock()
+	return cfg, nil
+}
+
+// evaluate reads one pool (one round trip; its config is cached) and runs
+// the capacity model.
+func (h *handler) evaluate(ctx context.Context, r request) (capacity.Result, slots.Stats, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.redisTimeout)
+	defer cancel()
+	cfg, err := h.config(ctx, r.pool)
+	if err != nil {
+		return capacity.Result{}, slots.Stats{}, err
+	}
+	res, err := h.store.Stats(ctx, r.pool)
+	if err != nil {
+		return capacity.Result{}, slots.Stats{}, err
+	}
+	if res[0].Err != nil {
+		return capacity.Result{}, slots.Stats{}, res[0].Err
+	}
+	st := res[0].Stats
+	out, err := capacity.Desired(slots.CapacityInput(cfg, st, r.warm))
+	if err != nil {
+		return capacity.Result{}, st, fmt.Errorf("capacity of pool %s: %w", r.pool, err)
+	}
+	return out, st, nil
+}
+
+// GetMetricSpec: one metric per pool, an AverageValue target of 1 pod, so
+// the HPA's replicas equal the desired count.
+func (h *handler) GetMetricSpec(_ context.Context, ref *pb.ScaledObjectRef) (*pb.GetMetricSpecResponse, error) {
+	r, err := h.parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.GetMetricSpecResponse{MetricSpecs: []*pb.MetricSpec{{
+		MetricName:      metricName(r.pool),
+		TargetSize:      1,
+		TargetSizeFloat: 1,
+	}}}, nil
+}
+
+// GetMetrics reports the pool's desired pod count.
+func (h *handler) GetMetrics(ctx context.Context, req *pb.GetMetricsRequest) (*pb.GetMetricsResponse, error) {
+	r, err := h.parse(req.GetScaledObjectRef())
+	if err != nil {
+		return nil, err
+	}
+	if name := req.GetMetricName(); name != "" && name != metricName(r.pool) {
+		return nil, status.Errorf(codes.InvalidArgument, "metric %q is not this pool's (want %q)", name, metricName(r.pool))
+	}
+	res, st, err := h.evaluate(ctx, r)
+	if err != nil {
+		return nil, storeError(ctx, "GetMetrics", r.pool, err)
+	}
+	desired := res.Desired
+	if r.nudge {
+		desired = capacity.NudgeForTolerance(st.LivePods(), res.Desired, 0, r.tolerance)
+	}
+	h.metrics.observePool(r.pool, desired, st)
+	if desired != res.Desired || len(res.Unschedulable) > 0 {
+		h.log.Info("desired pods", "pool", r.pool, "desired", res.Desired, "reported", desired,
+			"live", st.LivePods(), "busy", st.BusyPods, "unschedulable", res.Unschedulable)
+	}
+	return &pb.GetMetricsResponse{MetricValues: []*pb.MetricValue{{
+		MetricName:       metricName(r.pool),
+		MetricValue:      int64(desired),
+		MetricValueFloat: float64(desired),
+	}}}, nil
+}
+
+// IsActive is true while the pool has running, reserved or queued work.
+func (h *handler) IsActive(ctx context.Context, ref *pb.ScaledObjectRef) (*pb.IsActiveResponse, error) {
+	r, err := h.parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	res, _, err := h.evaluate(ctx, r)
+	if err != nil {
+		return nil, storeError(ctx, "IsActive", r.pool, err)
+	}
+	return &pb.IsActiveResponse{Result: res.Active}, nil
+}
+
+// StreamIsActive (external-push) sends the pool's activity at once and
+// again whenever it changes, polling every streamPoll; it ends cleanly when
+// the stream's context ends. A store error ends the stream with that error
+// and KEDA reconnects with backoff.
+func (h *handler) StreamIsActive(ref *pb.ScaledObjectRef, stream pb.ExternalScaler_StreamIsActiveServer) error {
+	r, err := h.parse(ref)
+	if err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	ticker := time.NewTicker(h.streamPoll)
+	defer ticker.Stop()
+	sent, last := false, false
+	for {
+		res, _, err := h.evaluate(ctx, r)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return storeError(ctx, "StreamIsActive", r.pool, err)
+		}
+		if !sent || res.Active != last {
+			if err := stream.Send(&pb.IsActiveResponse{Result: res.Active}); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("sending activity of pool %s: %w", r.pool, err)
+			}
+			sent, last = true, res.Active
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-ticker.C:
+		}
+	}
+}

@@ -1,0 +1,171 @@
+// Command scaler is slotscaler's KEDA external scaler: it tells KEDA how many
+// pods each pool needs.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/redisconn"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, os.LookupEnv, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "scaler:", err)
+		os.Exit(1)
+	}
+}
+
+// listeners lets tests hand in their own listeners (bufconn); nil listens
+// on the configured addresses.
+type listeners struct {
+	grpc, health, metrics net.Listener
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer, lookup func(string) (string, bool), ls *listeners) error {
+	cfg, err := parseConfig(args, lookup)
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	log = log.With("component", "scaler")
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return err
+	}
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := redisconn.Open(startCtx, cfg.RedisURL, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	store, err := slots.New(startCtx, conn.Client, slots.Options{Prefix: cfg.KeyPrefix, Logger: log})
+	if err != nil {
+		return fmt.Errorf("opening slot store: %w", err)
+	}
+
+	if ls == nil {
+		ls = &listeners{}
+	}
+	for _, l := range []struct {
+		ln   *net.Listener
+		addr string
+	}{{&ls.grpc, cfg.ListenAddress}, {&ls.health, cfg.HealthAddress}, {&ls.metrics, cfg.MetricsAddress}} {
+		if *l.ln == nil {
+			if *l.ln, err = net.Listen("tcp", l.addr); err != nil {
+				return fmt.Errorf("listening on %s: %w", l.addr, err)
+			}
+		}
+	}
+
+	m := newMetrics()
+	h := &handler{store: store, log: log, metrics: m, nudge: cfg.NudgeTolerance,
+		streamPoll: cfg.StreamPoll, configTTL: cfg.ConfigCacheTTL, redisTimeout: cfg.RedisTimeout, configs: map[slots.PoolID]cachedConfig{}}
+	hs := health.NewServer()
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(m.unaryInterceptor), grpc.ChainStreamInterceptor(m.streamInterceptor)}
+	if tlsCfg != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsCfg)))
+	}
+	srv := grpc.NewServer(opts...)
+	pb.RegisterExternalScalerServer(srv, h)
+	healthpb.RegisterHealthServer(srv, hs)
+	healthSrv := grpc.NewServer()
+	healthpb.RegisterHealthServer(healthSrv, hs)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		log.Info("serving KEDA external scaler", "address", ls.grpc.Addr().String(), "tls", tlsCfg != nil, "mtls", cfg.TLSClientCAFile != "")
+		return srv.Serve(ls.grpc)
+	})
+	g.Go(func() error { return healthSrv.Serve(ls.health) })
+	g.Go(func() error {
+		if err := httpSrv.Serve(ls.metrics); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error { watchRedis(ctx, conn, hs, log); return nil })
+	g.Go(func() error {
+		<-ctx.Done()
+		log.Info("shutting down")
+		hs.Shutdown() // every service NOT_SERVING: probes and KEDA stop sending
+		stopped := make(chan struct{})
+		go func() { srv.GracefulStop(); healthSrv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(cfg.ShutdownTimeout):
+			log.Warn("graceful stop timed out; closing connections")
+			srv.Stop()
+			healthSrv.Stop()
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		return httpSrv.Shutdown(sctx)
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// watchRedis keeps the readiness service in step with Redis: KEDA's calls
+// would fail while it is unreachable, so the scaler is not ready then.
+// Liveness stays SERVING: restarting the scaler does not bring Redis back.
+func watchRedis(ctx context.Context, conn *redisconn.Conn, hs *health.Server, log *slog.Logger) {
+	hs.SetServingStatus("liveness", healthpb.HealthCheckResponse_SERVING)
+	ready := healthpb.HealthCheckResponse_UNKNOWN
+	for {
+		want := healthpb.HealthCheckResponse_SERVING
+		if err := redisconn.Ping(ctx, conn.Client, 2*time.Second); err != nil {
+			want = healthpb.HealthCheckResponse_NOT_SERVING
+			if ready != want && ctx.Err() == nil {
+				log.Warn("redis unreachable: not ready", "err", err)
+			}
+		} else if ready == healthpb.HealthCheckResponse_NOT_SERVING {
+			log.Info("redis reachable again: ready")
+		}
+		if want != ready && ctx.Err() == nil {
+			hs.SetServingStatus("readiness", want)
+			hs.SetServingStatus("", want)
+			ready = want
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
