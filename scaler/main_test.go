@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testcerts"
+)
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+type running struct {
+	grpcAddr, healthAddr, metricsAddr string
+	stop                              func() error
+	logs                              *syncBuffer
+}
+
+func listen(t *testing.T) net.Listener {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	return l
+}
+
+// start runs the whole binary (run) on loopback ports with env settings.
+func start(t *testing.T, env map[string]string) *running {
+	t.Helper()
+	ls := &listeners{grpc: listen(t), health: listen(t), metrics: listen(t)}
+	r := &running{grpcAddr: ls.grpc.Addr().String(), healthAddr: ls.health.Addr().String(),
+		metricsAddr: ls.metrics.Addr().String(), logs: &syncBuffer{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, nil, r.logs, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, ls)
+	}()
+	var once sync.Once
+	var stopErr error
+	r.stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case stopErr = <-done:
+			case <-time.After(15 * time.Second):
+				stopErr = context.DeadlineExceeded
+			}
+		})
+		return stopErr
+	}
+	t.Cleanup(func() { _ = r.stop() })
+	return r
+}
+
+func waitServing(t *testing.T, conn *grpc.ClientConn, service string) {
+	t.Helper()
+	hc := healthpb.NewHealthClient(conn)
+	require.Eventually(t, func() bool {
+		resp, err := hc.Check(context.Background(), &healthpb.HealthCheckRequest{Service: service})
+		return err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING
+	}, 10*time.Second, 50*time.Millisecond, "service %q never became SERVING", service)
+}
+
+func TestBinaryServesHealthMetricsAndStopsCleanly(t *testing.T) {
+	r := start(t, map[string]string{"REDIS_URL": redistest.Standalone(t), "KEY_PREFIX": redistest.Prefix(t)})
+	health, err := grpc.NewClient(r.healthAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer health.Close()
+	waitServing(t, health, "liveness")
+	waitServing(t, health, "readiness")
+
+	conn, err := grpc.NewClient(r.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = pb.NewExternalScalerClient(conn).IsActive(context.Background(),
+		&pb.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{"pool": "missing"}})
+	assert.Equal(t, codes.NotFound, status.Code(err))
+
+	resp, err := http.Get("http://" + r.metricsAddr + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(body), `slotscaler_scaler_requests_total{code="NotFound",method="/externalscaler.ExternalScaler/IsActive"} 1`)
+
+	require.NoError(t, r.stop(), "SIGTERM is a clean exit")
+	assert.Contains(t, r.logs.String(), "shutting down")
+}
+
+func TestBinaryRefusesBadSettingsWithOneClearLine(t *testing.T) {
+	cases := map[string]map[string]string{
+		"cert without key":   {"TLS_CERT_FILE": "/x.pem"},
+		"bad duration":       {"STREAM_POLL_INTERVAL": "often"},
+		"poll too slow":      {"STREAM_POLL_INTERVAL": "5s"},
+		"unknown log format": {"LOG_FORMAT": "xml"},
+		"bad redis url":      {"REDIS_URL": "http://localhost"},
+	}
+	for name, env := range cases {
+		t.Run(name, func(t *testing.T) {
+			err := run(context.Background(), nil, io.Discard, func(k string) (string, bool) { v, ok := env[k]; return v, ok }, nil)
+			require.Error(t, err)
+		})
+	}
+}
+
+func TestMTLSRequiresAClientCertificateFromTheCA(t *testing.T) {
+	pki := testcerts.New(t)
+	r := start(t, map[string]string{
+		"REDIS_URL": redistest.Standalone(t), "KEY_PREFIX": redistest.Prefix(t),
+		"TLS_CERT_FILE": pki.ServerCertFile, "TLS_KEY_FILE": pki.ServerKeyFile, "TLS_CLIENT_CA_FILE": pki.CAFile,
+	})
+	health, err := grpc.NewClient(r.healthAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer health.Close()
+	waitServing(t, health, "readiness")
+
+	roots := x509.NewCertPool()
+	require.True(t, roots.AppendCertsFromPEM([]byte(pki.CA)))
+	ref := &pb.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{"pool": "missing"}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	noCert, err := grpc.NewClient(r.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})))
+	require.NoError(t, err)
+	defer noCert.Close()
+	_, err = pb.NewExternalScalerClient(noCert).IsActive(ctx, ref)
+	assert.Equal(t, codes.Unavailable, status.Code(err), "the handshake fails without a client certificate")
+
+	cert, err := tls.X509KeyPair([]byte(pki.ClientCert), []byte(pki.ClientKey))
+	require.NoError(t, err)
+	withCert, err := grpc.NewClient(r.grpcAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}})))
+	require.NoError(t, err)
+	defer withCert.Close()
+	_, err = pb.NewExternalScalerClient(withCert).IsActive(ctx, ref)
+	assert.Equal(t, codes.NotFound, status.Code(err), "with a certificate the call reaches the handler")
+}
