@@ -64,7 +64,7 @@ func TestOpenFailsWithinDeadlineWhenRedisIsDown(t *testing.T) {
 	start := time.Now()
 	_, err := Open(ctx, url, nil)
 	require.Error(t, err)
-	assert.Less(t, time.Since(start), 2*time.Second)
+	assert.Less(t, time.Since(start), 10*time.Second, "gives up at the deadline instead of hanging")
 }
 
 func TestRedactHidesPassword(t *testing.T) {
