@@ -320,3 +320,66 @@ func TestPolicyWithoutSlotForTypeRefusesSubmit(t *testing.T) {
 		assert.ErrorIs(t, err, ErrTaskNotFound)
 	})
 }
+
+func TestCancelledPlanOfPlanAndApplyDoesNotReserve(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		e.submit("pa", PlanAndApply)
+		a := e.take("agent-0", uid)
+		st, err := e.s.Cancel(e.ctx, e.pool, "pa", "carol")
+		require.NoError(t, err)
+		require.Equal(t, StateRunning, st)
+		// The plan finished before the executor got the signal.
+		assert.Equal(t, StateCancelled, e.complete(a, OutcomeSuccess), "a cancelled task does not pin slot 0")
+		require.NoError(t, e.s.Drain(e.ctx, e.pool, "agent-0", uid))
+	})
+}
+
+func TestCancelledTaskIsNotRequeuedWhenItsPodGoes(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		e.submit("t1", Plan)
+		e.take("agent-0", uid)
+		_, err := e.s.Cancel(e.ctx, e.pool, "t1", "carol")
+		require.NoError(t, err)
+		require.NoError(t, e.s.RemovePod(e.ctx, e.pool, "agent-0", uid, "deleted"))
+		assert.Equal(t, StateCancelled, e.task("t1").State)
+		e.consistent()
+	})
+}
+
+func TestApproveAnswersByHowTheTaskEnded(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, func(c *PoolConfig) { c.MaxQueueAge = 30 * time.Millisecond })
+		e.submit("never-reserved", PlanAndApply)
+		time.Sleep(50 * time.Millisecond)
+		_, err := e.s.Reap(e.ctx, e.pool, ReapOptions{})
+		require.NoError(t, err)
+		require.Equal(t, StateExpired, e.task("never-reserved").State)
+		_, err = e.s.Approve(e.ctx, e.pool, "never-reserved", "alice")
+		assert.ErrorIs(t, err, ErrNotReserved, "expired in the queue: it never held a reservation")
+
+		uid := e.pod("agent-0")
+		e.submit("released", PlanAndApply)
+		e.complete(e.take("agent-0", uid), OutcomeSuccess)
+		require.NoError(t, e.s.ReleaseReservation(e.ctx, e.pool, "released", "agent-shutdown"))
+		_, err = e.s.Approve(e.ctx, e.pool, "released", "alice")
+		assert.ErrorIs(t, err, ErrReservationLost)
+	})
+}
+
+func TestRepeatedPlanCompleteAfterApplyReturnsFirstOutcome(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		e.submit("pa", PlanAndApply)
+		plan := e.take("agent-0", uid)
+		assert.Equal(t, StateReserved, e.complete(plan, OutcomeSuccess))
+		_, err := e.s.Approve(e.ctx, e.pool, "pa", "alice")
+		require.NoError(t, err)
+		assert.Equal(t, StateSucceeded, e.complete(e.take("agent-0", uid), OutcomeSuccess))
+		assert.Equal(t, StateReserved, e.complete(plan, OutcomeSuccess), "the plan's retried report gets the plan's outcome")
+	})
+}

@@ -9,14 +9,15 @@ local id = ARGV[1]
 local t = hgetall(tkey(id))
 if t == nil then return fail('notask', id) end
 if t.st ~= 'reserved' then
-  if t.reason == 'reservation-lost' or t.st == 'expired' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
+  -- rs = 1: the task held a reservation that ended without an approval.
+  if t.rs == '1' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
   return fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
 end
 local now = now_ms()
 redis.call('ZREM', K .. 'resv', id)
 local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', 1)
 redis.call('HSET', tkey(id), 'st', 'running', 'phase', 'apply', 'ep', ep, 'started', '0', 'attempt', 0,
-  'upd', now, 'by', ARGV[2], 'rdl', '')
+  'upd', now, 'by', ARGV[2], 'rdl', '', 'rs', '0')
 count('run:' .. class_of(c, t.slot), 1)
 redis.call('RPUSH', K .. 'inbox:' .. t.pod, 'a|' .. id .. '|' .. ep)
 hist(id, now, 'approved', 'by ' .. ARGV[2])

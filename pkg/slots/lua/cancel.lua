@@ -15,6 +15,7 @@ if t.st == 'queued' then
   finish(c, now, id, 'cancelled', '', by)
   return 'cancelled'
 elseif t.st == 'reserved' then
+  redis.call('HSET', tkey(id), 'rs', '0') -- ended by a decision, not lost
   end_reservation(c, now, id, t, 'cancelled', '', by)
   return 'cancelled'
 elseif t.st == 'running' and t.started ~= '1' then

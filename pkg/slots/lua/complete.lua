@@ -1,7 +1,10 @@
 -- complete: record the outcome of a started phase. A successful plan of a
 -- plan_and_apply keeps slot 0 reserved for the apply; every other outcome
--- frees the slot and dispatches queued work to it. A repeat with the epoch
--- already recorded returns the first outcome; any other epoch is stale.
+-- frees the slot and dispatches queued work to it. A repeat with an epoch
+-- already recorded returns that epoch's first outcome (each phase's result
+-- is kept under "r:<epoch>"); any other epoch is stale.
+-- A cancel requested while the phase ran wins over a successful plan: the
+-- task ends cancelled instead of reserving slot 0 for an apply nobody wants.
 -- KEYS[1] cfg
 -- ARGV[1] task, ARGV[2] epoch, ARGV[3] outcome (success|failure|timeout|cancelled),
 -- ARGV[4] exit code, ARGV[5] reason, ARGV[6] output tail
@@ -11,21 +14,23 @@ if c == nil then return fail('nopool') end
 local id, ep, outcome = ARGV[1], ARGV[2], ARGV[3]
 local t = hgetall(tkey(id))
 if t == nil then return fail('notask', id) end
-if t.de == ep then return t.dr end
+if t['r:' .. ep] then return t['r:' .. ep] end
 if not (t.st == 'running' and t.ep == ep) then return fail('stale', 'task ' .. id .. ' epoch ' .. ep) end
 if t.started ~= '1' then return fail('notstarted', 'task ' .. id) end
 local now = now_ms()
 count('run:' .. class_of(c, t.slot), -1)
 redis.call('HSET', tkey(id), 'exit', ARGV[4], 'out', ARGV[6])
+local plan_of_pa = t.type == 'plan_and_apply' and t.phase == 'plan'
 local st, reason = 'succeeded', ''
-if outcome == 'success' and t.type == 'plan_and_apply' and t.phase == 'plan'
-    and redis.call('HGET', pkey(t.pod), 'st') == 'lost' then
+if outcome == 'success' and plan_of_pa and t.cx == '1' then
+  st = 'cancelled'
+elseif outcome == 'success' and plan_of_pa and redis.call('HGET', pkey(t.pod), 'st') == 'lost' then
   -- The plan finished, but its pod was declared lost: the apply could not
   -- run where the plan's files are.
   st, reason = 'failed', 'reservation-lost'
-elseif outcome == 'success' and t.type == 'plan_and_apply' and t.phase == 'plan' then
+elseif outcome == 'success' and plan_of_pa then
   local deadline = now + c.rttl
-  redis.call('HSET', tkey(id), 'st', 'reserved', 'upd', now, 'rdl', deadline, 'de', ep, 'dr', 'reserved')
+  redis.call('HSET', tkey(id), 'st', 'reserved', 'upd', now, 'rdl', deadline, 'rs', '1', 'r:' .. ep, 'reserved')
   redis.call('ZADD', K .. 'resv', deadline, id)
   hist(id, now, 'reserved', t.pod .. '#' .. t.slot .. ' until ' .. deadline)
   emit(c, now, 'task', id, 'st', 'reserved', 'pod', t.pod, 'slot', t.slot, 'ep', ep)
@@ -37,7 +42,7 @@ elseif outcome == 'timeout' then
 elseif outcome == 'cancelled' then
   st, reason = 'cancelled', ARGV[5]
 end
-redis.call('HSET', tkey(id), 'de', ep, 'dr', st)
-finish(c, now, id, st, reason, outcome == 'cancelled' and t.cxby or nil)
+redis.call('HSET', tkey(id), 'r:' .. ep, st)
+finish(c, now, id, st, reason, st == 'cancelled' and t.cxby or nil)
 release(c, now, t.pod, t.slot)
 return st

@@ -234,6 +234,12 @@ local function lose(c, now, id, requeue_started)
     return true
   end
   if t.st ~= 'running' then return true end
+  if t.cx == '1' then
+    -- Its cancel was asked for: the loss ends it, nothing runs it again.
+    count('run:' .. class_of(c, t.slot), -1)
+    finish(c, now, id, 'cancelled', 'agent-lost', t.cxby)
+    return true
+  end
   if t.phase == 'apply' then
     count('run:' .. class_of(c, t.slot), -1)
     finish(c, now, id, 'failed', 'agent-lost')
@@ -248,6 +254,15 @@ local function lose(c, now, id, requeue_started)
   hist(id, now, 'requeued', 'from ' .. t.pod .. '#' .. t.slot)
   place_or_enqueue(c, now, id, t.type, tonumber(t.qs))
   return true
+end
+
+-- lose_all hands several tasks of one pod to lose, oldest in the queue
+-- first, so a requeue never lets a younger task overtake an older one.
+local function lose_all(c, now, ids, requeue_started)
+  local qs = {}
+  for _, id in ipairs(ids) do qs[id] = tonumber(redis.call('HGET', tkey(id), 'qs') or '0') end
+  table.sort(ids, function(a, b) return qs[a] < qs[b] end)
+  for _, id in ipairs(ids) do lose(c, now, id, requeue_started) end
 end
 
 -- drop_idle removes an active pod's idle slots from the idle sets.
@@ -283,13 +298,15 @@ local function remove_pod(c, now, pod, ph, reason)
   end
   count('pods:' .. st, -1)
   redis.call('HSET', pkey(pod), 'st', 'gone')
+  local lost = {}
   for i = 0, c.nslots - 1 do
     local s = ph['s' .. i] or ''
     if s ~= '' then
       vacate(pod, i)
-      if s ~= '!' then lose(c, now, s, true) end
+      if s ~= '!' then lost[#lost + 1] = s end
     end
   end
+  lose_all(c, now, lost, true)
   redis.call('ZADD', K .. 'tomb', now, ph.uid)
   redis.call('DEL', pkey(pod), K .. 'inbox:' .. pod, K .. 'proc:' .. pod)
   redis.call('ZREM', K .. 'pods', pod)
@@ -303,16 +320,18 @@ local function mark_lost(c, now, pod, ph)
   emit(c, now, 'pod', pod, 'st', 'lost', 'uid', ph.uid)
   if ph.st == 'active' then drop_idle(c, pod, ph) end
   set_state(pod, ph.st, 'lost', tonumber(ph.busy))
+  local lost = {}
   for i = 0, c.nslots - 1 do
     local s = ph['s' .. i] or ''
     if s ~= '' and s ~= '!' then
       local t = redis.call('HMGET', tkey(s), 'st', 'phase', 'started')
       if t[1] == 'reserved' or t[3] ~= '1' or t[2] == 'apply' then
         vacate(pod, i)
-        lose(c, now, s, false)
+        lost[#lost + 1] = s
       end
     end
   end
+  lose_all(c, now, lost, false)
   redis.call('ZREM', K .. 'hb', pod)
 end
 

@@ -9,7 +9,8 @@ local id = ARGV[1]
 local t = hgetall(tkey(id))
 if t == nil then return fail('notask', id) end
 if t.st ~= 'reserved' then
-  if t.reason == 'reservation-lost' or t.st == 'expired' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
+  -- rs = 1: the task held a reservation that ended without an approval.
+  if t.rs == '1' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
   return fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
 end
 local now = now_ms()
@@ -17,5 +18,6 @@ if ARGV[3] == 'release' then
   end_reservation(c, now, id, t, 'failed', ARGV[4], ARGV[2])
   return 'failed'
 end
+redis.call('HSET', tkey(id), 'rs', '0') -- ended by a decision, not lost
 end_reservation(c, now, id, t, 'rejected', '', ARGV[2])
 return 'rejected'

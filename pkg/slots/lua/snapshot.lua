@@ -1,6 +1,6 @@
 -- snapshot: every pod, slot and queued task of a pool, read atomically.
 -- KEYS[1] cfg
--- Returns {now, {pod JSON...}, {"<task>|<type>|<queued at>"...}}.
+-- Returns {now, {pod JSON...}, {"<task>|<type>|<queued at>"...} in dispatch order}.
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local now = now_ms()
@@ -27,10 +27,15 @@ for _, pod in ipairs(redis.call('ZRANGE', K .. 'pods', 0, -1)) do
     pods[#pods + 1] = cjson.encode(p)
   end
 end
-local queue = {}
-for _, e in ipairs(redis.call('ZRANGE', K .. 'qat', 0, -1, 'WITHSCORES')) do queue[#queue + 1] = e end
+-- The queue in dispatch order: by queue position across types.
+local entries = {}
+for _, t in ipairs(split(c.types)) do
+  local r = redis.call('ZRANGE', K .. 'q:' .. t, 0, -1, 'WITHSCORES')
+  for i = 1, #r, 2 do entries[#entries + 1] = {id = r[i], type = t, qs = tonumber(r[i + 1])} end
+end
+table.sort(entries, function(a, b) return a.qs < b.qs end)
 local q = {}
-for i = 1, #queue, 2 do
-  q[#q + 1] = queue[i] .. '|' .. (redis.call('HGET', tkey(queue[i]), 'type') or '') .. '|' .. queue[i + 1]
+for _, e in ipairs(entries) do
+  q[#q + 1] = e.id .. '|' .. e.type .. '|' .. (redis.call('ZSCORE', K .. 'qat', e.id) or '0')
 end
 return {now, pods, q}
