@@ -28,6 +28,7 @@ elseif outcome == 'success' and plan_of_pa and redis.call('HGET', pkey(t.pod), '
   -- The plan finished, but its pod was declared lost: the apply could not
   -- run where the plan's files are.
   st, reason = 'failed', 'reservation-lost'
+  redis.call('HSET', tkey(id), 'rs', '1') -- a reservation it could not keep: approve answers reservation lost
 elseif outcome == 'success' and plan_of_pa then
   local deadline = now + c.rttl
   redis.call('HSET', tkey(id), 'st', 'reserved', 'upd', now, 'rdl', deadline, 'rs', '1', 'r:' .. ep, 'reserved')

@@ -11,17 +11,20 @@ local ph = hgetall(pkey(pod))
 if ph == nil then return fail('nopod', 'pod ' .. pod) end
 if ph.uid ~= ARGV[2] then return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid) end
 local now = now_ms()
-local out = {}
+local out, vacated = {}, {}
 for i = 0, c.nslots - 1 do
   local s = ph['s' .. i] or ''
   if s ~= '' and s ~= '!' then
     local t = redis.call('HMGET', tkey(s), 'st', 'started', 'phase')
     if t[1] == 'running' and t[2] ~= '1' and t[3] == 'plan' then
       vacate(pod, i)
-      lose(c, now, s, false)
-      if redis.call('HGET', pkey(pod), 'st') == 'active' then fill_slot(c, now, pod, i) end
       out[#out + 1] = s
+      vacated[#vacated + 1] = i
     end
   end
+end
+lose_all(c, now, out, false)
+if ph.st == 'active' then
+  for _, i in ipairs(vacated) do fill_slot(c, now, pod, i) end
 end
 return out

@@ -42,7 +42,7 @@ for i = 0, c.nslots - 1 do
   local s = ph['s' .. i] or ''
   if s == '!' then orphan[i] = true end
 end
-local stop = {}
+local stop, lost, vacated = {}, {}, {}
 for i = 0, c.nslots - 1 do
   local s = ph['s' .. i] or ''
   if s == '!' then
@@ -57,11 +57,15 @@ for i = 0, c.nslots - 1 do
         if t[4] == '1' then stop[#stop + 1] = s .. '|' .. t[2] end
       elseif t[3] == '1' and tonumber(t[5]) < prev then
         vacate(pod, i)
-        lose(c, now, s, true)
-        if redis.call('HGET', pkey(pod), 'st') == 'active' then fill_slot(c, now, pod, i) end
+        lost[#lost + 1] = s
+        vacated[#vacated + 1] = i
       end
     end
   end
+end
+lose_all(c, now, lost, true)
+if ph.st == 'active' then
+  for _, i in ipairs(vacated) do fill_slot(c, now, pod, i) end
 end
 for id, ep in pairs(reported) do
   if not ours[id] and not orphan[on_slot[id]] then stop[#stop + 1] = id .. '|' .. ep end
