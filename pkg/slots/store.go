@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -54,6 +55,9 @@ type Store struct {
 	maxOutput  int
 	log        *slog.Logger
 	scripts    map[string]*redis.Script
+	// procClean holds the processing lists known to be empty, so Take
+	// skips the recovery read (see Take).
+	procClean sync.Map
 }
 
 // New checks the data-model version and loads every script on every master

@@ -104,8 +104,16 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 	base := s.base(pool)
 	proc := base + "proc:" + pod
 	// An entry left in the processing list by a claim that never reached
-	// Redis comes first.
-	entry, err := s.rdb.LIndex(ctx, proc, 0).Result()
+	// Redis comes first. Only the first take of a pod in this process, and
+	// one after a failed claim, can find one: others skip the round trip.
+	var entry string
+	var err error = redis.Nil
+	if _, clean := s.procClean.Load(proc); !clean {
+		entry, err = s.rdb.LIndex(ctx, proc, 0).Result()
+		if errors.Is(err, redis.Nil) {
+			s.procClean.Store(proc, struct{}{})
+		}
+	}
 	if errors.Is(err, redis.Nil) {
 		entry, err = s.rdb.BLMove(ctx, base+"inbox:"+pod, proc, "LEFT", "RIGHT", wait).Result()
 	}
@@ -120,6 +128,7 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 	switch kind {
 	case "c":
 		if err := s.rdb.LRem(ctx, proc, 1, entry).Err(); err != nil {
+			s.procClean.Delete(proc)
 			return nil, fmt.Errorf("acknowledging cancel of task %s on pod %s: %w", id, pod, err)
 		}
 		return &Message{Kind: MsgCancel, Task: id, Epoch: epoch}, nil
@@ -129,6 +138,7 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 		}
 		res, err := s.run(ctx, "claim", pool, pod, uid, id, epoch, entry)
 		if err != nil {
+			s.procClean.Delete(proc)
 			return nil, fmt.Errorf("claiming task %s on pod %s in %s: %w", id, pod, pool, err)
 		}
 		if res == nil {
@@ -150,6 +160,7 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 		// Not ours to interpret: drop it rather than block the inbox forever.
 		s.log.Warn("dropping malformed inbox entry", "pool", pool, "pod", pod, "entry", entry)
 		if err := s.rdb.LRem(ctx, proc, 1, entry).Err(); err != nil {
+			s.procClean.Delete(proc)
 			return nil, fmt.Errorf("dropping malformed entry on pod %s: %w", pod, err)
 		}
 		return nil, nil
