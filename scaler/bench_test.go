@@ -64,7 +64,11 @@ func benchmarkPoll(b *testing.B, rate int) {
 		if rate > 0 {
 			gap = time.Duration(64 * float64(time.Second) / float64(rate))
 		}
+		// Staggered starts: callers in lockstep would arrive in bursts of 64.
 		next := time.Now()
+		if gap > 0 {
+			next = next.Add(time.Duration(r.Int64N(int64(gap))))
+		}
 		for pb_.Next() {
 			if gap > 0 {
 				next = next.Add(gap)
