@@ -27,6 +27,7 @@ type Config struct {
 	StreamPoll      time.Duration
 	ConfigCacheTTL  time.Duration
 	RedisTimeout    time.Duration
+	ReapInterval    time.Duration
 	ShutdownTimeout time.Duration
 	LogFormat       string
 	LogLevel        string
@@ -47,6 +48,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (Config, err
 	fs.DurationVar(&c.StreamPoll, "stream-poll-interval", 500*time.Millisecond, "how often StreamIsActive re-reads a pool")
 	fs.DurationVar(&c.ConfigCacheTTL, "config-cache-ttl", 30*time.Second, "how long a pool's slot policy is cached")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", time.Second, "bound on the Redis reads of one KEDA call (KEDA's own timeout is 3s by default)")
+	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool (0: off, e.g. when the janitor reaps); several reapers may run at once")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -72,6 +74,9 @@ func (c Config) validate() error {
 	}
 	if c.RedisTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--redis-timeout %v must be positive", c.RedisTimeout))
+	}
+	if c.ReapInterval < 0 {
+		errs = append(errs, fmt.Errorf("--reap-interval %v must not be negative", c.ReapInterval))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be positive", c.ShutdownTimeout))

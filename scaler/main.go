@@ -118,6 +118,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		return nil
 	})
 	g.Go(func() error { watchRedis(ctx, conn, hs, log); return nil })
+	if cfg.ReapInterval > 0 {
+		g.Go(func() error { store.RunReaper(ctx, cfg.ReapInterval, slots.ReapOptions{}); return nil })
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		log.Info("shutting down")

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/internal/testcerts"
+	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
 // syncBuffer is a log sink safe for the server's goroutines.
@@ -159,4 +161,34 @@ func TestMTLSRequiresAClientCertificateFromTheCA(t *testing.T) {
 	defer withCert.Close()
 	_, err = pb.NewExternalScalerClient(withCert).IsActive(ctx, ref)
 	assert.Equal(t, codes.NotFound, status.Code(err), "with a certificate the call reaches the handler")
+}
+
+func TestBinaryReapsExpiredReservations(t *testing.T) {
+	url, prefix := redistest.Standalone(t), redistest.Prefix(t)
+	ctx := context.Background()
+	opts, err := redis.ParseURL(url)
+	require.NoError(t, err)
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	store, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix, Logger: quiet()})
+	require.NoError(t, err)
+	pool := slots.PoolID{Namespace: "ns", Name: "p"}
+	cfg := slots.DefaultPoolConfig()
+	cfg.ReservationTTL = 100 * time.Millisecond
+	_, err = store.DeclarePool(ctx, pool, cfg)
+	require.NoError(t, err)
+	_, err = store.RegisterPod(ctx, pool, "agent-0", "u0")
+	require.NoError(t, err)
+	_, err = store.Submit(ctx, pool, slots.TaskSpec{ID: "pa", Type: slots.PlanAndApply})
+	require.NoError(t, err)
+	m, err := store.Take(ctx, pool, "agent-0", "u0", time.Second, nil)
+	require.NoError(t, err)
+	_, err = store.Complete(ctx, pool, slots.Result{Task: "pa", Epoch: m.Epoch, Outcome: slots.OutcomeSuccess})
+	require.NoError(t, err)
+
+	start(t, map[string]string{"REDIS_URL": url, "KEY_PREFIX": prefix, "REAP_INTERVAL": "50ms"})
+	require.Eventually(t, func() bool {
+		tk, err := store.Task(ctx, pool, "pa")
+		return err == nil && tk.State == slots.StateExpired
+	}, 20*time.Second, 50*time.Millisecond, "the scaler's reaper expires the reservation")
 }

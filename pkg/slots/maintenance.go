@@ -215,3 +215,46 @@ func (s *Store) Reconcile(ctx context.Context, pool PoolID, fix bool) ([]string,
 	}
 	return diffs, nil
 }
+
+// RunReaper reaps every declared pool each interval until ctx ends. It is
+// safe to run in several processes at once (each pass is one atomic script
+// per pool); MaxGap defaults to three intervals, so a reaper that was down
+// longer does not expire agents that could not report during the outage.
+func (s *Store) RunReaper(ctx context.Context, interval time.Duration, opts ReapOptions) {
+	if opts.MaxGap <= 0 {
+		opts.MaxGap = 3 * interval
+	}
+	if opts.Batch <= 0 {
+		opts.Batch = 100
+	}
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		pools, err := s.Pools(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn("reaper: listing pools", "err", err)
+			}
+			continue
+		}
+		for _, p := range pools {
+			for {
+				r, err := s.Reap(ctx, p, opts)
+				if err != nil {
+					if ctx.Err() == nil && !errors.Is(err, ErrPoolNotFound) {
+						s.log.Warn("reaper: reaping pool", "pool", p, "err", err)
+					}
+					break
+				}
+				if !r.More(opts.Batch) || ctx.Err() != nil {
+					break
+				}
+			}
+		}
+	}
+}
