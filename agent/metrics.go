@@ -1,0 +1,55 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const (
+	namespace = "slotscaler"
+	subsystem = "agent"
+)
+
+type metrics struct {
+	registry       *prometheus.Registry
+	tasks          *prometheus.CounterVec
+	phaseDuration  *prometheus.HistogramVec
+	busySlots      prometheus.Gauge
+	reservedSlots  prometheus.Gauge
+	pendingResults prometheus.Gauge
+	redisErrors    *prometheus.CounterVec
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "task_phases_total",
+			Help: "Task phases this agent ran, by task type, phase and outcome (success, failure, timeout, cancelled).",
+		}, []string{"type", "phase", "outcome"}),
+		phaseDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "phase_duration_seconds",
+			Help:    "How long executors ran, by task type, phase and outcome.",
+			Buckets: []float64{.1, .5, 1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200},
+		}, []string{"type", "phase", "outcome"}),
+		busySlots: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "busy_slots",
+			Help: "Slots running an executor now.",
+		}),
+		reservedSlots: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "reserved_slots",
+			Help: "Slots held for the apply of a plan_and_apply whose plan succeeded here.",
+		}),
+		pendingResults: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "pending_results",
+			Help: "Finished phases whose result is not recorded in Redis yet (retried until it is).",
+		}),
+		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "redis_errors_total",
+			Help: "Failed slot store calls by operation (each is retried).",
+		}, []string{"op"}),
+	}
+	m.registry.MustRegister(m.tasks, m.phaseDuration, m.busySlots, m.reservedSlots, m.pendingResults, m.redisErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
