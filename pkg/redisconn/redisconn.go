@@ -55,8 +55,18 @@ func Open(ctx context.Context, rawURL string, log *slog.Logger) (*Conn, error) {
 	}
 	if log != nil {
 		log.Info("redis connected", "kind", conn.Kind, "url", Redact(rawURL))
+		// go-redis logs reconnects and pool trouble through a global logger
+		// that writes plain lines to stderr; send them through slog.
+		redis.SetLogger(slogAdapter{log.With("component", "go-redis")})
 	}
 	return conn, nil
+}
+
+// slogAdapter is go-redis's internal logger on top of slog.
+type slogAdapter struct{ log *slog.Logger }
+
+func (a slogAdapter) Printf(ctx context.Context, format string, v ...any) {
+	a.log.WarnContext(ctx, fmt.Sprintf(format, v...))
 }
 
 func parse(rawURL string) (*Conn, error) {
