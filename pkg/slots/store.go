@@ -86,7 +86,7 @@ func New(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, 
 		s.log = slog.Default()
 	}
 	s.log = s.log.With("component", "slots")
-	scripts, err := loadScripts()
+	scripts, err := buildScripts()
 	if err != nil {
 		return nil, err
 	}
@@ -118,9 +118,9 @@ func (s *Store) checkVersion(ctx context.Context) error {
 	return nil
 }
 
-// scriptSource builds each script: lib.lua followed by the operation's file,
-// with the test-only mutations of mutant.go applied.
-func loadScripts() (map[string]*redis.Script, error) {
+// buildScripts builds each script: lib.lua followed by the operation's file,
+// with the test-only mutations of mutant_on.go applied.
+func buildScripts() (map[string]*redis.Script, error) {
 	lib, err := luaFS.ReadFile("lua/lib.lua")
 	if err != nil {
 		return nil, fmt.Errorf("reading lua/lib.lua: %w", err)
