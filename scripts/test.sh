@@ -132,7 +132,28 @@ start_servers() {
 # freshness, mutation runs). Return non-zero to fail the run; it runs in an
 # `if`, where set -e is off, so chain commands with && or check each one.
 extra_checks() {
-	mutation_runs
+	local ok=0
+	mutation_runs || ok=1
+	templ_up_to_date || ok=1
+	return "$ok"
+}
+
+# The templ components' generated Go (web/*_templ.go) is committed: running
+# the generator must change nothing under web/.
+templ_up_to_date() {
+	local before after
+	before="$(cd "$ROOT" && git status --porcelain -- web && find web -name '*_templ.go' -exec sha256sum {} + | sort)"
+	(cd "$ROOT" && go tool templ generate >"$TMP/templ.log" 2>&1) || {
+		echo "test.sh: FAIL go tool templ generate:"
+		tail -20 "$TMP/templ.log"
+		return 1
+	}
+	after="$(cd "$ROOT" && git status --porcelain -- web && find web -name '*_templ.go' -exec sha256sum {} + | sort)"
+	if [[ "$before" != "$after" ]]; then
+		echo "test.sh: FAIL web/*_templ.go were stale: run 'go tool templ generate' and commit the result"
+		return 1
+	fi
+	echo "test.sh: ok   templ output up to date"
 }
 
 # Mutation runs: the slot store's suite is run with one guarantee broken at a

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/slotscaler/slotscaler/pkg/config"
+)
+
+// Config is every setting of the dashboard; each flag has an environment
+// twin (--redis-url / REDIS_URL).
+type Config struct {
+	ListenAddress   string
+	RedisURL        string
+	KeyPrefix       string
+	APITokens       tokens
+	ReadAuth        bool
+	MaxPayload      int
+	PollInterval    time.Duration
+	ShutdownTimeout time.Duration
+	LogFormat       string
+	LogLevel        string
+}
+
+// tokens maps a token's name to its secret. String never shows a secret, so
+// the flag's value can be printed and logged.
+type tokens map[string]string
+
+func (t tokens) String() string {
+	names := make([]string, 0, len(t))
+	for n := range t {
+		names = append(names, n+"=<redacted>")
+	}
+	return strings.Join(names, ",")
+}
+
+// Set parses "name=token,name2=token2".
+func (t *tokens) Set(s string) error {
+	m := tokens{}
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, secret, ok := strings.Cut(part, "=")
+		name, secret = strings.TrimSpace(name), strings.TrimSpace(secret)
+		if !ok || name == "" || secret == "" {
+			// The entry may hold a secret: name its position, not its text.
+			return errors.New("api tokens: want name=token pairs separated by commas")
+		}
+		if _, dup := m[name]; dup {
+			return fmt.Errorf("api tokens: name %q given twice", name)
+		}
+		m[name] = secret
+	}
+	*t = m
+	return nil
+}
+
+func parseConfig(args []string, lookup func(string) (string, bool)) (Config, error) {
+	return parseConfigWith(args, lookup, nil)
+}
+
+// parseConfigWith parses with usage output to out (nil: stderr).
+func parseConfigWith(args []string, lookup func(string) (string, bool), out io.Writer) (Config, error) {
+	c := Config{APITokens: tokens{}}
+	fs := flag.NewFlagSet("dashboard", flag.ContinueOnError)
+	if out != nil {
+		fs.SetOutput(out)
+	}
+	fs.StringVar(&c.ListenAddress, "listen-address", ":8080", "HTTP address of the dashboard, the JSON API, /healthz and /readyz")
+	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://; empty runs an embedded in-memory Redis (local use only)")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", "ss", "Redis key prefix of this installation")
+	fs.Var(&c.APITokens, "api-tokens", "bearer tokens for API writes, name=token,name2=token2 (the name is recorded as who approved, rejected or cancelled); none: writes are refused")
+	fs.BoolVar(&c.ReadAuth, "read-auth", false, "require a bearer token for API reads too")
+	fs.IntVar(&c.MaxPayload, "max-payload", 1<<20, "largest task payload in bytes (must match the slot store's limit)")
+	fs.DurationVar(&c.PollInterval, "events-poll-interval", 250*time.Millisecond, "how often a waiting events request re-reads the stream")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if err := config.Parse(fs, args, lookup); err != nil {
+		return Config{}, err
+	}
+	return c, c.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.MaxPayload <= 0 {
+		errs = append(errs, fmt.Errorf("--max-payload %d must be positive", c.MaxPayload))
+	}
+	if c.PollInterval < 10*time.Millisecond || c.PollInterval > 5*time.Second {
+		errs = append(errs, fmt.Errorf("--events-poll-interval %v: want 10ms-5s", c.PollInterval))
+	}
+	if c.ShutdownTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be positive", c.ShutdownTimeout))
+	}
+	return errors.Join(errs...)
+}

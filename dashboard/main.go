@@ -1,0 +1,104 @@
+// Command dashboard serves slotscaler's read-only HTML dashboard and its
+// JSON API for platforms (submit, follow, cancel, approve and reject tasks).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/redisconn"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stderr, os.LookupEnv, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "dashboard:", err)
+		os.Exit(1)
+	}
+}
+
+// maxWait bounds how long an events request may wait.
+const maxWait = 30 * time.Second
+
+// run serves until ctx ends. ln, when not nil, is used instead of listening
+// on the configured address (tests).
+func run(ctx context.Context, args []string, stderr io.Writer, lookup func(string) (string, bool), ln net.Listener) error {
+	cfg, err := parseConfig(args, lookup)
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	log = log.With("component", "dashboard")
+
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := redisconn.Open(startCtx, cfg.RedisURL, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	store, err := slots.New(startCtx, conn.Client, slots.Options{Prefix: cfg.KeyPrefix, MaxPayload: cfg.MaxPayload, Logger: log})
+	if err != nil {
+		return fmt.Errorf("opening slot store: %w", err)
+	}
+	if len(cfg.APITokens) == 0 {
+		log.Warn("no API tokens configured (--api-tokens): API writes are refused")
+	}
+
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.ListenAddress); err != nil {
+			return fmt.Errorf("listening on %s: %w", cfg.ListenAddress, err)
+		}
+	}
+	stopping := make(chan struct{})
+	s := &server{stopping: stopping, store: store, log: log, tokens: cfg.APITokens, readAuth: cfg.ReadAuth, maxPayload: cfg.MaxPayload,
+		pollInterval: cfg.PollInterval, maxWait: maxWait,
+		ping: func(ctx context.Context) error { return redisconn.Ping(ctx, conn.Client, 2*time.Second) }}
+	// No WriteTimeout: events requests wait up to maxWait by design.
+	srv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		log.Info("serving dashboard and API", "address", ln.Addr().String(), "tokens", len(cfg.APITokens), "read_auth", cfg.ReadAuth)
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		log.Info("shutting down")
+		close(stopping)
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Warn("graceful stop timed out; closing connections")
+			return srv.Close()
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,117 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/slotscaler/slotscaler/internal/redistest"
+)
+
+// syncBuffer is a log sink safe for the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestRunServesUntilCancelledAndNeverLogsTokens(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(t.Context())
+	logs := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"--log-level=debug"}, logs, env(map[string]string{
+			"REDIS_URL":  redistest.Standalone(t),
+			"KEY_PREFIX": redistest.Prefix(t),
+			"API_TOKENS": "ci=very-secret-1,ops=very-secret-2",
+		}), ln)
+	}()
+	base := "http://" + ln.Addr().String()
+	for _, path := range []string{"/healthz", "/readyz", "/", "/api/v1/pools"} {
+		resp, err := http.Get(base + path)
+		require.NoError(t, err)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+	}
+	req, err := http.NewRequest("POST", base+"/api/v1/pools/ci/nope/tasks", strings.NewReader(`{"id":"a","type":"plan"}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer very-secret-2")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "the token from API_TOKENS is accepted")
+
+	cancel()
+	require.NoError(t, <-done, "a cancelled run is a clean shutdown")
+	out := logs.String()
+	assert.Contains(t, out, "serving dashboard and API")
+	assert.Contains(t, out, "request")
+	assert.NotContains(t, out, "very-secret", "tokens never reach the logs")
+}
+
+func TestTokensParseNamePairsAndNeverPrintSecrets(t *testing.T) {
+	tests := map[string]struct {
+		in      string
+		want    tokens
+		wantErr bool
+	}{
+		"pairs":             {in: "ci=abc, ops=def", want: tokens{"ci": "abc", "ops": "def"}},
+		"empty":             {in: "", want: tokens{}},
+		"missing secret":    {in: "ci=", wantErr: true},
+		"missing separator": {in: "abc", wantErr: true},
+		"duplicate name":    {in: "ci=a,ci=b", wantErr: true},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			var got tokens
+			err := got.Set(tc.in)
+			if tc.wantErr {
+				require.Error(t, err)
+				assert.NotContains(t, err.Error(), "abc")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, got)
+			assert.NotContains(t, got.String(), "abc")
+		})
+	}
+}
+
+func TestHelpListsEnvironmentTwins(t *testing.T) {
+	var out bytes.Buffer
+	_, err := parseConfigWith([]string{"--help"}, env(nil), &out)
+	require.True(t, errors.Is(err, flag.ErrHelp))
+	for _, want := range []string{"--listen-address", "LISTEN_ADDRESS", ":8080", "API_TOKENS", "READ_AUTH", "REDIS_URL"} {
+		assert.Contains(t, out.String(), want)
+	}
+}
+
+func TestConfigRejectsBadSettings(t *testing.T) {
+	_, err := parseConfig([]string{"--max-payload=0"}, env(nil))
+	require.ErrorContains(t, err, "--max-payload")
+	_, err = parseConfig(nil, env(map[string]string{"API_TOKENS": "nope"}))
+	require.ErrorContains(t, err, "API_TOKENS")
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+
+	"github.com/slotscaler/slotscaler/pkg/slots"
+	"github.com/slotscaler/slotscaler/web"
+)
+
+// Store is what the dashboard needs of the slot store.
+type Store interface {
+	Submit(ctx context.Context, pool slots.PoolID, spec slots.TaskSpec) (slots.SubmitResult, error)
+	Task(ctx context.Context, pool slots.PoolID, id string) (slots.Task, error)
+	Cancel(ctx context.Context, pool slots.PoolID, task, by string) (slots.TaskState, error)
+	Approve(ctx context.Context, pool slots.PoolID, task, by string) (string, error)
+	Reject(ctx context.Context, pool slots.PoolID, task, by string) error
+	Pools(ctx context.Context) ([]slots.PoolID, error)
+	Pool(ctx context.Context, id slots.PoolID) (slots.PoolConfig, string, error)
+	Stats(ctx context.Context, pools ...slots.PoolID) ([]slots.PoolStats, error)
+	Snapshot(ctx context.Context, pool slots.PoolID) (slots.Snapshot, error)
+	Events(ctx context.Context, pool slots.PoolID, cursor string, limit int) (slots.EventPage, error)
+}
+
+// server holds the handlers' dependencies.
+type server struct {
+	store        Store
+	ping         func(context.Context) error
+	log          *slog.Logger
+	tokens       tokens
+	readAuth     bool
+	maxPayload   int
+	pollInterval time.Duration
+	maxWait      time.Duration
+	// stopping closes when the server shuts down, so waiting events
+	// requests answer at once instead of holding the shutdown.
+	stopping <-chan struct{}
+}
+
+const apiPrefix = "/api/v1"
+
+// routes builds the whole HTTP surface.
+func (s *server) routes() chi.Router {
+	r := chi.NewRouter()
+	r.Use(middleware.RequestID, middleware.RealIP, s.requestLogger, middleware.Recoverer)
+
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", s.readyz)
+
+	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(web.Static)))
+	r.Get("/", s.overviewPage)
+	r.Get("/pools/{ns}/{name}", s.poolPage)
+	r.Get("/pools/{ns}/{name}/grid", s.poolGrid)
+
+	r.Route(apiPrefix, func(r chi.Router) {
+		r.Get("/openapi.json", serveOpenAPI)
+		r.Group(func(r chi.Router) {
+			if s.readAuth {
+				r.Use(s.requireToken)
+			}
+			r.Get("/pools", s.listPools)
+			r.Get("/pools/{ns}/{name}", s.getPool)
+			r.Get("/pools/{ns}/{name}/events", s.events)
+			r.Get("/pools/{ns}/{name}/tasks/{id}", s.getTask)
+		})
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireToken)
+			r.Post("/pools/{ns}/{name}/tasks", s.submit)
+			r.Post("/pools/{ns}/{name}/tasks/{id}/cancel", s.cancel)
+			r.Post("/pools/{ns}/{name}/tasks/{id}/approve", s.approve)
+			r.Post("/pools/{ns}/{name}/tasks/{id}/reject", s.reject)
+		})
+		r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+			writeError(w, http.StatusNotFound, "not_found", "no such API route")
+		})
+		r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "method not allowed on this route")
+		})
+	})
+	return r
+}
+
+func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
+	if err := s.ping(r.Context()); err != nil {
+		s.log.Warn("not ready", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "redis_unavailable", "redis unreachable")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// requestLogger logs one line per request. It never logs headers, so
+// bearer tokens stay out of the logs.
+func (s *server) requestLogger(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		start := time.Now()
+		defer func() {
+			lvl := slog.LevelInfo
+			if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || strings.HasPrefix(r.URL.Path, "/static/") {
+				lvl = slog.LevelDebug
+			}
+			s.log.LogAttrs(r.Context(), lvl, "request",
+				slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
+				slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr),
+				slog.String("request_id", middleware.GetReqID(r.Context())))
+		}()
+		next.ServeHTTP(ww, r)
+	})
+}
+
+type ctxKey struct{}
+
+// requireToken admits requests carrying one of the configured bearer
+// tokens and records the token's name in the context.
+func (s *server) requireToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		name, ok := s.authenticate(r.Header.Get("Authorization"))
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="slotscaler"`)
+			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token")
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, name)))
+	})
+}
+
+// authenticate compares the presented token with every configured one in
+// constant time each, without stopping at a match.
+func (s *server) authenticate(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false
+	}
+	var found string
+	for name, secret := range s.tokens {
+		if subtle.ConstantTimeCompare([]byte(token), []byte(secret)) == 1 {
+			found = name
+		}
+	}
+	return found, found != ""
+}
+
+// tokenName is the name of the token that authenticated the request ("" if none).
+func tokenName(ctx context.Context) string {
+	n, _ := ctx.Value(ctxKey{}).(string)
+	return n
+}

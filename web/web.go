@@ -1,0 +1,96 @@
+// Package web holds the dashboard's templ components, the flat view models
+// they render and the embedded static files (CSS, vendored htmx). Components
+// never call services: handlers build the view models.
+package web
+
+import (
+	"embed"
+	"io/fs"
+)
+
+//go:generate go tool templ generate
+
+//go:embed static
+var staticFS embed.FS
+
+// Static is the content of web/static, served under /static/.
+var Static = mustSub(staticFS, "static")
+
+func mustSub(f fs.FS, dir string) fs.FS {
+	s, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Count is a number shown with its label (pods by state, queued by type).
+type Count struct {
+	Label string
+	N     int
+}
+
+// OverviewView is the pools overview.
+type OverviewView struct {
+	Pools []PoolRow
+	Error string // shown instead of the table when the store could not be read
+}
+
+// PoolRow is one pool on the overview.
+type PoolRow struct {
+	Pool          string // namespace/name
+	Href          string
+	Pods          []Count // by state, fixed order
+	SlotsIdle     int
+	SlotsRunning  int
+	SlotsReserved int
+	Queued        []Count // by type
+	QueuedTotal   int
+	OldestQueued  string // age, "" when nothing is queued
+	DesiredPods   string // "?" when the capacity model refused the input
+	LivePods      int
+	Utilisation   string // "42%"
+}
+
+// PoolView is the pool page.
+type PoolView struct {
+	Pool     string
+	Overview string // link back
+	Grid     GridView
+}
+
+// GridView is the live part of the pool page: the pod × slot grid and the queue.
+type GridView struct {
+	URL   string // the fragment's own URL, polled by htmx
+	At    string // snapshot time
+	Pods  []PodRow
+	Queue []QueueRow
+}
+
+// PodRow is one pod and its slots.
+type PodRow struct {
+	Name  string
+	State string
+	// Flag is set for pods not taking new work normally (expected,
+	// cordoned, draining, lost): the row is marked.
+	Flag  bool
+	Slots []SlotCell
+}
+
+// SlotCell is one slot: its state is shown as colour (class) and text.
+type SlotCell struct {
+	Index           int
+	State           string
+	Task            string
+	Type            string
+	Phase           string
+	Age             string
+	CancelRequested bool
+}
+
+// QueueRow is one queued task.
+type QueueRow struct {
+	ID   string
+	Type string
+	Age  string
+}
