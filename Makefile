@@ -33,6 +33,11 @@ lint: ## gofmt and go vet (also with the mutation build tag)
 	$(GO) vet ./...
 	$(GO) vet -tags slotsmutants ./pkg/slots/
 
+.PHONY: tidy
+tidy: ## go mod tidy in every module (nested test modules replace the root: tidy them after its go.mod changes)
+	@for m in $$(find . -name go.mod -not -path './.git/*' -exec dirname {} \;); do echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; done
+
 .PHONY: generate
-generate: ## Regenerate generated code
+generate: ## Regenerate generated code (templ components in web/; the output is committed and checked by make test)
+	$(GO) tool templ generate
 	$(GO) generate ./...
