@@ -293,10 +293,14 @@ func (s *Store) Task(ctx context.Context, pool PoolID, id string) (Task, error) 
 	}
 	base := s.base(pool)
 	pipe := s.rdb.Pipeline()
+	pc := pipe.Exists(ctx, base+"cfg")
 	hc := pipe.HGetAll(ctx, base+"t:"+id)
 	lc := pipe.LRange(ctx, base+"h:"+id, 0, -1)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return Task{}, fmt.Errorf("reading task %s in %s: %w", id, pool, err)
+	}
+	if pc.Val() == 0 {
+		return Task{}, fmt.Errorf("%w: %s", ErrPoolNotFound, pool)
 	}
 	h := hc.Val()
 	if len(h) == 0 || h["type"] == "" {

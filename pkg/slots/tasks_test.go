@@ -383,3 +383,11 @@ func TestRepeatedPlanCompleteAfterApplyReturnsFirstOutcome(t *testing.T) {
 		assert.Equal(t, StateReserved, e.complete(plan, OutcomeSuccess), "the plan's retried report gets the plan's outcome")
 	})
 }
+
+func TestTaskOfUnknownPoolIsPoolNotFound(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	_, err := e.s.Task(e.ctx, PoolID{Namespace: "nope", Name: "x"}, "t1")
+	require.ErrorIs(t, err, ErrPoolNotFound)
+	_, err = e.s.Task(e.ctx, e.pool, "t1")
+	require.ErrorIs(t, err, ErrTaskNotFound)
+}

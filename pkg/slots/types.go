@@ -160,7 +160,8 @@ type PoolConfig struct {
 	// Retention and RetentionCount bound how long and how many finished tasks are kept.
 	Retention      time.Duration
 	RetentionCount int
-	// EventCap bounds the pool's event stream.
+	// EventCap bounds the pool's event stream, approximately: Redis trims
+	// whole stream nodes (100 entries), so up to ~100 more are kept.
 	EventCap int
 }
 
