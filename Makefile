@@ -37,6 +37,10 @@ lint: ## gofmt and go vet (also with the mutation build tag)
 tidy: ## go mod tidy in every module (nested test modules replace the root: tidy them after its go.mod changes)
 	@for m in $$(find . -name go.mod -not -path './.git/*' -exec dirname {} \;); do echo "tidy $$m"; (cd $$m && $(GO) mod tidy) || exit 1; done
 
+.PHONY: screenshot
+screenshot: ## Write docs/dashboard.png: a busy pool page in headless chromium (apt-get install chromium; starts a private redis-server)
+	$(GO) test -tags screenshot -run '^TestWriteScreenshot$$' -count=1 ./dashboard/
+
 .PHONY: generate
 generate: ## Regenerate generated code (templ components in web/; the output is committed and checked by make test)
 	$(GO) tool templ generate

@@ -28,7 +28,7 @@ const (
 
 // fixture is a dashboard server on a real Redis with one declared pool.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	store *slots.Store
 	srv   *server
@@ -53,7 +53,7 @@ func (discardRedisLog) Printf(context.Context, string, ...any) {}
 
 func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func newFixtureOn(t *testing.T, url string, opts ...fixtureOption) *fixture {
+func newFixtureOn(t testing.TB, url string, opts ...fixtureOption) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	opt, err := redis.ParseURL(url)
@@ -69,6 +69,7 @@ func newFixtureOn(t *testing.T, url string, opts ...fixtureOption) *fixture {
 	f.srv = &server{store: store, log: quiet(), tokens: tokens{testTokenName: testToken, "other": "other-token"},
 		maxPayload: testMaxPayload, pollInterval: 20 * time.Millisecond, maxWait: maxWait, stopping: make(chan struct{}),
 		ping: func(ctx context.Context) error { return redisconn.Ping(ctx, rdb, 2*time.Second) }}
+	f.srv.hub = newPoolHub(store, 20*time.Millisecond, quiet())
 	for _, o := range opts {
 		o(f.srv)
 	}
@@ -77,7 +78,7 @@ func newFixtureOn(t *testing.T, url string, opts ...fixtureOption) *fixture {
 	return f
 }
 
-func newFixture(t *testing.T, opts ...fixtureOption) *fixture {
+func newFixture(t testing.TB, opts ...fixtureOption) *fixture {
 	t.Helper()
 	return newFixtureOn(t, redistest.Standalone(t), opts...)
 }

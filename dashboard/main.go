@@ -72,10 +72,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	}
 	stopping := make(chan struct{})
 	s := &server{stopping: stopping, store: store, log: log, tokens: cfg.APITokens, readAuth: cfg.ReadAuth, maxPayload: cfg.MaxPayload,
-		pollInterval: cfg.PollInterval, maxWait: maxWait,
+		pollInterval: cfg.PollInterval, maxWait: maxWait, hub: newPoolHub(store, cfg.LiveInterval, log),
 		ping: func(ctx context.Context) error { return redisconn.Ping(ctx, conn.Client, 2*time.Second) }}
-	// No WriteTimeout: events requests wait up to maxWait by design.
+	// No WriteTimeout: events requests wait up to maxWait and live streams
+	// last as long as their viewer, by design.
 	srv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+	var msrv *http.Server
+	var mln net.Listener
+	if cfg.MetricsAddress != "" {
+		if mln, err = net.Listen("tcp", cfg.MetricsAddress); err != nil {
+			return fmt.Errorf("listening on %s for metrics: %w", cfg.MetricsAddress, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", s.metrics.handler())
+		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 30 * time.Second}
+	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
@@ -85,12 +96,24 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		}
 		return nil
 	})
+	if msrv != nil {
+		g.Go(func() error {
+			log.Info("serving metrics", "address", mln.Addr().String())
+			if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
 	g.Go(func() error {
 		<-ctx.Done()
 		log.Info("shutting down")
 		close(stopping)
 		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer cancel()
+		if msrv != nil {
+			_ = msrv.Close() // scrapes are short; nothing to drain
+		}
 		if err := srv.Shutdown(sctx); err != nil {
 			log.Warn("graceful stop timed out; closing connections")
 			return srv.Close()

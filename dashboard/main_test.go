@@ -38,14 +38,19 @@ func env(m map[string]string) func(string) (string, bool) {
 func TestRunServesUntilCancelledAndNeverLogsTokens(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
+	mln, err := net.Listen("tcp", "127.0.0.1:0") // a free port for the metrics listener
+	require.NoError(t, err)
+	metricsAddr := mln.Addr().String()
+	require.NoError(t, mln.Close())
 	ctx, cancel := context.WithCancel(t.Context())
 	logs := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--log-level=debug"}, logs, env(map[string]string{
-			"REDIS_URL":  redistest.Standalone(t),
-			"KEY_PREFIX": redistest.Prefix(t),
-			"API_TOKENS": "ci=very-secret-1,ops=very-secret-2",
+			"REDIS_URL":       redistest.Standalone(t),
+			"KEY_PREFIX":      redistest.Prefix(t),
+			"API_TOKENS":      "ci=very-secret-1,ops=very-secret-2",
+			"METRICS_ADDRESS": metricsAddr,
 		}), ln)
 	}()
 	base := "http://" + ln.Addr().String()
@@ -63,6 +68,20 @@ func TestRunServesUntilCancelledAndNeverLogsTokens(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "the token from API_TOKENS is accepted")
+
+	resp, err = http.Get("http://" + metricsAddr + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(body), `slotscaler_dashboard_requests_total{code="200",method="GET",route="/healthz"} 1`, "metrics on their own port")
+	assert.Equal(t, http.StatusNotFound, func() int {
+		r, err := http.Get(base + "/metrics")
+		require.NoError(t, err)
+		_ = r.Body.Close()
+		return r.StatusCode
+	}(), "not on the public port")
 
 	cancel()
 	require.NoError(t, <-done, "a cancelled run is a clean shutdown")

@@ -1,13 +1,19 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/a-h/templ"
+	"github.com/go-chi/chi/v5"
 
 	"github.com/slotscaler/slotscaler/pkg/slots"
 	"github.com/slotscaler/slotscaler/web"
@@ -98,19 +104,102 @@ func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) {
 	s.pageError(w, r, err)
 }
 
-func gridView(snap slots.Snapshot) web.GridView {
+// podsPerPage bounds the rows of one pool page, so a 1,000-pod pool stays usable.
+const podsPerPage = 100
+
+// podFilters are the ?state= values: busy/idle by slots, the rest by pod state.
+var podFilters = []string{"all", "busy", "idle", "expected", "active", "cordoned", "draining", "lost"}
+
+// gridQuery is what a pool page shows of the pool: a state filter and a page.
+type gridQuery struct {
+	State string // one of podFilters
+	Page  int    // 1-based
+}
+
+// parseGridQuery reads ?state= and ?page=; unknown values fall back to all
+// and page 1 rather than failing a page someone bookmarked.
+func parseGridQuery(r *http.Request) gridQuery {
+	q := gridQuery{State: r.URL.Query().Get("state"), Page: 1}
+	if !slices.Contains(podFilters, q.State) {
+		q.State = "all"
+	}
+	if n, err := strconv.Atoi(r.URL.Query().Get("page")); err == nil && n > 0 {
+		q.Page = n
+	}
+	return q
+}
+
+func (q gridQuery) values(state string, page int) string {
+	v := url.Values{}
+	if state != "all" {
+		v.Set("state", state)
+	}
+	if page > 1 {
+		v.Set("page", strconv.Itoa(page))
+	}
+	if len(v) == 0 {
+		return ""
+	}
+	return "?" + v.Encode()
+}
+
+func (q gridQuery) matches(p slots.PodSnapshot) bool {
+	switch q.State {
+	case "all":
+		return true
+	case "busy":
+		return p.Busy()
+	case "idle":
+		return !p.Busy()
+	}
+	return string(p.State) == q.State
+}
+
+func poolHref(p slots.PoolID) string {
+	return "/pools/" + url.PathEscape(p.Namespace) + "/" + url.PathEscape(p.Name)
+}
+
+func taskHref(p slots.PoolID, id string) string {
+	return poolHref(p) + "/tasks/" + url.PathEscape(id)
+}
+
+func gridView(snap slots.Snapshot, q gridQuery) web.GridView {
 	p := snap.Pool
-	v := web.GridView{URL: "/pools/" + p.Namespace + "/" + p.Name + "/grid", At: snap.At.UTC().Format(time.RFC3339)}
+	base := poolHref(p)
+	v := web.GridView{At: snap.At.UTC().Format(time.RFC3339), Total: len(snap.Pods)}
+	for _, f := range podFilters {
+		v.Filters = append(v.Filters, web.Link{Label: f, Href: base + q.values(f, 1), Current: f == q.State})
+	}
+	var matching []slots.PodSnapshot
 	for _, pod := range snap.Pods {
+		if q.matches(pod) {
+			matching = append(matching, pod)
+		}
+	}
+	v.Matching = len(matching)
+	pages := max(1, (len(matching)+podsPerPage-1)/podsPerPage)
+	page := min(q.Page, pages)
+	if pages > 1 {
+		for n := 1; n <= pages; n++ {
+			v.Pages = append(v.Pages, web.Link{Label: strconv.Itoa(n), Href: base + q.values(q.State, n), Current: n == page})
+		}
+	}
+	shown := matching[(page-1)*podsPerPage : min(len(matching), page*podsPerPage)]
+	v.Shown = len(shown)
+	for _, pod := range shown {
 		row := web.PodRow{Name: pod.Name, State: string(pod.State), Flag: pod.State != slots.PodActive}
 		for _, sl := range pod.Slots {
-			row.Slots = append(row.Slots, web.SlotCell{Index: sl.Index, State: string(sl.State), Task: sl.Task,
-				Type: string(sl.Type), Phase: string(sl.Phase), Age: age(snap.At, sl.Since), CancelRequested: sl.CancelRequested})
+			cell := web.SlotCell{Index: sl.Index, State: string(sl.State), Task: sl.Task,
+				Type: string(sl.Type), Phase: string(sl.Phase), Age: age(snap.At, sl.Since), CancelRequested: sl.CancelRequested}
+			if sl.Task != "" {
+				cell.TaskHref = taskHref(p, sl.Task)
+			}
+			row.Slots = append(row.Slots, cell)
 		}
 		v.Pods = append(v.Pods, row)
 	}
-	for _, q := range snap.Queue {
-		v.Queue = append(v.Queue, web.QueueRow{ID: q.ID, Type: string(q.Type), Age: age(snap.At, q.QueuedAt)})
+	for _, t := range snap.Queue {
+		v.Queue = append(v.Queue, web.QueueRow{ID: t.ID, Href: taskHref(p, t.ID), Type: string(t.Type), Age: age(snap.At, t.QueuedAt)})
 	}
 	return v
 }
@@ -134,7 +223,9 @@ func (s *server) poolPage(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, web.PoolPage(web.PoolView{Pool: snap.Pool.String(), Overview: "/", Grid: gridView(snap)}))
+	q := parseGridQuery(r)
+	s.render(w, r, http.StatusOK, web.PoolPage(web.PoolView{Pool: snap.Pool.String(), Overview: "/",
+		LiveURL: poolHref(snap.Pool) + "/live" + q.values(q.State, q.Page), Grid: gridView(snap, q)}))
 }
 
 // poolGrid serves the grid fragment htmx polls.
@@ -151,5 +242,159 @@ func (s *server) poolGrid(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(status)
 		return
 	}
-	s.render(w, r, http.StatusOK, web.Grid(gridView(snap)))
+	s.render(w, r, http.StatusOK, web.Grid(gridView(snap, parseGridQuery(r))))
+}
+
+// outputTail is how much of a task's output the task page shows.
+const outputTail = 64 << 10
+
+func taskPageView(t slots.Task) web.TaskView {
+	v := web.TaskView{Pool: t.Pool.String(), PoolHref: poolHref(t.Pool), ID: t.ID, Type: string(t.Type),
+		State: string(t.State), Phase: string(t.Phase), Pod: t.Pod, Attempt: t.Attempt, Reason: t.Reason,
+		By: t.By, CancelRequested: t.CancelRequested, PayloadSize: len(t.Payload),
+		Created: stamp(t.Created), Updated: stamp(t.Updated), Output: t.Output}
+	if t.Slot >= 0 && t.Pod != "" {
+		v.Slot = strconv.Itoa(t.Slot)
+	}
+	// An exit code means something only when the executor ran to its end.
+	if t.Started && (t.State == slots.StateSucceeded || t.State == slots.StateFailed && t.Reason == slots.ReasonExitCode) {
+		v.ExitCode = strconv.Itoa(t.ExitCode)
+	}
+	if len(v.Output) > outputTail {
+		v.OutputCut = len(v.Output) - outputTail
+		v.Output = v.Output[v.OutputCut:]
+	}
+	for _, h := range t.History {
+		v.History = append(v.History, web.HistoryRow{At: stamp(h.At), State: h.State, Detail: h.Detail})
+	}
+	return v
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02 15:04:05Z")
+}
+
+func (s *server) taskPage(w http.ResponseWriter, r *http.Request) {
+	pool, err := poolOf(r)
+	if err == nil {
+		var t slots.Task
+		if t, err = s.store.Task(r.Context(), pool, chi.URLParam(r, "id")); err == nil {
+			s.render(w, r, http.StatusOK, web.TaskPage(taskPageView(t)))
+			return
+		}
+	}
+	s.pageError(w, r, err)
+}
+
+// tokenCookie holds a read token in the browser after POST /login.
+const tokenCookie = "token"
+
+// requirePageToken guards the HTML pages when --read-auth is on: a bearer
+// header or the login cookie; else a 401 page with the login form.
+func (s *server) requirePageToken(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, ok := s.authenticate(r.Header.Get("Authorization"))
+		if c, err := r.Cookie(tokenCookie); !ok && err == nil {
+			_, ok = s.authenticateToken(c.Value)
+		}
+		if !ok {
+			s.unauthorized(w, r, r.URL.RequestURI(), "")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *server) unauthorized(w http.ResponseWriter, r *http.Request, next, msg string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="slotscaler"`)
+	s.render(w, r, http.StatusUnauthorized, web.UnauthorizedPage(web.LoginView{Next: next, Error: msg}))
+}
+
+// localPath keeps a redirect target on this site ("/x", not "//evil" or "http://…").
+func localPath(p string) string {
+	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
+		return "/"
+	}
+	return p
+}
+
+// login checks a token posted by the 401 page's form and keeps it in an
+// HttpOnly, SameSite=Strict cookie, then sends the browser back.
+func (s *server) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		s.render(w, r, http.StatusBadRequest, web.ErrorPage(http.StatusBadRequest, "bad login form"))
+		return
+	}
+	next := localPath(r.PostForm.Get("next"))
+	token := r.PostForm.Get("token")
+	if _, ok := s.authenticateToken(token); !ok {
+		s.unauthorized(w, r, next, "That token is not valid.")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: token, Path: "/", HttpOnly: true,
+		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: int((12 * time.Hour).Seconds())})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// live streams the pool's grid fragment over SSE (event "grid") each time
+// the pool hub reads the pool. It has no timeout: it ends when the viewer
+// leaves or the server stops.
+func (s *server) live(w http.ResponseWriter, r *http.Request) {
+	pool, err := poolOf(r)
+	if err == nil {
+		_, _, err = s.store.Pool(r.Context(), pool)
+	}
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
+	q := parseGridQuery(r)
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	sub := s.hub.subscribe(pool)
+	defer sub.close()
+	var buf bytes.Buffer
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-s.stopping:
+			return
+		case snap := <-sub.C:
+			buf.Reset()
+			if err := web.Grid(gridView(snap, q)).Render(r.Context(), &buf); err != nil {
+				return
+			}
+			if err := writeSSE(w, "grid", buf.Bytes()); err != nil {
+				return
+			}
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// writeSSE writes one event; each line of data gets its own data: field.
+func writeSSE(w io.Writer, event string, data []byte) error {
+	var b bytes.Buffer
+	b.WriteString("event: " + event + "\n")
+	for line := range bytes.Lines(data) {
+		b.WriteString("data: ")
+		b.Write(bytes.TrimRight(line, "\r\n"))
+		b.WriteByte('\n')
+	}
+	b.WriteByte('\n')
+	_, err := w.Write(b.Bytes())
+	return err
 }

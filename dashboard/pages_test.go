@@ -75,8 +75,10 @@ func TestPoolPageShowsEverySlotWithStateTaskAndQueue(t *testing.T) {
 	assert.Equal(t, "ci/terraform", doc.Find(testid("pool-name")).Text())
 	grid := doc.Find(testid("grid"))
 	require.Equal(t, 1, grid.Length())
-	assert.Equal(t, "/pools/ci/terraform/grid", grid.AttrOr("hx-get", ""))
-	assert.Equal(t, "every 2s [document.visibilityState === 'visible']", grid.AttrOr("hx-trigger", ""))
+	live := doc.Find(testid("live"))
+	assert.Equal(t, "sse", live.AttrOr("hx-ext", ""))
+	assert.Equal(t, "/pools/ci/terraform/live", live.AttrOr("sse-connect", ""))
+	assert.Equal(t, "grid", doc.Find(testid("grid-target")).AttrOr("sse-swap", ""))
 
 	pods := doc.Find(testid("pod"))
 	require.Equal(t, 2, pods.Length())
@@ -138,7 +140,6 @@ func TestGridFragmentIsTheGridAlone(t *testing.T) {
 	require.NoError(t, err)
 	grid := doc.Find(testid("grid"))
 	require.Equal(t, 1, grid.Length())
-	assert.Equal(t, "outerHTML", grid.AttrOr("hx-swap", ""), "the fragment replaces itself and keeps polling")
 	assert.Equal(t, "p1", doc.Find(testid("slot")+`[data-slot="1"]`).Find(testid("slot-task")).Text())
 }
 

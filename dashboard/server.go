@@ -39,6 +39,8 @@ type server struct {
 	maxPayload   int
 	pollInterval time.Duration
 	maxWait      time.Duration
+	hub          *poolHub
+	metrics      *metrics
 	// stopping closes when the server shuts down, so waiting events
 	// requests answer at once instead of holding the shutdown.
 	stopping <-chan struct{}
@@ -48,6 +50,12 @@ const apiPrefix = "/api/v1"
 
 // routes builds the whole HTTP surface.
 func (s *server) routes() chi.Router {
+	if s.hub == nil {
+		s.hub = newPoolHub(s.store, 2*time.Second, s.log)
+	}
+	if s.metrics == nil {
+		s.metrics = newMetrics(s.hub)
+	}
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, middleware.RealIP, s.requestLogger, middleware.Recoverer)
 
@@ -57,9 +65,19 @@ func (s *server) routes() chi.Router {
 	r.Get("/readyz", s.readyz)
 
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(web.Static)))
-	r.Get("/", s.overviewPage)
-	r.Get("/pools/{ns}/{name}", s.poolPage)
-	r.Get("/pools/{ns}/{name}/grid", s.poolGrid)
+	r.Group(func(r chi.Router) {
+		if s.readAuth {
+			r.Use(s.requirePageToken)
+		}
+		r.Get("/", s.overviewPage)
+		r.Get("/pools/{ns}/{name}", s.poolPage)
+		r.Get("/pools/{ns}/{name}/grid", s.poolGrid)
+		r.Get("/pools/{ns}/{name}/live", s.live)
+		r.Get("/pools/{ns}/{name}/tasks/{id}", s.taskPage)
+	})
+	if s.readAuth {
+		r.Post("/login", s.login)
+	}
 
 	r.Route(apiPrefix, func(r chi.Router) {
 		r.Get("/openapi.json", serveOpenAPI)
@@ -105,6 +123,7 @@ func (s *server) requestLogger(next http.Handler) http.Handler {
 		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
 		start := time.Now()
 		defer func() {
+			s.metrics.observe(r, ww.Status(), time.Since(start).Seconds())
 			lvl := slog.LevelInfo
 			if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || strings.HasPrefix(r.URL.Path, "/static/") {
 				lvl = slog.LevelDebug
@@ -139,7 +158,15 @@ func (s *server) requireToken(next http.Handler) http.Handler {
 // constant time each, without stopping at a match.
 func (s *server) authenticate(header string) (string, bool) {
 	scheme, token, ok := strings.Cut(header, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || token == "" {
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return s.authenticateToken(token)
+}
+
+// authenticateToken checks a bare token (bearer header, login form or cookie).
+func (s *server) authenticateToken(token string) (string, bool) {
+	if token == "" {
 		return "", false
 	}
 	var found string

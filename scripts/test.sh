@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The project's whole test command (make test, .ci/run).
 #
-# Installs redis-server if missing, starts a private standalone Redis and a
-# private 3-node Redis Cluster on free loopback ports, then runs go vet and
-# go test -race in every Go module of the repo.
+# Installs redis-server and chromium (the dashboard's browser test) if
+# missing, starts a private standalone Redis and a private 3-node Redis
+# Cluster on free loopback ports, then runs go vet and go test -race in every
+# Go module of the repo.
 #
 # Env:
 #   TEST_FLAGS       extra go test flags, split on whitespace (e.g. "-run TestX -v")
@@ -32,6 +33,21 @@ install_redis() {
 		echo "test.sh: install failed; running apt-get update and retrying"
 		"${apt[@]}" update
 		"${apt[@]}" install -y redis-server
+	fi
+}
+
+# The dashboard's browser test drives Debian's /usr/bin/chromium (it is never
+# skipped, so it must be there).
+install_chromium() {
+	[[ -x /usr/bin/chromium ]] && return
+	local sudo=()
+	[[ $(id -u) -eq 0 ]] || sudo=(sudo)
+	local apt=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get)
+	echo "test.sh: chromium not found; running: ${apt[*]} install -y chromium"
+	if ! "${apt[@]}" install -y chromium; then
+		echo "test.sh: install failed; running apt-get update and retrying"
+		"${apt[@]}" update
+		"${apt[@]}" install -y chromium
 	fi
 }
 
@@ -213,6 +229,7 @@ test_module() {
 
 main() {
 	install_redis
+	install_chromium
 	start_servers
 
 	local summary=() failed=0 mod t0 mods

@@ -18,10 +18,10 @@ func parse(t *testing.T, b *bytes.Buffer) *goquery.Document {
 
 func TestGridShowsSlotStateAsClassAndText(t *testing.T) {
 	var b bytes.Buffer
-	require.NoError(t, Grid(GridView{URL: "/pools/a/b/grid", At: "now", Pods: []PodRow{{
+	require.NoError(t, Grid(GridView{At: "now", Pods: []PodRow{{
 		Name: "agent-1", State: "draining", Flag: true,
 		Slots: []SlotCell{
-			{Index: 0, State: "running", Task: "t-1", Type: "plan_and_apply", Phase: "apply", Age: "3s", CancelRequested: true},
+			{Index: 0, State: "running", Task: "t-1", Type: "plan_and_apply", Phase: "apply", Age: "3s", CancelRequested: true, TaskHref: "/pools/a/b/tasks/t-1"},
 			{Index: 1, State: "idle"},
 		},
 	}}, Queue: []QueueRow{{ID: "q<1>", Type: "plan", Age: "1m00s"}}}).Render(t.Context(), &b))
@@ -33,6 +33,7 @@ func TestGridShowsSlotStateAsClassAndText(t *testing.T) {
 	assert.True(t, s0.HasClass("slot-running"))
 	assert.Equal(t, "running", s0.Find(`[data-testid="slot-state"]`).Text())
 	assert.Equal(t, "t-1", s0.Find(`[data-testid="slot-task"]`).Text())
+	assert.Equal(t, "/pools/a/b/tasks/t-1", s0.Find(`[data-testid="slot-task"]`).AttrOr("href", ""), "a busy slot links to its task")
 	assert.Equal(t, "apply", s0.Find(`[data-testid="slot-phase"]`).Text())
 	assert.Equal(t, "3s", s0.Find(`[data-testid="slot-age"]`).Text())
 	assert.Equal(t, 1, s0.Find(`[data-testid="slot-cancel"]`).Length())
@@ -60,9 +61,22 @@ func TestPagesLoadStylesAndHtmxFromStatic(t *testing.T) {
 	require.NoError(t, PoolPage(PoolView{Pool: "a/b", Overview: "/"}).Render(t.Context(), &b))
 	doc := parse(t, &b)
 	assert.Equal(t, "/static/style.css", doc.Find(`link[rel="stylesheet"]`).AttrOr("href", ""))
-	assert.Equal(t, "/static/htmx.min.js", doc.Find(`script`).AttrOr("src", ""))
-	for _, f := range []string{"style.css", "htmx.min.js"} {
+	assert.Equal(t, "/static/htmx.min.js", doc.Find(`script`).First().AttrOr("src", ""))
+	assert.Equal(t, "/static/sse.js", doc.Find(`script`).Eq(1).AttrOr("src", ""), "htmx's SSE extension, after htmx")
+	for _, f := range []string{"style.css", "htmx.min.js", "sse.js"} {
 		_, err := Static.Open(f)
 		assert.NoError(t, err, f)
 	}
+}
+
+func TestTaskPageShowsOutputAsTextInPre(t *testing.T) {
+	var b bytes.Buffer
+	require.NoError(t, TaskPage(TaskView{ID: "t1", State: "failed", Output: "<b>boom</b>\nline 2", OutputCut: 10,
+		History: []HistoryRow{{At: "x", State: "queued"}, {At: "y", State: "failed", Detail: "exit-code"}}}).Render(t.Context(), &b))
+	doc := parse(t, &b)
+	assert.Equal(t, "<b>boom</b>\nline 2", doc.Find(`pre[data-testid="output"]`).Text(), "output is escaped text")
+	assert.Equal(t, 0, doc.Find(`pre b`).Length())
+	assert.Contains(t, doc.Find(`[data-testid="output-cut"]`).Text(), "10 bytes")
+	assert.Equal(t, 2, doc.Find(`[data-testid="history-row"]`).Length())
+	assert.Equal(t, 0, doc.Find(`[data-testid="task-by"]`).Length(), "no decider, no row")
 }

@@ -56,15 +56,26 @@ type PoolRow struct {
 type PoolView struct {
 	Pool     string
 	Overview string // link back
+	LiveURL  string // the SSE stream of grid fragments (htmx's sse extension)
 	Grid     GridView
 }
 
 // GridView is the live part of the pool page: the pod × slot grid and the queue.
 type GridView struct {
-	URL   string // the fragment's own URL, polled by htmx
-	At    string // snapshot time
-	Pods  []PodRow
-	Queue []QueueRow
+	At      string // snapshot time
+	Filters []Link // by pod state; Current marks the one applied
+	Pages   []Link // empty when everything fits on one page
+	// Shown pods of Matching (after the filter) of Total in the pool.
+	Shown, Matching, Total int
+	Pods                   []PodRow
+	Queue                  []QueueRow
+}
+
+// Link is a filter or page link.
+type Link struct {
+	Label   string
+	Href    string
+	Current bool
 }
 
 // PodRow is one pod and its slots.
@@ -86,11 +97,49 @@ type SlotCell struct {
 	Phase           string
 	Age             string
 	CancelRequested bool
+	TaskHref        string // the task page, "" for an idle slot
 }
 
 // QueueRow is one queued task.
 type QueueRow struct {
 	ID   string
+	Href string // the task page
 	Type string
 	Age  string
+}
+
+// TaskView is the task page.
+type TaskView struct {
+	Pool            string
+	PoolHref        string
+	ID              string
+	Type            string
+	State           string
+	Phase           string
+	Pod             string // "" when it never ran
+	Slot            string // "" when not in a slot
+	Attempt         int
+	Reason          string
+	ExitCode        string // "" when no exit code is known
+	By              string // who approved, rejected or cancelled
+	CancelRequested bool
+	PayloadSize     int
+	Created         string
+	Updated         string
+	History         []HistoryRow
+	Output          string // the tail of the output
+	OutputCut       int    // bytes cut from the front of Output, 0 when whole
+}
+
+// HistoryRow is one state change of a task.
+type HistoryRow struct {
+	At     string
+	State  string
+	Detail string
+}
+
+// LoginView is the 401 page's login form.
+type LoginView struct {
+	Next  string // where to go after logging in
+	Error string // "" unless a token was refused
 }

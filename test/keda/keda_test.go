@@ -21,9 +21,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	v2 "k8s.io/api/autoscaling/v2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	v2 "k8s.io/api/autoscaling/v2"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/internal/testcerts"

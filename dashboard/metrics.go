@@ -1,0 +1,64 @@
+package main
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics are the dashboard's collectors on its own registry.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	viewers  prometheus.Gauge
+	watched  prometheus.GaugeFunc
+}
+
+func newMetrics(hub *poolHub) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "slotscaler", Subsystem: "dashboard", Name: "requests_total",
+			Help: "HTTP requests by route pattern, method and status code.",
+		}, []string{"route", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "slotscaler", Subsystem: "dashboard", Name: "request_duration_seconds",
+			Help:    "HTTP request latency by route pattern (SSE streams excluded).",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+		viewers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "slotscaler", Subsystem: "dashboard", Name: "live_viewers",
+			Help: "Open SSE streams of pool grids.",
+		}),
+	}
+	m.watched = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "slotscaler", Subsystem: "dashboard", Name: "watched_pools",
+		Help: "Pools the live hub is reading (one Redis read per interval each).",
+	}, func() float64 { return float64(hub.watching()) })
+	m.reg.MustRegister(m.requests, m.duration, m.viewers, m.watched,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hub.onViewer = func(d int) { m.viewers.Add(float64(d)) }
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// observe records one finished request under its chi route pattern (never
+// the raw path, so pool and task names do not explode the label space).
+func (m *metrics) observe(r *http.Request, code int, seconds float64) {
+	route := "unmatched"
+	if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
+		route = rc.RoutePattern()
+	}
+	m.requests.WithLabelValues(route, r.Method, strconv.Itoa(code)).Inc()
+	if route != "/pools/{ns}/{name}/live" {
+		m.duration.WithLabelValues(route).Observe(seconds)
+	}
+}

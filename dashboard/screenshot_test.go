@@ -1,0 +1,63 @@
+//go:build screenshot
+
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// TestWriteScreenshot writes a picture of a busy pool page (make screenshot)
+// to $SCREENSHOT_OUT (default docs/dashboard.png at the repo root).
+func TestWriteScreenshot(t *testing.T) {
+	out := os.Getenv("SCREENSHOT_OUT")
+	if out == "" {
+		out = filepath.Join("..", "docs", "dashboard.png")
+	}
+	f := newFixture(t)
+	type pod struct{ name, uid string }
+	var pods []pod
+	for range 6 {
+		n, u := f.addPod()
+		pods = append(pods, pod{n, u})
+	}
+	// Two reservations waiting for approval, one apply running.
+	for i, p := range pods[:3] {
+		f.reserve(fmt.Sprintf("tf-%d", i+1), p.name, p.uid)
+	}
+	_, err := f.store.Approve(f.ctx, f.pool, "tf-1", "alice")
+	require.NoError(t, err)
+	// Plans: some running, some assigned, some queued.
+	for i := range 22 {
+		f.submit(fmt.Sprintf("plan-%02d", i+1), slots.Plan)
+	}
+	for _, p := range pods[:2] {
+		msg, err := f.store.Take(f.ctx, f.pool, p.name, p.uid, time.Second, nil)
+		require.NoError(t, err)
+		require.NotNil(t, msg) // taken: running
+	}
+	require.NoError(t, f.store.Cordon(f.ctx, f.pool, pods[5].name, pods[5].uid))
+	_, err = f.store.Cancel(f.ctx, f.pool, "plan-22", "bob")
+	require.NoError(t, err)
+
+	ctx := newBrowser(t)
+	var png []byte
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.EmulateViewport(1400, 900),
+		chromedp.Navigate(f.http.URL+"/pools/ci/terraform"),
+		chromedp.WaitVisible(`[data-testid="grid"]`),
+	))
+	png, err = chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(filepath.Dir(out), 0o755))
+	require.NoError(t, os.WriteFile(out, png, 0o644))
+	t.Logf("wrote %s (%d bytes)", out, len(png))
+}
