@@ -19,8 +19,8 @@ test: ## The whole test suite: installs redis-server if missing, starts private 
 	./scripts/test.sh
 
 .PHONY: bench
-bench: ## Benchmarks on a real redis-server (started privately): slot store cycles vs trivial EVALSHA, stats, KEDA polls, agent overhead, capacity math
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./scaler/ ./agent/
+bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA, stats, KEDA polls, agent overhead, page render and live viewers, capacity math
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./scaler/ ./agent/ ./dashboard/
 
 .PHONY: fuzz
 fuzz: ## Fuzz the slot store against its Go model and the capacity math (FUZZTIME each)
