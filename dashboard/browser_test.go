@@ -116,3 +116,19 @@ func TestBrowserSeesSlotsChangeWithoutReload(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, noReload, "the page changed without a reload")
 }
+
+// TestPagesFitAPhoneViewport: at 375 px wide no page scrolls sideways as a
+// whole (wide tables scroll inside themselves).
+func TestPagesFitAPhoneViewport(t *testing.T) {
+	f := newFixture(t)
+	pod, uid := f.addPod()
+	f.reserve("tf-wide-task-id-0001", pod, uid)
+	ctx := newBrowser(t)
+	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(375, 812)))
+	for _, path := range []string{"/", "/pools/ci/terraform", "/pools/ci/terraform/tasks/tf-wide-task-id-0001"} {
+		require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(f.http.URL+path), chromedp.WaitReady("body")))
+		width, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
+		require.NoError(t, err)
+		require.LessOrEqual(t, width, 375, "%s overflows a phone-sized viewport", path)
+	}
+}
