@@ -2,7 +2,6 @@ package slots
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -83,10 +82,25 @@ func mapScriptError(err error) error {
 		detail = detail[:j]
 	}
 	if s, ok := scriptErrors[code]; ok {
-		if detail == "" {
-			return s
-		}
-		return fmt.Errorf("%w: %s", s, detail)
+		return &scriptError{sentinel: s, detail: detail, reply: err}
 	}
 	return err
 }
+
+// scriptError is a script's refusal: it matches its sentinel and, like any
+// answer from Redis, redis.Error (so callers can tell it from a network
+// failure, after which the script may or may not have run).
+type scriptError struct {
+	sentinel error
+	detail   string
+	reply    error
+}
+
+func (e *scriptError) Error() string {
+	if e.detail == "" {
+		return e.sentinel.Error()
+	}
+	return e.sentinel.Error() + ": " + e.detail
+}
+
+func (e *scriptError) Unwrap() []error { return []error{e.sentinel, e.reply} }

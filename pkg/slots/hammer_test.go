@@ -31,7 +31,7 @@ const hammerWorkers = 64
 
 // hammerOps is per worker; miniredis runs Lua in Go (gopher-lua) and is
 // several times slower under -race, so it gets a shorter run.
-var hammerOps = map[string]int{"redis": 80, "cluster": 80, "miniredis": 30}
+var hammerOps = map[string]int{"redis": 80, "cluster": 80, "miniredis": 60}
 
 type hammerAgent struct {
 	name, uid string
@@ -437,7 +437,7 @@ func (h *hammer) worker(id, ops int) {
 				if !expected(err, ErrPodState, ErrPodNotFound, ErrPodConflict) {
 					h.fail("cordon: %v", err)
 				}
-				for try := 0; err == nil && try < 500; try++ {
+				for try := 0; err == nil && try < 2000; try++ {
 					err = e.s.Drain(ctx, e.pool, a.name, a.uid)
 					if err == nil {
 						h.count("drain")

@@ -58,6 +58,9 @@ type Store struct {
 	// procClean holds the processing lists known to be empty, so Take
 	// skips the recovery read (see Take).
 	procClean sync.Map
+	// retryClaim holds, per processing list, an entry whose claim failed
+	// without an answer from Redis; the next Take claims it again.
+	retryClaim sync.Map
 }
 
 // New checks the data-model version and loads every script on every master

@@ -108,7 +108,11 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 	// one after a failed claim, can find one: others skip the round trip.
 	var entry string
 	var err error = redis.Nil
-	if _, clean := s.procClean.Load(proc); !clean {
+	if e, ok := s.retryClaim.LoadAndDelete(proc); ok {
+		// The previous claim of this entry may have landed with its reply
+		// lost: claim it again (idempotent for this pod and epoch).
+		entry, err = e.(string), nil
+	} else if _, clean := s.procClean.Load(proc); !clean {
 		entry, err = s.rdb.LIndex(ctx, proc, 0).Result()
 		if errors.Is(err, redis.Nil) {
 			s.procClean.Store(proc, struct{}{})
@@ -139,6 +143,12 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 		res, err := s.run(ctx, "claim", pool, pod, uid, id, epoch, entry)
 		if err != nil {
 			s.procClean.Delete(proc)
+			var rerr redis.Error
+			if !errors.As(err, &rerr) {
+				// Not an answer from Redis (network, deadline): the claim
+				// may have run. The next Take retries this very entry.
+				s.retryClaim.Store(proc, entry)
+			}
 			return nil, fmt.Errorf("claiming task %s on pod %s in %s: %w", id, pod, pool, err)
 		}
 		if res == nil {

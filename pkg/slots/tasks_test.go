@@ -1,10 +1,15 @@
 package slots
 
 import (
+	"context"
 	"fmt"
+	"io"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -390,4 +395,50 @@ func TestTaskOfUnknownPoolIsPoolNotFound(t *testing.T) {
 	require.ErrorIs(t, err, ErrPoolNotFound)
 	_, err = e.s.Task(e.ctx, e.pool, "t1")
 	require.ErrorIs(t, err, ErrTaskNotFound)
+}
+
+// lostReply lets one EVALSHA of a script run in Redis, then reports a
+// network error instead of its reply.
+type lostReply struct {
+	sha  string
+	once sync.Once
+}
+
+func (h *lostReply) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *lostReply) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (h *lostReply) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		args := cmd.Args()
+		if len(args) > 1 && strings.EqualFold(fmt.Sprint(args[0]), "evalsha") && args[1] == h.sha {
+			h.once.Do(func() {
+				err = io.ErrUnexpectedEOF
+				cmd.SetErr(err)
+			})
+		}
+		return err
+	}
+}
+
+func TestClaimWhoseReplyWasLostIsReturnedByTheNextTake(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		if b == "cluster" {
+			return // the hook sits on a single-node client
+		}
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		e.submit("t1", Plan)
+		e.rdb.(*redis.Client).AddHook(&lostReply{sha: e.s.scripts["claim"].Hash()})
+		_, err := e.s.Take(e.ctx, e.pool, "agent-0", uid, time.Second, nil)
+		require.ErrorIs(t, err, io.ErrUnexpectedEOF, "the claim ran but its reply was lost")
+		tk := e.task("t1")
+		require.True(t, tk.Started)
+		a := e.take("agent-0", uid)
+		assert.Equal(t, "t1", a.Task, "the retried claim returns the same assignment")
+		assert.Equal(t, 1, a.Attempt, "and does not start the phase twice")
+		assert.Equal(t, StateSucceeded, e.complete(a, OutcomeSuccess))
+		e.consistent()
+	})
 }

@@ -2,7 +2,8 @@
 -- list; start the phase if the entry is still current and drop the entry. A
 -- stale entry (cancelled, handed back, reassigned) returns nil. If this
 -- script never runs (Redis unreachable), the entry stays in the processing
--- list and the next take claims it again.
+-- list and the next take claims it again; if it ran but its reply was lost,
+-- the store retries the same entry and gets the same assignment back.
 -- KEYS[1] cfg
 -- ARGV[1] pod, ARGV[2] uid, ARGV[3] task, ARGV[4] epoch, ARGV[5] the entry
 -- Returns {type, phase, slot, attempt, payload} or nil.
@@ -17,6 +18,11 @@ end
 if ph[2] == 'lost' then return fail('lost', 'pod ' .. pod) end
 redis.call('LREM', K .. 'proc:' .. pod, 1, ARGV[5])
 local t = redis.call('HMGET', tkey(id), 'st', 'ep', 'started', 'pod', 'type', 'phase', 'slot', 'attempt', 'payload')
+if t[1] == 'running' and t[2] == ep and t[3] == '1' and t[4] == pod then
+  -- The pod's one reader retrying a claim that landed but whose reply was
+  -- lost: the same assignment again, no second start.
+  return {t[5], t[6], t[7], tonumber(t[8]), t[9]}
+end
 if t[1] ~= 'running' or t[2] ~= ep or t[3] ~= '0' or t[4] ~= pod then return false end
 local now = now_ms()
 local attempt = redis.call('HINCRBY', tkey(id), 'attempt', 1)
