@@ -378,7 +378,7 @@ func (s *server) summarise(ctx context.Context, pools []slots.PoolID) ([]poolSum
 			}
 			return nil, ps.Err
 		}
-		cfg, _, err := s.store.Pool(ctx, ps.Pool)
+		cfg, err := s.configs.Get(ctx, ps.Pool)
 		if errors.Is(err, slots.ErrPoolNotFound) {
 			continue
 		}

@@ -70,6 +70,7 @@ func newFixtureOn(t testing.TB, url string, opts ...fixtureOption) *fixture {
 		maxPayload: testMaxPayload, pollInterval: 20 * time.Millisecond, maxWait: maxWait, stopping: make(chan struct{}),
 		ping: func(ctx context.Context) error { return redisconn.Ping(ctx, rdb, 2*time.Second) }}
 	f.srv.hub = newPoolHub(store, 20*time.Millisecond, quiet())
+	f.srv.configs = slots.NewConfigCache(store.Pool, time.Minute)
 	for _, o := range opts {
 		o(f.srv)
 	}

@@ -73,7 +73,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	stopping := make(chan struct{})
 	s := &server{stopping: stopping, store: store, log: log, tokens: cfg.APITokens, readAuth: cfg.ReadAuth, maxPayload: cfg.MaxPayload,
 		pollInterval: cfg.PollInterval, maxWait: maxWait, hub: newPoolHub(store, cfg.LiveInterval, log),
-		ping: func(ctx context.Context) error { return redisconn.Ping(ctx, conn.Client, 2*time.Second) }}
+		configs: slots.NewConfigCache(store.Pool, 30*time.Second),
+		ping:    func(ctx context.Context) error { return redisconn.Ping(ctx, conn.Client, 2*time.Second) }}
 	// No WriteTimeout: events requests wait up to maxWait and live streams
 	// last as long as their viewer, by design.
 	srv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}

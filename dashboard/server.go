@@ -40,7 +40,10 @@ type server struct {
 	pollInterval time.Duration
 	maxWait      time.Duration
 	hub          *poolHub
-	metrics      *metrics
+	// configs caches slot policies for the overview's desired-pod counts:
+	// one Stats round trip for every pool instead of one more per pool.
+	configs *slots.ConfigCache
+	metrics *metrics
 	// stopping closes when the server shuts down, so waiting events
 	// requests answer at once instead of holding the shutdown.
 	stopping <-chan struct{}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
@@ -40,18 +39,10 @@ type handler struct {
 	metrics    *metrics
 	nudge      bool          // default for metaNudge
 	streamPoll time.Duration // how often StreamIsActive re-reads a pool
-	configTTL  time.Duration
+	configs    *slots.ConfigCache
 	// redisTimeout bounds each read, well inside KEDA's own call timeout, so
 	// an unreachable Redis is reported as Unavailable rather than a timeout.
 	redisTimeout time.Duration
-
-	mu      sync.Mutex
-	configs map[slots.PoolID]cachedConfig
-}
-
-type cachedConfig struct {
-	cfg     slots.PoolConfig
-	fetched time.Time
 }
 
 // request is a ScaledObjectRef's metadata, parsed and validated.
@@ -125,29 +116,12 @@ func storeError(ctx context.Context, op string, p slots.PoolID, err error) error
 	}
 }
 
-func (h *handler) config(ctx context.Context, p slots.PoolID) (slots.PoolConfig, error) {
-	h.mu.Lock()
-	c, ok := h.configs[p]
-	h.mu.Unlock()
-	if ok && time.Since(c.fetched) < h.configTTL {
-		return c.cfg, nil
-	}
-	cfg, _, err := h.store.Pool(ctx, p)
-	if err != nil {
-		return slots.PoolConfig{}, err
-	}
-	h.mu.Lock()
-	h.configs[p] = cachedConfig{cfg: cfg, fetched: time.Now()}
-	h.mu.Unlock()
-	return cfg, nil
-}
-
 // evaluate reads one pool (one round trip; its config is cached) and runs
 // the capacity model.
 func (h *handler) evaluate(ctx context.Context, r request) (capacity.Result, slots.Stats, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.redisTimeout)
 	defer cancel()
-	cfg, err := h.config(ctx, r.pool)
+	cfg, err := h.configs.Get(ctx, r.pool)
 	if err != nil {
 		return capacity.Result{}, slots.Stats{}, err
 	}

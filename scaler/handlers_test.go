@@ -51,7 +51,7 @@ func newFixture(t testing.TB, url string, nudge bool) *fixture {
 	require.NoError(t, err)
 
 	h := &handler{store: store, log: quiet(), metrics: newMetrics(), nudge: nudge,
-		streamPoll: 50 * time.Millisecond, configTTL: time.Minute, redisTimeout: 2 * time.Second, configs: map[slots.PoolID]cachedConfig{}}
+		streamPoll: 50 * time.Millisecond, redisTimeout: 2 * time.Second, configs: slots.NewConfigCache(store.Pool, time.Minute)}
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
 	pb.RegisterExternalScalerServer(srv, h)
