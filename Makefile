@@ -14,6 +14,10 @@ help: ## List the targets
 build: ## Compile every package
 	$(GO) build ./...
 
+.PHONY: binaries
+binaries: ## Static, trimmed binaries of scaler, agent and dashboard in bin/ (what the Dockerfile builds)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/ ./scaler ./agent ./dashboard
+
 .PHONY: test
 test: ## The whole test suite: installs redis-server if missing, starts private Redis servers, vet + race tests in every module, mutation runs
 	./scripts/test.sh
@@ -42,6 +46,6 @@ screenshot: ## Write docs/dashboard.png: a busy pool page in headless chromium (
 	$(GO) test -tags screenshot -run '^TestWriteScreenshot$$' -count=1 ./dashboard/
 
 .PHONY: generate
-generate: ## Regenerate generated code (templ components in web/; the output is committed and checked by make test)
+generate: ## Regenerate generated code (templ components in web/, AgentPool deepcopy and CRD; the output is committed and checked by make test)
 	$(GO) tool templ generate
-	$(GO) generate ./...
+	$(GO) tool controller-gen object paths=./pkg/apis/... crd:maxDescLen=0,generateEmbeddedObjectMeta=true paths=./pkg/apis/... output:crd:artifacts:config=charts/slotscaler/crds

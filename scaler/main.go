@@ -32,7 +32,13 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stderr, os.LookupEnv, nil); err != nil {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "janitor" {
+		err = runJanitor(ctx, os.Args[2:], os.Stderr, os.LookupEnv, nil)
+	} else {
+		err = run(ctx, os.Args[1:], os.Stderr, os.LookupEnv, nil)
+	}
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}

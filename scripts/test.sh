@@ -150,26 +150,28 @@ start_servers() {
 extra_checks() {
 	local ok=0
 	mutation_runs || ok=1
-	templ_up_to_date || ok=1
+	generated_up_to_date || ok=1
 	return "$ok"
 }
 
-# The templ components' generated Go (web/*_templ.go) is committed: running
-# the generator must change nothing under web/.
-templ_up_to_date() {
+# Generated code is committed (templ components web/*_templ.go, the AgentPool
+# deepcopy and CRD): running `make generate` must change nothing.
+GENERATED=(web pkg/apis charts/slotscaler/crds)
+generated_up_to_date() {
 	local before after
-	before="$(cd "$ROOT" && git status --porcelain -- web && find web -name '*_templ.go' -exec sha256sum {} + | sort)"
-	(cd "$ROOT" && go tool templ generate >"$TMP/templ.log" 2>&1) || {
-		echo "test.sh: FAIL go tool templ generate:"
-		tail -20 "$TMP/templ.log"
+	before="$(cd "$ROOT" && git status --porcelain -- "${GENERATED[@]}" && find "${GENERATED[@]}" -type f -exec sha256sum {} + | sort)"
+	(cd "$ROOT" && make --no-print-directory generate >"$TMP/generate.log" 2>&1) || {
+		echo "test.sh: FAIL make generate:"
+		tail -20 "$TMP/generate.log"
 		return 1
 	}
-	after="$(cd "$ROOT" && git status --porcelain -- web && find web -name '*_templ.go' -exec sha256sum {} + | sort)"
+	after="$(cd "$ROOT" && git status --porcelain -- "${GENERATED[@]}" && find "${GENERATED[@]}" -type f -exec sha256sum {} + | sort)"
 	if [[ "$before" != "$after" ]]; then
-		echo "test.sh: FAIL web/*_templ.go were stale: run 'go tool templ generate' and commit the result"
+		echo "test.sh: FAIL generated code was stale: run 'make generate' and commit the result"
+		(cd "$ROOT" && git status --short -- "${GENERATED[@]}")
 		return 1
 	fi
-	echo "test.sh: ok   templ output up to date"
+	echo "test.sh: ok   generated code up to date (templ, deepcopy, CRD)"
 }
 
 # Mutation runs: the slot store's suite is run with one guarantee broken at a

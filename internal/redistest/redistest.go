@@ -104,6 +104,7 @@ type Server struct {
 type config struct {
 	appendOnly bool
 	extraArgs  []string // cluster settings for cluster nodes
+	replicaOf  string   // "host port" of the primary, for a replica
 }
 
 // Option configures a server started by Start.
@@ -112,6 +113,11 @@ type Option func(*config)
 // WithAppendOnly turns on the AOF with appendfsync always, so data written
 // before Kill or Stop is there again after Restart.
 func WithAppendOnly() Option { return func(c *config) { c.appendOnly = true } }
+
+// WithReplicaOf makes the server a replica of primary.
+func WithReplicaOf(primary *Server) Option {
+	return func(c *config) { c.replicaOf = "127.0.0.1 " + strconv.Itoa(primary.port) }
+}
 
 // Start starts a private redis-server for one test (for tests that stop, kill or restart Redis)
 // and stops it in t.Cleanup.
@@ -260,6 +266,9 @@ func (s *Server) start() error {
 		args = append(args, "--appendonly", "no")
 	}
 	args = append(args, s.cfg.extraArgs...)
+	if s.cfg.replicaOf != "" {
+		args = append(args, "--replicaof", s.cfg.replicaOf)
+	}
 
 	logFile, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {

@@ -33,12 +33,15 @@ type Snapshot struct {
 
 // PodSnapshot is one pod and its slots.
 type PodSnapshot struct {
-	Name              string
-	UID               string
-	State             PodState
-	Seq               int64
-	Created           time.Time
-	Registered        time.Time
+	Name       string
+	UID        string
+	State      PodState
+	Seq        int64
+	Created    time.Time
+	Registered time.Time
+	// LastBusy is when the pod's last busy slot became idle (zero if it
+	// never ran work): the janitor's idleFor counts from IdleSince.
+	LastBusy          time.Time
 	HeartbeatDeadline time.Time
 	Slots             []SlotSnapshot
 }
@@ -51,6 +54,17 @@ func (p PodSnapshot) Busy() bool {
 		}
 	}
 	return false
+}
+
+// IdleSince is when the pod last became idle: when its last busy slot
+// freed, or when it registered (or was created) if it never ran work.
+func (p PodSnapshot) IdleSince() time.Time {
+	for _, t := range []time.Time{p.LastBusy, p.Registered} {
+		if !t.IsZero() {
+			return t
+		}
+	}
+	return p.Created
 }
 
 // SlotSnapshot is one slot.
@@ -81,6 +95,7 @@ type rawPod struct {
 	Seq     int64  `json:"seq"`
 	Created int64  `json:"created"`
 	Reg     int64  `json:"reg"`
+	Idle    int64  `json:"idle"`
 	HB      int64  `json:"hb"`
 	Slots   []struct {
 		I       int    `json:"i"`
@@ -119,6 +134,7 @@ func (s *Store) Snapshot(ctx context.Context, pool PoolID) (Snapshot, error) {
 		}
 		p := PodSnapshot{Name: rp.Name, UID: rp.UID, State: PodState(rp.St), Seq: rp.Seq,
 			Created: msTime(strconv.FormatInt(rp.Created, 10)), Registered: msTime(strconv.FormatInt(rp.Reg, 10)),
+			LastBusy:          msTime(strconv.FormatInt(rp.Idle, 10)),
 			HeartbeatDeadline: msTime(strconv.FormatInt(rp.HB, 10))}
 		for _, rs := range rp.Slots {
 			ss := SlotSnapshot{Index: rs.I, Task: rs.Task, Type: TaskType(rs.Type), Phase: Phase(rs.Phase), Epoch: rs.Ep,

@@ -38,7 +38,10 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	scalerBin = filepath.Join(dir, "scaler")
-	build := exec.Command("go", "build", "-o", scalerBin, "github.com/slotscaler/slotscaler/scaler")
+	// Built in the root module, with its dependency versions: the binary
+	// this test runs is the one that ships, not one built against KEDA's pins.
+	build := exec.Command("go", "build", "-o", scalerBin, "./scaler")
+	build.Dir = filepath.Join("..", "..")
 	build.Stdout, build.Stderr = os.Stdout, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building the scaler:", err)

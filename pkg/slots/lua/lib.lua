@@ -8,7 +8,7 @@
 --   K.cfg            hash   pool config (see Go: configFields)
 --   K.n              hash   counters and sequences
 --   K.pods           zset   pod name -> pod seq (age order)
---   K.pod:<name>     hash   uid, st, seq, busy, s<i> ("" idle, task id, "!" orphan)
+--   K.pod:<name>     hash   uid, st, seq, busy, idle (ms the last slot freed), s<i> ("" idle, task id, "!" orphan)
 --   K.inbox:<name>   list   "a|<task>|<epoch>" assignments, "c|<task>|<epoch>" cancels
 --   K.proc:<name>    list   entries the agent took from its inbox but has not claimed yet
 --   K.idle:<class>   zset   "<pod>#<slot>" -> pod seq, idle slots of active pods
@@ -108,6 +108,8 @@ local function vacate(pod, slot)
   if redis.call('HINCRBY', pk, 'busy', -1) == 0 then
     count('busy', -1)
     if st == 'active' then count('idlepods', 1) end
+    -- The janitor's idleFor counts from here.
+    redis.call('HSET', pk, 'idle', now_ms())
   end
   return st
 end

@@ -1,0 +1,176 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// AgentPool is a pool of agent pods. KEDA's HPA writes spec.replicas through
+// the scale subresource; the janitor makes the pool's live pods match it,
+// removing only pods it has proven idle in the slot store.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:shortName=ap;apool,categories=slotscaler
+// +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
+// +kubebuilder:printcolumn:name="Desired",type=integer,JSONPath=`.spec.replicas`
+// +kubebuilder:printcolumn:name="Current",type=integer,JSONPath=`.status.replicas`
+// +kubebuilder:printcolumn:name="Ready",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Busy",type=integer,JSONPath=`.status.busyReplicas`
+// +kubebuilder:printcolumn:name="Idle",type=integer,JSONPath=`.status.idleReplicas`
+// +kubebuilder:printcolumn:name="Cordoned",type=integer,JSONPath=`.status.cordonedReplicas`,priority=1
+// +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.drainingReplicas`,priority=1
+// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 57 && !self.metadata.name.contains('.')",message="metadata.name: a DNS label of at most 57 characters (pod names are <pool>-xxxxx)"
+type AgentPool struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	Spec   AgentPoolSpec   `json:"spec"`
+	Status AgentPoolStatus `json:"status,omitempty"`
+}
+
+// AgentPoolSpec is what the pool should be. Every field but template has a
+// default (see Defaults).
+type AgentPoolSpec struct {
+	// Replicas is how many agent pods the pool should run. KEDA sets it.
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Template is the agent pod. The janitor adds the pool's labels, an owner
+	// reference, restartPolicy Never, the agent's environment (pool, pod name,
+	// namespace and UID from the downward API, and REDIS_URL unless the
+	// template sets it) and a termination grace period covering the phase
+	// timeouts.
+	Template corev1.PodTemplateSpec `json:"template"`
+
+	// Slots lists, per slot index, the task types it may run. Default: three
+	// slots, slot 0 runs plan and plan_and_apply, slots 1-2 only plan. It
+	// cannot change while the pool has pods.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=64
+	// +listType=atomic
+	// +optional
+	Slots []SlotSpec `json:"slots,omitempty"`
+
+	// IdleFor is how long a pod must have been idle (since its last busy
+	// slot freed) before it may be removed. Default 60s.
+	// +optional
+	IdleFor *metav1.Duration `json:"idleFor,omitempty"`
+
+	// MaxDeletionsPerMinute caps how many pods the janitor removes from this
+	// pool per minute. Default 60.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxDeletionsPerMinute *int32 `json:"maxDeletionsPerMinute,omitempty"`
+
+	// ReservationTTL is how long slot 0 stays reserved after a plan_and_apply's
+	// plan, waiting for approval. Default 1h.
+	// +optional
+	ReservationTTL *metav1.Duration `json:"reservationTTL,omitempty"`
+
+	// HeartbeatTimeout: an agent silent this long is lost; its pod is deleted
+	// and its work requeued or failed. Default 30s.
+	// +optional
+	HeartbeatTimeout *metav1.Duration `json:"heartbeatTimeout,omitempty"`
+
+	// PhaseTimeouts bound how long a plan or apply phase may run (passed to
+	// the agent). The pod's termination grace period covers the longer one.
+	// +optional
+	PhaseTimeouts PhaseTimeouts `json:"phaseTimeouts,omitempty"`
+
+	// MaxAttempts is how many times a plan may start before losing its agent
+	// fails it. Default 3.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	MaxAttempts *int32 `json:"maxAttempts,omitempty"`
+
+	// Queue bounds the pool's queue.
+	// +optional
+	Queue QueueSpec `json:"queue,omitempty"`
+}
+
+// SlotSpec is one slot of every pod.
+type SlotSpec struct {
+	// Types the slot may run.
+	// +kubebuilder:validation:MinItems=1
+	// +listType=set
+	Types []TaskType `json:"types"`
+}
+
+// TaskType is a kind of task.
+// +kubebuilder:validation:Enum=plan;plan_and_apply
+type TaskType string
+
+// PhaseTimeouts bounds task phases. Default 1h each.
+type PhaseTimeouts struct {
+	// +optional
+	Plan *metav1.Duration `json:"plan,omitempty"`
+	// +optional
+	Apply *metav1.Duration `json:"apply,omitempty"`
+}
+
+// QueueSpec bounds the pool's queue.
+type QueueSpec struct {
+	// Limit: submitting beyond this many queued tasks is refused. Default 10000.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	Limit *int32 `json:"limit,omitempty"`
+	// MaxAge: a task queued longer expires. Default: never.
+	// +optional
+	MaxAge *metav1.Duration `json:"maxAge,omitempty"`
+}
+
+// AgentPoolStatus is what the janitor observed.
+type AgentPoolStatus struct {
+	// Replicas counts pods that are not terminating and not surplus (pending
+	// ones included): pods draining, lost, failed, or cordoned for removal or
+	// replacement are left out. The HPA divides by it.
+	// +optional
+	Replicas int32 `json:"replicas"`
+	// ReadyReplicas counts pods in Replicas whose agent registered and whose
+	// pod is Ready.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas"`
+	// BusyReplicas counts live pods with a running, assigned or reserved slot.
+	// +optional
+	BusyReplicas int32 `json:"busyReplicas"`
+	// IdleReplicas counts registered live pods with every slot idle.
+	// +optional
+	IdleReplicas int32 `json:"idleReplicas"`
+	// CordonedReplicas counts pods taking no new work until they are idle.
+	// +optional
+	CordonedReplicas int32 `json:"cordonedReplicas"`
+	// DrainingReplicas counts pods proven idle and being deleted.
+	// +optional
+	DrainingReplicas int32 `json:"drainingReplicas"`
+	// Selector is the label selector of the pool's pods (scale subresource).
+	// +optional
+	Selector string `json:"selector,omitempty"`
+	// ObservedGeneration is the generation this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Conditions: Ready (the pool runs spec.replicas ready pods) and Degraded
+	// (pods of the template cannot start).
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// Condition types.
+const (
+	ConditionReady    = "Ready"
+	ConditionDegraded = "Degraded"
+)
+
+// AgentPoolList is a list of AgentPools.
+//
+// +kubebuilder:object:root=true
+type AgentPoolList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []AgentPool `json:"items"`
+}

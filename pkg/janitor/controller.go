@@ -1,0 +1,324 @@
+package janitor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/client-go/util/workqueue"
+
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// Store is the part of the slot store the janitor uses.
+type Store interface {
+	DeclarePool(ctx context.Context, id slots.PoolID, cfg slots.PoolConfig) (string, error)
+	Snapshot(ctx context.Context, id slots.PoolID) (slots.Snapshot, error)
+	ExpectPod(ctx context.Context, id slots.PoolID, pod, uid string) error
+	DrainReplicated(ctx context.Context, id slots.PoolID, pod, uid string, wait time.Duration) (int, error)
+	Cordon(ctx context.Context, id slots.PoolID, pod, uid string) error
+	Uncordon(ctx context.Context, id slots.PoolID, pod, uid string) error
+	RemovePod(ctx context.Context, id slots.PoolID, pod, uid, reason string) error
+}
+
+// Options tune a Controller.
+type Options struct {
+	// Namespace limits the janitor to one namespace ("" watches all).
+	Namespace string
+	// Workers is how many pools are worked on at once (one pool is never
+	// worked on by two workers).
+	Workers int
+	// SyncInterval is how often a pool is looked at without a Kubernetes
+	// event: slots becoming idle are Redis changes the informers don't see.
+	SyncInterval time.Duration
+	// DryRun decides and logs but changes nothing: no Kubernetes write (pods,
+	// status, events) and no slot-store write.
+	DryRun bool
+	// Inject is added to every agent container.
+	Inject Injection
+	// ReplicaWait bounds the WAIT for a replica after a drain.
+	ReplicaWait time.Duration
+	// Parallelism bounds concurrent API calls within one pass (creates,
+	// deletes, patches).
+	Parallelism int
+	Logger      *slog.Logger
+	Metrics     *Metrics
+}
+
+// Controller is the janitor.
+type Controller struct {
+	kube  kubernetes.Interface
+	dyn   dynamic.Interface
+	store Store
+	opts  Options
+	log   *slog.Logger
+	m     *Metrics
+
+	podFactory  informers.SharedInformerFactory
+	poolFactory dynamicinformer.DynamicSharedInformerFactory
+	pods        cache.SharedIndexInformer
+	pools       cache.SharedIndexInformer
+	queue       workqueue.TypedRateLimitingInterface[string]
+	exp         *expectations
+	events      record.EventBroadcaster
+	recorder    record.EventRecorder
+
+	mu    sync.Mutex
+	state map[string]*poolState
+}
+
+// poolState is what the controller remembers about a pool between passes.
+type poolState struct {
+	declared   string // the store config last declared
+	generation string
+	holdUntil  time.Time
+	limiter    *rate.Limiter
+	limit      int
+	// Start failures: pods that ended without their agent registering back
+	// off the creation of replacements.
+	failures    int
+	lastFailure time.Time
+	nextCreate  time.Time
+	seenFailed  map[types.UID]bool
+	// lastFailureMsg describes the last start failure (Degraded's message).
+	lastFailureMsg string
+}
+
+const byPool = "pool"
+
+// New builds a controller. Run starts it.
+func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Options) (*Controller, error) {
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = 5 * time.Second
+	}
+	if opts.ReplicaWait <= 0 {
+		opts.ReplicaWait = 5 * time.Second
+	}
+	if opts.Parallelism <= 0 {
+		opts.Parallelism = 16
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	c := &Controller{
+		kube: kube, dyn: dyn, store: store, opts: opts,
+		log:   opts.Logger.With("component", "janitor"),
+		m:     opts.Metrics,
+		exp:   newExpectations(time.Now),
+		state: map[string]*poolState{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
+			workqueue.DefaultTypedControllerRateLimiter[string](),
+			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agentpools"},
+		),
+	}
+	c.podFactory = informers.NewSharedInformerFactoryWithOptions(kube, 0,
+		informers.WithNamespace(opts.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelPool }))
+	c.pods = c.podFactory.Core().V1().Pods().Informer()
+	if err := c.pods.AddIndexers(cache.Indexers{byPool: func(obj any) ([]string, error) {
+		p, ok := obj.(*corev1.Pod)
+		if !ok {
+			return nil, nil
+		}
+		return []string{p.Namespace + "/" + p.Labels[LabelPool]}, nil
+	}}); err != nil {
+		return nil, fmt.Errorf("indexing pods by pool: %w", err)
+	}
+	c.poolFactory = dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, opts.Namespace, nil)
+	c.pools = c.poolFactory.ForResource(v1alpha1.GroupVersionResource).Informer()
+
+	if _, err := c.pools.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    c.enqueuePool,
+		UpdateFunc: func(_, obj any) { c.enqueuePool(obj) },
+		DeleteFunc: c.enqueuePool,
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if key, _, ok := poolKeyOf(obj); ok {
+				c.exp.CreationObserved(key)
+				c.queue.Add(key)
+			}
+		},
+		UpdateFunc: func(old, obj any) {
+			key, p, ok := poolKeyOf(obj)
+			if !ok {
+				return
+			}
+			if p.DeletionTimestamp != nil {
+				c.exp.DeletionObserved(key, p.UID)
+			}
+			if o, ok := old.(*corev1.Pod); ok && o.ResourceVersion == p.ResourceVersion {
+				return // periodic resync, nothing changed
+			}
+			c.queue.Add(key)
+		},
+		DeleteFunc: func(obj any) {
+			if key, p, ok := poolKeyOf(obj); ok {
+				c.exp.DeletionObserved(key, p.UID)
+				c.queue.Add(key)
+			}
+		},
+	}); err != nil {
+		return nil, err
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+	c.events = record.NewBroadcaster(record.WithContext(context.Background()))
+	c.recorder = c.events.NewRecorder(scheme, corev1.EventSource{Component: "slotscaler-janitor"})
+	return c, nil
+}
+
+func (c *Controller) enqueuePool(obj any) {
+	key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil {
+		utilruntime.HandleError(err)
+		return
+	}
+	c.queue.Add(key)
+}
+
+// poolKeyOf returns the pool key of a pod (or a deleted pod's tombstone).
+func poolKeyOf(obj any) (string, *corev1.Pod, bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	p, ok := obj.(*corev1.Pod)
+	if !ok || p.Labels[LabelPool] == "" {
+		return "", nil, false
+	}
+	return p.Namespace + "/" + p.Labels[LabelPool], p, true
+}
+
+// Run starts the informers, waits for their caches and works pools until
+// ctx ends; then it stops taking work and returns once workers finished.
+func (c *Controller) Run(ctx context.Context) error {
+	defer c.queue.ShutDown()
+	if !c.opts.DryRun {
+		c.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events(c.opts.Namespace)})
+	}
+	c.events.StartStructuredLogging(4)
+	defer c.events.Shutdown()
+	c.podFactory.Start(ctx.Done())
+	c.poolFactory.Start(ctx.Done())
+	defer c.podFactory.Shutdown()
+	defer c.poolFactory.Shutdown()
+	c.log.Info("janitor starting", "namespace", c.opts.Namespace, "workers", c.opts.Workers, "dryRun", c.opts.DryRun)
+	if !cache.WaitForNamedCacheSync("janitor", ctx.Done(), c.pods.HasSynced, c.pools.HasSynced) {
+		return fmt.Errorf("waiting for informer caches: %w", context.Cause(ctx))
+	}
+	var wg sync.WaitGroup
+	for range c.opts.Workers {
+		wg.Go(func() {
+			for c.processNext(ctx) {
+			}
+		})
+	}
+	c.log.Info("janitor running")
+	<-ctx.Done()
+	c.queue.ShutDown()
+	wg.Wait()
+	c.log.Info("janitor stopped")
+	return nil
+}
+
+func (c *Controller) processNext(ctx context.Context) bool {
+	key, quit := c.queue.Get()
+	if quit {
+		return false
+	}
+	defer c.queue.Done(key)
+	next, err := c.sync(ctx, key)
+	if err != nil {
+		c.m.Syncs.WithLabelValues(resultError).Inc()
+		c.log.Error("syncing pool", "pool", key, "err", err)
+		c.queue.AddRateLimited(key)
+		return true
+	}
+	c.m.Syncs.WithLabelValues(resultSuccess).Inc()
+	c.queue.Forget(key)
+	if next > 0 {
+		c.queue.AddAfter(key, next)
+	}
+	return true
+}
+
+// SyncOnce runs one pass over a pool (for tests and benchmarks that drive
+// the controller step by step) and returns when to look again.
+func (c *Controller) SyncOnce(ctx context.Context, key string) (time.Duration, error) {
+	return c.sync(ctx, key)
+}
+
+// HasSynced reports whether the informer caches are filled.
+func (c *Controller) HasSynced() bool { return c.pods.HasSynced() && c.pools.HasSynced() }
+
+func (c *Controller) poolState(key string) *poolState {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok := c.state[key]
+	if !ok {
+		st = &poolState{seenFailed: map[types.UID]bool{}}
+		c.state[key] = st
+	}
+	return st
+}
+
+// sync is one pass over a pool.
+func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error) {
+	ns, name, err := cache.SplitMetaNamespaceKey(key)
+	if err != nil {
+		return 0, nil // not a key we made; nothing to retry
+	}
+	obj, exists, err := c.pools.GetIndexer().GetByKey(key)
+	if err != nil {
+		return 0, fmt.Errorf("reading pool %s from cache: %w", key, err)
+	}
+	if !exists {
+		// Deleted: its pods go with it (owner references); nothing to do.
+		c.exp.Forget(key)
+		c.mu.Lock()
+		delete(c.state, key)
+		c.mu.Unlock()
+		c.log.Info("pool deleted", "pool", key)
+		return 0, nil
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return 0, fmt.Errorf("pool %s: unexpected cache object %T", key, obj)
+	}
+	ap := &v1alpha1.AgentPool{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, ap); err != nil {
+		return 0, fmt.Errorf("decoding pool %s: %w", key, err)
+	}
+	ap.SetGroupVersionKind(v1alpha1.GroupVersionKind)
+	p := &pass{c: c, ctx: ctx, key: key, ap: ap, id: slots.PoolID{Namespace: ns, Name: name},
+		st: c.poolState(key), now: time.Now(), log: c.log.With("pool", key)}
+	return p.run()
+}

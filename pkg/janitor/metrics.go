@@ -1,0 +1,50 @@
+package janitor
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the janitor's Prometheus metrics. Every destructive or
+// mutating action on a pod is counted with its result.
+type Metrics struct {
+	// Actions counts pod actions: action = create | expect | delete |
+	// drain | cordon | uncordon | remove | annotate; result = success | error
+	// | dry-run, and for drain also refused (the pod was busy) and
+	// not-replicated (no replica acknowledged in time).
+	Actions *prometheus.CounterVec
+	// Syncs counts passes over pools by result.
+	Syncs *prometheus.CounterVec
+	// Pods reports each pool's pods by state (live, busy, idle, cordoned, draining).
+	Pods *prometheus.GaugeVec
+}
+
+// NewMetrics registers the janitor's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Actions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "slotscaler", Subsystem: "janitor", Name: "pod_actions_total",
+			Help: "Pod actions by action and result (drain results include refused: the pod was busy).",
+		}, []string{"action", "result"}),
+		Syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "slotscaler", Subsystem: "janitor", Name: "syncs_total",
+			Help: "Passes over a pool by result.",
+		}, []string{"result"}),
+		Pods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "slotscaler", Subsystem: "janitor", Name: "pool_pods",
+			Help: "Pods of a pool by state as of the last pass.",
+		}, []string{"namespace", "pool", "state"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Actions, m.Syncs, m.Pods)
+	}
+	return m
+}
+
+// Results of an action.
+const (
+	resultSuccess       = "success"
+	resultError         = "error"
+	resultDryRun        = "dry-run"
+	resultRefused       = "refused"
+	resultNotReplicated = "not-replicated"
+)

@@ -1,0 +1,524 @@
+package janitor
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// maxStartBackoff caps the wait before replacing pods that could not start.
+const maxStartBackoff = 5 * time.Minute
+
+// pass is one sync of one pool.
+type pass struct {
+	c   *Controller
+	ctx context.Context
+	key string
+	ap  *v1alpha1.AgentPool
+	id  slots.PoolID
+	st  *poolState
+	now time.Time
+	log *slog.Logger
+
+	next time.Duration // when to look again (0: SyncInterval)
+}
+
+func (p *pass) after(d time.Duration) {
+	if d > 0 && (p.next == 0 || d < p.next) {
+		p.next = d
+	}
+}
+
+func (p *pass) run() (time.Duration, error) {
+	c := p.c
+	s, err := settingsOf(p.ap)
+	if err != nil {
+		p.log.Warn("invalid AgentPool spec", "err", err)
+		p.event(p.ap, corev1.EventTypeWarning, "InvalidSpec", "%v", err)
+		return 0, p.updateStatus(podCounts{}, nil, &metav1.Condition{
+			Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "InvalidSpec", Message: err.Error()})
+	}
+	pods := p.podsOf()
+	snap, err := p.snapshotDeclared(s, len(pods))
+	if err != nil {
+		return 0, err
+	}
+	if !c.exp.Satisfied(p.key) {
+		// Our own creates/deletes are not in the cache yet: acting now could
+		// double them. Their informer events requeue the pool.
+		p.log.Debug("waiting for the informer to show our own changes")
+		return time.Second, nil
+	}
+	hold := p.now.Before(p.st.holdUntil)
+	if hold {
+		p.after(p.st.holdUntil.Sub(p.now))
+	}
+	lim := p.limiter(s.MaxDeletionsPerMinute)
+	hash := templateHash(p.ap, s, c.opts.Inject)
+	out := plan(planInput{
+		Now: p.now, Replicas: s.Replicas, TemplateHash: hash, IdleFor: s.IdleFor, Hold: hold,
+		DeleteBudget: int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
+	})
+
+	p.expect(out.Expect)
+	p.remove(out.Remove)
+	if !hold {
+		p.deleteDead(out.Dead)
+	}
+	p.podOps("uncordon", "Uncordoned", out.Uncordon, c.store.Uncordon)
+	p.podOps("cordon", "Cordoned", out.Cordon, c.store.Cordon)
+	p.drainAndDelete(out.Drain, lim)
+	p.create(out.Create, s, hash)
+	p.annotate(out.Annotate)
+	if out.WaitIdle > 0 {
+		p.after(out.WaitIdle)
+	}
+	if out.Deferred > 0 {
+		p.after(time.Duration(float64(time.Minute) / float64(s.MaxDeletionsPerMinute)))
+	}
+
+	// A start-failure streak ends when an agent registers after it.
+	for _, r := range snap.Pods {
+		if p.st.failures > 0 && !r.Registered.IsZero() && r.Registered.After(p.st.lastFailure) {
+			p.log.Info("pods start again", "after", p.st.failures)
+			p.st.failures, p.st.nextCreate = 0, time.Time{}
+			p.st.lastFailureMsg = ""
+		}
+	}
+	var degraded *metav1.Condition
+	if len(out.StartFailures) > 0 {
+		slices.Sort(out.StartFailures)
+		p.st.lastFailureMsg = out.StartFailures[0]
+		degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "PodsCannotStart",
+			Message: fmt.Sprintf("%d pods cannot start; %s", len(out.StartFailures), out.StartFailures[0])}
+	} else if p.st.failures > 0 {
+		// The failed pods are gone; the pool stays degraded until a pod of
+		// the template registers.
+		degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "PodsCannotStart",
+			Message: fmt.Sprintf("%d pods in a row ended before their agent registered (last: %s); replacements back off", p.st.failures, p.st.lastFailureMsg)}
+	}
+	for state, n := range map[string]int{"live": out.Status.Replicas, "busy": out.Status.Busy, "idle": out.Status.Idle,
+		"cordoned": out.Status.Cordoned, "draining": out.Status.Draining} {
+		c.m.Pods.WithLabelValues(p.id.Namespace, p.id.Name, state).Set(float64(n))
+	}
+	if err := p.updateStatus(out.Status, &s, degraded); err != nil {
+		return 0, err
+	}
+	if p.next == 0 || p.next > c.opts.SyncInterval {
+		p.next = c.opts.SyncInterval
+	}
+	return p.next, nil
+}
+
+// podsOf lists the pool's pods from the cache: labelled with the pool and
+// controlled by this AgentPool (a pod left by a deleted pool of the same
+// name is not ours).
+func (p *pass) podsOf() []*corev1.Pod {
+	objs, err := p.c.pods.GetIndexer().ByIndex(byPool, p.key)
+	if err != nil {
+		p.log.Error("listing pods from cache", "err", err)
+		return nil
+	}
+	pods := make([]*corev1.Pod, 0, len(objs))
+	for _, o := range objs {
+		pod, ok := o.(*corev1.Pod)
+		if !ok {
+			continue
+		}
+		if ref := metav1.GetControllerOf(pod); ref == nil || ref.UID != p.ap.UID {
+			continue
+		}
+		pods = append(pods, pod)
+	}
+	return pods
+}
+
+// snapshotDeclared reads the pool's slot-store state, declaring the pool
+// first when its settings changed or Redis does not know it. A pool missing
+// from Redis while it has pods means Redis lost its data: the janitor then
+// rebuilds expected records and deletes nothing for one heartbeat timeout,
+// so agents can re-register with the work they still run.
+func (p *pass) snapshotDeclared(s settings, pods int) (slots.Snapshot, error) {
+	cfgKey := fmt.Sprintf("%+v", s.Store)
+	if p.st.declared != cfgKey {
+		if err := p.declare(s); err != nil {
+			return slots.Snapshot{}, err
+		}
+	}
+	snap, err := p.c.store.Snapshot(p.ctx, p.id)
+	if errors.Is(err, slots.ErrPoolNotFound) {
+		if p.c.opts.DryRun {
+			return slots.Snapshot{Pool: p.id}, nil
+		}
+		p.log.Warn("pool missing from Redis: declaring it again", "pods", pods)
+		p.st.declared = ""
+		if err := p.declare(s); err != nil {
+			return slots.Snapshot{}, err
+		}
+		if pods > 0 {
+			p.hold(s, "pool was missing from Redis")
+		}
+		snap, err = p.c.store.Snapshot(p.ctx, p.id)
+	}
+	if err != nil {
+		return slots.Snapshot{}, fmt.Errorf("reading pool %s from the slot store: %w", p.id, err)
+	}
+	return snap, nil
+}
+
+func (p *pass) declare(s settings) error {
+	if p.c.opts.DryRun {
+		p.log.Info("dry-run: would declare the pool in Redis")
+		return nil
+	}
+	gen, err := p.c.store.DeclarePool(p.ctx, p.id, s.Store)
+	if errors.Is(err, slots.ErrPolicyChange) {
+		// The store keeps the old policy; tell the owner, go on with it.
+		p.event(p.ap, corev1.EventTypeWarning, "SlotPolicyChange", "%v; scale the pool to 0 to change slots", err)
+		p.log.Warn("slot policy change refused", "err", err)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if p.st.generation != "" && gen != p.st.generation {
+		p.hold(s, "Redis generation changed")
+	}
+	p.st.generation = gen
+	p.st.declared = fmt.Sprintf("%+v", s.Store)
+	return nil
+}
+
+func (p *pass) hold(s settings, why string) {
+	p.st.holdUntil = p.now.Add(s.Store.HeartbeatTimeout)
+	p.log.Warn("deleting nothing until agents re-register", "why", why, "until", p.st.holdUntil)
+	p.event(p.ap, corev1.EventTypeWarning, "RedisDataLoss", "%s: rebuilding pod records, deleting nothing for %v", why, s.Store.HeartbeatTimeout)
+}
+
+func (p *pass) limiter(perMinute int) *rate.Limiter {
+	if p.st.limiter == nil || p.st.limit != perMinute {
+		p.st.limiter = rate.NewLimiter(rate.Limit(float64(perMinute)/60), perMinute)
+		p.st.limit = perMinute
+	}
+	return p.st.limiter
+}
+
+// act carries out one mutating action, or only logs it in dry-run mode,
+// and counts it.
+func (p *pass) act(action string, pod string, fn func() error) error {
+	if p.c.opts.DryRun {
+		p.log.Info("dry-run: would "+action, "pod", pod)
+		p.c.m.Actions.WithLabelValues(action, resultDryRun).Inc()
+		return nil
+	}
+	err := fn()
+	result := resultSuccess
+	switch {
+	case errors.Is(err, slots.ErrPodBusy):
+		result = resultRefused
+	case errors.Is(err, slots.ErrNotReplicated):
+		result = resultNotReplicated
+	case err != nil:
+		result = resultError
+	}
+	p.c.m.Actions.WithLabelValues(action, result).Inc()
+	return err
+}
+
+func (p *pass) event(obj runtime.Object, typ, reason, msg string, args ...any) {
+	if p.c.opts.DryRun {
+		return
+	}
+	p.c.recorder.Eventf(obj, typ, reason, msg, args...)
+}
+
+// parallel runs fn for each item with bounded concurrency.
+func parallel[T any](p *pass, items []T, fn func(T)) {
+	var g errgroup.Group
+	g.SetLimit(p.c.opts.Parallelism)
+	for _, it := range items {
+		g.Go(func() error { fn(it); return nil })
+	}
+	_ = g.Wait()
+}
+
+func (p *pass) expect(pods []*corev1.Pod) {
+	parallel(p, pods, func(pod *corev1.Pod) {
+		err := p.act("expect", pod.Name, func() error {
+			return p.c.store.ExpectPod(p.ctx, p.id, pod.Name, string(pod.UID))
+		})
+		switch {
+		case err == nil:
+		case errors.Is(err, slots.ErrTombstoned):
+			// The store removed this incarnation (a deletion that did not
+			// finish): the pod object must go too.
+			p.deleteDead([]deadPod{{Pod: pod, Reason: "tombstoned"}})
+		default:
+			p.log.Error("writing expected record", "pod", pod.Name, "err", err)
+		}
+	})
+}
+
+func (p *pass) remove(rs []removal) {
+	parallel(p, rs, func(r removal) {
+		err := p.act("remove", r.Pod.Name, func() error {
+			return p.c.store.RemovePod(p.ctx, p.id, r.Pod.Name, r.Pod.UID, r.Reason)
+		})
+		if err != nil {
+			p.log.Error("removing pod record", "pod", r.Pod.Name, "uid", r.Pod.UID, "err", err)
+			return
+		}
+		p.log.Info("pod record removed", "pod", r.Pod.Name, "uid", r.Pod.UID, "reason", r.Reason)
+	})
+}
+
+// deleteDead deletes pods whose agent is gone. No drain: nothing runs there
+// any more that the deletion could hurt, and the deletion is the fence.
+func (p *pass) deleteDead(dead []deadPod) {
+	for _, d := range dead {
+		if !d.NeverStarted || p.st.seenFailed[d.Pod.UID] {
+			continue
+		}
+		p.st.seenFailed[d.Pod.UID] = true
+		p.st.failures++
+		p.st.lastFailure = p.now
+		p.st.nextCreate = p.now.Add(min(time.Second<<min(p.st.failures, 20), maxStartBackoff))
+	}
+	parallel(p, dead, func(d deadPod) {
+		if err := p.deletePod(d.Pod, d.Reason); err == nil {
+			p.event(p.ap, corev1.EventTypeWarning, "PodReplaced", "deleted pod %s: %s", d.Pod.Name, d.Reason)
+		}
+	})
+}
+
+func (p *pass) deletePod(pod *corev1.Pod, reason string) error {
+	uid := pod.UID
+	c := p.c
+	err := p.act("delete", pod.Name, func() error {
+		c.exp.ExpectDeletion(p.key, uid)
+		err := c.kube.CoreV1().Pods(pod.Namespace).Delete(p.ctx, pod.Name, metav1.DeleteOptions{
+			Preconditions: &metav1.Preconditions{UID: &uid},
+		})
+		if apierrors.IsNotFound(err) || apierrors.IsConflict(err) {
+			// Gone already, or the name holds another incarnation: either
+			// way this one is gone.
+			c.exp.DeletionObserved(p.key, uid)
+			return nil
+		}
+		if err != nil {
+			c.exp.DeletionObserved(p.key, uid)
+			return fmt.Errorf("deleting pod %s: %w", pod.Name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		p.log.Error("deleting pod", "pod", pod.Name, "reason", reason, "err", err)
+		return err
+	}
+	p.log.Info("pod deleted", "pod", pod.Name, "uid", uid, "reason", reason)
+	return nil
+}
+
+func (p *pass) podOps(action, reason string, pods []*corev1.Pod, fn func(context.Context, slots.PoolID, string, string) error) {
+	parallel(p, pods, func(pod *corev1.Pod) {
+		err := p.act(action, pod.Name, func() error { return fn(p.ctx, p.id, pod.Name, string(pod.UID)) })
+		if err != nil {
+			p.log.Error(action+" failed", "pod", pod.Name, "err", err)
+			return
+		}
+		p.log.Info("pod "+strings.ToLower(reason), "pod", pod.Name)
+		p.event(pod, corev1.EventTypeNormal, reason, "%s by the janitor of pool %s", reason, p.id)
+	})
+}
+
+// drainAndDelete removes pods by the protocol: atomic drain (refused unless
+// every slot is idle and none reserved), a replica has the drain, delete with
+// a UID precondition. A refused drain leaves the pod alone this pass.
+func (p *pass) drainAndDelete(pods []*corev1.Pod, lim *rate.Limiter) {
+	var refused atomic.Int32
+	parallel(p, pods, func(pod *corev1.Pod) {
+		r := lim.ReserveN(p.now, 1)
+		err := p.act("drain", pod.Name, func() error {
+			_, err := p.c.store.DrainReplicated(p.ctx, p.id, pod.Name, string(pod.UID), p.c.opts.ReplicaWait)
+			return err
+		})
+		if err != nil {
+			r.CancelAt(p.now)
+			if errors.Is(err, slots.ErrPodBusy) {
+				refused.Add(1)
+				p.log.Info("drain refused: pod got work", "pod", pod.Name)
+				p.event(pod, corev1.EventTypeNormal, "DrainRefused", "not removed: %v", err)
+				return
+			}
+			p.log.Error("draining pod", "pod", pod.Name, "err", err)
+			return
+		}
+		if p.c.opts.DryRun {
+			return
+		}
+		if err := p.deletePod(pod, ReasonScaledDown); err == nil {
+			p.event(p.ap, corev1.EventTypeNormal, "ScaledDown", "deleted idle pod %s", pod.Name)
+		}
+	})
+	if refused.Load() > 0 {
+		p.after(100 * time.Millisecond)
+	}
+}
+
+// create makes n pods in slow-start batches (1, 2, 4, …) like the
+// ReplicaSet controller, so a template that cannot be created fails once,
+// not n times. Each pod's expected record is written right after it exists.
+func (p *pass) create(n int, s settings, hash string) {
+	if n <= 0 {
+		return
+	}
+	if wait := p.st.nextCreate.Sub(p.now); wait > 0 {
+		p.log.Info("backing off pod creation: pods of this template could not start", "pods", n, "retryIn", wait, "failures", p.st.failures)
+		p.after(wait)
+		return
+	}
+	c := p.c
+	created := 0
+	for batch := 1; created < n; batch = min(batch*2, n-created) {
+		batch = min(batch, n-created)
+		pods := make([]*corev1.Pod, batch)
+		for i := range pods {
+			pods[i] = newPod(p.ap, s, hash, c.opts.Inject)
+		}
+		var failed atomic.Int32
+		if !c.opts.DryRun {
+			c.exp.ExpectCreations(p.key, batch)
+		}
+		parallel(p, pods, func(pod *corev1.Pod) {
+			err := p.act("create", pod.Name, func() error {
+				got, err := c.kube.CoreV1().Pods(pod.Namespace).Create(p.ctx, pod, metav1.CreateOptions{})
+				if err != nil {
+					c.exp.CreationObserved(p.key)
+					return fmt.Errorf("creating pod %s: %w", pod.Name, err)
+				}
+				pod = got
+				return nil
+			})
+			if err != nil {
+				failed.Add(1)
+				p.log.Error("creating pod", "err", err)
+				p.event(p.ap, corev1.EventTypeWarning, "FailedCreate", "%v", err)
+				return
+			}
+			if c.opts.DryRun {
+				return
+			}
+			p.log.Info("pod created", "pod", pod.Name, "uid", pod.UID)
+			p.event(p.ap, corev1.EventTypeNormal, "SuccessfulCreate", "created pod %s", pod.Name)
+			if err := p.act("expect", pod.Name, func() error {
+				return c.store.ExpectPod(p.ctx, p.id, pod.Name, string(pod.UID))
+			}); err != nil {
+				// The next pass writes it (a pod without a record).
+				p.log.Error("writing expected record", "pod", pod.Name, "err", err)
+			}
+		})
+		created += batch
+		if failed.Load() > 0 {
+			if skipped := n - created; skipped > 0 {
+				p.log.Info("pod creation failed: skipping the rest of this pass", "skipped", skipped)
+			}
+			p.after(time.Second)
+			return
+		}
+	}
+}
+
+// annotate adds the do-not-evict annotations to busy pods and removes them
+// from idle ones, with a merge patch (never mutating the cached object).
+func (p *pass) annotate(want map[*corev1.Pod]bool) {
+	pods := make([]*corev1.Pod, 0, len(want))
+	for pod := range want {
+		pods = append(pods, pod)
+	}
+	parallel(p, pods, func(pod *corev1.Pod) {
+		var v1, v2 any // null removes the annotation
+		if want[pod] {
+			v1, v2 = "false", "true"
+		}
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+			"annotations": map[string]any{AnnotationSafeToEvict: v1, AnnotationDoNotDisrupt: v2}}})
+		err := p.act("annotate", pod.Name, func() error {
+			_, err := p.c.kube.CoreV1().Pods(pod.Namespace).Patch(p.ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return err
+		})
+		if err != nil {
+			p.log.Error("annotating pod", "pod", pod.Name, "err", err)
+		}
+	})
+}
+
+// updateStatus writes the pool's status when it changed. s is nil for an
+// invalid spec.
+func (p *pass) updateStatus(n podCounts, s *settings, degraded *metav1.Condition) error {
+	ap := p.ap.DeepCopy()
+	st := &ap.Status
+	st.Replicas = int32(n.Replicas)
+	st.ReadyReplicas = int32(n.Ready)
+	st.BusyReplicas = int32(n.Busy)
+	st.IdleReplicas = int32(n.Idle)
+	st.CordonedReplicas = int32(n.Cordoned)
+	st.DrainingReplicas = int32(n.Draining)
+	st.Selector = LabelPool + "=" + ap.Name
+	st.ObservedGeneration = ap.Generation
+	if degraded == nil {
+		degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: "AsExpected", Message: "pods start"}
+	}
+	degraded.ObservedGeneration = ap.Generation
+	meta.SetStatusCondition(&st.Conditions, *degraded)
+	if s != nil {
+		ready := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "PodsNotReady",
+			ObservedGeneration: ap.Generation, Message: fmt.Sprintf("%d of %d pods ready", n.Ready, s.Replicas)}
+		if n.Ready >= s.Replicas && n.Replicas == s.Replicas {
+			ready.Status, ready.Reason = metav1.ConditionTrue, "AllPodsReady"
+		}
+		meta.SetStatusCondition(&st.Conditions, ready)
+	}
+	if equality.Semantic.DeepEqual(p.ap.Status, ap.Status) {
+		return nil
+	}
+	if p.c.opts.DryRun {
+		p.log.Debug("dry-run: would update status", "replicas", st.Replicas)
+		return nil
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ap)
+	if err != nil {
+		return fmt.Errorf("encoding status of %s: %w", p.key, err)
+	}
+	_, err = p.c.dyn.Resource(v1alpha1.GroupVersionResource).Namespace(ap.Namespace).
+		UpdateStatus(p.ctx, &unstructured.Unstructured{Object: obj}, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("updating status of %s: %w", p.key, err)
+	}
+	return nil
+}

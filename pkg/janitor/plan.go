@@ -1,0 +1,357 @@
+package janitor
+
+import (
+	"cmp"
+	"slices"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// Labels and annotations the janitor puts on pods.
+const (
+	LabelPool         = "slotscaler.io/pool"
+	LabelTemplateHash = "slotscaler.io/template-hash"
+
+	// Busy pods carry these so cluster-autoscaler and Karpenter do not evict
+	// them; idle pods don't, so node consolidation can move them.
+	AnnotationSafeToEvict  = "cluster-autoscaler.kubernetes.io/safe-to-evict"
+	AnnotationDoNotDisrupt = "karpenter.sh/do-not-disrupt"
+)
+
+// Reasons recorded when a pod's slot-store record is removed.
+const (
+	ReasonScaledDown = "scaled-down" // drained by the janitor, then deleted
+	ReasonPodGone    = "pod-gone"    // the pod object vanished (deleted by someone, evicted)
+)
+
+// planInput is everything one pass over a pool decides from.
+type planInput struct {
+	Now          time.Time
+	Replicas     int
+	TemplateHash string
+	IdleFor      time.Duration
+	// Hold: the Redis generation changed less than a heartbeat deadline ago;
+	// agents are re-registering, so no record is removed and no pod is
+	// drained (pods already draining were proven idle and may still go).
+	Hold bool
+	// DeleteBudget is how many pods may be drained for deletion now (the
+	// pool's max deletions per minute).
+	DeleteBudget int
+	Pods         []*corev1.Pod
+	Records      []slots.PodSnapshot
+}
+
+// podRef names one incarnation of a pod.
+type podRef struct {
+	Name, UID string
+}
+
+// removal is a record whose pod object is gone.
+type removal struct {
+	Pod    podRef
+	Reason string
+}
+
+// deadPod is a pod object to delete without a drain: its agent is gone
+// (lost heartbeat, exited) or its record was tombstoned. The pod object's
+// deletion is the fence; the record is removed once the object is gone.
+type deadPod struct {
+	Pod *corev1.Pod
+	// Reason is logged and put on the event.
+	Reason string
+	// NeverStarted: the pod ended without its agent ever registering (the
+	// template cannot start); the pool backs off and reports Degraded.
+	NeverStarted bool
+}
+
+// planOutput is what to do, in the order the controller does it.
+type planOutput struct {
+	Expect   []*corev1.Pod // pods without a record: write their expected record
+	Remove   []removal     // records without a pod object
+	Dead     []deadPod
+	Uncordon []*corev1.Pod
+	Cordon   []*corev1.Pod
+	Drain    []*corev1.Pod // drain, then delete
+	Create   int
+	// Annotate lists pods whose do-not-evict annotations must change: true
+	// adds them (busy), false removes them (idle).
+	Annotate map[*corev1.Pod]bool
+	// WaitIdle: surplus pods are idle but not yet for idleFor; look again then.
+	WaitIdle time.Duration
+	// Deferred counts surplus idle pods left for lack of deletion budget or
+	// because of Hold.
+	Deferred int
+	Status   podCounts
+	// StartFailures describes pods whose agent never came up (Degraded).
+	StartFailures []string
+}
+
+// podCounts feed AgentPool status.
+type podCounts struct {
+	Replicas, Ready, Busy, Idle, Cordoned, Draining int
+}
+
+// waitingFailures are container waiting reasons meaning the pod cannot start
+// by itself.
+var waitingFailures = map[string]bool{
+	"ErrImagePull": true, "ImagePullBackOff": true, "InvalidImageName": true,
+	"CreateContainerConfigError": true, "CreateContainerError": true, "CrashLoopBackOff": true,
+}
+
+// plan decides one pass over a pool. It is pure: the same input gives the
+// same output.
+func plan(in planInput) planOutput {
+	out := planOutput{Annotate: map[*corev1.Pod]bool{}}
+	records := make(map[string]*slots.PodSnapshot, len(in.Records))
+	for i := range in.Records {
+		records[in.Records[i].Name] = &in.Records[i]
+	}
+	objects := make(map[string]*corev1.Pod, len(in.Pods))
+	for _, p := range in.Pods {
+		objects[p.Name] = p
+	}
+
+	// Records whose pod object is gone: remove them (requeues plans, fails
+	// applies and reservations). Not while holding: records are being rebuilt.
+	for _, r := range in.Records {
+		if p, ok := objects[r.Name]; ok && string(p.UID) == r.UID {
+			continue
+		}
+		if in.Hold {
+			continue
+		}
+		reason := ReasonPodGone
+		switch r.State {
+		case slots.PodDraining:
+			reason = ReasonScaledDown
+		case slots.PodLost:
+			reason = slots.ReasonAgentLost
+		}
+		out.Remove = append(out.Remove, removal{Pod: podRef{r.Name, r.UID}, Reason: reason})
+	}
+
+	var current, outdated []*member
+	var cordoned []*member
+	for _, p := range in.Pods {
+		if p.DeletionTimestamp != nil {
+			continue // terminating: its record goes when the object does
+		}
+		var rec *slots.PodSnapshot
+		if r, ok := records[p.Name]; ok && r.UID == string(p.UID) {
+			rec = r
+		}
+		m := &member{pod: p, rec: rec}
+		registered := rec != nil && rec.State != slots.PodExpected
+		if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+			out.Dead = append(out.Dead, deadPod{Pod: p, Reason: "pod-" + string(p.Status.Phase), NeverStarted: !registered})
+			if !registered {
+				out.StartFailures = append(out.StartFailures, p.Name+": "+podFailure(p))
+			}
+			continue
+		}
+		if !registered {
+			if why := waitingFailure(p); why != "" {
+				out.StartFailures = append(out.StartFailures, p.Name+": "+why)
+			}
+		}
+		if rec == nil {
+			out.Expect = append(out.Expect, p)
+			m.rec = &slots.PodSnapshot{Name: p.Name, UID: string(p.UID), State: slots.PodExpected}
+			rec = m.rec
+		}
+		busy := rec.Busy()
+		if busy {
+			out.Status.Busy++
+		}
+		if rec.State != slots.PodLost && rec.State != slots.PodDraining && hasDoNotEvict(p) != busy {
+			out.Annotate[p] = busy
+		}
+		switch rec.State {
+		case slots.PodLost:
+			out.Dead = append(out.Dead, deadPod{Pod: p, Reason: slots.ReasonAgentLost})
+			continue
+		case slots.PodDraining:
+			out.Status.Draining++
+			out.Drain = append(out.Drain, p) // drained before; delete it (again)
+			continue
+		case slots.PodCordoned:
+			out.Status.Cordoned++
+			if !busy {
+				out.Status.Idle++
+			}
+			cordoned = append(cordoned, m)
+			continue
+		case slots.PodActive:
+			if !busy {
+				out.Status.Idle++
+			}
+		}
+		if p.Labels[LabelTemplateHash] != in.TemplateHash {
+			outdated = append(outdated, m)
+			continue
+		}
+		current = append(current, m)
+	}
+
+	budget := in.DeleteBudget
+	if in.Hold {
+		budget = 0
+	}
+	drain := func(m *member) bool {
+		if budget <= 0 {
+			out.Deferred++
+			return false
+		}
+		budget--
+		out.Drain = append(out.Drain, m.pod)
+		return true
+	}
+
+	// Outdated pods are replaced: idle ones go now, busy ones are cordoned
+	// (bin-packing would otherwise keep the oldest pods busy forever) and go
+	// once idle. Neither counts, so replacements are created.
+	for _, m := range outdated {
+		if m.rec.Busy() {
+			out.Cordon = append(out.Cordon, m.pod)
+			continue
+		}
+		drain(m)
+	}
+
+	deficit := in.Replicas - len(current)
+	// Cordoned pods of the current template come back first when replicas
+	// rise; the rest, once idle, are drained.
+	slices.SortFunc(cordoned, func(a, b *member) int { return cmp.Compare(b.busySlots(), a.busySlots()) })
+	for _, m := range cordoned {
+		if deficit > 0 && m.pod.Labels[LabelTemplateHash] == in.TemplateHash {
+			out.Uncordon = append(out.Uncordon, m.pod)
+			current = append(current, m)
+			deficit--
+			continue
+		}
+		if !m.rec.Busy() {
+			drain(m)
+		}
+	}
+	if deficit > 0 {
+		out.Create = deficit
+	}
+
+	surplus := -deficit
+	if surplus > 0 {
+		victimOrder(current)
+		for _, m := range current[:surplus] {
+			switch {
+			case m.rec.State == slots.PodExpected:
+				drain(m)
+			case m.rec.Busy():
+				out.Cordon = append(out.Cordon, m.pod)
+			default:
+				idle := in.Now.Sub(m.rec.IdleSince())
+				if idle >= in.IdleFor {
+					drain(m)
+				} else if wait := in.IdleFor - idle; out.WaitIdle == 0 || wait < out.WaitIdle {
+					out.WaitIdle = wait
+				}
+			}
+		}
+		current = current[surplus:]
+	}
+
+	out.Status.Replicas = len(current)
+	for _, m := range current {
+		if (m.rec.State == slots.PodActive || m.rec.State == slots.PodCordoned) && podReady(m.pod) {
+			out.Status.Ready++
+		}
+	}
+	return out
+}
+
+// member is a live pod and its record.
+type member struct {
+	pod *corev1.Pod
+	rec *slots.PodSnapshot
+}
+
+func (m *member) busySlots() int {
+	n := 0
+	for _, s := range m.rec.Slots {
+		if s.State != slots.SlotIdle {
+			n++
+		}
+	}
+	return n
+}
+
+// victimOrder sorts pods by how cheap they are to remove: never registered
+// (pending before running), then idle longest, then least busy; among equals
+// the newest first, since the store bin-packs onto the oldest pods.
+func victimOrder(ms []*member) {
+	rank := func(m *member) int {
+		switch {
+		case m.rec.State == slots.PodExpected && m.pod.Status.Phase == corev1.PodPending:
+			return 0
+		case m.rec.State == slots.PodExpected:
+			return 1
+		case !m.rec.Busy():
+			return 2
+		}
+		return 3
+	}
+	slices.SortStableFunc(ms, func(a, b *member) int {
+		if c := cmp.Compare(rank(a), rank(b)); c != 0 {
+			return c
+		}
+		if rank(a) == 2 {
+			if c := a.rec.IdleSince().Compare(b.rec.IdleSince()); c != 0 {
+				return c
+			}
+		}
+		if rank(a) == 3 {
+			if c := cmp.Compare(a.busySlots(), b.busySlots()); c != 0 {
+				return c
+			}
+		}
+		return b.pod.CreationTimestamp.Compare(a.pod.CreationTimestamp.Time)
+	})
+}
+
+func hasDoNotEvict(p *corev1.Pod) bool {
+	return p.Annotations[AnnotationSafeToEvict] == "false" || p.Annotations[AnnotationDoNotDisrupt] == "true"
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// waitingFailure returns why a pod's container cannot start, or "".
+func waitingFailure(p *corev1.Pod) string {
+	for _, cs := range append(slices.Clone(p.Status.InitContainerStatuses), p.Status.ContainerStatuses...) {
+		if w := cs.State.Waiting; w != nil && waitingFailures[w.Reason] {
+			return cs.Name + " " + w.Reason + ": " + w.Message
+		}
+	}
+	return ""
+}
+
+// podFailure describes why an ended pod ended.
+func podFailure(p *corev1.Pod) string {
+	for _, cs := range p.Status.ContainerStatuses {
+		if t := cs.State.Terminated; t != nil {
+			return cs.Name + " exited " + t.Reason + " (" + strconv.Itoa(int(t.ExitCode)) + ")"
+		}
+	}
+	if p.Status.Reason != "" {
+		return p.Status.Reason + ": " + p.Status.Message
+	}
+	return "pod " + string(p.Status.Phase)
+}

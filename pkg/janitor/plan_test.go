@@ -1,0 +1,980 @@
+package janitor
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// t0 is "now" in every plan test.
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+const (
+	curHash = "cur"
+	oldHash = "old"
+)
+
+// --- pod builder -----------------------------------------------------------
+
+type podOpt func(*corev1.Pod)
+
+// pod is a Running, Ready pod of the current template created an hour ago,
+// whose UID is name+"-uid".
+func pod(name string, opts ...podOpt) *corev1.Pod {
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:              name,
+			Namespace:         "team",
+			UID:               types.UID(name + "-uid"),
+			Labels:            map[string]string{LabelPool: "pool", LabelTemplateHash: curHash},
+			CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour)),
+		},
+		Status: corev1.PodStatus{
+			Phase:      corev1.PodRunning,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+		},
+	}
+	for _, o := range opts {
+		o(p)
+	}
+	return p
+}
+
+func phase(ph corev1.PodPhase) podOpt { return func(p *corev1.Pod) { p.Status.Phase = ph } }
+
+// pending is a Pending pod that is not Ready.
+func pending() podOpt {
+	return func(p *corev1.Pod) { p.Status.Phase = corev1.PodPending; p.Status.Conditions = nil }
+}
+
+func notReady() podOpt {
+	return func(p *corev1.Pod) {
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
+	}
+}
+
+func createdAgo(d time.Duration) podOpt {
+	return func(p *corev1.Pod) { p.CreationTimestamp = metav1.NewTime(t0.Add(-d)) }
+}
+
+func hash(h string) podOpt { return func(p *corev1.Pod) { p.Labels[LabelTemplateHash] = h } }
+
+func uid(u string) podOpt { return func(p *corev1.Pod) { p.UID = types.UID(u) } }
+
+func terminating() podOpt {
+	return func(p *corev1.Pod) { ts := metav1.NewTime(t0.Add(-time.Second)); p.DeletionTimestamp = &ts }
+}
+
+// annotated sets the do-not-evict annotations to the given values ("" leaves one out).
+func annotated(safeToEvict, doNotDisrupt string) podOpt {
+	return func(p *corev1.Pod) {
+		p.Annotations = map[string]string{}
+		if safeToEvict != "" {
+			p.Annotations[AnnotationSafeToEvict] = safeToEvict
+		}
+		if doNotDisrupt != "" {
+			p.Annotations[AnnotationDoNotDisrupt] = doNotDisrupt
+		}
+	}
+}
+
+// protected carries both do-not-evict annotations, as busy pods should.
+func protected() podOpt { return annotated("false", "true") }
+
+func waiting(container, reason string) podOpt {
+	return func(p *corev1.Pod) {
+		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
+			Name: container, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: reason, Message: "back-off"}},
+		})
+	}
+}
+
+func exited(container, reason string, code int32) podOpt {
+	return func(p *corev1.Pod) {
+		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
+			Name: container, State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: reason, ExitCode: code}},
+		})
+	}
+}
+
+// --- record builder --------------------------------------------------------
+
+// rec is a three-slot record of pod name (UID name+"-uid"), registered two
+// hours ago and never busy since, whose first slots hold the given states.
+func rec(name string, state slots.PodState, busy ...slots.SlotState) slots.PodSnapshot {
+	r := slots.PodSnapshot{
+		Name:    name,
+		UID:     name + "-uid",
+		State:   state,
+		Created: t0.Add(-2 * time.Hour),
+	}
+	if state != slots.PodExpected {
+		r.Registered = t0.Add(-2 * time.Hour)
+	}
+	for i := range 3 {
+		s := slots.SlotSnapshot{Index: i, State: slots.SlotIdle}
+		if i < len(busy) {
+			s.State = busy[i]
+			s.Task = fmt.Sprintf("task-%s-%d", name, i)
+		}
+		r.Slots = append(r.Slots, s)
+	}
+	return r
+}
+
+// idleAgo sets when the record's last busy slot freed: ago before t0.
+func idleAgo(r slots.PodSnapshot, ago time.Duration) slots.PodSnapshot {
+	r.LastBusy = t0.Add(-ago)
+	return r
+}
+
+func withUID(r slots.PodSnapshot, u string) slots.PodSnapshot {
+	r.UID = u
+	return r
+}
+
+const (
+	running  = slots.SlotRunning
+	assigned = slots.SlotAssigned
+	reserved = slots.SlotReserved
+)
+
+// --- input and outcome -------------------------------------------------------
+
+// input is a plan input at t0 for the current template, idleFor 60s and a
+// deletion budget of 10.
+func input(replicas int, pods []*corev1.Pod, records ...slots.PodSnapshot) planInput {
+	return planInput{
+		Now:          t0,
+		Replicas:     replicas,
+		TemplateHash: curHash,
+		IdleFor:      time.Minute,
+		DeleteBudget: 10,
+		Pods:         pods,
+		Records:      records,
+	}
+}
+
+func pods(ps ...*corev1.Pod) []*corev1.Pod { return ps }
+
+// outcome is planOutput by pod name, for comparing whole results. Lists are
+// sorted (order is checked separately where it matters); empty lists are nil.
+type outcome struct {
+	Expect, Uncordon, Cordon, Drain []string
+	Remove                          []string // "name/uid reason"
+	Dead                            []string // "name reason", plus " never-started"
+	Create                          int
+	Annotate                        map[string]bool
+	WaitIdle                        time.Duration
+	Deferred                        int
+	Status                          podCounts
+	StartFailures                   []string // pod names
+}
+
+func names(ps []*corev1.Pod) []string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func outcomeOf(out planOutput) outcome {
+	o := outcome{
+		Expect:   names(out.Expect),
+		Uncordon: names(out.Uncordon),
+		Cordon:   names(out.Cordon),
+		Drain:    names(out.Drain),
+		Create:   out.Create,
+		WaitIdle: out.WaitIdle,
+		Deferred: out.Deferred,
+		Status:   out.Status,
+	}
+	for _, r := range out.Remove {
+		o.Remove = append(o.Remove, r.Pod.Name+"/"+r.Pod.UID+" "+r.Reason)
+	}
+	slices.Sort(o.Remove)
+	for _, d := range out.Dead {
+		s := d.Pod.Name + " " + d.Reason
+		if d.NeverStarted {
+			s += " never-started"
+		}
+		o.Dead = append(o.Dead, s)
+	}
+	slices.Sort(o.Dead)
+	for p, v := range out.Annotate {
+		if o.Annotate == nil {
+			o.Annotate = map[string]bool{}
+		}
+		o.Annotate[p.Name] = v
+	}
+	for _, f := range out.StartFailures {
+		name, _, _ := strings.Cut(f, ":")
+		o.StartFailures = append(o.StartFailures, name)
+	}
+	slices.Sort(o.StartFailures)
+	return o
+}
+
+type planCase struct {
+	in   planInput
+	want outcome
+}
+
+func runPlanCases(t *testing.T, cases map[string]planCase) {
+	t.Helper()
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			require.Equal(t, tc.want, outcomeOf(plan(tc.in)))
+		})
+	}
+}
+
+// --- scale up ----------------------------------------------------------------
+
+func TestPlanScalesUp(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"from zero creates replicas": {
+			in:   input(3, nil),
+			want: outcome{Create: 3},
+		},
+		"pods without a record are expected and count as pending replicas": {
+			in: input(3, pods(pod("a", pending()), pod("b", pending()))),
+			want: outcome{
+				Expect: []string{"a", "b"},
+				Create: 1,
+				Status: podCounts{Replicas: 2},
+			},
+		},
+		"expected records count as replicas but not ready": {
+			in: input(2, pods(pod("a"), pod("b", pending())),
+				rec("a", slots.PodExpected), rec("b", slots.PodExpected)),
+			want: outcome{Status: podCounts{Replicas: 2}},
+		},
+		"registered ready pods at replicas need nothing": {
+			in: input(2, pods(pod("a"), pod("b")),
+				rec("a", slots.PodActive), rec("b", slots.PodActive)),
+			want: outcome{Status: podCounts{Replicas: 2, Ready: 2, Idle: 2}},
+		},
+		"only the missing pods are created": {
+			in: input(5, pods(pod("a"), pod("b", pending())),
+				rec("a", slots.PodActive, running), rec("b", slots.PodExpected)),
+			want: outcome{
+				Create:   3,
+				Annotate: map[string]bool{"a": true},
+				Status:   podCounts{Replicas: 2, Ready: 1, Busy: 1},
+			},
+		},
+	})
+}
+
+// --- scale down --------------------------------------------------------------
+
+func TestPlanScaleDownPicksCheapestVictims(t *testing.T) {
+	all := func() []*corev1.Pod {
+		return pods(
+			pod("busy2", createdAgo(5*time.Hour)),
+			pod("busy1", createdAgo(5*time.Hour)),
+			pod("idle-short", createdAgo(5*time.Hour)),
+			pod("idle-long", createdAgo(5*time.Hour)),
+			pod("running-expected", createdAgo(5*time.Hour)),
+			pod("pending-new", pending(), createdAgo(time.Minute)),
+		)
+	}
+	records := []slots.PodSnapshot{
+		rec("busy2", slots.PodActive, running, assigned),
+		rec("busy1", slots.PodActive, running),
+		idleAgo(rec("idle-short", slots.PodActive), 5*time.Minute),
+		idleAgo(rec("idle-long", slots.PodActive), 50*time.Minute),
+		rec("running-expected", slots.PodExpected),
+		// pending-new has no record at all: it is expected by this pass.
+	}
+	// Removing k pods of 6 must take exactly the first k of this order.
+	order := []string{"pending-new", "running-expected", "idle-long", "idle-short", "busy1", "busy2"}
+	for k := 1; k <= len(order); k++ {
+		t.Run(fmt.Sprintf("removing %d", k), func(t *testing.T) {
+			out := plan(input(len(order)-k, all(), records...))
+			var drained, cordoned []string
+			for _, n := range order[:k] {
+				if strings.HasPrefix(n, "busy") {
+					cordoned = append(cordoned, n)
+				} else {
+					drained = append(drained, n)
+				}
+			}
+			slices.Sort(drained)
+			slices.Sort(cordoned)
+			require.Equal(t, drained, names(out.Drain))
+			require.Equal(t, cordoned, names(out.Cordon))
+			require.Equal(t, len(order)-k, out.Status.Replicas)
+			require.Zero(t, out.Create)
+		})
+	}
+}
+
+func TestVictimOrder(t *testing.T) {
+	m := func(p *corev1.Pod, r slots.PodSnapshot) *member { return &member{pod: p, rec: &r} }
+	members := []*member{
+		m(pod("busy-2-new", createdAgo(time.Hour)), rec("busy-2-new", slots.PodActive, running, reserved)),
+		m(pod("busy-1-old", createdAgo(3*time.Hour)), rec("busy-1-old", slots.PodActive, running)),
+		m(pod("busy-1-new", createdAgo(time.Hour)), rec("busy-1-new", slots.PodActive, assigned)),
+		m(pod("idle-10m-old", createdAgo(3*time.Hour)), idleAgo(rec("idle-10m-old", slots.PodActive), 10*time.Minute)),
+		m(pod("idle-10m-new", createdAgo(time.Hour)), idleAgo(rec("idle-10m-new", slots.PodActive), 10*time.Minute)),
+		m(pod("idle-30m", createdAgo(2*time.Hour)), idleAgo(rec("idle-30m", slots.PodActive), 30*time.Minute)),
+		// Never ran work: idle since it registered, 90 minutes ago.
+		m(pod("idle-never-busy", createdAgo(2*time.Hour)), func() slots.PodSnapshot {
+			r := rec("idle-never-busy", slots.PodActive)
+			r.Registered = t0.Add(-90 * time.Minute)
+			return r
+		}()),
+		m(pod("expected-running-old", createdAgo(3*time.Hour)), rec("expected-running-old", slots.PodExpected)),
+		m(pod("expected-running-new", createdAgo(time.Minute)), rec("expected-running-new", slots.PodExpected)),
+		m(pod("expected-pending-old", pending(), createdAgo(2*time.Hour)), rec("expected-pending-old", slots.PodExpected)),
+		m(pod("expected-pending-new", pending(), createdAgo(time.Minute)), rec("expected-pending-new", slots.PodExpected)),
+	}
+	want := []string{
+		"expected-pending-new", "expected-pending-old", // never registered, pending; newest first
+		"expected-running-new", "expected-running-old", // never registered, running; newest first
+		"idle-never-busy", "idle-30m", // idle longest first
+		"idle-10m-new", "idle-10m-old", // same idle time: newest first
+		"busy-1-new", "busy-1-old", // least busy; newest first
+		"busy-2-new",
+	}
+	// Any input order gives the same result.
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 20 {
+		ms := slices.Clone(members)
+		rng.Shuffle(len(ms), func(i, j int) { ms[i], ms[j] = ms[j], ms[i] })
+		victimOrder(ms)
+		var got []string
+		for _, x := range ms {
+			got = append(got, x.pod.Name)
+		}
+		require.Equal(t, want, got)
+	}
+}
+
+func TestPlanScalesDown(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"idle surplus pod idle for longer than idleFor is drained": {
+			in: input(1, pods(pod("a"), pod("b")),
+				idleAgo(rec("a", slots.PodActive), 5*time.Minute), idleAgo(rec("b", slots.PodActive), 2*time.Minute)),
+			want: outcome{Drain: []string{"a"}, Status: podCounts{Replicas: 1, Ready: 1, Idle: 2}},
+		},
+		"idle victim younger than idleFor waits for the remaining time": {
+			in: input(1, pods(pod("a"), pod("b")),
+				idleAgo(rec("a", slots.PodActive), 10*time.Second), idleAgo(rec("b", slots.PodActive), 40*time.Second)),
+			want: outcome{WaitIdle: 20 * time.Second, Status: podCounts{Replicas: 1, Ready: 1, Idle: 2}},
+		},
+		"WaitIdle is the smallest wait over the victims": {
+			in: input(1, pods(pod("a"), pod("b"), pod("c")),
+				idleAgo(rec("a", slots.PodActive), 10*time.Second),
+				idleAgo(rec("b", slots.PodActive), 30*time.Second),
+				idleAgo(rec("c", slots.PodActive), 50*time.Second)),
+			want: outcome{WaitIdle: 10 * time.Second, Status: podCounts{Replicas: 1, Ready: 1, Idle: 3}},
+		},
+		"young idle victims wait while older ones are drained": {
+			in: input(1, pods(pod("a"), pod("b"), pod("c")),
+				idleAgo(rec("a", slots.PodActive), 10*time.Second),
+				idleAgo(rec("b", slots.PodActive), 45*time.Second),
+				idleAgo(rec("c", slots.PodActive), 2*time.Minute)),
+			want: outcome{Drain: []string{"c"}, WaitIdle: 15 * time.Second, Status: podCounts{Replicas: 1, Ready: 1, Idle: 3}},
+		},
+		"a pod idle exactly idleFor is drained": {
+			in:   input(0, pods(pod("a")), idleAgo(rec("a", slots.PodActive), time.Minute)),
+			want: outcome{Drain: []string{"a"}, Status: podCounts{Idle: 1}},
+		},
+		"busy surplus pods are cordoned, never drained": {
+			in: input(0, pods(pod("a", protected()), pod("b", protected())),
+				rec("a", slots.PodActive, running), rec("b", slots.PodActive, assigned, running)),
+			want: outcome{Cordon: []string{"a", "b"}, Status: podCounts{Busy: 2}},
+		},
+		"the least busy surplus pod is the one cordoned": {
+			in: input(1, pods(pod("a", protected()), pod("b", protected())),
+				rec("a", slots.PodActive, running, running), rec("b", slots.PodActive, running)),
+			want: outcome{Cordon: []string{"b"}, Status: podCounts{Replicas: 1, Ready: 1, Busy: 2}},
+		},
+		"a reserved slot makes a pod busy": {
+			in: input(0, pods(pod("a")), rec("a", slots.PodActive, reserved)),
+			want: outcome{
+				Cordon:   []string{"a"},
+				Annotate: map[string]bool{"a": true},
+				Status:   podCounts{Busy: 1},
+			},
+		},
+		"an orphan slot makes a pod busy": {
+			in:   input(0, pods(pod("a", protected())), rec("a", slots.PodActive, slots.SlotOrphan)),
+			want: outcome{Cordon: []string{"a"}, Status: podCounts{Busy: 1}},
+		},
+		"never-registered surplus pods are drained without waiting idleFor": {
+			in: input(0, pods(pod("a", pending(), createdAgo(time.Second)), pod("b", createdAgo(time.Second))),
+				rec("a", slots.PodExpected)),
+			want: outcome{Expect: []string{"b"}, Drain: []string{"a", "b"}},
+		},
+		"delete budget limits drains and defers the rest": {
+			in: func() planInput {
+				in := input(0, pods(pod("a", createdAgo(3*time.Hour)), pod("b", createdAgo(2*time.Hour)), pod("c", createdAgo(time.Hour))),
+					rec("a", slots.PodActive), rec("b", slots.PodActive), rec("c", slots.PodActive))
+				in.DeleteBudget = 2
+				return in
+			}(),
+			// Equally idle: the newest go first.
+			want: outcome{Drain: []string{"b", "c"}, Deferred: 1, Status: podCounts{Idle: 3}},
+		},
+		"zero delete budget drains nothing": {
+			in: func() planInput {
+				in := input(0, pods(pod("a"), pod("b", pending())), rec("a", slots.PodActive), rec("b", slots.PodExpected))
+				in.DeleteBudget = 0
+				return in
+			}(),
+			want: outcome{Deferred: 2, Status: podCounts{Idle: 1}},
+		},
+	})
+}
+
+// --- hold ----------------------------------------------------------------------
+
+func TestPlanHoldDeletesAndRemovesNothing(t *testing.T) {
+	in := input(0,
+		pods(pod("idle"), pod("lost"), pod("failed", phase(corev1.PodFailed)), pod("new", pending()), pod("busy", protected()), pod("old", hash(oldHash))),
+		rec("idle", slots.PodActive), rec("lost", slots.PodLost), rec("failed", slots.PodActive),
+		rec("busy", slots.PodActive, running), rec("old", slots.PodActive),
+		rec("gone", slots.PodActive), rec("gone-draining", slots.PodDraining),
+	)
+	in.Hold = true
+	require.Equal(t, outcome{
+		// Records are being rebuilt: pods without one still get one.
+		Expect: []string{"new"},
+		Cordon: []string{"busy"},
+		// Dead pods are listed; the pass deletes them only when not holding.
+		Dead:     []string{"failed pod-Failed", "lost agent-lost"},
+		Deferred: 3, // idle, new, old
+		Status:   podCounts{Busy: 1, Idle: 2},
+	}, outcomeOf(plan(in)))
+}
+
+// --- records and pods that disagree -----------------------------------------
+
+func TestPlanRemovesRecordsWhosePodIsGone(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"reason follows the record's state": {
+			in: input(0, nil,
+				rec("draining", slots.PodDraining),
+				rec("lost", slots.PodLost, running),
+				rec("active", slots.PodActive),
+				rec("busy", slots.PodActive, running),
+				rec("expected", slots.PodExpected),
+				rec("cordoned", slots.PodCordoned)),
+			want: outcome{Remove: []string{
+				"active/active-uid pod-gone",
+				"busy/busy-uid pod-gone",
+				"cordoned/cordoned-uid pod-gone",
+				"draining/draining-uid scaled-down",
+				"expected/expected-uid pod-gone",
+				"lost/lost-uid agent-lost",
+			}},
+		},
+		"a record of another incarnation is removed and the new pod expected": {
+			in: input(1, pods(pod("a", uid("a-new"), pending())),
+				withUID(rec("a", slots.PodActive, running), "a-old")),
+			want: outcome{
+				Expect: []string{"a"},
+				Remove: []string{"a/a-old pod-gone"},
+				Status: podCounts{Replicas: 1},
+			},
+		},
+		"a draining record of another incarnation is removed as scaled-down": {
+			in: input(1, pods(pod("a", uid("a-new"), pending())),
+				withUID(rec("a", slots.PodDraining), "a-old")),
+			want: outcome{
+				Expect: []string{"a"},
+				Remove: []string{"a/a-old scaled-down"},
+				Status: podCounts{Replicas: 1},
+			},
+		},
+		"records of terminating pods are kept until the object is gone": {
+			in:   input(0, pods(pod("a", terminating())), rec("a", slots.PodDraining)),
+			want: outcome{},
+		},
+	})
+}
+
+func TestPlanIgnoresTerminatingPods(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"terminating pods are not counted and not acted on": {
+			in: input(2,
+				pods(
+					pod("busy", terminating()),
+					pod("unrecorded", terminating(), pending()),
+					pod("failed", terminating(), phase(corev1.PodFailed)),
+					pod("lost", terminating()),
+					pod("cordoned", terminating(), protected()),
+					pod("live"),
+				),
+				rec("busy", slots.PodActive, running), rec("lost", slots.PodLost),
+				rec("cordoned", slots.PodCordoned), rec("failed", slots.PodExpected), rec("live", slots.PodActive)),
+			want: outcome{Create: 1, Status: podCounts{Replicas: 1, Ready: 1, Idle: 1}},
+		},
+		"terminating surplus pods do not make others surplus": {
+			in: input(1, pods(pod("a", terminating()), pod("b")),
+				rec("a", slots.PodActive), rec("b", slots.PodActive)),
+			want: outcome{Status: podCounts{Replicas: 1, Ready: 1, Idle: 1}},
+		},
+	})
+}
+
+// --- pods that cannot run -------------------------------------------------
+
+func TestPlanDeadPods(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"failed pod of an expected record never started": {
+			in: input(1, pods(pod("a", phase(corev1.PodFailed), exited("agent", "Error", 1))), rec("a", slots.PodExpected)),
+			want: outcome{
+				Dead:          []string{"a pod-Failed never-started"},
+				Create:        1,
+				StartFailures: []string{"a"},
+			},
+		},
+		"failed pod without a record never started and is not expected": {
+			in: input(1, pods(pod("a", phase(corev1.PodFailed)))),
+			want: outcome{
+				Dead:          []string{"a pod-Failed never-started"},
+				Create:        1,
+				StartFailures: []string{"a"},
+			},
+		},
+		"succeeded pod of a registered agent is dead but started": {
+			in: input(1, pods(pod("a", phase(corev1.PodSucceeded), protected())), rec("a", slots.PodActive, running)),
+			want: outcome{
+				Dead:   []string{"a pod-Succeeded"},
+				Create: 1,
+			},
+		},
+		"failed pod whose record belongs to another incarnation never started": {
+			in: input(1, pods(pod("a", uid("a-2"), phase(corev1.PodFailed))), withUID(rec("a", slots.PodActive), "a-1")),
+			want: outcome{
+				Remove:        []string{"a/a-1 pod-gone"},
+				Dead:          []string{"a pod-Failed never-started"},
+				Create:        1,
+				StartFailures: []string{"a"},
+			},
+		},
+		"lost agent's pod is dead with reason agent-lost and replaced": {
+			in: input(2, pods(pod("a", notReady()), pod("b")),
+				rec("a", slots.PodLost), rec("b", slots.PodActive)),
+			want: outcome{
+				Dead:   []string{"a agent-lost"},
+				Create: 1,
+				Status: podCounts{Replicas: 1, Ready: 1, Idle: 1},
+			},
+		},
+		"lost agent's pod is not re-annotated": {
+			in:   input(0, pods(pod("a", protected())), rec("a", slots.PodLost)),
+			want: outcome{Dead: []string{"a agent-lost"}},
+		},
+		"image pull back-off is a start failure but the pod still counts": {
+			in: input(2, pods(pod("a", pending(), waiting("agent", "ImagePullBackOff")), pod("b", pending(), waiting("agent", "ContainerCreating"))),
+				rec("a", slots.PodExpected), rec("b", slots.PodExpected)),
+			want: outcome{StartFailures: []string{"a"}, Status: podCounts{Replicas: 2}},
+		},
+		"waiting failure of a pod without a record is a start failure": {
+			in:   input(1, pods(pod("a", pending(), waiting("agent", "CreateContainerConfigError")))),
+			want: outcome{Expect: []string{"a"}, StartFailures: []string{"a"}, Status: podCounts{Replicas: 1}},
+		},
+		"waiting failure after the agent registered is not a start failure": {
+			in:   input(1, pods(pod("a", notReady(), waiting("agent", "CrashLoopBackOff"))), rec("a", slots.PodActive)),
+			want: outcome{Status: podCounts{Replicas: 1, Idle: 1}},
+		},
+	})
+}
+
+func TestPlanStartFailureNamesPodAndReason(t *testing.T) {
+	failed := pod("a", phase(corev1.PodFailed), exited("agent", "Error", 3))
+	backoff := pod("b", pending(), func(p *corev1.Pod) {
+		p.Status.InitContainerStatuses = []corev1.ContainerStatus{{
+			Name: "init", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: "no such image"}},
+		}}
+	})
+	evicted := pod("c", phase(corev1.PodFailed), func(p *corev1.Pod) { p.Status.Reason, p.Status.Message = "Evicted", "low on memory" })
+	out := plan(input(3, pods(failed, backoff, evicted), rec("a", slots.PodExpected), rec("b", slots.PodExpected)))
+	slices.Sort(out.StartFailures)
+	require.Len(t, out.StartFailures, 3)
+	require.Contains(t, out.StartFailures[0], "a: agent exited Error (3)")
+	require.Contains(t, out.StartFailures[1], "b: init ErrImagePull: no such image")
+	require.Contains(t, out.StartFailures[2], "c: Evicted: low on memory")
+}
+
+// --- draining, cordoned and outdated pods -------------------------------------
+
+func TestPlanDrainingPods(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"a draining record with its pod is drained (deleted) again and not counted": {
+			in:   input(1, pods(pod("a")), rec("a", slots.PodDraining)),
+			want: outcome{Drain: []string{"a"}, Create: 1, Status: podCounts{Draining: 1}},
+		},
+		"retrying a drained pod's deletion needs no budget": {
+			in: func() planInput {
+				in := input(0, pods(pod("a"), pod("b")), rec("a", slots.PodDraining), rec("b", slots.PodActive))
+				in.DeleteBudget = 0
+				return in
+			}(),
+			want: outcome{Drain: []string{"a"}, Deferred: 1, Status: podCounts{Draining: 1, Idle: 1}},
+		},
+		"a draining pod keeps its annotations as they are": {
+			in:   input(0, pods(pod("a", protected())), rec("a", slots.PodDraining)),
+			want: outcome{Drain: []string{"a"}, Status: podCounts{Draining: 1}},
+		},
+	})
+}
+
+func TestPlanCordonedPods(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"cordoned pods are uncordoned when replicas rise": {
+			in: input(3, pods(pod("a"), pod("b", protected()), pod("c")),
+				rec("a", slots.PodActive), rec("b", slots.PodCordoned, running), rec("c", slots.PodCordoned)),
+			want: outcome{
+				Uncordon: []string{"b", "c"},
+				Status:   podCounts{Replicas: 3, Ready: 3, Busy: 1, Idle: 2, Cordoned: 2},
+			},
+		},
+		"the busiest cordoned pods are uncordoned first; idle ones not needed are drained": {
+			in: input(2, pods(pod("a"), pod("b", protected()), pod("c", protected()), pod("d")),
+				rec("a", slots.PodActive), rec("b", slots.PodCordoned, running),
+				rec("c", slots.PodCordoned, running, running), idleAgo(rec("d", slots.PodCordoned), time.Second)),
+			want: outcome{
+				Uncordon: []string{"c"},
+				Drain:    []string{"d"},
+				Status:   podCounts{Replicas: 2, Ready: 2, Busy: 2, Idle: 2, Cordoned: 3},
+			},
+		},
+		"only cordoned pods of the current template are uncordoned": {
+			in: input(2, pods(pod("a"), pod("b", hash(oldHash), protected()), pod("c", hash(oldHash))),
+				rec("a", slots.PodActive), rec("b", slots.PodCordoned, running), rec("c", slots.PodCordoned)),
+			want: outcome{
+				Drain:  []string{"c"},
+				Create: 1,
+				Status: podCounts{Replicas: 1, Ready: 1, Busy: 1, Idle: 2, Cordoned: 2},
+			},
+		},
+		"idle cordoned pods not needed are drained without waiting idleFor": {
+			in: input(1, pods(pod("a"), pod("b")),
+				rec("a", slots.PodActive), idleAgo(rec("b", slots.PodCordoned), time.Second)),
+			want: outcome{Drain: []string{"b"}, Status: podCounts{Replicas: 1, Ready: 1, Idle: 2, Cordoned: 1}},
+		},
+		"busy cordoned pods not needed are left alone": {
+			in: input(1, pods(pod("a"), pod("b", protected())),
+				rec("a", slots.PodActive), rec("b", slots.PodCordoned, reserved)),
+			want: outcome{Status: podCounts{Replicas: 1, Ready: 1, Busy: 1, Idle: 1, Cordoned: 1}},
+		},
+		"draining an idle cordoned pod takes budget": {
+			in: func() planInput {
+				in := input(1, pods(pod("a"), pod("b")), rec("a", slots.PodActive), rec("b", slots.PodCordoned))
+				in.DeleteBudget = 0
+				return in
+			}(),
+			want: outcome{Deferred: 1, Status: podCounts{Replicas: 1, Ready: 1, Idle: 2, Cordoned: 1}},
+		},
+	})
+}
+
+func TestPlanReplacesOutdatedPods(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"idle outdated pods are drained, busy ones cordoned, replacements created": {
+			in: input(3, pods(pod("idle", hash(oldHash)), pod("busy", hash(oldHash)), pod("new", pending(), hash(oldHash)), pod("cur")),
+				idleAgo(rec("idle", slots.PodActive), time.Second), rec("busy", slots.PodActive, running),
+				rec("new", slots.PodExpected), rec("cur", slots.PodActive)),
+			want: outcome{
+				Drain:    []string{"idle", "new"},
+				Cordon:   []string{"busy"},
+				Create:   2,
+				Annotate: map[string]bool{"busy": true},
+				Status:   podCounts{Replicas: 1, Ready: 1, Busy: 1, Idle: 2},
+			},
+		},
+		"outdated drains take budget": {
+			in: func() planInput {
+				in := input(2, pods(pod("a", hash(oldHash)), pod("b", hash(oldHash))), rec("a", slots.PodActive), rec("b", slots.PodActive))
+				in.DeleteBudget = 1
+				return in
+			}(),
+			want: outcome{Drain: []string{"a"}, Deferred: 1, Create: 2, Status: podCounts{Idle: 2}},
+		},
+		"pods without a template hash are outdated": {
+			in:   input(1, pods(pod("a", func(p *corev1.Pod) { delete(p.Labels, LabelTemplateHash) })), rec("a", slots.PodActive)),
+			want: outcome{Drain: []string{"a"}, Create: 1, Status: podCounts{Idle: 1}},
+		},
+	})
+}
+
+// --- annotations and status -------------------------------------------------
+
+func TestPlanAnnotatesBusyPodsAgainstEviction(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"busy pods get the annotations, idle pods lose them, the rest are left": {
+			in: input(6,
+				pods(
+					pod("busy-bare"),
+					pod("busy-done", protected()),
+					pod("busy-half", annotated("", "true")),
+					pod("idle-protected", protected()),
+					pod("idle-half", annotated("false", "")),
+					pod("idle-bare", annotated("true", "false")),
+				),
+				rec("busy-bare", slots.PodActive, running),
+				rec("busy-done", slots.PodActive, reserved),
+				rec("busy-half", slots.PodCordoned, running),
+				rec("idle-protected", slots.PodActive),
+				rec("idle-half", slots.PodCordoned),
+				rec("idle-bare", slots.PodActive)),
+			want: outcome{
+				Uncordon: []string{"busy-half", "idle-half"},
+				Annotate: map[string]bool{"busy-bare": true, "idle-protected": false, "idle-half": false},
+				Status:   podCounts{Replicas: 6, Ready: 6, Busy: 3, Idle: 3, Cordoned: 2},
+			},
+		},
+		"never-registered pods carrying the annotations lose them": {
+			in: input(1, pods(pod("a", pending(), protected()))),
+			want: outcome{
+				Expect:   []string{"a"},
+				Annotate: map[string]bool{"a": false},
+				Status:   podCounts{Replicas: 1},
+			},
+		},
+	})
+}
+
+func TestPlanStatusCounts(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"ready counts only registered active ready pods; replicas exclude surplus and cordoned": {
+			in: input(3,
+				pods(
+					pod("ready-idle"),
+					pod("ready-busy", protected()),
+					pod("registered-not-ready", notReady()),
+					pod("expected-ready"),
+					pod("cordoned-busy", hash(oldHash), protected()),
+					pod("draining"),
+					pod("surplus-young-idle", createdAgo(time.Minute)),
+				),
+				idleAgo(rec("ready-idle", slots.PodActive), 10*time.Second),
+				rec("ready-busy", slots.PodActive, running),
+				idleAgo(rec("registered-not-ready", slots.PodActive), 10*time.Second),
+				rec("expected-ready", slots.PodExpected),
+				rec("cordoned-busy", slots.PodCordoned, running),
+				rec("draining", slots.PodDraining),
+				idleAgo(rec("surplus-young-idle", slots.PodActive), 30*time.Second)),
+			// current: ready-idle, ready-busy, registered-not-ready,
+			// expected-ready, surplus-young-idle: 2 surplus, the expected
+			// pod (drained) and the longest idle of the rest.
+			want: outcome{
+				Drain:    []string{"draining", "expected-ready"},
+				WaitIdle: 30 * time.Second,
+				Status:   podCounts{Replicas: 3, Ready: 2, Busy: 2, Idle: 3, Cordoned: 1, Draining: 1},
+			},
+		},
+	})
+}
+
+// TestPlanIsPure: the same input gives the same output, and the input is
+// not changed.
+func TestPlanIsPure(t *testing.T) {
+	in := input(1, pods(pod("a"), pod("b", protected()), pod("c", hash(oldHash)), pod("d", pending())),
+		rec("a", slots.PodActive), rec("b", slots.PodCordoned, running), rec("c", slots.PodActive), rec("x", slots.PodActive))
+	before := deepCopyInput(in)
+	first := outcomeOf(plan(in))
+	require.Equal(t, before, in)
+	require.Equal(t, first, outcomeOf(plan(in)))
+}
+
+func deepCopyInput(in planInput) planInput {
+	out := in
+	out.Pods = nil
+	for _, p := range in.Pods {
+		out.Pods = append(out.Pods, p.DeepCopy())
+	}
+	out.Records = nil
+	for _, r := range in.Records {
+		r.Slots = slices.Clone(r.Slots)
+		out.Records = append(out.Records, r)
+	}
+	return out
+}
+
+// --- properties over random pools --------------------------------------------
+
+// randomInput builds a pool of random pods and records. Records in the
+// draining and expected states are idle, as the store keeps them.
+func randomInput(rng *rand.Rand) planInput {
+	in := planInput{
+		Now:          t0,
+		Replicas:     rng.IntN(10),
+		TemplateHash: curHash,
+		IdleFor:      time.Duration(rng.IntN(120)) * time.Second,
+		Hold:         rng.IntN(8) == 0,
+		DeleteBudget: rng.IntN(5),
+	}
+	slotStates := []slots.SlotState{slots.SlotIdle, slots.SlotIdle, running, assigned, reserved, slots.SlotOrphan}
+	podStates := []slots.PodState{slots.PodExpected, slots.PodActive, slots.PodActive, slots.PodCordoned, slots.PodDraining, slots.PodLost}
+	phases := []corev1.PodPhase{corev1.PodPending, corev1.PodRunning, corev1.PodRunning, corev1.PodRunning, corev1.PodFailed, corev1.PodSucceeded}
+	n := rng.IntN(12)
+	for i := range n {
+		name := fmt.Sprintf("p%d", i)
+		opts := []podOpt{phase(phases[rng.IntN(len(phases))]), createdAgo(time.Duration(rng.IntN(7200)) * time.Second)}
+		if rng.IntN(4) == 0 {
+			opts = append(opts, hash(oldHash))
+		}
+		if rng.IntN(8) == 0 {
+			opts = append(opts, terminating())
+		}
+		if rng.IntN(3) == 0 {
+			opts = append(opts, notReady())
+		}
+		if rng.IntN(3) == 0 {
+			opts = append(opts, protected())
+		}
+		if rng.IntN(10) == 0 {
+			opts = append(opts, waiting("agent", "ImagePullBackOff"))
+		}
+		in.Pods = append(in.Pods, pod(name, opts...))
+		switch rng.IntN(8) {
+		case 0: // no record
+			continue
+		case 1: // a record of another incarnation
+			in.Records = append(in.Records, withUID(rec(name, slots.PodActive), name+"-old"))
+			continue
+		}
+		state := podStates[rng.IntN(len(podStates))]
+		var busy []slots.SlotState
+		if state != slots.PodExpected && state != slots.PodDraining {
+			for range rng.IntN(4) {
+				busy = append(busy, slotStates[rng.IntN(len(slotStates))])
+			}
+		}
+		r := rec(name, state, busy...)
+		if rng.IntN(2) == 0 {
+			r = idleAgo(r, time.Duration(rng.IntN(180))*time.Second)
+		}
+		in.Records = append(in.Records, r)
+	}
+	for i := range rng.IntN(3) {
+		in.Records = append(in.Records, rec(fmt.Sprintf("gone%d", i), podStates[rng.IntN(len(podStates))]))
+	}
+	rng.Shuffle(len(in.Pods), func(i, j int) { in.Pods[i], in.Pods[j] = in.Pods[j], in.Pods[i] })
+	return in
+}
+
+func TestPlanInvariantsOverRandomPools(t *testing.T) {
+	rng := rand.New(rand.NewPCG(2026, 3))
+	for i := range 5000 {
+		in := randomInput(rng)
+		before := deepCopyInput(in)
+		out := plan(in)
+		desc := fmt.Sprintf("case %d: %s", i, describeInput(in))
+
+		recOf := map[string]*slots.PodSnapshot{}
+		for j := range in.Records {
+			recOf[in.Records[j].Name] = &in.Records[j]
+		}
+		record := func(p *corev1.Pod) *slots.PodSnapshot {
+			if r := recOf[p.Name]; r != nil && r.UID == string(p.UID) {
+				return r
+			}
+			return nil
+		}
+
+		// No pod is in a list twice, nor in two of Drain, Cordon, Uncordon, Dead.
+		seen := map[string]string{}
+		for list, ps := range map[string][]*corev1.Pod{"drain": out.Drain, "cordon": out.Cordon, "uncordon": out.Uncordon, "dead": deadPods(out.Dead)} {
+			for _, p := range ps {
+				prev, dup := seen[p.Name]
+				require.Falsef(t, dup, "%s: pod %s in %s and %s", desc, p.Name, prev, list)
+				seen[p.Name] = list
+			}
+		}
+
+		// Nothing busy is drained; only busy pods are cordoned; only cordoned
+		// pods of the current template are uncordoned.
+		newDrains := 0
+		for _, p := range out.Drain {
+			r := record(p)
+			require.Falsef(t, r != nil && r.Busy(), "%s: busy pod %s drained", desc, p.Name)
+			if r == nil || r.State != slots.PodDraining {
+				newDrains++
+			}
+		}
+		for _, p := range out.Cordon {
+			r := record(p)
+			require.Truef(t, r != nil && r.Busy() && r.State == slots.PodActive, "%s: pod %s cordoned", desc, p.Name)
+		}
+		for _, p := range out.Uncordon {
+			r := record(p)
+			require.Truef(t, r != nil && r.State == slots.PodCordoned && p.Labels[LabelTemplateHash] == curHash, "%s: pod %s uncordoned", desc, p.Name)
+		}
+
+		// The deletion budget bounds new drains; Hold stops them and removals.
+		require.LessOrEqualf(t, newDrains, max(in.DeleteBudget, 0), desc)
+		if in.Hold {
+			require.Zerof(t, newDrains, "%s: drained under hold", desc)
+			require.Emptyf(t, out.Remove, "%s: removed under hold", desc)
+		}
+
+		// Surplus pods are not in status, so status plus creations is exactly
+		// the desired count: below it pods are created, above it the surplus
+		// is left out.
+		require.LessOrEqualf(t, out.Status.Replicas, in.Replicas, desc)
+		require.GreaterOrEqualf(t, out.Create, 0, desc)
+		require.Equalf(t, in.Replicas, out.Status.Replicas+out.Create, desc)
+		require.LessOrEqualf(t, out.Status.Ready, out.Status.Replicas, desc)
+
+		// Terminating pods are in no action list.
+		acted := slices.Concat(out.Expect, out.Drain, out.Cordon, out.Uncordon, deadPods(out.Dead))
+		for p := range out.Annotate {
+			acted = append(acted, p)
+		}
+		for _, p := range acted {
+			require.Nilf(t, p.DeletionTimestamp, "%s: terminating pod %s acted on", desc, p.Name)
+		}
+
+		require.GreaterOrEqualf(t, out.WaitIdle, time.Duration(0), desc)
+		require.LessOrEqualf(t, out.WaitIdle, in.IdleFor, desc)
+
+		require.Equalf(t, before, in, "%s: input changed", desc)
+	}
+}
+
+func deadPods(ds []deadPod) []*corev1.Pod {
+	var out []*corev1.Pod
+	for _, d := range ds {
+		out = append(out, d.Pod)
+	}
+	return out
+}
+
+func describeInput(in planInput) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "replicas=%d budget=%d hold=%v idleFor=%v pods=[", in.Replicas, in.DeleteBudget, in.Hold, in.IdleFor)
+	for _, p := range in.Pods {
+		fmt.Fprintf(&b, " %s/%s/%s/%s term=%v", p.Name, p.UID, p.Status.Phase, p.Labels[LabelTemplateHash], p.DeletionTimestamp != nil)
+	}
+	b.WriteString(" ] records=[")
+	for _, r := range in.Records {
+		var busy []string
+		for _, s := range r.Slots {
+			busy = append(busy, string(s.State))
+		}
+		fmt.Fprintf(&b, " %s/%s/%s/%v", r.Name, r.UID, r.State, busy)
+	}
+	b.WriteString(" ]")
+	return b.String()
+}

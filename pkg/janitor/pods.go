@@ -1,0 +1,108 @@
+package janitor
+
+import (
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+)
+
+// Injection is what the janitor adds to every agent container besides the
+// pool's identity.
+type Injection struct {
+	// KeyPrefix is the installation's Redis key prefix (KEY_PREFIX).
+	KeyPrefix string
+	// RedisURL is set as REDIS_URL unless the template sets REDIS_URL. Prefer
+	// RedisSecret: a URL with a password would sit in every pod spec.
+	RedisURL string
+	// RedisSecret, "name/key" of a Secret in the pool's namespace, is
+	// referenced as REDIS_URL unless the template sets REDIS_URL.
+	RedisSecretName, RedisSecretKey string
+}
+
+// AgentContainer is the container the janitor injects the agent's settings
+// into; a template without a container of that name gets them in its first.
+const AgentContainer = "agent"
+
+// newPod builds an agent pod from the pool's template.
+func newPod(ap *v1alpha1.AgentPool, s settings, hash string, inj Injection) *corev1.Pod {
+	t := ap.Spec.Template.DeepCopy()
+	labels := make(map[string]string, len(t.Labels)+2)
+	for k, v := range t.Labels {
+		labels[k] = v
+	}
+	labels[LabelPool] = ap.Name
+	labels[LabelTemplateHash] = hash
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			// Named here rather than by generateName: one scheme for the API
+			// server and the in-memory clientset of the local demo.
+			Name:        podName(ap.Name),
+			Namespace:   ap.Namespace,
+			Labels:      labels,
+			Annotations: t.Annotations,
+			OwnerReferences: []metav1.OwnerReference{
+				*metav1.NewControllerRef(ap, v1alpha1.GroupVersionKind),
+			},
+		},
+		Spec: t.Spec,
+	}
+	// One pod is one incarnation: a crashed agent's pod is replaced, never
+	// restarted in place next to orphaned executors.
+	pod.Spec.RestartPolicy = corev1.RestartPolicyNever
+	grace := int64((s.longestPhase() + graceMargin).Seconds())
+	if g := pod.Spec.TerminationGracePeriodSeconds; g == nil || *g < grace {
+		pod.Spec.TerminationGracePeriodSeconds = &grace
+	}
+	i := slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == AgentContainer })
+	if i < 0 {
+		i = 0
+	}
+	c := &pod.Spec.Containers[i]
+	// The pool's identity always comes from the janitor: a template must not
+	// be able to make an agent register as another pod or pool.
+	setEnv(c, corev1.EnvVar{Name: "POOL_NAMESPACE", ValueFrom: fieldRef("metadata.namespace")})
+	setEnv(c, corev1.EnvVar{Name: "POOL_NAME", Value: ap.Name})
+	setEnv(c, corev1.EnvVar{Name: "POD_NAME", ValueFrom: fieldRef("metadata.name")})
+	setEnv(c, corev1.EnvVar{Name: "POD_UID", ValueFrom: fieldRef("metadata.uid")})
+	setEnv(c, corev1.EnvVar{Name: "PLAN_TIMEOUT", Value: s.PlanTimeout.String()})
+	setEnv(c, corev1.EnvVar{Name: "APPLY_TIMEOUT", Value: s.ApplyTimeout.String()})
+	if inj.KeyPrefix != "" {
+		setEnv(c, corev1.EnvVar{Name: "KEY_PREFIX", Value: inj.KeyPrefix})
+	}
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "REDIS_URL" }) {
+		switch {
+		case inj.RedisSecretName != "":
+			setEnv(c, corev1.EnvVar{Name: "REDIS_URL", ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{
+					LocalObjectReference: corev1.LocalObjectReference{Name: inj.RedisSecretName},
+					Key:                  inj.RedisSecretKey,
+				},
+			}})
+		case inj.RedisURL != "":
+			setEnv(c, corev1.EnvVar{Name: "REDIS_URL", Value: inj.RedisURL})
+		}
+	}
+	return pod
+}
+
+// podName is the pool's name and a random suffix. Pool names are at most
+// MaxPoolName long DNS labels (settingsOf, and the CRD), so the pod name is
+// a DNS label too: the pod's host name is its name.
+func podName(pool string) string {
+	return pool + "-" + utilrand.String(5)
+}
+
+func fieldRef(path string) *corev1.EnvVarSource {
+	return &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: path}}
+}
+
+// setEnv sets a variable, replacing every one of the same name (the
+// kubelet would use the last of duplicates).
+func setEnv(c *corev1.Container, v corev1.EnvVar) {
+	c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == v.Name })
+	c.Env = append(c.Env, v)
+}

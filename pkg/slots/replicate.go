@@ -1,0 +1,81 @@
+package slots
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotReplicated means a write was applied on the primary but no replica
+// acknowledged it in time: a failover now could lose it.
+var ErrNotReplicated = errors.New("write not acknowledged by a replica")
+
+// DrainReplicated drains a pod like Drain and, when the Redis primary has
+// replicas, waits (WAIT 1) until one acknowledged the drain, so a failover
+// right after cannot bring the pod back to active while its pod object is
+// being deleted. It reports how many replicas acknowledged (0 when there are
+// none). ErrNotReplicated: the drain stands on the primary but reached no
+// replica within wait; the caller must not delete the pod yet (draining again
+// is idempotent).
+//
+// WAIT covers the writes of the connection it runs on, so the drain and the
+// WAIT share one connection. Cluster clients are not covered: their WAIT
+// cannot be routed to the pool's node through go-redis, so there the drain
+// is as durable as the cluster's asynchronous replication.
+func (s *Store) DrainReplicated(ctx context.Context, pool PoolID, pod, uid string, wait time.Duration) (int, error) {
+	client, ok := s.rdb.(*redis.Client)
+	if !ok {
+		return 0, s.Drain(ctx, pool, pod, uid)
+	}
+	replicas, err := connectedReplicas(ctx, client)
+	if err != nil {
+		return 0, fmt.Errorf("draining pod %s in %s: reading replication info: %w", pod, pool, err)
+	}
+	if replicas == 0 {
+		return 0, s.Drain(ctx, pool, pod, uid)
+	}
+	if err := validatePod(pod, uid); err != nil {
+		return 0, err
+	}
+	if err := pool.Validate(); err != nil {
+		return 0, err
+	}
+	conn := client.Conn()
+	defer conn.Close()
+	if err := mapScriptError(s.scripts["drain"].Run(ctx, conn, []string{s.cfgKey(pool)}, pod, uid).Err()); err != nil {
+		return 0, fmt.Errorf("draining pod %s in %s: %w", pod, pool, err)
+	}
+	acked, err := conn.Wait(ctx, 1, wait).Result()
+	if err != nil {
+		return 0, fmt.Errorf("draining pod %s in %s: waiting for a replica: %w", pod, pool, err)
+	}
+	if acked < 1 {
+		return 0, fmt.Errorf("draining pod %s in %s: %w (%d replicas connected, waited %v)", pod, pool, ErrNotReplicated, replicas, wait)
+	}
+	return int(acked), nil
+}
+
+// connectedReplicas reads connected_slaves from INFO replication.
+func connectedReplicas(ctx context.Context, c *redis.Client) (int, error) {
+	info, err := c.Info(ctx, "replication").Result()
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		// The server answered but has no replication section (the embedded
+		// miniredis): it has no replicas either.
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
+			return strconv.Atoi(v)
+		}
+	}
+	return 0, nil
+}

@@ -1,0 +1,64 @@
+package slots
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/stretchr/testify/require"
+)
+
+func TestDrainReplicatedWaitsForTheReplica(t *testing.T) {
+	ctx := context.Background()
+	primary := redistest.Start(t)
+	replica := redistest.Start(t, redistest.WithReplicaOf(primary))
+	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	rrdb := redis.NewClient(&redis.Options{Addr: replica.Addr()})
+	t.Cleanup(func() { _ = rrdb.Close() })
+	require.Eventually(t, func() bool {
+		n, err := connectedReplicas(ctx, rdb)
+		return err == nil && n == 1
+	}, 20*time.Second, 50*time.Millisecond, "replica never connected")
+
+	s, err := New(ctx, rdb, Options{Prefix: redistest.Prefix(t), Logger: quietLogger()})
+	require.NoError(t, err)
+	pool := PoolID{Namespace: "ns", Name: "p"}
+	_, err = s.DeclarePool(ctx, pool, DefaultPoolConfig())
+	require.NoError(t, err)
+	_, err = s.RegisterPod(ctx, pool, "a", "uid-a")
+	require.NoError(t, err)
+
+	acked, err := s.DrainReplicated(ctx, pool, "a", "uid-a", 5*time.Second)
+	require.NoError(t, err)
+	require.Equal(t, 1, acked)
+	// WAIT returned: the replica has the drain already, no polling needed.
+	st, err := rrdb.HGet(ctx, s.base(pool)+"pod:a", "st").Result()
+	require.NoError(t, err)
+	require.Equal(t, "draining", st)
+
+	// A busy pod is refused on the primary before any WAIT.
+	_, err = s.RegisterPod(ctx, pool, "b", "uid-b")
+	require.NoError(t, err)
+	_, err = s.Submit(ctx, pool, TaskSpec{ID: "t1", Type: Plan})
+	require.NoError(t, err)
+	_, err = s.DrainReplicated(ctx, pool, "b", "uid-b", time.Second)
+	require.ErrorIs(t, err, ErrPodBusy)
+}
+
+func TestDrainReplicatedWithoutReplicas(t *testing.T) {
+	for _, backend := range []string{"redis", "miniredis", "cluster"} {
+		t.Run(backend, func(t *testing.T) {
+			e := newEnv(t, backend)
+			uid := e.pod("a")
+			acked, err := e.s.DrainReplicated(e.ctx, e.pool, "a", uid, time.Second)
+			require.NoError(t, err)
+			require.Zero(t, acked)
+			snap, err := e.s.Snapshot(e.ctx, e.pool)
+			require.NoError(t, err)
+			require.Equal(t, PodDraining, snap.Pods[0].State)
+		})
+	}
+}

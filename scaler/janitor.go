@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/slotscaler/slotscaler/pkg/config"
+	"github.com/slotscaler/slotscaler/pkg/janitor"
+	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/redisconn"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// JanitorConfig is every setting of `scaler janitor`; each flag has an
+// environment twin.
+type JanitorConfig struct {
+	RedisURL         string
+	KeyPrefix        string
+	Kubeconfig       string
+	Namespace        string
+	Workers          int
+	SyncInterval     time.Duration
+	DryRun           bool
+	KubeQPS          float64
+	KubeBurst        int
+	Parallelism      int
+	ReplicaWait      time.Duration
+	AgentRedisURL    string
+	AgentRedisSecret string
+	LeaderElect      bool
+	LeaseNamespace   string
+	LeaseName        string
+	Identity         string
+	LeaseDuration    time.Duration
+	ListenAddress    string
+	LogFormat        string
+	LogLevel         string
+}
+
+func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (string, bool)) (JanitorConfig, error) {
+	var c JanitorConfig
+	host, _ := os.Hostname()
+	fs := flag.NewFlagSet("scaler janitor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://")
+	fs.StringVar(&c.KeyPrefix, "key-prefix", slots.DefaultPrefix, "Redis key prefix of this installation (also given to agents)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: the in-cluster service account")
+	fs.StringVar(&c.Namespace, "namespace", "", "watch AgentPools and pods of this namespace only (empty: all namespaces)")
+	fs.IntVar(&c.Workers, "workers", 4, "pools worked on at once")
+	fs.DurationVar(&c.SyncInterval, "sync-interval", 5*time.Second, "how often each pool is looked at without a Kubernetes event (slots becoming idle are Redis changes)")
+	fs.BoolVar(&c.DryRun, "dry-run", false, "decide and log, change nothing (no Kubernetes or Redis writes)")
+	fs.Float64Var(&c.KubeQPS, "kube-api-qps", 50, "Kubernetes API requests per second (client-side limit)")
+	fs.IntVar(&c.KubeBurst, "kube-api-burst", 100, "Kubernetes API request burst")
+	fs.IntVar(&c.Parallelism, "parallelism", 16, "concurrent API calls within one pass over a pool")
+	fs.DurationVar(&c.ReplicaWait, "replica-wait", 5*time.Second, "how long a drain waits for a Redis replica to acknowledge it before the pod may be deleted")
+	fs.StringVar(&c.AgentRedisURL, "agent-redis-url", "", "REDIS_URL given to agent pods whose template sets none (prefer --agent-redis-secret when it has a password)")
+	fs.StringVar(&c.AgentRedisSecret, "agent-redis-secret", "", "secret-name/key in each pool's namespace referenced as the agents' REDIS_URL when the template sets none")
+	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "elect a leader through a Lease (required when running more than one replica)")
+	fs.StringVar(&c.LeaseNamespace, "leader-elect-namespace", "", "namespace of the Lease (the chart: the janitor's namespace)")
+	fs.StringVar(&c.LeaseName, "leader-elect-lease", "slotscaler-janitor", "name of the Lease")
+	fs.StringVar(&c.Identity, "leader-elect-identity", host, "this replica's identity in the Lease (the chart: the pod name)")
+	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal")
+	fs.StringVar(&c.ListenAddress, "listen-address", ":8083", "HTTP address of /healthz, /readyz and /metrics")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	if err := config.Parse(fs, args, lookup); err != nil {
+		return JanitorConfig{}, err
+	}
+	return c, c.validate()
+}
+
+func (c JanitorConfig) validate() error {
+	var errs []error
+	if c.RedisURL == "" {
+		errs = append(errs, errors.New("--redis-url is required: the janitor shares the slot store with the scaler and agents"))
+	}
+	if c.Workers < 1 || c.Parallelism < 1 {
+		errs = append(errs, fmt.Errorf("--workers %d and --parallelism %d must be at least 1", c.Workers, c.Parallelism))
+	}
+	if c.SyncInterval < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--sync-interval %v: want at least 100ms", c.SyncInterval))
+	}
+	if c.KubeQPS <= 0 || c.KubeBurst < 1 {
+		errs = append(errs, fmt.Errorf("--kube-api-qps %v and --kube-api-burst %d must be positive", c.KubeQPS, c.KubeBurst))
+	}
+	if c.ReplicaWait <= 0 {
+		errs = append(errs, fmt.Errorf("--replica-wait %v must be positive", c.ReplicaWait))
+	}
+	if c.AgentRedisSecret != "" {
+		name, key, ok := strings.Cut(c.AgentRedisSecret, "/")
+		if !ok || len(validation.IsDNS1123Subdomain(name)) > 0 || len(validation.IsConfigMapKey(key)) > 0 {
+			errs = append(errs, fmt.Errorf("--agent-redis-secret %q: want secret-name/key", c.AgentRedisSecret))
+		}
+	}
+	if c.LeaderElect && (c.LeaseNamespace == "" || c.Identity == "") {
+		errs = append(errs, errors.New("--leader-elect needs --leader-elect-namespace and --leader-elect-identity"))
+	}
+	if c.LeaderElect && c.LeaseDuration < 2*time.Second {
+		errs = append(errs, fmt.Errorf("--leader-elect-lease-duration %v: want at least 2s", c.LeaseDuration))
+	}
+	return errors.Join(errs...)
+}
+
+func (c JanitorConfig) injection() janitor.Injection {
+	inj := janitor.Injection{KeyPrefix: c.KeyPrefix, RedisURL: c.AgentRedisURL}
+	inj.RedisSecretName, inj.RedisSecretKey, _ = strings.Cut(c.AgentRedisSecret, "/")
+	return inj
+}
+
+func (c JanitorConfig) restConfig() (*rest.Config, error) {
+	var rc *rest.Config
+	var err error
+	if c.Kubeconfig != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	} else {
+		rc, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading Kubernetes client config: %w", err)
+	}
+	rc.QPS, rc.Burst = float32(c.KubeQPS), c.KubeBurst
+	rc.UserAgent = "slotscaler-janitor"
+	return rc, nil
+}
+
+// runJanitor is `scaler janitor`: the pool controller.
+func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup func(string) (string, bool), ln net.Listener) error {
+	cfg, err := parseJanitorConfig(args, stderr, lookup)
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(stderr, cfg.LogFormat, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	rc, err := cfg.restConfig()
+	if err != nil {
+		return err
+	}
+	kube, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("building Kubernetes client: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("building Kubernetes dynamic client: %w", err)
+	}
+	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := redisconn.Open(startCtx, cfg.RedisURL, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	store, err := slots.New(startCtx, conn.Client, slots.Options{Prefix: cfg.KeyPrefix, Logger: log})
+	if err != nil {
+		return fmt.Errorf("opening slot store: %w", err)
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ctrl, err := janitor.New(kube, dyn, store, janitor.Options{
+		Namespace: cfg.Namespace, Workers: cfg.Workers, SyncInterval: cfg.SyncInterval, DryRun: cfg.DryRun,
+		Inject: cfg.injection(), ReplicaWait: cfg.ReplicaWait, Parallelism: cfg.Parallelism,
+		Logger: log, Metrics: janitor.NewMetrics(reg),
+	})
+	if err != nil {
+		return err
+	}
+
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.ListenAddress); err != nil {
+			return fmt.Errorf("listening on %s: %w", cfg.ListenAddress, err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := redisconn.Ping(r.Context(), conn.Client, 2*time.Second); err != nil {
+			http.Error(w, "redis: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	httpSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		if err := httpSrv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	g.Go(func() error {
+		defer func() {
+			shut, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = httpSrv.Shutdown(shut)
+		}()
+		if !cfg.LeaderElect {
+			return ctrl.Run(gctx)
+		}
+		return leadAndRun(gctx, cfg, kube, log, ctrl.Run)
+	})
+	err = g.Wait()
+	if err != nil && ctx.Err() == nil {
+		return err
+	}
+	log.Info("janitor shut down")
+	return nil
+}
+
+// leadAndRun runs fn while this replica holds the Lease. Losing the Lease
+// stops fn and returns an error: the process exits and restarts as a
+// follower, so two leaders never act at once for longer than the renew
+// deadline allows.
+func leadAndRun(ctx context.Context, cfg JanitorConfig, kube kubernetes.Interface, log *slog.Logger, fn func(context.Context) error) error {
+	lock := &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName},
+		Client:     kube.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: cfg.Identity},
+	}
+	var runErr error
+	lost := false
+	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock:            lock,
+		LeaseDuration:   cfg.LeaseDuration,
+		RenewDeadline:   cfg.LeaseDuration * 2 / 3,
+		RetryPeriod:     cfg.LeaseDuration / 7,
+		ReleaseOnCancel: true,
+		Name:            cfg.LeaseName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				log.Info("leading", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "identity", cfg.Identity)
+				runErr = fn(ctx)
+			},
+			OnStoppedLeading: func() {
+				if ctx.Err() == nil {
+					lost = true
+				}
+			},
+			OnNewLeader: func(id string) {
+				if id != cfg.Identity {
+					log.Info("following", "leader", id)
+				}
+			},
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("configuring leader election: %w", err)
+	}
+	le.Run(ctx)
+	if lost {
+		return errors.New("lost the leader Lease")
+	}
+	return runErr
+}
+

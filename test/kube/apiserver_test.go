@@ -1,0 +1,69 @@
+package kube
+
+import (
+	"net"
+	"net/url"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+	"k8s.io/apiserver/pkg/storage/storagebackend"
+	"k8s.io/client-go/rest"
+	apiservertesting "k8s.io/kubernetes/cmd/kube-apiserver/app/testing"
+)
+
+// startEtcd runs an embedded etcd on free loopback ports for the test's lifetime.
+func startEtcd(t *testing.T) string {
+	t.Helper()
+	cfg := embed.NewConfig()
+	cfg.Dir = filepath.Join(t.TempDir(), "etcd")
+	cfg.LogLevel = "error"
+	clientURL := freeURL(t)
+	peerURL := freeURL(t)
+	cfg.ListenClientUrls = []url.URL{clientURL}
+	cfg.AdvertiseClientUrls = []url.URL{clientURL}
+	cfg.ListenPeerUrls = []url.URL{peerURL}
+	cfg.AdvertisePeerUrls = []url.URL{peerURL}
+	cfg.InitialCluster = cfg.Name + "=" + peerURL.String()
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		t.Fatalf("starting etcd: %v", err)
+	}
+	t.Cleanup(e.Close)
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(60 * time.Second):
+		t.Fatal("etcd did not become ready")
+	}
+	return clientURL.String()
+}
+
+func freeURL(t *testing.T) url.URL {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return url.URL{Scheme: "http", Host: addr}
+}
+
+// startAPIServer runs a real kube-apiserver (RBAC on) backed by an embedded etcd
+// and returns the admin client config.
+func startAPIServer(t *testing.T) *rest.Config {
+	t.Helper()
+	etcdURL := startEtcd(t)
+	storage := storagebackend.NewDefaultConfig("/registry", nil)
+	storage.Transport.ServerList = []string{etcdURL}
+	server := apiservertesting.StartTestServerOrDie(t, nil, []string{
+		"--authorization-mode=RBAC",
+		"--endpoint-reconciler-type=none",
+		"--disable-admission-plugins=ServiceAccount",
+	}, storage)
+	t.Cleanup(server.TearDownFn)
+	cfg := rest.CopyConfig(server.ClientConfig)
+	cfg.QPS, cfg.Burst = 500, 1000
+	return cfg
+}
