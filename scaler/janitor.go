@@ -55,6 +55,7 @@ type JanitorConfig struct {
 	Identity         string
 	LeaseDuration    time.Duration
 	ListenAddress    string
+	ReapInterval     time.Duration
 	LogFormat        string
 	LogLevel         string
 }
@@ -83,6 +84,7 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.StringVar(&c.Identity, "leader-elect-identity", host, "this replica's identity in the Lease (the chart: the pod name)")
 	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal")
 	fs.StringVar(&c.ListenAddress, "listen-address", ":8083", "HTTP address of /healthz, /readyz and /metrics")
+	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool while leading (0: off, when the scaler reaps); reapers may run beside the scaler's")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := config.Parse(fs, args, lookup); err != nil {
@@ -104,6 +106,9 @@ func (c JanitorConfig) validate() error {
 	}
 	if c.KubeQPS <= 0 || c.KubeBurst < 1 {
 		errs = append(errs, fmt.Errorf("--kube-api-qps %v and --kube-api-burst %d must be positive", c.KubeQPS, c.KubeBurst))
+	}
+	if c.ReapInterval < 0 {
+		errs = append(errs, fmt.Errorf("--reap-interval %v must not be negative", c.ReapInterval))
 	}
 	if c.ReplicaWait <= 0 {
 		errs = append(errs, fmt.Errorf("--replica-wait %v must be positive", c.ReplicaWait))
@@ -220,10 +225,18 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 			defer cancel()
 			_ = httpSrv.Shutdown(shut)
 		}()
-		if !cfg.LeaderElect {
-			return ctrl.Run(gctx)
+		// Lost heartbeats become lost pods (which the janitor then deletes)
+		// only through a reaper; the scaler runs one too, and they may overlap.
+		run := func(ctx context.Context) error {
+			if cfg.ReapInterval > 0 {
+				go store.RunReaper(ctx, cfg.ReapInterval, slots.ReapOptions{})
+			}
+			return ctrl.Run(ctx)
 		}
-		return leadAndRun(gctx, cfg, kube, log, ctrl.Run)
+		if !cfg.LeaderElect {
+			return run(gctx)
+		}
+		return leadAndRun(gctx, cfg, kube, log, run)
 	})
 	err = g.Wait()
 	if err != nil && ctx.Err() == nil {
@@ -278,4 +291,3 @@ func leadAndRun(ctx context.Context, cfg JanitorConfig, kube kubernetes.Interfac
 	}
 	return runErr
 }
-

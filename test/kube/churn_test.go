@@ -195,14 +195,31 @@ func TestChurn(t *testing.T) {
 	mu.Lock()
 	asked = append(asked, setting{time.Now(), 6})
 	mu.Unlock()
-	require.Eventually(t, func() bool {
+	var stuck []slots.Task
+	for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
+		stuck = stuck[:0]
 		for _, tid := range tasks {
-			if !c.task(ns, name, tid).State.Terminal() {
-				return false
+			if tk := c.task(ns, name, tid); !tk.State.Terminal() {
+				stuck = append(stuck, tk)
 			}
 		}
-		return true
-	}, 3*time.Minute, 200*time.Millisecond, "every task ends")
+		if len(stuck) == 0 {
+			break
+		}
+	}
+	if len(stuck) > 0 {
+		snap, _ := c.store.Snapshot(c.ctx, id)
+		for _, p := range snap.Pods {
+			t.Logf("pod %s %s slots %+v", p.Name, p.State, p.Slots)
+		}
+		for _, p := range c.livePods(ns, name) {
+			t.Logf("live pod %s phase %s", p.Name, p.Status.Phase)
+		}
+		for _, tk := range stuck[:min(len(stuck), 5)] {
+			t.Logf("stuck task %s %s phase %s pod %s history %+v", tk.ID, tk.State, tk.Phase, tk.Pod, tk.History)
+		}
+		t.Fatalf("%d tasks never ended", len(stuck))
+	}
 	c.scaleTo(ns, name, 2)
 	mu.Lock()
 	asked = append(asked, setting{time.Now(), 2})

@@ -261,6 +261,9 @@ func (c *cluster) startJanitor(opts ...janitorOpt) *janitor.Controller {
 	require.NoError(c.t, err)
 	ctx, cancel := context.WithCancel(c.ctx)
 	done := make(chan error, 1)
+	// `scaler janitor` (and the scaler) run a reaper beside the controller:
+	// it turns silent agents into lost pods.
+	go c.store.RunReaper(ctx, 100*time.Millisecond, slots.ReapOptions{})
 	go func() { done <- ctrl.Run(ctx) }()
 	c.t.Cleanup(func() {
 		cancel()

@@ -386,4 +386,3 @@ func errorsIsAny(err error, targets ...error) bool {
 	}
 	return false
 }
-

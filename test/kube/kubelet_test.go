@@ -34,7 +34,7 @@ type kubelet struct {
 	mu     sync.Mutex
 	agents map[types.UID]*agentProc
 	paused map[string]bool // pool key -> don't start agents
-	killed int            // agents killed because their pod was being deleted
+	killed int             // agents killed because their pod was being deleted
 }
 
 type agentProc struct {
