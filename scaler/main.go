@@ -33,9 +33,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "janitor" {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "janitor":
 		err = runJanitor(ctx, os.Args[2:], os.Stderr, os.LookupEnv, nil)
-	} else {
+	case len(os.Args) > 1 && os.Args[1] == "declare-pool":
+		err = runDeclarePool(ctx, os.Args[2:], os.Stderr, os.LookupEnv)
+	default:
 		err = run(ctx, os.Args[1:], os.Stderr, os.LookupEnv, nil)
 	}
 	if err != nil {

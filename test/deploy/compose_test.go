@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -29,6 +30,10 @@ func loadCompose(ctx context.Context, root string, content []byte, env map[strin
 		Environment: env,
 	})
 }
+
+// defaultKeyPrefix is the binaries' --key-prefix default (slots.DefaultPrefix;
+// this module does not import the root one).
+const defaultKeyPrefix = "ss"
 
 // composeFacts is what the compose checks compare the stack against.
 type composeFacts struct {
@@ -81,6 +86,90 @@ func flagValue(args []string, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// setting is what a slotscaler binary run by s sees for one of its flags,
+// in pkg/config's order: the flag in its arguments, else the flag's
+// environment twin (--key-prefix: KEY_PREFIX), else def.
+func setting(s types.ServiceConfig, f composeFacts, name, def string) string {
+	a := argv(s, f)
+	if v, ok := flagValue(a, "--"+name); ok {
+		return v
+	}
+	if v, ok := flagValue(a, "-"+name); ok {
+		return v
+	}
+	if v, ok := env(s, strings.ToUpper(strings.ReplaceAll(name, "-", "_"))); ok {
+		return v
+	}
+	return def
+}
+
+// boolSetting is setting for a boolean flag, which may be given bare.
+func boolSetting(s types.ServiceConfig, f composeFacts, name string) (bool, error) {
+	a := argv(s, f)
+	if slices.Contains(a, "--"+name) || slices.Contains(a, "-"+name) {
+		return true, nil
+	}
+	v := setting(s, f, name, "false")
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("--%s %q is not a boolean", name, v)
+	}
+	return b, nil
+}
+
+// declaresPool says whether s runs `scaler declare-pool` from the image
+// (the scaler dispatches on its first argument).
+func declaresPool(s types.ServiceConfig, f composeFacts) bool {
+	a := argv(s, f)
+	return binaryOf(s, f) == "scaler" && len(a) > 1 && a[1] == "declare-pool"
+}
+
+// declaredFor checks that something declares agent's static pool before
+// the agents give up on it (--register-timeout): a service they wait for,
+// finished, that runs `scaler declare-pool` on the same Redis, key prefix
+// and pool, as a static pool.
+func declaredFor(p *types.Project, f composeFacts, agent types.ServiceConfig) []string {
+	want := map[string]string{
+		"redis-url":  setting(agent, f, "redis-url", ""),
+		"key-prefix": setting(agent, f, "key-prefix", defaultKeyPrefix),
+		"pool":       setting(agent, f, "pool-namespace", "") + "/" + setting(agent, f, "pool-name", ""),
+	}
+	var why []string
+	for _, dep := range slices.Sorted(maps.Keys(agent.DependsOn)) {
+		ds, ok := p.Services[dep]
+		if !ok || !declaresPool(ds, f) {
+			continue
+		}
+		if c := agent.DependsOn[dep].Condition; c != types.ServiceConditionCompletedSuccessfully {
+			why = append(why, fmt.Sprintf("%s: waits for %s only until %s (want %s)", agent.Name, dep, c, types.ServiceConditionCompletedSuccessfully))
+			continue
+		}
+		got := map[string]string{
+			"redis-url":  setting(ds, f, "redis-url", ""),
+			"key-prefix": setting(ds, f, "key-prefix", defaultKeyPrefix),
+			"pool":       setting(ds, f, "pool-namespace", "") + "/" + setting(ds, f, "pool-name", ""),
+		}
+		var wrong []string
+		for _, k := range []string{"pool", "key-prefix", "redis-url"} {
+			if got[k] != want[k] {
+				wrong = append(wrong, fmt.Sprintf("%s: %s declares with %s %q, not the agents' %q", agent.Name, dep, k, got[k], want[k]))
+			}
+		}
+		managed, err := boolSetting(ds, f, "managed")
+		switch {
+		case err != nil:
+			wrong = append(wrong, fmt.Sprintf("%s: %s: %v", agent.Name, dep, err))
+		case managed:
+			wrong = append(wrong, fmt.Sprintf("%s: %s declares a managed pool (its agents register only against the janitor's records; want a static one)", agent.Name, dep))
+		}
+		if len(wrong) == 0 {
+			return nil
+		}
+		why = append(why, wrong...)
+	}
+	return append(why, fmt.Sprintf("%s: no service_completed_successfully dependency runs scaler declare-pool for pool %s", agent.Name, want["pool"]))
 }
 
 func sortedServices(p *types.Project) []types.ServiceConfig {
@@ -219,7 +308,7 @@ var composeChecks = map[string]composeCheck{
 			}
 			prefix, ok := env(s, "KEY_PREFIX")
 			if !ok {
-				prefix = "ss" // the binaries' default
+				prefix = defaultKeyPrefix
 			}
 			prefixes[prefix] = append(prefixes[prefix], s.Name)
 		}
@@ -236,8 +325,7 @@ var composeChecks = map[string]composeCheck{
 				continue
 			}
 			replicas += s.GetScale()
-			ns, _ := env(s, "POOL_NAMESPACE")
-			name, _ := env(s, "POOL_NAME")
+			ns, name := setting(s, f, "pool-namespace", ""), setting(s, f, "pool-name", "")
 			if ns == "" || name == "" {
 				problems = append(problems, s.Name+": POOL_NAMESPACE and POOL_NAME must be set")
 			}
@@ -250,23 +338,7 @@ var composeChecks = map[string]composeCheck{
 			if uid, ok := env(s, "POD_UID"); ok {
 				problems = append(problems, fmt.Sprintf("%s: POD_UID %q is fixed (a static pool generates one per start)", s.Name, uid))
 			}
-			// Something must declare the pool before the agents give up
-			// (--register-timeout): a service they wait for, finished.
-			declared := false
-			for dep, d := range s.DependsOn {
-				ds, ok := p.Services[dep]
-				if !ok || d.Condition != types.ServiceConditionCompletedSuccessfully {
-					continue
-				}
-				dns, _ := env(ds, "POOL_NAMESPACE")
-				dname, _ := env(ds, "POOL_NAME")
-				if dns == ns && dname == name && strings.Contains(strings.Join(argv(ds, f), " "), "declare_pool.lua") {
-					declared = true
-				}
-			}
-			if !declared {
-				problems = append(problems, fmt.Sprintf("%s: no service_completed_successfully dependency declares pool %s/%s", s.Name, ns, name))
-			}
+			problems = append(problems, declaredFor(p, f, s)...)
 		}
 		if replicas < 2 {
 			problems = append(problems, fmt.Sprintf("%d agent replica(s): want at least 2 (a pool of several pods)", replicas))
@@ -319,6 +391,7 @@ func TestCompose(t *testing.T) {
 		for name, bin := range map[string]string{"scaler": "scaler", "dashboard": "dashboard", "agent": "agent"} {
 			require.Equal(t, bin, binaryOf(p.Services[name], f), name)
 		}
+		require.True(t, declaresPool(p.Services["pool-init"], f), "pool-init runs scaler declare-pool: %q", argv(p.Services["pool-init"], f))
 	})
 }
 
@@ -471,13 +544,72 @@ func TestComposeChecksReportMutations(t *testing.T) {
 		},
 		"agents of another pool than pool-init's": {
 			mutate: func(t *testing.T, doc map[string]any) { environment(t, doc, "agent")["POOL_NAME"] = "other" },
-			want:   "no service_completed_successfully dependency declares pool demo/other",
+			want:   `agent: pool-init declares with pool "demo/static", not the agents' "demo/other"`,
+		},
+		"agents naming another pool by flag": {
+			mutate: func(t *testing.T, doc map[string]any) {
+				service(t, doc, "agent")["command"] = []any{"--pool-name=other"}
+			},
+			want: "no service_completed_successfully dependency runs scaler declare-pool for pool demo/other",
+		},
+		"pool-init declaring another pool": {
+			mutate: func(t *testing.T, doc map[string]any) { environment(t, doc, "pool-init")["POOL_NAMESPACE"] = "other" },
+			want:   `agent: pool-init declares with pool "other/static", not the agents' "demo/static"`,
+		},
+		"pool-init naming another pool by flag (flags win)": {
+			mutate: func(t *testing.T, doc map[string]any) {
+				service(t, doc, "pool-init")["command"] = []any{"--pool-name", "other"}
+			},
+			want: `agent: pool-init declares with pool "demo/other", not the agents' "demo/static"`,
+		},
+		"pool-init under another key prefix": {
+			mutate: func(t *testing.T, doc map[string]any) {
+				service(t, doc, "pool-init")["command"] = []any{"--key-prefix=other"}
+			},
+			want: `agent: pool-init declares with key-prefix "other", not the agents' "ss"`,
+		},
+		"pool-init on another Redis database": {
+			mutate: func(t *testing.T, doc map[string]any) {
+				environment(t, doc, "pool-init")["REDIS_URL"] = "redis://redis:6379/1"
+			},
+			want: `agent: pool-init declares with redis-url "redis://redis:6379/1", not the agents' "redis://redis:6379/0"`,
+		},
+		"pool-init declaring a managed pool": {
+			mutate: func(t *testing.T, doc map[string]any) { environment(t, doc, "pool-init")["MANAGED"] = "true" },
+			want:   "agent: pool-init declares a managed pool",
+		},
+		"pool-init declaring a managed pool by a bare flag": {
+			mutate: func(t *testing.T, doc map[string]any) { service(t, doc, "pool-init")["command"] = []any{"--managed"} },
+			want:   "agent: pool-init declares a managed pool",
+		},
+		"pool-init running the scaler instead of declare-pool": {
+			mutate: func(t *testing.T, doc map[string]any) {
+				service(t, doc, "pool-init")["entrypoint"] = []any{"/usr/local/bin/scaler"}
+			},
+			want: "agent: no service_completed_successfully dependency runs scaler declare-pool for pool demo/static",
+		},
+		"pool-init back to a redis-cli script": {
+			mutate: func(t *testing.T, doc map[string]any) {
+				svc := service(t, doc, "pool-init")
+				delete(svc, "build")
+				svc["image"] = "redis:7"
+				svc["user"] = "999:999"
+				svc["entrypoint"] = []any{"/bin/sh", "-euc"}
+				svc["command"] = []any{"redis-cli -u \"$$REDIS_URL\" EVAL \"$$(cat /lua/declare_pool.lua)\" 1 cfg"}
+			},
+			want: "agent: no service_completed_successfully dependency runs scaler declare-pool for pool demo/static",
 		},
 		"agents not waiting for pool-init": {
 			mutate: func(t *testing.T, doc map[string]any) {
 				delete(service(t, doc, "agent")["depends_on"].(map[string]any), "pool-init")
 			},
-			want: "no service_completed_successfully dependency declares pool demo/static",
+			want: "no service_completed_successfully dependency runs scaler declare-pool for pool demo/static",
+		},
+		"agents starting as pool-init starts": {
+			mutate: func(t *testing.T, doc map[string]any) {
+				service(t, doc, "agent")["depends_on"].(map[string]any)["pool-init"] = map[string]any{"condition": "service_started"}
+			},
+			want: "agent: waits for pool-init only until service_started (want service_completed_successfully)",
 		},
 		"dashboard on every interface": {
 			mutate: func(t *testing.T, doc map[string]any) { service(t, doc, "dashboard")["ports"] = []any{"8080:8080"} },

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,10 +16,10 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// The pool-init service stands in for a pool declaration the binaries do not
-// make yet: a shell script that EVALs the store's own declare_pool.lua with
-// the arguments pkg/slots DeclarePool(DefaultPoolConfig()) sends. This runs
-// that script, as compose resolves it, against a real redis-server.
+// The pool-init service declares the agents' static pool with the image's
+// own `scaler declare-pool`. This runs that service's command line and
+// environment, as compose resolves them, with a scaler built from this
+// checkout against a real redis-server, and reads back what it wrote.
 
 // testRedisURL is scripts/test.sh's shared standalone Redis, or a private
 // redis-server started for this test (never skipped for lack of Redis).
@@ -69,41 +68,56 @@ func randomPrefix(t *testing.T) string {
 	return "deploytest-" + hex.EncodeToString(b)
 }
 
-// poolInit is the service's script as a command, with /lua pointing at the
-// repo's scripts, against url under prefix.
-func poolInit(t *testing.T, s types.ServiceConfig, root, url, prefix string) *exec.Cmd {
+// buildScaler builds this checkout's scaler (what the image holds at
+// /usr/local/bin/scaler) into a temporary directory.
+func buildScaler(t *testing.T) string {
 	t.Helper()
-	require.Equal(t, []string{"/bin/sh", "-euc"}, []string(s.Entrypoint))
-	require.Len(t, s.Command, 1, "one script")
-	lua := filepath.Join(root, "pkg", "slots", "lua")
-	require.True(t, slices.ContainsFunc(s.Volumes, func(v types.ServiceVolumeConfig) bool {
-		return v.Type == types.VolumeTypeBind && v.Source == lua && v.Target == "/lua" && v.ReadOnly
-	}), "the store's Lua scripts mounted read-only at /lua: %+v", s.Volumes)
-	cmd := exec.Command("/bin/sh", "-euc", strings.ReplaceAll(s.Command[0], "/lua/", lua+"/"))
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "REDIS_URL=" + url, "KEY_PREFIX=" + prefix}
-	for _, k := range []string{"POOL_NAMESPACE", "POOL_NAME"} {
-		v, ok := env(s, k)
-		require.True(t, ok, k)
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	return cmd
+	bin := filepath.Join(t.TempDir(), "scaler")
+	cmd := exec.Command("go", "build", "-o", bin, "./scaler")
+	cmd.Dir = repoRoot(t)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go build ./scaler:\n%s", out)
+	return bin
 }
 
-func runPoolInit(t *testing.T, s types.ServiceConfig, root, url, prefix string) string {
+// serviceCommand returns what the service runs in its container, as a new
+// command each call: the image's scaler replaced by bin, only the service's
+// environment (as in the container), with REDIS_URL and KEY_PREFIX pointing
+// at this test's store.
+func serviceCommand(t *testing.T, s types.ServiceConfig, f composeFacts, bin, url, prefix string) func() *exec.Cmd {
 	t.Helper()
-	cmd := poolInit(t, s, root, url, prefix)
+	a := argv(s, f)
+	require.Equal(t, "scaler", binaryOf(s, f), "%s runs the image's scaler: %q", s.Name, a)
+	var environ []string
+	for k, v := range s.Environment {
+		if v != nil && k != "REDIS_URL" && k != "KEY_PREFIX" {
+			environ = append(environ, k+"="+*v)
+		}
+	}
+	environ = append(environ, "REDIS_URL="+url, "KEY_PREFIX="+prefix)
+	return func() *exec.Cmd {
+		cmd := exec.Command(bin, a[1:]...)
+		cmd.Env = environ
+		return cmd
+	}
+}
+
+func runService(t *testing.T, newCmd func() *exec.Cmd) string {
+	t.Helper()
+	cmd := newCmd()
 	out, err := cmd.CombinedOutput()
-	require.NoError(t, err, "pool-init script:\n%s\noutput:\n%s", cmd.Args[2], out)
+	require.NoError(t, err, "%q:\n%s", cmd.Args, out)
 	return string(out)
 }
 
 func TestComposePoolInitDeclaresTheAgentsStaticPool(t *testing.T) {
 	_, err := exec.LookPath("redis-cli")
 	require.NoError(t, err, "redis-cli (package redis-tools, installed with redis-server)")
-	root := repoRoot(t)
-	p, err := loadCompose(t.Context(), root, readRepoFile(t, "docker-compose.yml"), nil)
+	f := realComposeFacts(t)
+	p, err := loadCompose(t.Context(), f.Root, readRepoFile(t, "docker-compose.yml"), nil)
 	require.NoError(t, err)
 	initSvc, agent := p.Services["pool-init"], p.Services["agent"]
+	require.True(t, declaresPool(initSvc, f), "pool-init runs scaler declare-pool: %q", argv(initSvc, f))
 	for _, k := range []string{"REDIS_URL", "KEY_PREFIX", "POOL_NAMESPACE", "POOL_NAME"} {
 		want, _ := env(agent, k)
 		got, _ := env(initSvc, k)
@@ -116,8 +130,11 @@ func TestComposePoolInitDeclaresTheAgentsStaticPool(t *testing.T) {
 	t.Cleanup(func() {
 		redisCLI(t, url, "EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do redis.call('DEL', k) end", "0", prefix+":*")
 	})
-	out := runPoolInit(t, initSvc, root, url, prefix)
-	require.Contains(t, out, "pool "+ns+"/"+name+" declared, generation ")
+	declare := serviceCommand(t, initSvc, f, buildScaler(t), url, prefix)
+	out := runService(t, declare)
+	require.Contains(t, out, `msg="pool declared"`)
+	require.Contains(t, out, "pool="+ns+"/"+name)
+	require.Equal(t, 1, strings.Count(strings.TrimSpace(out), "\n")+1, "one log line:\n%s", out)
 
 	cfgKey := prefix + ":v1:{" + ns + "/" + name + "}:cfg"
 	cfg := map[string]string{}
@@ -127,11 +144,9 @@ func TestComposePoolInitDeclaresTheAgentsStaticPool(t *testing.T) {
 		cfg[lines[i]] = lines[i+1]
 	}
 	require.Regexp(t, `^[0-9a-f]{12}$`, cfg["gen"])
-	require.Contains(t, out, "generation "+cfg["gen"])
+	require.Contains(t, out, "generation="+cfg["gen"])
 	require.Equal(t, "0", cfg["managed"], "a static pool: agents self-register")
-	require.Equal(t, "3", cfg["nslots"])
 	require.Equal(t, `[["plan","plan_and_apply"],["plan"],["plan"]]`, cfg["policy"], "the default slot policy")
-	require.Equal(t, cfg["policy"], cfg["sig"])
 	hbto, err := strconv.Atoi(cfg["hbto"])
 	require.NoError(t, err)
 	hb := 5 * time.Second // the agent's default --heartbeat-interval
@@ -141,14 +156,19 @@ func TestComposePoolInitDeclaresTheAgentsStaticPool(t *testing.T) {
 	}
 	require.LessOrEqual(t, 3*hb, time.Duration(hbto)*time.Millisecond,
 		"the agents' heartbeat interval must be at most a third of the pool's heartbeat timeout (they refuse to start otherwise)")
-	require.Equal(t, "1", redisCLI(t, url, "GET", prefix+":datamodel"))
 	require.Equal(t, ns+"/"+name, redisCLI(t, url, "SMEMBERS", prefix+":v1:pools"))
 
 	// A restart of the stack runs it again: same pool, same generation.
-	runPoolInit(t, initSvc, root, url, prefix)
+	out = runService(t, declare)
+	require.Contains(t, out, "generation kept")
 	require.Equal(t, cfg["gen"], redisCLI(t, url, "HGET", cfgKey, "gen"))
 
-	// A Redis holding another data-model version is refused, not overwritten.
+	// A Redis holding another data-model version is refused, not overwritten:
+	// exit 1 (restart: on-failure), the agents never start.
 	redisCLI(t, url, "SET", prefix+":datamodel", "2")
-	require.Error(t, poolInit(t, initSvc, root, url, prefix).Run(), "pool-init must fail on another data-model version")
+	bad, err := declare().CombinedOutput()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit, "pool-init must fail on another data-model version:\n%s", bad)
+	require.Equal(t, 1, exit.ExitCode())
+	require.Contains(t, string(bad), "incompatible slotscaler data model")
 }
