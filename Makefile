@@ -26,6 +26,10 @@ test: ## The whole test suite: installs redis-server if missing, starts private 
 bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA, stats, KEDA polls, agent overhead, page render and live viewers, capacity math
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./scaler/ ./agent/ ./dashboard/
 
+.PHONY: bench-kube
+bench-kube: ## Janitor benchmark on a real kube-apiserver: 1,000-pod pool at the chart's QPS/burst (create, idle reconcile, remove 500)
+	cd test/kube && $(GO) test -run '^$$' -bench Janitor1000Pods -benchtime 1x .
+
 .PHONY: fuzz
 fuzz: ## Fuzz the slot store against its Go model and the capacity math (FUZZTIME each)
 	$(GO) test -run '^$$' -fuzz FuzzStoreMatchesModel -fuzztime $(FUZZTIME) ./pkg/slots/

@@ -14,7 +14,7 @@ import (
 )
 
 // startEtcd runs an embedded etcd on free loopback ports for the test's lifetime.
-func startEtcd(t *testing.T) string {
+func startEtcd(t testing.TB) string {
 	t.Helper()
 	cfg := embed.NewConfig()
 	cfg.Dir = filepath.Join(t.TempDir(), "etcd")
@@ -39,7 +39,7 @@ func startEtcd(t *testing.T) string {
 	return clientURL.String()
 }
 
-func freeURL(t *testing.T) url.URL {
+func freeURL(t testing.TB) url.URL {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -52,7 +52,7 @@ func freeURL(t *testing.T) url.URL {
 
 // startAPIServer runs a real kube-apiserver (RBAC on) backed by an embedded etcd
 // and returns the admin client config.
-func startAPIServer(t *testing.T) *rest.Config {
+func startAPIServer(t testing.TB) *rest.Config {
 	t.Helper()
 	etcdURL := startEtcd(t)
 	storage := storagebackend.NewDefaultConfig("/registry", nil)

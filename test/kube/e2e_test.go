@@ -38,7 +38,7 @@ var (
 // buildE2EBinaries builds the scaler (root module) and kedapoll (KEDA's
 // client, in the test/keda module: KEDA pins Kubernetes libraries this
 // module cannot share, so KEDA's client runs as a process).
-func buildE2EBinaries(t *testing.T) {
+func buildE2EBinaries(t testing.TB) {
 	t.Helper()
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "slotscaler-e2e-")
@@ -62,7 +62,7 @@ func buildE2EBinaries(t *testing.T) {
 	require.NoError(t, binErr)
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -75,7 +75,7 @@ func TestMain(m *testing.M) {
 
 // cluster is one test's Kubernetes API server, slot store and fake kubelet.
 type cluster struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	admin   *rest.Config
 	kube    kubernetes.Interface
@@ -89,7 +89,7 @@ type cluster struct {
 	audit   *audit
 }
 
-func newCluster(t *testing.T) *cluster {
+func newCluster(t testing.TB) *cluster {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -133,7 +133,7 @@ func (c *cluster) createNamespace(name string) {
 }
 
 // installCRDs creates the chart's CRDs and waits until they are served.
-func installCRDs(t *testing.T, cfg *rest.Config) {
+func installCRDs(t testing.TB, cfg *rest.Config) {
 	t.Helper()
 	files, err := filepath.Glob(filepath.Join(repoRoot, "charts/slotscaler/crds/*.yaml"))
 	require.NoError(t, err)
@@ -169,7 +169,7 @@ var (
 
 // renderChart runs `helm template` on the chart (Helm built from the Go
 // module proxy, cached after the first build).
-func renderChart(t *testing.T, args ...string) []byte {
+func renderChart(t testing.TB, args ...string) []byte {
 	t.Helper()
 	helmOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "slotscaler-helm-")
@@ -248,7 +248,16 @@ type janitorOpt func(*janitor.Options)
 // ServiceAccount until the test ends.
 func (c *cluster) startJanitor(opts ...janitorOpt) *janitor.Controller {
 	c.t.Helper()
+	return c.startJanitorWith(nil, opts...)
+}
+
+// startJanitorWith also adjusts the janitor's client config (QPS, burst).
+func (c *cluster) startJanitorWith(client func(*rest.Config), opts ...janitorOpt) *janitor.Controller {
+	c.t.Helper()
 	cfg := c.janitorConfig()
+	if client != nil {
+		client(cfg)
+	}
 	o := janitor.Options{
 		SyncInterval: 200 * time.Millisecond,
 		Inject:       janitor.Injection{KeyPrefix: c.prefix, RedisURL: c.redis},
@@ -409,10 +418,12 @@ func podStates(s *slots.Snapshot) []string {
 // counts mutating requests (dry-run sends none).
 type audit struct {
 	c          *cluster
+	total      atomic.Int64
 	mutating   atomic.Int64
 	mu         sync.Mutex
 	violations []string
 	deleted    map[string]string // pod name -> record state when the janitor deleted it
+	firstDel   time.Time         // when the janitor first deleted a pod
 }
 
 type auditTransport struct {
@@ -421,6 +432,7 @@ type auditTransport struct {
 }
 
 func (t *auditTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.a.total.Add(1)
 	if req.Method != http.MethodGet {
 		t.a.mutating.Add(1)
 	}
@@ -463,6 +475,9 @@ func (a *audit) checkDeletion(path string) {
 		a.deleted = map[string]string{}
 	}
 	a.deleted[name] = state
+	if a.firstDel.IsZero() {
+		a.firstDel = time.Now()
+	}
 	switch {
 	case state == string(slots.PodDraining), state == string(slots.PodLost), ended:
 	case state == "no-record" && pod.Status.Phase == corev1.PodPending:
@@ -472,7 +487,7 @@ func (a *audit) checkDeletion(path string) {
 	}
 }
 
-func (a *audit) check(t *testing.T) {
+func (a *audit) check(t testing.TB) {
 	t.Helper()
 	a.mu.Lock()
 	defer a.mu.Unlock()

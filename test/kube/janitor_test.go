@@ -386,3 +386,36 @@ func errorsIsAny(err error, targets ...error) bool {
 	}
 	return false
 }
+
+// After Redis loses its data the janitor declares the pool again, rebuilds
+// expected records from the pods, lets the agents re-register, and deletes
+// nothing for one heartbeat timeout — even with a scale-down pending.
+func TestRedisDataLossHoldsDeletions(t *testing.T) {
+	c := newCluster(t)
+	c.newPool("ns", "p", 3)
+	c.startJanitor()
+	before := map[string]bool{}
+	for _, p := range c.waitActive("ns", "p", 3) {
+		before[p.Name] = true
+	}
+	c.scaleTo("ns", "p", 1)
+	keys, err := c.rdb.Keys(c.ctx, c.prefix+":*").Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, keys)
+	lost := time.Now()
+	require.NoError(t, c.rdb.Del(c.ctx, keys...).Err())
+
+	// The agents re-register against rebuilt records; then the scale-down
+	// happens, no earlier than a heartbeat timeout (2 s) after the loss.
+	c.waitActive("ns", "p", 1)
+	c.audit.mu.Lock()
+	first := c.audit.firstDel
+	c.audit.mu.Unlock()
+	require.False(t, first.IsZero())
+	require.True(t, first.After(lost.Add(2*time.Second)), "first deletion %v after the loss, want ≥ the 2s heartbeat timeout", first.Sub(lost))
+	require.NotEmpty(t, c.events("ns", "RedisDataLoss"))
+	for _, p := range c.livePods("ns", "p") {
+		require.True(t, before[p.Name], "the surviving pod is one of the original ones, not a replacement")
+	}
+	c.audit.check(t)
+}

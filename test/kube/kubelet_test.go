@@ -43,7 +43,7 @@ type agentProc struct {
 	killed bool // by the kubelet: the pod was deleted
 }
 
-func startKubelet(t *testing.T, c *cluster) *kubelet {
+func startKubelet(t testing.TB, c *cluster) *kubelet {
 	k := &kubelet{c: c, gateDir: t.TempDir(), logDir: t.TempDir(), agents: map[types.UID]*agentProc{}, paused: map[string]bool{}}
 	f := informers.NewSharedInformerFactoryWithOptions(c.kube, 0,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = janitor.LabelPool }))
