@@ -87,7 +87,7 @@ func benchJanitor(b *testing.B, pods int) {
 	c.newPool(ns, name, int32(pods), func(ap *v1alpha1.AgentPool) {
 		idle := metav1.Duration{Duration: time.Millisecond}
 		hb := metav1.Duration{Duration: time.Hour} // simulated agents don't heartbeat
-		many := int32(100000)                       // measure the API, not the pool's own cap
+		many := int32(100000)                      // measure the API, not the pool's own cap
 		ap.Spec.IdleFor, ap.Spec.HeartbeatTimeout, ap.Spec.MaxDeletionsPerMinute = &idle, &hb, &many
 	})
 	up := waitPods(pods, "pods created")

@@ -1,12 +1,240 @@
-{{/* Name prefix of every object. */}}
+{{/* Name prefix of every object: the release name unless fullnameOverride is set. */}}
 {{- define "slotscaler.fullname" -}}
 {{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* Labels of every object. */}}
 {{- define "slotscaler.labels" -}}
 app.kubernetes.io/name: slotscaler
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+app.kubernetes.io/part-of: slotscaler
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "scaler"). */}}
+{{- define "slotscaler.selectorLabels" -}}
+app.kubernetes.io/name: slotscaler
+app.kubernetes.io/instance: {{ .root.Release.Name | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Labels of one component's objects: (dict "root" $ "component" "scaler"). */}}
+{{- define "slotscaler.componentLabels" -}}
+{{ include "slotscaler.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Object name of one component: (dict "root" $ "component" "scaler"). */}}
+{{- define "slotscaler.componentName" -}}
+{{- printf "%s-%s" (include "slotscaler.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The slotscaler image (scaler, janitor, dashboard, and agents by default). */}}
+{{- define "slotscaler.image" -}}
+{{- $img := .Values.image -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the Secret holding the slot store's Redis URL. */}}
+{{- define "slotscaler.redisSecretName" -}}
+{{- if .Values.redis.external.existingSecret -}}
+{{- .Values.redis.external.existingSecret -}}
+{{- else -}}
+{{- printf "%s-redis-url" (include "slotscaler.fullname" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Key of the Redis URL in that Secret. */}}
+{{- define "slotscaler.redisSecretKey" -}}
+{{- if .Values.redis.external.existingSecret -}}
+{{- .Values.redis.external.existingSecretKey -}}
+{{- else -}}
+url
+{{- end -}}
+{{- end -}}
+
+{{/* Whether the chart creates the Redis URL Secret (and its copies in the pools' namespaces). */}}
+{{- define "slotscaler.redisSecretCreated" -}}
+{{- if not .Values.redis.external.existingSecret -}}true{{- end -}}
+{{- end -}}
+
+{{/* The internal Redis' address (host:port). */}}
+{{- define "slotscaler.redisInternalAddress" -}}
+{{- printf "%s.%s.svc:%d" (include "slotscaler.componentName" (dict "root" . "component" "redis")) .Release.Namespace (int .Values.redis.internal.port) -}}
+{{- end -}}
+
+{{/* The REDIS_URL environment variable, always from the Secret. */}}
+{{- define "slotscaler.redisEnv" -}}
+- name: REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "slotscaler.redisSecretName" . }}
+      key: {{ include "slotscaler.redisSecretKey" . }}
+{{- end -}}
+
+{{/* Environment every slotscaler process shares. */}}
+{{- define "slotscaler.commonEnv" -}}
+{{ include "slotscaler.redisEnv" . }}
+- name: KEY_PREFIX
+  value: {{ .Values.keyPrefix | quote }}
+- name: LOG_FORMAT
+  value: {{ .Values.logFormat | quote }}
+- name: LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+{{- end -}}
+
+{{/*
+Seconds in a Go duration string ("1h30m", "90s", "500ms"), rounded up.
+Only the units the binaries accept: h, m, s, ms, us/µs, ns.
+*/}}
+{{- define "slotscaler.seconds" -}}
+{{- $d := toString . -}}
+{{- $total := 0.0 -}}
+{{- range $part := regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" $d -1 -}}
+{{- $n := float64 (regexFind "^[0-9]+(\\.[0-9]+)?" $part) -}}
+{{- $unit := trimPrefix (regexFind "^[0-9]+(\\.[0-9]+)?" $part) $part -}}
+{{- $mult := dict "h" 3600.0 "m" 60.0 "s" 1.0 "ms" 0.001 "us" 0.000001 "µs" 0.000001 "ns" 0.000000001 -}}
+{{- $total = addf $total (mulf $n (get $mult $unit)) -}}
+{{- end -}}
+{{- ceil $total | int64 -}}
+{{- end -}}
+
+{{/*
+Merge src into dst in place, the explicit value winning (0, false and ""
+included, unlike sprig's merge): maps are merged key by key, everything else
+(lists too) is replaced. (dict "dst" $d "src" $s)
+*/}}
+{{- define "slotscaler.mergeInto" -}}
+{{- $dst := .dst -}}
+{{- range $k, $v := .src -}}
+{{- $cur := get $dst $k -}}
+{{- if and (kindIs "map" $v) (kindIs "map" $cur) -}}
+{{- include "slotscaler.mergeInto" (dict "dst" $cur "src" $v) -}}
+{{- else -}}
+{{- $_ := set $dst $k $v -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The pools with poolDefaults applied and checked, as a YAML list (fromYamlArray).
+Every pool gets "namespace" and "graceSeconds".
+*/}}
+{{- define "slotscaler.pools" -}}
+{{- $root := . -}}
+{{- $out := list -}}
+{{- $seen := dict -}}
+{{- range $i, $pool := .Values.pools -}}
+{{- $p := deepCopy $root.Values.poolDefaults -}}
+{{- include "slotscaler.mergeInto" (dict "dst" $p "src" (deepCopy $pool)) -}}
+{{- $ns := default $root.Release.Namespace (get $p "namespace") -}}
+{{- $_ := set $p "namespace" $ns -}}
+{{- $key := printf "%s/%s" $ns $p.name -}}
+{{- if hasKey $seen $key -}}
+{{- fail (printf "pools[%d]: pool %s is listed twice" $i $key) -}}
+{{- end -}}
+{{- $_ := set $seen $key true -}}
+{{- if and $root.Values.janitor.watchNamespace (ne $ns $root.Values.janitor.watchNamespace) -}}
+{{- fail (printf "pools[%d] %s: the janitor watches namespace %q only (janitor.watchNamespace): it would never create this pool's pods" $i $key $root.Values.janitor.watchNamespace) -}}
+{{- end -}}
+{{- $timeouts := default dict (get $p "phaseTimeouts") -}}
+{{- $plan := include "slotscaler.seconds" (default "1h" (get $timeouts "plan")) | int64 -}}
+{{- $apply := include "slotscaler.seconds" (default "1h" (get $timeouts "apply")) | int64 -}}
+{{- /* The janitor's own floor: the longest phase plus 60s (kill grace and recording the result). */ -}}
+{{- $floor := add (max $plan $apply) 60 | int64 -}}
+{{- $grace := get $p "terminationGracePeriodSeconds" -}}
+{{- if kindIs "invalid" $grace -}}
+{{- $grace = $floor -}}
+{{- else if lt (int64 $grace) $floor -}}
+{{- fail (printf "pools[%d] %s: terminationGracePeriodSeconds %v is below the longest phase timeout plus 60s (%ds): a stopping agent could not finish its running phase" $i $key $grace $floor) -}}
+{{- end -}}
+{{- $_ := set $p "graceSeconds" (int64 $grace) -}}
+{{- $hb := include "slotscaler.seconds" (default "30s" (get $p "heartbeatTimeout")) | float64 -}}
+{{- with get $p "heartbeatInterval" -}}
+{{- if gt (mulf (include "slotscaler.seconds" .) 3.0) $hb -}}
+{{- fail (printf "pools[%d] %s: heartbeatInterval %s is more than a third of heartbeatTimeout %v: the agent refuses to start" $i $key . (default "30s" (get $p "heartbeatTimeout"))) -}}
+{{- end -}}
+{{- end -}}
+{{- if gt (int64 $p.minReplicaCount) (int64 $p.maxReplicaCount) -}}
+{{- fail (printf "pools[%d] %s: minReplicaCount %v is above maxReplicaCount %v" $i $key $p.minReplicaCount $p.maxReplicaCount) -}}
+{{- end -}}
+{{- $out = append $out $p -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* Namespaces of the pools other than the release's, sorted and unique, as a YAML list. */}}
+{{- define "slotscaler.poolNamespaces" -}}
+{{- $nss := list -}}
+{{- range $p := include "slotscaler.pools" . | fromYamlArray -}}
+{{- if ne $p.namespace $.Release.Namespace -}}
+{{- $nss = append $nss $p.namespace -}}
+{{- end -}}
+{{- end -}}
+{{- $nss | uniq | sortAlpha | toYaml -}}
+{{- end -}}
+
+{{/* Checks that span several values; rendered once (from the scaler's Deployment). */}}
+{{- define "slotscaler.validate" -}}
+{{- $r := .Values.redis -}}
+{{- $external := or $r.external.url $r.external.existingSecret -}}
+{{- if and $external $r.internal.enabled -}}
+{{- fail "redis: redis.external is set and redis.internal.enabled is true: use one (set redis.internal.enabled=false for an external Redis)" -}}
+{{- end -}}
+{{- if and $r.external.url $r.external.existingSecret -}}
+{{- fail "redis.external: set url or existingSecret, not both" -}}
+{{- end -}}
+{{- if not (or $external $r.internal.enabled) -}}
+{{- fail "redis: no slot store: set redis.external.url, redis.external.existingSecret, or redis.internal.enabled=true" -}}
+{{- end -}}
+{{- if and .Values.scaler.tls.enabled (not .Values.scaler.tls.secretName) -}}
+{{- fail "scaler.tls.enabled needs scaler.tls.secretName (a kubernetes.io/tls Secret)" -}}
+{{- end -}}
+{{- if and .Values.dashboard.ingress.enabled (not .Values.dashboard.enabled) -}}
+{{- fail "dashboard.ingress.enabled needs dashboard.enabled" -}}
+{{- end -}}
+{{- if and .Values.dashboard.apiTokens.existingSecret .Values.dashboard.apiTokens.tokens -}}
+{{- fail "dashboard.apiTokens: set tokens or existingSecret, not both" -}}
+{{- end -}}
+{{- $_ := include "slotscaler.pools" . -}}
+{{- end -}}
+
+{{/* Pod-level settings shared by the chart's own components: (dict "root" $ "c" .Values.scaler). */}}
+{{- define "slotscaler.podSpecCommon" -}}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .c.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
