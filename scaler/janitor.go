@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -256,8 +257,10 @@ func leadAndRun(ctx context.Context, cfg JanitorConfig, kube kubernetes.Interfac
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: cfg.Identity},
 	}
-	var runErr error
-	lost := false
+	// fn's result; buffered so the callback never blocks. Leadership's
+	// context ends when le.Run returns, and fn returns with it.
+	done := make(chan error, 1)
+	var started, lost atomic.Bool
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock:            lock,
 		LeaseDuration:   cfg.LeaseDuration,
@@ -267,12 +270,13 @@ func leadAndRun(ctx context.Context, cfg JanitorConfig, kube kubernetes.Interfac
 		Name:            cfg.LeaseName,
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(ctx context.Context) {
+				started.Store(true)
 				log.Info("leading", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "identity", cfg.Identity)
-				runErr = fn(ctx)
+				done <- fn(ctx)
 			},
 			OnStoppedLeading: func() {
 				if ctx.Err() == nil {
-					lost = true
+					lost.Store(true)
 				}
 			},
 			OnNewLeader: func(id string) {
@@ -286,7 +290,11 @@ func leadAndRun(ctx context.Context, cfg JanitorConfig, kube kubernetes.Interfac
 		return fmt.Errorf("configuring leader election: %w", err)
 	}
 	le.Run(ctx)
-	if lost {
+	var runErr error
+	if started.Load() {
+		runErr = <-done
+	}
+	if lost.Load() {
 		return errors.New("lost the leader Lease")
 	}
 	return runErr

@@ -306,6 +306,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		c.mu.Lock()
 		delete(c.state, key)
 		c.mu.Unlock()
+		c.m.Pods.DeletePartialMatch(map[string]string{"namespace": ns, "pool": name})
 		c.log.Info("pool deleted", "pool", key)
 		return 0, nil
 	}

@@ -193,9 +193,11 @@ func (p *pass) declare(s settings) error {
 	}
 	gen, err := p.c.store.DeclarePool(p.ctx, p.id, s.Store)
 	if errors.Is(err, slots.ErrPolicyChange) {
-		// The store keeps the old policy; tell the owner, go on with it.
+		// The store keeps the old policy; tell the owner once per spec and
+		// go on with it.
 		p.event(p.ap, corev1.EventTypeWarning, "SlotPolicyChange", "%v; scale the pool to 0 to change slots", err)
 		p.log.Warn("slot policy change refused", "err", err)
+		p.st.declared = fmt.Sprintf("%+v", s.Store)
 		return nil
 	}
 	if err != nil {
