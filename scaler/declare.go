@@ -15,7 +15,6 @@ import (
 
 	"github.com/slotscaler/slotscaler/pkg/config"
 	"github.com/slotscaler/slotscaler/pkg/logging"
-	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -175,15 +174,11 @@ func runDeclarePool(ctx context.Context, args []string, stderr io.Writer, lookup
 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, err := redisconn.Open(ctx, cfg.RedisURL, infra)
+	conn, store, err := openStore(ctx, cfg.RedisURL, cfg.KeyPrefix, infra)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	store, err := slots.New(ctx, conn.Client, slots.Options{Prefix: cfg.KeyPrefix, Logger: infra})
-	if err != nil {
-		return fmt.Errorf("opening slot store: %w", err)
-	}
 
 	before, oldGen, err := store.Pool(ctx, cfg.Pool)
 	exists := err == nil

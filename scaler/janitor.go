@@ -173,17 +173,11 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 	if err != nil {
 		return fmt.Errorf("building Kubernetes dynamic client: %w", err)
 	}
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := redisconn.Open(startCtx, cfg.RedisURL, log)
+	conn, store, err := openStore(ctx, cfg.RedisURL, cfg.KeyPrefix, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	store, err := slots.New(startCtx, conn.Client, slots.Options{Prefix: cfg.KeyPrefix, Logger: log})
-	if err != nil {
-		return fmt.Errorf("opening slot store: %w", err)
-	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

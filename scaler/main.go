@@ -71,17 +71,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		return err
 	}
 
-	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	conn, err := redisconn.Open(startCtx, cfg.RedisURL, log)
+	conn, store, err := openStore(ctx, cfg.RedisURL, cfg.KeyPrefix, log)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	store, err := slots.New(startCtx, conn.Client, slots.Options{Prefix: cfg.KeyPrefix, Logger: log})
-	if err != nil {
-		return fmt.Errorf("opening slot store: %w", err)
-	}
 
 	if ls == nil {
 		ls = &listeners{}
