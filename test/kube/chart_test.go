@@ -273,18 +273,7 @@ func createCRDs(t *testing.T, cfg *rest.Config, crds ...*apiextensionsv1.CustomR
 		require.NoError(t, err, crd.Name)
 	}
 	for _, crd := range crds {
-		require.Eventually(t, func() bool {
-			got, err := cs.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, crd.Name, metav1.GetOptions{})
-			if err != nil {
-				return false
-			}
-			for _, cond := range got.Status.Conditions {
-				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return true
-				}
-			}
-			return false
-		}, 30*time.Second, 50*time.Millisecond, "CRD %s not established", crd.Name)
+		waitEstablished(t, cs, crd.Name)
 	}
 	// Discovery must list the new kinds before objects of them are mapped.
 	disc := discovery.NewDiscoveryClientForConfigOrDie(cfg)

@@ -146,19 +146,25 @@ func installCRDs(t testing.TB, cfg *rest.Config) {
 		require.NoError(t, yaml.UnmarshalStrict(b, crd), f)
 		_, err = cs.ApiextensionsV1().CustomResourceDefinitions().Create(context.Background(), crd, metav1.CreateOptions{FieldValidation: "Strict"})
 		require.NoError(t, err, f)
-		require.Eventually(t, func() bool {
-			got, err := cs.ApiextensionsV1().CustomResourceDefinitions().Get(context.Background(), crd.Name, metav1.GetOptions{})
-			if err != nil {
-				return false
-			}
-			for _, cond := range got.Status.Conditions {
-				if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-					return true
-				}
-			}
-			return false
-		}, 30*time.Second, 50*time.Millisecond, "CRD %s not established", crd.Name)
+		waitEstablished(t, cs, crd.Name)
 	}
+}
+
+// waitEstablished waits until a CRD is served.
+func waitEstablished(t testing.TB, cs apiextensionsclient.Interface, name string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		got, err := cs.ApiextensionsV1().CustomResourceDefinitions().Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		for _, cond := range got.Status.Conditions {
+			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second, 50*time.Millisecond, "CRD %s not established", name)
 }
 
 var (
