@@ -18,6 +18,11 @@ build: ## Compile every package
 binaries: ## Static, trimmed binaries of scaler, agent and dashboard in bin/ (what the Dockerfile builds)
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/ ./scaler ./agent ./dashboard
 
+.PHONY: demo
+demo: binaries ## The whole system locally, in the foreground: embedded Redis, scaler, janitor + fake kubelet on an in-memory Kubernetes API, KEDA/HPA maths, two pools under load, dashboard on http://127.0.0.1:8080/ (Ctrl-C stops; DEMO_ARGS=--help)
+	$(GO) build -o bin/demo ./demo
+	./bin/demo $(DEMO_ARGS)
+
 .PHONY: test
 test: ## The whole test suite: installs redis-server if missing, starts private Redis servers, vet + race tests in every module, mutation runs
 	./scripts/test.sh

@@ -2,6 +2,7 @@ package slots
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,8 +21,11 @@ func TestDrainReplicatedWaitsForTheReplica(t *testing.T) {
 	t.Cleanup(func() { _ = rrdb.Close() })
 	require.Eventually(t, func() bool {
 		n, err := connectedReplicas(ctx, rdb)
-		return err == nil && n == 1
-	}, 20*time.Second, 50*time.Millisecond, "replica never connected")
+		info, ierr := rrdb.Info(ctx, "replication").Result()
+		// Connected is not enough: WAIT counts a replica once its initial
+		// sync is done and it streams.
+		return err == nil && n == 1 && ierr == nil && strings.Contains(info, "master_link_status:up")
+	}, 30*time.Second, 50*time.Millisecond, "replica never in sync")
 
 	s, err := New(ctx, rdb, Options{Prefix: redistest.Prefix(t), Logger: quietLogger()})
 	require.NoError(t, err)
