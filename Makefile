@@ -55,6 +55,7 @@ screenshot: ## Write docs/dashboard.png: a busy pool page in headless chromium (
 	$(GO) test -tags screenshot -run '^TestWriteScreenshot$$' -count=1 ./dashboard/
 
 .PHONY: generate
-generate: ## Regenerate generated code (templ components in web/, AgentPool deepcopy and CRD; the output is committed and checked by make test)
+generate: ## Regenerate generated code and docs (templ components, AgentPool deepcopy and CRD, docs/configuration.md; committed and checked by make test)
 	$(GO) tool templ generate
 	$(GO) tool controller-gen object paths=./pkg/apis/... crd:maxDescLen=0,generateEmbeddedObjectMeta=true paths=./pkg/apis/... output:crd:artifacts:config=charts/slotscaler/crds
+	./scripts/config-reference.sh

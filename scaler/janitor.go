@@ -63,7 +63,6 @@ type JanitorConfig struct {
 
 func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (string, bool)) (JanitorConfig, error) {
 	var c JanitorConfig
-	host, _ := os.Hostname()
 	fs := flag.NewFlagSet("scaler janitor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://")
@@ -82,7 +81,7 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.BoolVar(&c.LeaderElect, "leader-elect", false, "elect a leader through a Lease (required when running more than one replica)")
 	fs.StringVar(&c.LeaseNamespace, "leader-elect-namespace", "", "namespace of the Lease (the chart: the janitor's namespace)")
 	fs.StringVar(&c.LeaseName, "leader-elect-lease", "slotscaler-janitor", "name of the Lease")
-	fs.StringVar(&c.Identity, "leader-elect-identity", host, "this replica's identity in the Lease (the chart: the pod name)")
+	fs.StringVar(&c.Identity, "leader-elect-identity", "", "this replica's identity in the Lease (the chart: the pod name); empty: the host name")
 	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal")
 	fs.StringVar(&c.ListenAddress, "listen-address", ":8083", "HTTP address of /healthz, /readyz and /metrics")
 	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool while leading (0: off, when the scaler reaps); reapers may run beside the scaler's")
@@ -90,6 +89,9 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		return JanitorConfig{}, err
+	}
+	if c.Identity == "" {
+		c.Identity, _ = os.Hostname()
 	}
 	return c, c.validate()
 }

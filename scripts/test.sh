@@ -155,8 +155,8 @@ extra_checks() {
 }
 
 # Generated code is committed (templ components web/*_templ.go, the AgentPool
-# deepcopy and CRD): running `make generate` must change nothing.
-GENERATED=(web pkg/apis charts/slotscaler/crds)
+# deepcopy and CRD, docs/configuration.md): running `make generate` must change nothing.
+GENERATED=(web pkg/apis charts/slotscaler/crds docs/configuration.md)
 generated_up_to_date() {
 	local before after
 	before="$(cd "$ROOT" && git status --porcelain -- "${GENERATED[@]}" && find "${GENERATED[@]}" -type f -exec sha256sum {} + | sort)"
