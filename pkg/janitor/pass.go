@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,10 +41,13 @@ type pass struct {
 	now time.Time
 	log *slog.Logger
 
+	mu   sync.Mutex    // guards next: actions run in parallel
 	next time.Duration // when to look again (0: SyncInterval)
 }
 
 func (p *pass) after(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if d > 0 && (p.next == 0 || d < p.next) {
 		p.next = d
 	}
@@ -58,16 +62,19 @@ func (p *pass) run() (time.Duration, error) {
 		return 0, p.updateStatus(podCounts{}, nil, &metav1.Condition{
 			Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "InvalidSpec", Message: err.Error()})
 	}
+	if !c.exp.Satisfied(p.key) {
+		// Our own creates/deletes are not in the cache yet: acting now could
+		// double them, or take a new pod's record for one whose pod is gone.
+		// Checked before the cache and Redis are read (as the ReplicaSet
+		// controller does): once satisfied, the cache holds every pod whose
+		// record the snapshot can show. Their informer events requeue the pool.
+		p.log.Debug("waiting for the informer to show our own changes")
+		return time.Second, nil
+	}
 	pods := p.podsOf()
 	snap, err := p.snapshotDeclared(s, len(pods))
 	if err != nil {
 		return 0, err
-	}
-	if !c.exp.Satisfied(p.key) {
-		// Our own creates/deletes are not in the cache yet: acting now could
-		// double them. Their informer events requeue the pool.
-		p.log.Debug("waiting for the informer to show our own changes")
-		return time.Second, nil
 	}
 	hold := p.now.Before(p.st.holdUntil)
 	if hold {
@@ -121,7 +128,12 @@ func (p *pass) run() (time.Duration, error) {
 		"cordoned": out.Status.Cordoned, "draining": out.Status.Draining} {
 		c.m.Pods.WithLabelValues(p.id.Namespace, p.id.Name, state).Set(float64(n))
 	}
-	if err := p.updateStatus(out.Status, &s, degraded); err != nil {
+	if err := p.updateStatus(out.Status, &s, degraded); apierrors.IsConflict(err) {
+		// The HPA (or our own last write, not cached yet) changed the pool
+		// since the cache saw it: the next pass writes a fresh status.
+		p.log.Debug("status write conflicted; retrying", "err", err)
+		p.after(500 * time.Millisecond)
+	} else if err != nil {
 		return 0, err
 	}
 	if p.next == 0 || p.next > c.opts.SyncInterval {
@@ -283,7 +295,20 @@ func (p *pass) expect(pods []*corev1.Pod) {
 
 func (p *pass) remove(rs []removal) {
 	parallel(p, rs, func(r removal) {
-		err := p.act("remove", r.Pod.Name, func() error {
+		// Removing a record fences its pod's work (plans requeued, applies
+		// failed): worth one uncached read to be sure the pod is gone, not
+		// just missing from a lagging cache.
+		got, err := p.c.kube.CoreV1().Pods(p.id.Namespace).Get(p.ctx, r.Pod.Name, metav1.GetOptions{})
+		switch {
+		case err == nil && string(got.UID) == r.Pod.UID:
+			p.log.Info("pod record kept: the pod exists, the cache is behind", "pod", r.Pod.Name)
+			p.after(time.Second)
+			return
+		case err != nil && !apierrors.IsNotFound(err):
+			p.log.Error("checking that a pod is gone", "pod", r.Pod.Name, "err", err)
+			return
+		}
+		err = p.act("remove", r.Pod.Name, func() error {
 			return p.c.store.RemovePod(p.ctx, p.id, r.Pod.Name, r.Pod.UID, r.Reason)
 		})
 		if err != nil {

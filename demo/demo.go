@@ -1,0 +1,595 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/klog/v2"
+
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/janitor"
+	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/redisconn"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// demo is one run of the local stack.
+type demo struct {
+	cfg Config
+	con *console
+	log *slog.Logger
+
+	// ready is closed once everything runs (tests wait for it); the fields
+	// below are set by then.
+	ready        chan struct{}
+	api          *fakeAPI
+	store        *slots.Store
+	kubelet      *kubelet
+	loads        []*load
+	scalers      []*autoscaler
+	dashboardURL string
+
+	apiToken string
+
+	// conflicts counts the janitor's status writes refused as stale (409).
+	conflicts atomic.Int64
+
+	mu    sync.Mutex
+	peak  map[string]int // live pods, per pool
+	procs []*child       // the scaler and the dashboard, for killAll
+}
+
+// result is what a run ends with.
+type result struct {
+	// BusyRemoved counts pods deleted while the store said they held work:
+	// slotscaler promises 0.
+	BusyRemoved int64
+	// Checked counts the deletions of running agents' pods the guard saw.
+	Checked int64
+	// Outcomes counts how tasks ended, per pool ("team-a/pool-a").
+	Outcomes map[string]map[string]int
+	// Peak is the most live pods per pool.
+	Peak map[string]int
+}
+
+func newDemo(cfg Config, stdout io.Writer) *demo {
+	return &demo{cfg: cfg, con: &console{w: stdout}, ready: make(chan struct{}), peak: map[string]int{}}
+}
+
+// run starts everything, runs until ctx ends (or --duration passes, or a
+// part fails), stops everything in order and sums up.
+func (d *demo) run(ctx context.Context) (result, error) {
+	started := time.Now()
+	prof := d.cfg.Profile
+	log, err := logging.New(d.con, d.cfg.LogFormat, d.cfg.logLevel())
+	if err != nil {
+		return result{}, err
+	}
+	d.log = log
+	klog.SetSlogLogger(log.With("component", "client-go"))
+
+	bins, err := findBinaries(d.cfg.BinDir)
+	if err != nil {
+		return result{}, err
+	}
+	if err := checkFree(d.cfg.DashboardAddress); err != nil {
+		return result{}, err
+	}
+
+	// Everything started is stopped in reverse order, also on an early error.
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+
+	// Redis: the given one, or miniredis on a loopback port the child
+	// processes can reach.
+	redisURL, redisDesc := d.cfg.RedisURL, "REDIS_URL "+redisconn.Redact(d.cfg.RedisURL)
+	if redisURL == "" {
+		m := miniredis.NewMiniRedis()
+		if err := m.StartAddr("127.0.0.1:0"); err != nil {
+			return result{}, fmt.Errorf("starting the embedded redis: %w", err)
+		}
+		cleanups = append(cleanups, m.Close)
+		redisURL = "redis://" + m.Addr() + "/0"
+		redisDesc = "embedded miniredis, " + redisURL
+	}
+	openCtx, cancelOpen := context.WithTimeout(ctx, 30*time.Second)
+	defer cancelOpen()
+	conn, err := redisconn.Open(openCtx, redisURL, log)
+	if err != nil {
+		return result{}, err
+	}
+	cleanups = append(cleanups, func() { _ = conn.Close() })
+	store, err := slots.New(openCtx, conn.Client, slots.Options{Prefix: d.cfg.KeyPrefix, Logger: log})
+	if err != nil {
+		return result{}, fmt.Errorf("opening the slot store: %w", err)
+	}
+	d.store = store
+
+	// Kubernetes: the in-memory API holding the pools, the janitor, the
+	// kubelet. The reaper turns silent agents into lost pods (the scaler
+	// reaps too; reapers may overlap).
+	api := newFakeAPI()
+	d.api = api
+	for _, p := range prof.Pools {
+		obj, err := agentPool(p, prof, d.cfg)
+		if err != nil {
+			return result{}, err
+		}
+		if _, err := api.Dyn.Resource(v1alpha1.GroupVersionResource).Namespace(p.Namespace).Create(ctx, obj, metav1.CreateOptions{}); err != nil {
+			return result{}, fmt.Errorf("creating AgentPool %s/%s: %w", p.Namespace, p.Name, err)
+		}
+	}
+	ctrl, err := janitor.New(api.Kube, api.Dyn, store, janitor.Options{
+		SyncInterval: prof.SyncInterval,
+		Inject:       janitor.Injection{KeyPrefix: d.cfg.KeyPrefix, RedisURL: redisURL},
+		Logger:       slog.New(conflictFilter{log.Handler(), &d.conflicts}),
+		Metrics:      janitor.NewMetrics(nil),
+	})
+	if err != nil {
+		return result{}, fmt.Errorf("building the janitor: %w", err)
+	}
+	kl := newKubelet(api.Kube, store, bins.Agent, d.con, log, prof.StopGrace)
+	d.mu.Lock()
+	d.kubelet = kl
+	d.mu.Unlock()
+	// The event followers stop last, after the agents: they count what
+	// happened to the work in flight.
+	followCtx, stopFollow := context.WithCancel(context.WithoutCancel(ctx))
+	var followWG sync.WaitGroup
+	cleanups = append(cleanups, func() { stopFollow(); followWG.Wait() })
+	coreCtx, stopCore := context.WithCancel(context.WithoutCancel(ctx))
+	fatal := make(chan error, 2)
+	var core sync.WaitGroup
+	core.Go(func() {
+		if err := ctrl.Run(coreCtx); err != nil && coreCtx.Err() == nil {
+			fatal <- fmt.Errorf("janitor: %w", err)
+		}
+	})
+	core.Go(func() { store.RunReaper(coreCtx, time.Second, slots.ReapOptions{}) })
+	core.Go(func() { _ = d.kubelet.run(coreCtx) })
+	cleanups = append(cleanups, func() {
+		stopCore()
+		core.Wait()
+		if n := d.kubelet.running(); n > 0 {
+			d.con.Printf("%s  stopping %d agents: SIGTERM, they finish their running phases (SIGKILL after %v)", clock(time.Now()), n, prof.StopGrace)
+		}
+		d.kubelet.stopAll(context.Background())
+	})
+
+	// The shipped binaries: scaler and dashboard.
+	env := func(kv ...string) []string {
+		return append(append(baseEnv(), "REDIS_URL="+redisURL, "KEY_PREFIX="+d.cfg.KeyPrefix,
+			"LOG_LEVEL="+d.cfg.logLevel(), "LOG_FORMAT="+d.cfg.LogFormat), kv...)
+	}
+	scalerAddr, err := freeLoopback()
+	if err != nil {
+		return result{}, err
+	}
+	scaler, err := startChild(d.con, "scaler", bins.Scaler, env("LISTEN_ADDRESS="+scalerAddr,
+		"HEALTH_ADDRESS=127.0.0.1:0", "METRICS_ADDRESS=127.0.0.1:0"))
+	if err != nil {
+		return result{}, err
+	}
+	d.track(scaler)
+	cleanups = append(cleanups, func() { scaler.stop(context.Background(), 10*time.Second) })
+	d.apiToken = rand.String(24)
+	dash, err := startChild(d.con, "dashboard", bins.Dashboard, env("LISTEN_ADDRESS="+d.cfg.DashboardAddress,
+		"METRICS_ADDRESS=", "LIVE_INTERVAL=1s", "API_TOKENS=you="+d.apiToken))
+	if err != nil {
+		return result{}, err
+	}
+	d.track(dash)
+	cleanups = append(cleanups, func() { dash.stop(context.Background(), 10*time.Second) })
+	d.dashboardURL = "http://" + displayAddr(d.cfg.DashboardAddress) + "/"
+
+	cc, err := grpc.NewClient(scalerAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return result{}, fmt.Errorf("dialling the scaler: %w", err)
+	}
+	cleanups = append(cleanups, func() { _ = cc.Close() })
+	if err := waitReady(ctx, scaler, "the scaler", func(ctx context.Context) bool {
+		r, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "readiness"})
+		return err == nil && r.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	}); err != nil {
+		return result{}, err
+	}
+	if err := waitReady(ctx, dash, "the dashboard", func(ctx context.Context) bool {
+		return httpOK(ctx, d.dashboardURL+"healthz")
+	}); err != nil {
+		return result{}, err
+	}
+
+	// KEDA + HPA per pool, the load, the status lines.
+	runID := rand.String(4)
+	client := pb.NewExternalScalerClient(cc)
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	var loadWG sync.WaitGroup
+	for _, p := range prof.Pools {
+		a := newAutoscaler(p, client, api.Dyn, prof, d.con, log)
+		l := newLoad(store, p, prof, runID, log)
+		d.scalers = append(d.scalers, a)
+		d.loads = append(d.loads, l)
+		loadWG.Go(func() { _ = a.run(loadCtx) })
+		loadWG.Go(func() { l.submitLoop(loadCtx, time.Now()) })
+		followWG.Go(func() { l.follow(followCtx, loadCtx) })
+	}
+	loadWG.Go(func() { d.statusLoop(loadCtx) })
+	cleanups = append(cleanups, func() { stopLoad(); loadWG.Wait() })
+
+	d.banner(redisDesc, scalerAddr, bins)
+	close(d.ready)
+
+	var timeout <-chan time.Time
+	if d.cfg.Duration > 0 {
+		timeout = time.After(d.cfg.Duration)
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case <-timeout:
+	case runErr = <-fatal:
+	case <-scaler.done:
+		runErr = fmt.Errorf("the scaler exited (code %d): see its lines above", scaler.exitCode())
+	case <-dash.done:
+		runErr = fmt.Errorf("the dashboard exited (code %d): see its lines above", dash.exitCode())
+	}
+	d.con.Printf("%s  stopping: load, KEDA/HPA, scaler, dashboard, janitor, agents (Ctrl-C again kills them at once)", clock(time.Now()))
+	for i := len(cleanups) - 1; i >= 0; i-- {
+		cleanups[i]()
+	}
+	cleanups = nil
+
+	res := d.result()
+	d.summary(res, time.Since(started))
+	return res, runErr
+}
+
+func (d *demo) track(c *child) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.procs = append(d.procs, c)
+}
+
+// killAll SIGKILLs every process the demo started (a second Ctrl-C).
+func (d *demo) killAll() {
+	d.mu.Lock()
+	procs, kl := slices.Clone(d.procs), d.kubelet
+	d.mu.Unlock()
+	for _, c := range procs {
+		c.signal(syscall.SIGKILL)
+	}
+	if kl != nil {
+		kl.killAll()
+	}
+}
+
+// agentPool is a demo pool's AgentPool: the agent runs the builtin sleep
+// executor, heartbeats well inside the pool's timeout, and logs at the
+// demo's level.
+func agentPool(p PoolProfile, prof Profile, cfg Config) (*unstructured.Unstructured, error) {
+	replicas := p.MinReplicas
+	exec := fmt.Sprintf("builtin:sleep?min=%v&max=%v", prof.TaskMin, prof.TaskMax)
+	ap := &v1alpha1.AgentPool{
+		TypeMeta: metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: v1alpha1.Kind},
+		ObjectMeta: metav1.ObjectMeta{Namespace: p.Namespace, Name: p.Name,
+			Labels: map[string]string{"app.kubernetes.io/part-of": "slotscaler-demo"}},
+		Spec: v1alpha1.AgentPoolSpec{
+			Replicas:         &replicas,
+			IdleFor:          &metav1.Duration{Duration: prof.IdleFor},
+			HeartbeatTimeout: &metav1.Duration{Duration: prof.HeartbeatTimeout},
+			ReservationTTL:   &metav1.Duration{Duration: prof.ReservationTTL},
+			PhaseTimeouts: v1alpha1.PhaseTimeouts{
+				Plan:  &metav1.Duration{Duration: prof.PhaseTimeout},
+				Apply: &metav1.Duration{Duration: prof.PhaseTimeout},
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{
+					"app.kubernetes.io/name": "slotscaler", "app.kubernetes.io/component": "agent"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{
+					Name:  janitor.AgentContainer,
+					Image: "slotscaler/agent:demo",
+					Env: []corev1.EnvVar{
+						{Name: "EXECUTOR", Value: exec},
+						{Name: "HEARTBEAT_INTERVAL", Value: prof.HeartbeatInterval.String()},
+						{Name: "KILL_GRACE", Value: "2s"},
+						{Name: "REGISTER_TIMEOUT", Value: "30s"},
+						{Name: "LOG_LEVEL", Value: cfg.logLevel()},
+						{Name: "LOG_FORMAT", Value: cfg.LogFormat},
+					},
+				}}},
+			},
+		},
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ap)
+	if err != nil {
+		return nil, fmt.Errorf("encoding AgentPool %s/%s: %w", p.Namespace, p.Name, err)
+	}
+	return &unstructured.Unstructured{Object: obj}, nil
+}
+
+func (d *demo) banner(redisDesc, scalerAddr string, bins binaries) {
+	prof := d.cfg.Profile
+	c := d.con
+	c.Printf("")
+	c.Printf("slotscaler demo: the whole system on this machine")
+	pages := make([]string, 0, len(prof.Pools))
+	for _, p := range prof.Pools {
+		pages = append(pages, "pools/"+p.Namespace+"/"+p.Name)
+	}
+	c.Printf("  dashboard    %s  (pool pages: %s)", d.dashboardURL, strings.Join(pages, ", "))
+	c.Printf("  API          %sapi/v1 (writes: Authorization: Bearer %s; approvals are recorded as \"you\")", d.dashboardURL, d.apiToken)
+	c.Printf("  redis        %s (key prefix %q)", redisDesc, d.cfg.KeyPrefix)
+	c.Printf("  scaler       %s: KEDA external scaler on %s", shortPath(bins.Scaler), scalerAddr)
+	c.Printf("  kubernetes   in-memory API (client-go fakes); the janitor (pkg/janitor) keeps each pool's pods;")
+	c.Printf("               a fake kubelet runs %s for each pod it creates, and stops it when the pod is deleted", shortPath(bins.Agent))
+	c.Printf("  KEDA + HPA   emulated: every %v per pool; scale-down window %v; to zero after %v inactive", prof.PollInterval, prof.DownWindow, prof.Cooldown)
+	for _, p := range prof.Pools {
+		band := "HPA tolerance 0 (behavior.scaleUp.tolerance: 0)"
+		if p.Nudge {
+			band = "HPA's default 10 % band; the scaler nudges scale-ups out of it (nudgeTolerance \"true\")"
+		}
+		c.Printf("  pool         %-14s max %d pods; %s", p.Namespace+"/"+p.Name, p.MaxReplicas, band)
+		c.Printf("               load: %.1f tasks/s (%d%% plan_and_apply) for %v, then quiet for %v%s",
+			p.Rate, int(p.ApplyRatio*100+0.5), p.Busy, p.Quiet, offsetText(p.Offset))
+	}
+	c.Printf("  tasks        each phase sleeps %v-%v (the agent's builtin executor); applies approved after %v-%v, %d%% rejected",
+		prof.TaskMin, prof.TaskMax, prof.ApproveMin, prof.ApproveMax, int(prof.RejectRatio*100+0.5))
+	c.Printf("  guard        a pod deleted while the store says it holds work is reported as BUSY POD REMOVED (exit 1)")
+	if d.cfg.Duration > 0 {
+		c.Printf("Stops after %v, or on Ctrl-C.", d.cfg.Duration)
+	} else {
+		c.Printf("Ctrl-C stops.")
+	}
+	c.Printf("")
+}
+
+func offsetText(d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", starting %v in", d)
+}
+
+// statusLoop samples the pools every poll interval (peaks) and prints a
+// status line per pool every StatusEvery.
+func (d *demo) statusLoop(ctx context.Context) {
+	every := d.cfg.Profile.StatusEvery
+	t := time.NewTicker(min(time.Second, every))
+	defer t.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lines := d.sample(ctx)
+		if time.Since(last) >= every-50*time.Millisecond && ctx.Err() == nil {
+			last = time.Now()
+			for _, l := range lines {
+				d.con.Printf("%s", l)
+			}
+		}
+	}
+}
+
+// sample reads each pool and returns its status line.
+func (d *demo) sample(ctx context.Context) []string {
+	var lines []string
+	now := time.Now()
+	for i, p := range d.cfg.Profile.Pools {
+		key := p.Namespace + "/" + p.Name
+		pods, err := d.api.Kube.CoreV1().Pods(p.Namespace).List(ctx, metav1.ListOptions{LabelSelector: janitor.LabelPool + "=" + p.Name})
+		if err != nil {
+			continue
+		}
+		live, terminating := 0, 0
+		for _, pod := range pods.Items {
+			if pod.DeletionTimestamp != nil {
+				terminating++
+			} else if pod.Status.Phase != corev1.PodFailed && pod.Status.Phase != corev1.PodSucceeded {
+				live++
+			}
+		}
+		d.mu.Lock()
+		d.peak[key] = max(d.peak[key], live)
+		d.mu.Unlock()
+
+		replicas := "?"
+		if u, err := d.api.Dyn.Resource(v1alpha1.GroupVersionResource).Namespace(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{}); err == nil {
+			if n, ok, _ := unstructured.NestedInt64(u.Object, "spec", "replicas"); ok {
+				replicas = fmt.Sprint(n)
+			}
+		}
+		var busy, idle, starting, queued int
+		if snap, err := d.store.Snapshot(ctx, slots.PoolID{Namespace: p.Namespace, Name: p.Name}); err == nil {
+			for _, r := range snap.Pods {
+				switch {
+				case r.Busy():
+					busy++
+				case r.State == slots.PodExpected:
+					starting++
+				case r.State == slots.PodActive || r.State == slots.PodCordoned:
+					idle++
+				}
+			}
+			queued = len(snap.Queue)
+		}
+		metric := "-"
+		if m := d.scalers[i].metric(); m >= 0 {
+			metric = fmt.Sprint(m)
+		}
+		_, finished := d.loads[i].finished()
+		var extra []string
+		if starting > 0 {
+			extra = append(extra, fmt.Sprintf("starting %d", starting))
+		}
+		if terminating > 0 {
+			extra = append(extra, fmt.Sprintf("terminating %d", terminating))
+		}
+		more := ""
+		if len(extra) > 0 {
+			more = "  " + strings.Join(extra, "  ")
+		}
+		lines = append(lines, fmt.Sprintf("%s  %-14s metric %-2s  replicas %-2s  pods %-2d  busy %-2d  idle %-2d  queued %-2d  finished %d%s",
+			clock(now), key, metric, replicas, live, busy, idle, queued, finished, more))
+	}
+	return lines
+}
+
+func (d *demo) result() result {
+	res := result{
+		BusyRemoved: d.kubelet.busyRemoved.Load(),
+		Checked:     d.kubelet.checked.Load(),
+		Outcomes:    map[string]map[string]int{},
+		Peak:        map[string]int{},
+	}
+	d.mu.Lock()
+	for k, v := range d.peak {
+		res.Peak[k] = v
+	}
+	d.mu.Unlock()
+	for i, p := range d.cfg.Profile.Pools {
+		if i < len(d.loads) {
+			res.Outcomes[p.Namespace+"/"+p.Name], _ = d.loads[i].finished()
+		}
+	}
+	return res
+}
+
+func (d *demo) summary(res result, took time.Duration) {
+	c := d.con
+	c.Printf("")
+	c.Printf("demo ran %v", took.Round(time.Second))
+	for i, p := range d.cfg.Profile.Pools {
+		if i >= len(d.loads) {
+			break
+		}
+		key := p.Namespace + "/" + p.Name
+		l := d.loads[i]
+		_, finished := l.finished()
+		line := fmt.Sprintf("  %-14s peak %d pods; %d tasks submitted; finished: %s", key, res.Peak[key], l.submitted.Load(), outcomeSummary(res.Outcomes[key]))
+		if n := l.submitted.Load() - int64(finished); n > 0 {
+			line += fmt.Sprintf("; %d still queued", n)
+		}
+		c.Printf("%s; %d applies approved", line, l.approved.Load())
+	}
+	k := d.kubelet
+	c.Printf("  kubelet        %d agents started, %d exited by themselves; the guard checked %d pod deletions", k.started.Load(), k.crashed.Load(), res.Checked)
+	if n := d.conflicts.Load(); n > 0 {
+		c.Printf("  janitor        %d passes retried after a 409 on the AgentPool status write (stale cache; --verbose shows them)", n)
+	}
+	if n := k.uncheckable.Load(); n > 0 {
+		c.Printf("  guard          %d deletions could not be checked (the store did not answer)", n)
+	}
+	if res.BusyRemoved > 0 {
+		c.Printf("!!!!! BUSY POD REMOVED %d times (see the lines above): slotscaler broke its promise", res.BusyRemoved)
+	} else {
+		c.Printf("  no busy pod was removed")
+	}
+}
+
+// shortPath is p relative to the working directory when it is below it.
+func shortPath(p string) string {
+	wd, err := os.Getwd()
+	if err != nil {
+		return p
+	}
+	if rel, err := filepath.Rel(wd, p); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return p
+}
+
+// checkFree fails with one clear line when addr cannot be listened on.
+func checkFree(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("the dashboard cannot listen on %s (%v): pass another --dashboard-address (or DASHBOARD_ADDRESS), e.g. 127.0.0.1:8090", addr, err)
+	}
+	return ln.Close()
+}
+
+// freeLoopback returns a loopback address with a port that was free a
+// moment ago.
+func freeLoopback() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free port: %w", err)
+	}
+	addr := ln.Addr().String()
+	return addr, ln.Close()
+}
+
+// displayAddr makes a listen address something a browser can open.
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// waitReady polls check until it holds, the child exits, or 30 s pass.
+func waitReady(ctx context.Context, c *child, what string, check func(context.Context) bool) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		ok := check(cctx)
+		cancel()
+		switch {
+		case ok:
+			return nil
+		case c.exited():
+			return fmt.Errorf("%s exited during start-up (code %d): see its lines above", what, c.exitCode())
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case time.Now().After(deadline):
+			return fmt.Errorf("%s was not ready within 30s", what)
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+}
+
+func httpOK(ctx context.Context, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return false
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
