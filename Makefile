@@ -24,7 +24,7 @@ demo: binaries ## The whole system locally, in the foreground: embedded Redis, s
 	./bin/demo $(DEMO_ARGS)
 
 .PHONY: test
-test: ## The whole test suite: installs redis-server if missing, starts private Redis servers, vet + race tests in every module, mutation runs
+test: ## The whole test suite: installs redis-server and chromium if missing, private Redis servers, vet + tests in every module (real kube-apiserver, KEDA client, Helm, browser), mutation runs, generated-code check
 	./scripts/test.sh
 
 .PHONY: bench

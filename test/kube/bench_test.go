@@ -16,7 +16,7 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
-// The chart's janitor client limits (values.yaml janitor.kubeAPI).
+// The chart's janitor client limits (values.yaml janitor.kubeApiQPS, janitor.kubeApiBurst).
 const chartQPS, chartBurst = 50, 100
 
 // BenchmarkJanitor1000Pods measures one pool of 1,000 pods on the real API
