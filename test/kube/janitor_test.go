@@ -419,3 +419,25 @@ func TestRedisDataLossHoldsDeletions(t *testing.T) {
 	}
 	c.audit.check(t)
 }
+
+// A busy pod cordoned for a scale-down comes back when replicas rise again:
+// no new pod is created while a cordoned one can serve.
+func TestCordonLiftsWhenReplicasRise(t *testing.T) {
+	c := newCluster(t)
+	c.newPool("ns", "p", 1)
+	c.startJanitor()
+	c.waitActive("ns", "p", 1)
+	c.submit("ns", "p", "long", slots.Plan, "gate")
+	pod := c.waitTask("ns", "p", "long", started(slots.PhasePlan), "started").Pod
+	c.scaleTo("ns", "p", 0)
+	c.waitState("ns", "p", pod, slots.PodCordoned)
+	c.scaleTo("ns", "p", 1)
+	c.waitState("ns", "p", pod, slots.PodActive)
+	time.Sleep(time.Second) // several passes
+	live := c.livePods("ns", "p")
+	require.Len(t, live, 1)
+	require.Equal(t, pod, live[0].Name, "the cordoned pod was taken back; nothing new created")
+	c.kubelet.open("long", "plan")
+	c.waitTask("ns", "p", "long", inState(slots.StateSucceeded), "succeeded")
+	c.audit.check(t)
+}
