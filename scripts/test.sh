@@ -171,7 +171,7 @@ generated_up_to_date() {
 		(cd "$ROOT" && git status --short -- "${GENERATED[@]}")
 		return 1
 	fi
-	echo "test.sh: ok   generated code up to date (templ, deepcopy, CRD)"
+	echo "test.sh: ok   generated code up to date (templ, deepcopy, CRD, docs/configuration.md)"
 }
 
 # Mutation runs: the slot store's suite is run with one guarantee broken at a

@@ -87,6 +87,26 @@ type cluster struct {
 	prefix  string
 	kubelet *kubelet
 	audit   *audit
+	// scriptDelay (ns) slows every script call: a slow Redis.
+	scriptDelay atomic.Int64
+}
+
+// slowScripts delays EVALSHA calls by *d.
+type slowScripts struct{ d *atomic.Int64 }
+
+func (slowScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h slowScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if d := time.Duration(h.d.Load()); d > 0 && cmd.Name() == "evalsha" {
+			time.Sleep(d)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (slowScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
 
 func newCluster(t testing.TB) *cluster {
@@ -111,6 +131,7 @@ func newCluster(t testing.TB) *cluster {
 	require.NoError(t, err)
 	c.rdb = redis.NewClient(opts)
 	t.Cleanup(func() { _ = c.rdb.Close() })
+	c.rdb.AddHook(slowScripts{&c.scriptDelay})
 	c.store, err = slots.New(ctx, c.rdb, slots.Options{Prefix: c.prefix, Logger: quiet()})
 	require.NoError(t, err)
 	c.audit = &audit{c: c}
@@ -424,6 +445,7 @@ func podStates(s *slots.Snapshot) []string {
 // counts mutating requests (dry-run sends none).
 type audit struct {
 	c          *cluster
+	watchDelay atomic.Int64 // ns added before each read of a pod watch stream (informer lag)
 	total      atomic.Int64
 	mutating   atomic.Int64
 	mu         sync.Mutex
@@ -445,7 +467,23 @@ func (t *auditTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.Method == http.MethodDelete && strings.Contains(req.URL.Path, "/pods/") {
 		t.a.checkDeletion(req.URL.Path)
 	}
-	return t.next.RoundTrip(req)
+	resp, err := t.next.RoundTrip(req)
+	if d := time.Duration(t.a.watchDelay.Load()); d > 0 && err == nil &&
+		req.URL.Query().Get("watch") == "true" && strings.HasSuffix(req.URL.Path, "/pods") {
+		resp.Body = &slowBody{ReadCloser: resp.Body, delay: d}
+	}
+	return resp, err
+}
+
+// slowBody delays every read of a watch stream: the informer sees events late.
+type slowBody struct {
+	io.ReadCloser
+	delay time.Duration
+}
+
+func (b *slowBody) Read(p []byte) (int, error) {
+	time.Sleep(b.delay)
+	return b.ReadCloser.Read(p)
 }
 
 // checkDeletion runs before the DELETE reaches the API server.

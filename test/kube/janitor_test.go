@@ -2,6 +2,7 @@ package kube
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -440,4 +441,29 @@ func TestCordonLiftsWhenReplicasRise(t *testing.T) {
 	c.kubelet.open("long", "plan")
 	c.waitTask("ns", "p", "long", inState(slots.StateSucceeded), "succeeded")
 	c.audit.check(t)
+}
+
+// With a lagging informer and a slow Redis, a pass must never take a pod it
+// just created for one whose object is gone: scaling up deletes nothing and
+// removes no record.
+func TestInformerLagNeverFencesNewPods(t *testing.T) {
+	c := newCluster(t)
+	c.audit.watchDelay.Store(int64(60 * time.Millisecond))
+	c.scriptDelay.Store(int64(100 * time.Millisecond))
+	c.newPool("ns", "p", 3)
+	c.startJanitor()
+	c.waitActive("ns", "p", 3)
+	c.scaleTo("ns", "p", 6)
+	c.waitActive("ns", "p", 6)
+	time.Sleep(time.Second)
+	c.audit.mu.Lock()
+	deleted := len(c.audit.deleted)
+	c.audit.mu.Unlock()
+	require.Zero(t, deleted, "scaling up deleted pods")
+	page, err := c.store.Events(c.ctx, slots.PoolID{Namespace: "ns", Name: "p"}, "", 1000)
+	require.NoError(t, err)
+	for _, e := range page.Events {
+		require.NotContains(t, fmt.Sprint(e), janitor.ReasonPodGone, "a new pod's record was removed")
+	}
+	require.Len(t, c.livePods("ns", "p"), 6)
 }
