@@ -297,18 +297,21 @@ func (p *pass) remove(rs []removal) {
 	parallel(p, rs, func(r removal) {
 		// Removing a record fences its pod's work (plans requeued, applies
 		// failed): worth one uncached read to be sure the pod is gone, not
-		// just missing from a lagging cache.
-		got, err := p.c.kube.CoreV1().Pods(p.id.Namespace).Get(p.ctx, r.Pod.Name, metav1.GetOptions{})
-		switch {
-		case err == nil && string(got.UID) == r.Pod.UID:
-			p.log.Info("pod record kept: the pod exists, the cache is behind", "pod", r.Pod.Name)
-			p.after(time.Second)
-			return
-		case err != nil && !apierrors.IsNotFound(err):
-			p.log.Error("checking that a pod is gone", "pod", r.Pod.Name, "err", err)
-			return
+		// just missing from a lagging cache. A drained pod has no work to
+		// fence, so scale-downs skip the read.
+		if r.Reason != ReasonScaledDown {
+			got, err := p.c.kube.CoreV1().Pods(p.id.Namespace).Get(p.ctx, r.Pod.Name, metav1.GetOptions{})
+			switch {
+			case err == nil && string(got.UID) == r.Pod.UID:
+				p.log.Info("pod record kept: the pod exists, the cache is behind", "pod", r.Pod.Name)
+				p.after(time.Second)
+				return
+			case err != nil && !apierrors.IsNotFound(err):
+				p.log.Error("checking that a pod is gone", "pod", r.Pod.Name, "err", err)
+				return
+			}
 		}
-		err = p.act("remove", r.Pod.Name, func() error {
+		err := p.act("remove", r.Pod.Name, func() error {
 			return p.c.store.RemovePod(p.ctx, p.id, r.Pod.Name, r.Pod.UID, r.Reason)
 		})
 		if err != nil {
