@@ -230,8 +230,10 @@ func TestEndToEndHPAToleranceBand(t *testing.T) {
 		{ns: "band", metadata: "scalerAddress=" + scaler + ",pool=pool", want: 21},
 		{ns: "nudged", metadata: "scalerAddress=" + scaler + ",pool=pool,nudgeTolerance=true", want: 23},
 	} {
-		t.Run(tc.ns, func(t *testing.T) {
-			c.t = t
+		// Not subtests: the cluster's helpers (and its kubelet's goroutines)
+		// log to the test that made it, which must outlive them.
+		func() {
+			t.Logf("pool %s/pool: want %d pods", tc.ns, tc.want)
 			m.set(tc.ns, tc.metadata)
 			c.newPool(tc.ns, "pool", 20)
 			original := map[string]bool{}
@@ -272,6 +274,6 @@ func TestEndToEndHPAToleranceBand(t *testing.T) {
 				return len(c.livePods(tc.ns, "pool")) == int(tc.want)
 			}, 60*time.Second, 100*time.Millisecond)
 			c.audit.check(t)
-		})
+		}()
 	}
 }
