@@ -270,15 +270,6 @@ func (c *Controller) processNext(ctx context.Context) bool {
 	return true
 }
 
-// SyncOnce runs one pass over a pool (for tests and benchmarks that drive
-// the controller step by step) and returns when to look again.
-func (c *Controller) SyncOnce(ctx context.Context, key string) (time.Duration, error) {
-	return c.sync(ctx, key)
-}
-
-// HasSynced reports whether the informer caches are filled.
-func (c *Controller) HasSynced() bool { return c.pods.HasSynced() && c.pools.HasSynced() }
-
 func (c *Controller) poolState(key string) *poolState {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -171,8 +171,7 @@ func (p *pass) podsOf() []*corev1.Pod {
 // rebuilds expected records and deletes nothing for one heartbeat timeout,
 // so agents can re-register with the work they still run.
 func (p *pass) snapshotDeclared(s settings, pods int) (slots.Snapshot, error) {
-	cfgKey := fmt.Sprintf("%+v", s.Store)
-	if p.st.declared != cfgKey {
+	if p.st.declared != s.storeKey() {
 		if err := p.declare(s); err != nil {
 			return slots.Snapshot{}, err
 		}
@@ -209,7 +208,7 @@ func (p *pass) declare(s settings) error {
 		// go on with it.
 		p.event(p.ap, corev1.EventTypeWarning, "SlotPolicyChange", "%v; scale the pool to 0 to change slots", err)
 		p.log.Warn("slot policy change refused", "err", err)
-		p.st.declared = fmt.Sprintf("%+v", s.Store)
+		p.st.declared = s.storeKey()
 		return nil
 	}
 	if err != nil {
@@ -219,7 +218,7 @@ func (p *pass) declare(s settings) error {
 		p.hold(s, "Redis generation changed")
 	}
 	p.st.generation = gen
-	p.st.declared = fmt.Sprintf("%+v", s.Store)
+	p.st.declared = s.storeKey()
 	return nil
 }
 

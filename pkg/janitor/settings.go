@@ -121,6 +121,10 @@ func settingsOf(ap *v1alpha1.AgentPool) (settings, error) {
 	return s, errors.Join(errs...)
 }
 
+// storeKey identifies the store config last declared, so a pass declares
+// the pool again only when it changed.
+func (s settings) storeKey() string { return fmt.Sprintf("%+v", s.Store) }
+
 // longestPhase is the longest a phase may run.
 func (s settings) longestPhase() time.Duration { return max(s.PlanTimeout, s.ApplyTimeout) }
 

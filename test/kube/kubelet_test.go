@@ -9,7 +9,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/slotscaler/slotscaler/pkg/janitor"
 )
@@ -35,6 +35,7 @@ type kubelet struct {
 	agents map[types.UID]*agentProc
 	paused map[string]bool // pool key -> don't start agents
 	killed int             // agents killed because their pod was being deleted
+	stops  sync.WaitGroup  // stop goroutines, which log to the test
 }
 
 type agentProc struct {
@@ -63,6 +64,7 @@ func startKubelet(t testing.TB, c *cluster) *kubelet {
 		k.mu.Lock()
 		procs := make([]*agentProc, 0, len(k.agents))
 		for _, a := range k.agents {
+			a.killed = true // the test is over: nobody reports these pods ended
 			procs = append(procs, a)
 		}
 		k.mu.Unlock()
@@ -70,6 +72,7 @@ func startKubelet(t testing.TB, c *cluster) *kubelet {
 			_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
 			<-a.done
 		}
+		k.stops.Wait()
 		if t.Failed() {
 			t.Logf("agent logs: %s", k.logDir)
 		}
@@ -98,7 +101,7 @@ func (k *kubelet) handle(obj any) {
 		return
 	}
 	if pod.DeletionTimestamp != nil {
-		go k.stop(pod)
+		k.stops.Go(func() { k.stop(pod) })
 		return
 	}
 	if pod.Status.Phase != "" && pod.Status.Phase != corev1.PodPending {
@@ -236,10 +239,12 @@ func (k *kubelet) exited(pod *corev1.Pod, waitErr error) {
 		phase = corev1.PodFailed
 	}
 	ctx := context.Background()
-	for range 20 {
+	// An error left after the retries is the API server going away at the
+	// end of a test: nothing to report to.
+	_ = retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		cur, err := k.c.kube.CoreV1().Pods(pod.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
 		if err != nil || cur.UID != pod.UID || cur.DeletionTimestamp != nil {
-			return
+			return nil // gone or going: nothing to report
 		}
 		st := cur.DeepCopy()
 		st.Status.Phase = phase
@@ -247,11 +252,11 @@ func (k *kubelet) exited(pod *corev1.Pod, waitErr error) {
 		st.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "agent",
 			State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: code, Reason: "Error"}}}}
 		_, err = k.c.kube.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, st, metav1.UpdateOptions{})
-		if err == nil || apierrors.IsNotFound(err) {
-			return
+		if apierrors.IsNotFound(err) {
+			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // crash SIGKILLs a pod's agent without touching the pod (a crash): the pod
