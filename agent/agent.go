@@ -793,7 +793,7 @@ func (a *agent) retry(ctx context.Context, op string, call func(ctx context.Cont
 
 // cordon stops new work reaching the pod; false when the agent is ending.
 func (a *agent) cordon() bool {
-	err := a.retry(a.work, "cordon", func(ctx context.Context) error { return a.store.Cordon(ctx, a.cfg.Pool, a.cfg.PodName, a.uid) })
+	err := a.retry(a.work, "cordon", func(ctx context.Context) error { return a.store.CordonSelf(ctx, a.cfg.Pool, a.cfg.PodName, a.uid) })
 	switch {
 	case err == nil:
 		a.setPodState(slots.PodCordoned)

@@ -1,7 +1,7 @@
 // Package janitor is the pool controller: it makes each AgentPool's live
 // agent pods match spec.replicas, creating pods from the template and
-// removing only pods it has atomically drained in the slot store (DESIGN.md,
-// "Pod lifecycle" and "AgentPool (CRD) and the janitor").
+// removing only pods it has atomically drained in the slot store (the README,
+// "Pod lifecycle" and "The janitor (pool controller)").
 //
 // The controller follows client-go's sample-controller: shared informers for
 // AgentPools and pods, one rate-limited workqueue of pool keys, listers (never

@@ -26,6 +26,7 @@ var (
 	ErrPodLost         = errors.New("pod was declared lost")
 	ErrPodState        = errors.New("pod is not in a state that allows this")
 	ErrPodBusy         = errors.New("pod has running or reserved slots")
+	ErrSelfCordoned    = errors.New("pod was cordoned by its own stopping agent")
 	ErrTaskNotFound    = errors.New("task not found")
 	ErrTaskConflict    = errors.New("task id exists with another type")
 	ErrQueueFull       = errors.New("queue full")
@@ -50,6 +51,7 @@ var scriptErrors = map[string]error{
 	"lost":         ErrPodLost,
 	"podstate":     ErrPodState,
 	"busy":         ErrPodBusy,
+	"selfcordoned": ErrSelfCordoned,
 	"notask":       ErrTaskNotFound,
 	"taskconflict": ErrTaskConflict,
 	"full":         ErrQueueFull,

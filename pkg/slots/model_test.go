@@ -1,7 +1,7 @@
 package slots
 
 // model_test.go: a pure Go model of the slot store's state machine, written
-// from DESIGN.md ("Pod lifecycle", "Task state machine", "Redis model") and
+// from the README ("Pod lifecycle", "Task state machine"), lib.lua's data model and
 // the script contracts, for FuzzStoreMatchesModel (fuzz_test.go). It keeps no
 // counters and no idle sets: which slot is idle is derived from the pods, so
 // the store's bookkeeping is checked, not copied.

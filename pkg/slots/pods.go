@@ -13,8 +13,22 @@ func (s *Store) ExpectPod(ctx context.Context, pool PoolID, pod, uid string) err
 	if err := validatePodUID(pod, uid); err != nil {
 		return err
 	}
-	if _, err := s.run(ctx, "expect_pod", pool, pod, uid); err != nil {
+	if _, err := s.run(ctx, "expect_pod", pool, pod, uid, ""); err != nil {
 		return fmt.Errorf("expecting pod %s in %s: %w", pod, pool, err)
+	}
+	return nil
+}
+
+// ExpectStoppingPod writes the record of a terminating pod that has none
+// (Redis lost it): its agent may register again with the work it still
+// runs, into a cordon owned by the agent, so it never gets new work that
+// would die with the pod.
+func (s *Store) ExpectStoppingPod(ctx context.Context, pool PoolID, pod, uid string) error {
+	if err := validatePodUID(pod, uid); err != nil {
+		return err
+	}
+	if _, err := s.run(ctx, "expect_pod", pool, pod, uid, "1"); err != nil {
+		return fmt.Errorf("expecting stopping pod %s in %s: %w", pod, pool, err)
 	}
 	return nil
 }
@@ -25,6 +39,17 @@ func (s *Store) ExpectPod(ctx context.Context, pool PoolID, pod, uid string) err
 // count as busy until a heartbeat no longer reports them. The pod's idle
 // slots get queued work in the same script. Returns the pod's state.
 func (s *Store) RegisterPod(ctx context.Context, pool PoolID, pod, uid string, orphanSlots ...int) (PodState, error) {
+	return s.register(ctx, pool, pod, uid, false, orphanSlots)
+}
+
+// RegisterStoppingPod registers an agent that is stopping (it lost its
+// record to data loss after SIGTERM) straight into a cordon it owns: its
+// orphan slots finish, and no new work reaches it even for an instant.
+func (s *Store) RegisterStoppingPod(ctx context.Context, pool PoolID, pod, uid string, orphanSlots ...int) (PodState, error) {
+	return s.register(ctx, pool, pod, uid, true, orphanSlots)
+}
+
+func (s *Store) register(ctx context.Context, pool PoolID, pod, uid string, stopping bool, orphanSlots []int) (PodState, error) {
 	if err := validatePodUID(pod, uid); err != nil {
 		return "", err
 	}
@@ -32,7 +57,11 @@ func (s *Store) RegisterPod(ctx context.Context, pool PoolID, pod, uid string, o
 	for i, o := range orphanSlots {
 		os[i] = strconv.Itoa(o)
 	}
-	res, err := s.run(ctx, "register_pod", pool, pod, uid, strings.Join(os, ","))
+	flag := ""
+	if stopping {
+		flag = "1"
+	}
+	res, err := s.run(ctx, "register_pod", pool, pod, uid, strings.Join(os, ","), flag)
 	if err != nil {
 		return "", fmt.Errorf("registering pod %s in %s: %w", pod, pool, err)
 	}
@@ -97,11 +126,19 @@ func (s *Store) Heartbeat(ctx context.Context, pool PoolID, pod, uid string, run
 
 // Cordon stops new work reaching a pod. uid may be empty.
 func (s *Store) Cordon(ctx context.Context, pool PoolID, pod, uid string) error {
-	return s.podOp(ctx, "cordon", "cordoning", pool, pod, uid)
+	return s.podOp(ctx, "cordon", "cordoning", pool, pod, uid, string(CordonedByJanitor))
+}
+
+// CordonSelf is the cordon of a stopping agent: like Cordon, but owned by
+// the agent, so Uncordon refuses to lift it (ErrSelfCordoned). It takes
+// over a janitor's cordon.
+func (s *Store) CordonSelf(ctx context.Context, pool PoolID, pod, uid string) error {
+	return s.podOp(ctx, "cordon", "cordoning", pool, pod, uid, string(CordonedByAgent))
 }
 
 // Uncordon lets a cordoned pod take work again; its idle slots get queued
-// work in the same script.
+// work in the same script. A pod cordoned by its own stopping agent stays
+// cordoned: ErrSelfCordoned.
 func (s *Store) Uncordon(ctx context.Context, pool PoolID, pod, uid string) error {
 	return s.podOp(ctx, "uncordon", "uncordoning", pool, pod, uid)
 }
@@ -142,11 +179,11 @@ func (s *Store) RemovePod(ctx context.Context, pool PoolID, pod, uid, reason str
 	return nil
 }
 
-func (s *Store) podOp(ctx context.Context, script, verb string, pool PoolID, pod, uid string) error {
+func (s *Store) podOp(ctx context.Context, script, verb string, pool PoolID, pod, uid string, args ...any) error {
 	if err := validatePod(pod, uid); err != nil {
 		return err
 	}
-	if _, err := s.run(ctx, script, pool, pod, uid); err != nil {
+	if _, err := s.run(ctx, script, pool, append([]any{pod, uid}, args...)...); err != nil {
 		return fmt.Errorf("%s pod %s in %s: %w", verb, pod, pool, err)
 	}
 	return nil

@@ -400,3 +400,84 @@ func TestMaxQueueAgeExpiresWaitingTasks(t *testing.T) {
 		assert.Equal(t, 0, e.stats().QueuedTotal())
 	})
 }
+
+func TestACordonByTheStoppingAgentIsNeverLiftedByTheJanitor(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		require.NoError(t, e.s.Cordon(e.ctx, e.pool, "agent-0", uid))
+		require.NoError(t, e.s.CordonSelf(e.ctx, e.pool, "agent-0", uid), "the agent's cordon takes over the janitor's")
+		require.ErrorIs(t, e.s.Uncordon(e.ctx, e.pool, "agent-0", uid), ErrSelfCordoned)
+		assert.Equal(t, StateQueued, e.submit("t1", Plan).State, "the stopping pod gets no work")
+		snap, err := e.s.Snapshot(e.ctx, e.pool)
+		require.NoError(t, err)
+		require.Len(t, snap.Pods, 1)
+		assert.Equal(t, PodCordoned, snap.Pods[0].State)
+		assert.Equal(t, CordonedByAgent, snap.Pods[0].CordonedBy)
+
+		// A janitor's own cordon is lifted as before.
+		uid1 := e.pod("agent-1")
+		require.NoError(t, e.s.Cordon(e.ctx, e.pool, "agent-1", uid1))
+		require.NoError(t, e.s.Uncordon(e.ctx, e.pool, "agent-1", uid1))
+		assert.Equal(t, StateRunning, e.task("t1").State)
+		assert.Equal(t, "agent-1", e.task("t1").Pod)
+		e.consistent()
+	})
+}
+
+func TestAStoppingPodWhoseRecordWasLostRegistersAgainCordonedAndGetsNoWork(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, managed)
+		e.submit("queued", Plan)
+		// Redis lost the record of a terminating pod whose agent still runs
+		// an apply in slot 0: the janitor writes a stopping record.
+		require.NoError(t, e.s.ExpectStoppingPod(e.ctx, e.pool, "agent-0", "u0"))
+		st, err := e.s.RegisterPod(e.ctx, e.pool, "agent-0", "u0", 0)
+		require.NoError(t, err)
+		assert.Equal(t, PodCordoned, st)
+		assert.Equal(t, StateQueued, e.task("queued").State, "no new work for a stopping pod, not even at registration")
+		require.ErrorIs(t, e.s.Uncordon(e.ctx, e.pool, "agent-0", "u0"), ErrSelfCordoned)
+		require.ErrorIs(t, e.s.Drain(e.ctx, e.pool, "agent-0", "u0"), ErrPodBusy, "slot 0 still runs work Redis lost")
+
+		// A stopping agent that finds an ordinary expected record registers
+		// cordoned too.
+		require.NoError(t, e.s.ExpectPod(e.ctx, e.pool, "agent-1", "u1"))
+		st, err = e.s.RegisterStoppingPod(e.ctx, e.pool, "agent-1", "u1", 2)
+		require.NoError(t, err)
+		assert.Equal(t, PodCordoned, st)
+		assert.Equal(t, StateQueued, e.task("queued").State)
+		// And a retry of a registration that landed, sent once stopping, cordons.
+		require.NoError(t, e.s.ExpectPod(e.ctx, e.pool, "agent-2", "u2"))
+		_, err = e.s.RegisterPod(e.ctx, e.pool, "agent-2", "u2")
+		require.NoError(t, err)
+		assert.Equal(t, "agent-2", e.task("queued").Pod, "an ordinary registration takes work")
+		st, err = e.s.RegisterStoppingPod(e.ctx, e.pool, "agent-2", "u2")
+		require.NoError(t, err)
+		assert.Equal(t, PodCordoned, st)
+		require.ErrorIs(t, e.s.Uncordon(e.ctx, e.pool, "agent-2", "u2"), ErrSelfCordoned)
+		assert.Equal(t, 3, e.stats().Pods[PodCordoned])
+		e.consistent()
+	})
+}
+
+func TestSnapshotSaysWhenThePoolsGenerationWasDeclared(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		snap, err := e.s.Snapshot(e.ctx, e.pool)
+		require.NoError(t, err)
+		require.NotEmpty(t, snap.Generation)
+		require.False(t, snap.Declared.IsZero())
+		assert.False(t, snap.Declared.After(snap.At), "declared before it was read")
+		assert.WithinDuration(t, snap.At, snap.Declared, time.Minute)
+		// Declaring again (a settings change) keeps the generation and its birth.
+		cfg, _, err := e.s.Pool(e.ctx, e.pool)
+		require.NoError(t, err)
+		cfg.MaxAttempts++
+		_, err = e.s.DeclarePool(e.ctx, e.pool, cfg)
+		require.NoError(t, err)
+		again, err := e.s.Snapshot(e.ctx, e.pool)
+		require.NoError(t, err)
+		assert.Equal(t, snap.Generation, again.Generation)
+		assert.Equal(t, snap.Declared, again.Declared)
+	})
+}

@@ -29,13 +29,23 @@ type Snapshot struct {
 	At    time.Time
 	Pods  []PodSnapshot
 	Queue []QueuedTask // oldest first
+	// Generation is the pool's current generation in Redis, and Declared
+	// when that generation was declared (Redis TIME). A pod object older
+	// than Declared predates everything this Redis knows of the pool: Redis
+	// lost its data (or the pool was deleted and declared again), and that
+	// pod's agent may still run work it will re-register with.
+	Generation string
+	Declared   time.Time
 }
 
 // PodSnapshot is one pod and its slots.
 type PodSnapshot struct {
-	Name       string
-	UID        string
-	State      PodState
+	Name  string
+	UID   string
+	State PodState
+	// CordonedBy says who cordoned a cordoned pod (or, for an expected
+	// record of a stopping pod, who will own its cordon).
+	CordonedBy CordonOwner
 	Seq        int64
 	Created    time.Time
 	Registered time.Time
@@ -95,6 +105,7 @@ type rawPod struct {
 	Seq     int64  `json:"seq"`
 	Created int64  `json:"created"`
 	Reg     int64  `json:"reg"`
+	CBy     string `json:"cby"`
 	Idle    int64  `json:"idle"`
 	HB      int64  `json:"hb"`
 	Slots   []struct {
@@ -123,16 +134,19 @@ func (s *Store) Snapshot(ctx context.Context, pool PoolID) (Snapshot, error) {
 		return Snapshot{}, fmt.Errorf("snapshot of pool %s: %w", pool, err)
 	}
 	arr, _ := res.([]any)
-	if len(arr) != 3 {
+	if len(arr) != 5 {
 		return Snapshot{}, fmt.Errorf("snapshot of pool %s: unexpected reply", pool)
 	}
-	snap := Snapshot{Pool: pool, At: time.UnixMilli(asInt(arr[0]))}
+	snap := Snapshot{Pool: pool, At: time.UnixMilli(asInt(arr[0])), Generation: asString(arr[3])}
+	if ms := asInt(arr[4]); ms > 0 {
+		snap.Declared = time.UnixMilli(ms)
+	}
 	for _, pj := range toStrings(arr[1]) {
 		var rp rawPod
 		if err := json.Unmarshal([]byte(pj), &rp); err != nil {
 			return Snapshot{}, fmt.Errorf("snapshot of pool %s: decoding pod: %w", pool, err)
 		}
-		p := PodSnapshot{Name: rp.Name, UID: rp.UID, State: PodState(rp.St), Seq: rp.Seq,
+		p := PodSnapshot{Name: rp.Name, UID: rp.UID, State: PodState(rp.St), CordonedBy: CordonOwner(rp.CBy), Seq: rp.Seq,
 			Created: msTime(strconv.FormatInt(rp.Created, 10)), Registered: msTime(strconv.FormatInt(rp.Reg, 10)),
 			LastBusy:          msTime(strconv.FormatInt(rp.Idle, 10)),
 			HeartbeatDeadline: msTime(strconv.FormatInt(rp.HB, 10))}

@@ -69,7 +69,7 @@ func (s TaskState) Terminal() bool {
 	return false
 }
 
-// PodState is where a pod is in its lifecycle (DESIGN.md, "Pod lifecycle").
+// PodState is where a pod is in its lifecycle (README, "Pod lifecycle").
 type PodState string
 
 const (
@@ -78,6 +78,15 @@ const (
 	PodCordoned PodState = "cordoned" // no new work; reservations may still be approved
 	PodDraining PodState = "draining" // proven idle; never gets work again
 	PodLost     PodState = "lost"     // heartbeat expired; waits for the pod object to go
+)
+
+// CordonOwner says who cordoned a pod. The janitor lifts its own cordons
+// when replicas rise; a stopping agent's cordon is never lifted.
+type CordonOwner string
+
+const (
+	CordonedByJanitor CordonOwner = "janitor"
+	CordonedByAgent   CordonOwner = "agent"
 )
 
 // Failure reasons the store itself records.

@@ -1,6 +1,7 @@
 -- snapshot: every pod, slot and queued task of a pool, read atomically.
 -- KEYS[1] cfg
--- Returns {now, {pod JSON...}, {"<task>|<type>|<queued at>"...} in dispatch order}.
+-- Returns {now, {pod JSON...}, {"<task>|<type>|<queued at>"...} in dispatch order,
+-- generation, generation born at (ms)}.
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local now = now_ms()
@@ -9,7 +10,7 @@ for _, pod in ipairs(redis.call('ZRANGE', K .. 'pods', 0, -1)) do
   local ph = hgetall(pkey(pod))
   if ph then
     local p = {name = pod, uid = ph.uid, st = ph.st, seq = tonumber(ph.seq), created = tonumber(ph.created),
-      reg = tonumber(ph.reg or '0'), idle = tonumber(ph.idle or '0'), hb = tonumber(redis.call('ZSCORE', K .. 'hb', pod) or '0'), slots = {}}
+      reg = tonumber(ph.reg or '0'), cby = ph.cby or '', idle = tonumber(ph.idle or '0'), hb = tonumber(redis.call('ZSCORE', K .. 'hb', pod) or '0'), slots = {}}
     for i = 0, c.nslots - 1 do
       local s = ph['s' .. i] or ''
       local slot = {i = i, task = s}
@@ -38,4 +39,5 @@ local q = {}
 for _, e in ipairs(entries) do
   q[#q + 1] = e.id .. '|' .. e.type .. '|' .. (redis.call('ZSCORE', K .. 'qat', e.id) or '0')
 end
-return {now, pods, q}
+local g = redis.call('HMGET', CFG, 'gen', 'gat')
+return {now, pods, q, g[1] or '', tonumber(g[2] or '0')}
