@@ -78,6 +78,10 @@ type agent struct {
 	phases       map[slots.TaskRef]*phase
 	reservations map[string]string // task → epoch of the plan that reserved slot 0 for its apply
 	podState     slots.PodState
+	// reportSeq numbers heartbeat reports (HeartbeatNumbered). It starts
+	// from the clock in microseconds so it also grows across restarts of an
+	// agent that keeps its uid (a static pool with a fixed POD_UID).
+	reportSeq int64
 
 	registered atomic.Bool
 	stopping   atomic.Bool
@@ -297,7 +301,13 @@ func (a *agent) register(ctx context.Context, orphans []int) error {
 	var bo backoff
 	for warned := false; ; {
 		rctx, cancel := context.WithTimeout(ctx, a.cfg.RedisTimeout)
-		st, err := a.store.RegisterPod(rctx, a.cfg.Pool, a.cfg.PodName, a.uid, orphans...)
+		register := a.store.RegisterPod
+		if a.stopping.Load() {
+			// Re-registering after data loss while stopping: straight into
+			// our own cordon, so no new work arrives that SIGKILL would end.
+			register = a.store.RegisterStoppingPod
+		}
+		st, err := register(rctx, a.cfg.Pool, a.cfg.PodName, a.uid, orphans...)
 		cancel()
 		if err == nil {
 			a.setPodState(st)
@@ -367,9 +377,9 @@ func (a *agent) heartbeatLoop(stop <-chan struct{}) {
 }
 
 func (a *agent) heartbeat(failing *bool) {
-	report := a.report()
+	seq, report := a.report()
 	ctx, cancel := context.WithTimeout(a.work, a.cfg.RedisTimeout)
-	reply, err := a.store.Heartbeat(ctx, a.cfg.Pool, a.cfg.PodName, a.uid, report)
+	reply, err := a.store.HeartbeatNumbered(ctx, a.cfg.Pool, a.cfg.PodName, a.uid, seq, report)
 	cancel()
 	switch {
 	case err == nil:
@@ -405,9 +415,13 @@ func (a *agent) heartbeat(failing *bool) {
 // running, or holding a result not recorded yet. One entry per task: a
 // phase still running wins over a finished one of the same task (an apply
 // can start once its plan's result is recorded, before the agent heard so).
-func (a *agent) report() []slots.RunningPhase {
+// seq numbers the report; it is taken under the same lock as the phases,
+// so a phase added after it (claimPending) is in every report numbered
+// higher.
+func (a *agent) report() (seq int64, _ []slots.RunningPhase) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.reportSeq = max(a.reportSeq+1, time.Now().UnixMicro())
 	byTask := map[string]*phase{}
 	for _, p := range a.phases {
 		if q, ok := byTask[p.ref.Task]; ok && !q.finished {
@@ -420,7 +434,18 @@ func (a *agent) report() []slots.RunningPhase {
 		out = append(out, slots.RunningPhase{Slot: p.slot, Task: p.ref.Task, Epoch: p.ref.Epoch})
 	}
 	slices.SortFunc(out, func(x, y slots.RunningPhase) int { return x.Slot - y.Slot })
-	return out
+	return a.reportSeq, out
+}
+
+// claimPending adds a phase about to be claimed to what heartbeats report
+// (slot -1) and returns the number of the first report that includes it.
+func (a *agent) claimPending(r slots.TaskRef) int64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.phases[r]; !ok {
+		a.phases[r] = &phase{ref: r, slot: -1}
+	}
+	return a.reportSeq + 1
 }
 
 func (a *agent) busySlots() []int {
@@ -527,13 +552,9 @@ func (a *agent) take() (msg *slots.Message, claimed bool, taken time.Time, err e
 	var ref *slots.TaskRef
 	ctx, cancel := context.WithTimeout(a.work, takeWait+a.cfg.RedisTimeout)
 	defer cancel()
-	m, err := a.store.Take(ctx, a.cfg.Pool, a.cfg.PodName, a.uid, takeWait, func(r slots.TaskRef) {
+	m, err := a.store.Take(ctx, a.cfg.Pool, a.cfg.PodName, a.uid, takeWait, func(r slots.TaskRef) int64 {
 		ref = &r
-		a.mu.Lock()
-		if _, ok := a.phases[r]; !ok {
-			a.phases[r] = &phase{ref: r, slot: -1}
-		}
-		a.mu.Unlock()
+		return a.claimPending(r)
 	})
 	taken = time.Now()
 	if ref == nil {
@@ -549,36 +570,14 @@ func (a *agent) take() (msg *slots.Message, claimed bool, taken time.Time, err e
 		a.dropPhase(*ref)
 		return nil, true, taken, err
 	}
-	// The claim may have landed with its reply lost: ask the task.
-	return a.resolveClaim(*ref, err), true, taken, nil
-}
-
-// resolveClaim finds out whether a claim whose reply was lost landed, and
-// returns the assignment to run when it did. Until it knows, the phase
-// stays in heartbeat reports, so the store never judges it missing.
-func (a *agent) resolveClaim(ref slots.TaskRef, takeErr error) *slots.Message {
-	a.log.Warn("claim outcome unknown; checking the task", "task", ref.Task, "epoch", ref.Epoch, "err", takeErr)
-	var bo backoff
-	for {
-		ctx, cancel := context.WithTimeout(a.work, a.cfg.RedisTimeout)
-		t, err := a.store.Task(ctx, a.cfg.Pool, ref.Task)
-		cancel()
-		switch {
-		case err == nil && t.State == slots.StateRunning && t.Epoch == ref.Epoch && t.Pod == a.cfg.PodName && t.Started:
-			a.log.Info("the claim had landed: running the phase", "task", ref.Task, "epoch", ref.Epoch)
-			return &slots.Message{Kind: slots.MsgAssignment, Task: t.ID, Epoch: t.Epoch, Assignment: &slots.Assignment{
-				Task: t.ID, Type: t.Type, Phase: t.Phase, Slot: t.Slot, Attempt: t.Attempt, Epoch: t.Epoch, Payload: t.Payload}}
-		case err == nil, !transient(err):
-			// Not claimed (the entry is still in the processing list and the
-			// next Take claims it) or no longer ours.
-			a.dropPhase(ref)
-			return nil
-		}
-		if !sleepCtx(a.work, bo.next()) {
-			a.dropPhase(ref)
-			return nil
-		}
-	}
+	// The claim may have landed with its reply lost. The store's next Take
+	// claims this very entry again and gets the same assignment back if it
+	// had (claim.lua is idempotent for a pod and epoch): that is the one
+	// recovery path. Until then the phase stays in heartbeat reports, so the
+	// store never judges it missing. A second path (reading the task and
+	// running it here) would start the phase twice.
+	a.log.Warn("claim outcome unknown; the next take claims it again", "task", ref.Task, "epoch", ref.Epoch, "err", err)
+	return nil, true, taken, err
 }
 
 func (a *agent) dropPhase(ref slots.TaskRef) {
@@ -592,12 +591,24 @@ func (a *agent) start(as *slots.Assignment, taken time.Time) {
 	ref := slots.TaskRef{Task: as.Task, Epoch: as.Epoch}
 	ctx, stop := context.WithCancelCause(a.fence)
 	a.mu.Lock()
+	p := a.phases[ref]
+	if p != nil && p.as != nil {
+		// This phase already runs here (or its result waits to be
+		// recorded): a phase is started once, whatever answers twice.
+		a.mu.Unlock()
+		stop(nil)
+		a.log.Error("refusing to start a phase this agent already runs", "task", as.Task, "epoch", as.Epoch, "slot", as.Slot)
+		a.m.duplicateStarts.Inc()
+		return
+	}
 	for r, other := range a.phases {
-		if r != ref && other.slot == as.Slot && !other.finished {
-			a.log.Warn("assignment for a slot this agent still runs a phase in; running both", "slot", as.Slot, "task", as.Task, "running", r.Task)
+		if r != ref && other.slot == as.Slot && other.as != nil && !other.finished {
+			// The store frees a slot only once its phase's result is
+			// recorded, so this is a store bug; the new phase runs (the
+			// store gave it), and the log says so.
+			a.log.Error("assignment for a slot this agent still runs another phase in", "slot", as.Slot, "task", as.Task, "running", r.Task)
 		}
 	}
-	p := a.phases[ref]
 	if p == nil {
 		p = &phase{ref: ref}
 		a.phases[ref] = p

@@ -2,56 +2,78 @@ package main
 
 import (
 	"context"
-	"errors"
-	"io"
 	"log/slog"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/slotscaler/slotscaler/internal/faultproxy"
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
-// A claim whose reply is lost may have landed: the task is started and
-// only this agent can run it. Dropping it would lose the phase (a plan
-// requeued with an attempt spent, an apply failed) on a healthy pod.
-func TestAClaimWhoseReplyWasLostIsRunWhenItLandedAndDroppedOtherwise(t *testing.T) {
+// A claim whose reply is lost (Redis answers after the agent's
+// --redis-timeout) may have landed. Regression: the agent used to read the
+// task, see it started and run it, and the next Take retried the stored
+// claim, got the same assignment back and started a second executor for the
+// same epoch: an approved apply ran twice at once. The evidence is the
+// executor's own log of starts, written outside Redis.
+func TestAnApplyWhoseClaimReplyWasLostRunsOnce(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	proxy := faultproxy.Start(t, srv.Addr())
+	e := newEnv(t, srv.URL())
+	e.url = proxy.URL() // the agent reaches Redis through the proxy
+	r := e.start(t, map[string]string{"REDIS_TIMEOUT": "1s"}, hooks{})
+	r.waitReady(t)
+
+	e.submit(t, "pa", slots.PlanAndApply, `mark "$TASK_PHASE-started"; await "$TASK_PHASE-release"`)
+	e.await(t, "plan-started")
+	e.mark(t, "plan-release")
+	e.waitTask(t, "pa", slots.StateReserved)
+
+	// The apply's claim runs in Redis; its reply arrives after the agent
+	// gave up waiting (the claim entry is "a|<task>|<epoch>").
+	lost := proxy.Add(faultproxy.Rule{Command: "EVALSHA", Match: faultproxy.ArgContains("a|pa|"), Times: 1,
+		Action: faultproxy.DelayReply(3 * time.Second)})
+	_, err := e.store.Approve(context.Background(), e.pool, "pa", "alice")
+	require.NoError(t, err)
+	e.await(t, "apply-started")
+	require.Eventually(t, func() bool { return lost.Acted() == 1 }, patience, 10*time.Millisecond, "the claim's reply was held")
+	// Give a second start every chance to happen: the agent's next takes
+	// retry the claim and get the same assignment back.
+	require.Eventually(t, func() bool {
+		return strings.Contains(r.logs.String(), "refusing to start a phase this agent already runs") ||
+			strings.Contains(r.logs.String(), "claim outcome unknown")
+	}, patience, 10*time.Millisecond)
+	time.Sleep(time.Second) // not a synchronisation: a window for a wrong second start to show
+	e.mark(t, "apply-release")
+	tk := e.waitTask(t, "pa", slots.StateSucceeded)
+	assert.Equal(t, 1, tk.Attempt, "one start of the apply")
+	assert.Equal(t, []string{"pa plan slot=0 attempt=1", "pa apply slot=0 attempt=1"}, e.starts(t), "each phase started once")
+}
+
+// A phase is started once, whatever hands it to start twice.
+func TestStartRefusesAPhaseTheAgentAlreadyRuns(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, redistest.Standalone(t))
-	ctx := context.Background()
-	_, err := e.store.RegisterPod(ctx, e.pool, "agent-1", "uid-1")
-	require.NoError(t, err)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	a := newAgent(Config{Pool: e.pool, PodName: "agent-1", RedisTimeout: 5 * time.Second}, log, log, nil, nil, newMetrics(), hooks{})
-	a.store, a.uid = e.store, "uid-1"
-	lost := errors.New("reply lost")
-	claiming := func(id, epoch string) slots.TaskRef {
-		ref := slots.TaskRef{Task: id, Epoch: epoch}
-		a.phases[ref] = &phase{ref: ref, slot: -1}
-		return ref
-	}
-
-	landed := e.submit(t, "landed", slots.Plan, "the payload")
-	m, err := e.store.Take(ctx, e.pool, "agent-1", "uid-1", time.Second, nil) // the claim lands; pretend its reply did not
-	require.NoError(t, err)
-	require.NotNil(t, m)
-	got := a.resolveClaim(claiming("landed", landed.Epoch), lost)
-	require.NotNil(t, got, "the claim landed: run it")
-	assert.Equal(t, &slots.Assignment{Task: "landed", Type: slots.Plan, Phase: slots.PhasePlan, Slot: landed.Slot,
-		Attempt: 1, Epoch: landed.Epoch, Payload: []byte("the payload")}, got.Assignment)
-
-	unclaimed := e.submit(t, "unclaimed", slots.Plan, "")
-	ref := claiming("unclaimed", unclaimed.Epoch)
-	assert.Nil(t, a.resolveClaim(ref, lost), "not claimed: the next Take claims it")
-	assert.NotContains(t, a.phases, ref, "and it is no longer reported meanwhile")
-
-	_, err = e.store.Cancel(ctx, e.pool, "unclaimed", "dave")
-	require.NoError(t, err)
-	ref = claiming("unclaimed", unclaimed.Epoch)
-	assert.Nil(t, a.resolveClaim(ref, lost), "no longer this pod's")
+	r := e.start(t, nil, hooks{})
+	r.waitReady(t)
+	e.submit(t, "p", slots.Plan, `mark started; await release`)
+	e.await(t, "started")
+	tk := e.task(t, "p")
+	a := r.agent(t)
+	a.start(&slots.Assignment{Task: "p", Type: slots.Plan, Phase: slots.PhasePlan, Slot: tk.Slot, Attempt: tk.Attempt, Epoch: tk.Epoch}, time.Now())
+	e.mark(t, "release")
+	e.waitTask(t, "p", slots.StateSucceeded)
+	assert.Equal(t, []string{"p plan slot=" + strconv.Itoa(tk.Slot) + " attempt=1"}, e.starts(t))
+	v, ok := r.metric(t, "slotscaler_agent_duplicate_starts_refused_total")
+	require.True(t, ok)
+	assert.Equal(t, 1.0, v)
 }
 
 // The store keys a heartbeat report by task: a plan whose result is
@@ -66,6 +88,7 @@ func TestHeartbeatReportsOnePhasePerTaskTheRunningOneFirst(t *testing.T) {
 	a.phases[apply] = &phase{ref: apply, slot: 0}
 	a.phases[other] = &phase{ref: other, slot: -1}
 	for range 20 { // map order varies
-		assert.Equal(t, []slots.RunningPhase{{Slot: -1, Task: "p", Epoch: "g-3"}, {Slot: 0, Task: "pa", Epoch: "g-2"}}, a.report())
+		_, report := a.report()
+		assert.Equal(t, []slots.RunningPhase{{Slot: -1, Task: "p", Epoch: "g-3"}, {Slot: 0, Task: "pa", Epoch: "g-2"}}, report)
 	}
 }

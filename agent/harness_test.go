@@ -189,6 +189,7 @@ func (e *testEnv) podState(t testing.TB, pod string) slots.PodState {
 
 // agentRun is the agent's run() going in this process.
 type agentRun struct {
+	built  chan *agent
 	addr   string
 	logs   *syncBuffer
 	stop   context.CancelFunc // what SIGTERM does
@@ -242,8 +243,11 @@ func (e *testEnv) start(t testing.TB, over map[string]string, h hooks) *agentRun
 	require.NoError(t, err)
 	env := e.settings(t, over)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &agentRun{addr: ln.Addr().String(), logs: &syncBuffer{}, stop: cancel, done: make(chan error, 1)}
-	go func() { r.done <- run(ctx, nil, r.logs, lookupIn(env), &runOptions{listener: ln, hooks: h}) }()
+	r := &agentRun{addr: ln.Addr().String(), logs: &syncBuffer{}, stop: cancel, done: make(chan error, 1), built: make(chan *agent, 1)}
+	built := func(a *agent) { r.built <- a }
+	go func() {
+		r.done <- run(ctx, nil, r.logs, lookupIn(env), &runOptions{listener: ln, hooks: h, built: built})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if r.result == nil {
@@ -259,6 +263,19 @@ func (e *testEnv) start(t testing.TB, over map[string]string, h hooks) *agentRun
 		}
 	})
 	return r
+}
+
+// agent returns the agent run() built.
+func (r *agentRun) agent(t testing.TB) *agent {
+	t.Helper()
+	select {
+	case a := <-r.built:
+		r.built <- a
+		return a
+	case <-time.After(patience):
+		t.Fatal("run() never built its agent")
+		return nil
+	}
 }
 
 // wait waits for run() to return (after stop, or on its own).

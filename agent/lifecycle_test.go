@@ -356,3 +356,33 @@ func TestAfterRedisLosesItsDataTheAgentRegistersAgainWithItsBusySlots(t *testing
 	e.waitTask(t, "b", slots.StateSucceeded)
 	assert.Contains(t, r.logs.String(), "the slot store refused the result; dropping it")
 }
+
+// Regression: an agent finishing work after SIGTERM whose record Redis then
+// lost registered again as active, and new work reached it that would die
+// at the end of its grace period. It registers into its own cordon.
+func TestAStoppingAgentThatLostItsRecordRegistersCordonedAndTakesNoWork(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t) // no AOF: a restart loses everything
+	e := newEnv(t, srv.URL())
+	r := e.start(t, map[string]string{"REDIS_TIMEOUT": "1s"}, hooks{})
+	r.waitReady(t)
+	e.submit(t, "a", slots.Plan, `mark started-a; await release-a`)
+	e.await(t, "started-a")
+	r.stop() // SIGTERM: a runs on
+	require.Eventually(t, func() bool { return e.podState(t, "agent-1") == slots.PodCordoned }, patience, 10*time.Millisecond)
+
+	srv.Restart(t)
+	_, err := e.store.DeclarePool(context.Background(), e.pool, slots.DefaultPoolConfig())
+	require.NoError(t, err)
+	e.submit(t, "b", slots.Plan, `echo "b must not run here"`)
+	require.Eventually(t, func() bool {
+		snap, err := e.store.Snapshot(context.Background(), e.pool)
+		return err == nil && len(snap.Pods) == 1 && snap.Pods[0].State == slots.PodCordoned &&
+			snap.Pods[0].CordonedBy == slots.CordonedByAgent && snap.Pods[0].Slots[1].State == slots.SlotOrphan
+	}, patience, 20*time.Millisecond, "registered again into its own cordon, slot 1 busy with work Redis lost")
+	assert.Equal(t, slots.StateQueued, e.task(t, "b").State, "no new work for a stopping agent")
+	e.mark(t, "release-a")
+	require.NoError(t, r.wait(t), "a clean stop")
+	assert.Equal(t, []string{"a plan slot=1 attempt=1"}, e.starts(t))
+	assert.Equal(t, slots.StateQueued, e.task(t, "b").State)
+}

@@ -44,6 +44,8 @@ func main() {
 type runOptions struct {
 	listener net.Listener
 	hooks    hooks
+	// built, when set, gets the agent before it runs (tests poke it).
+	built func(*agent)
 }
 
 // run is the whole binary: ctx ending (SIGTERM) starts a graceful stop.
@@ -77,6 +79,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 
 	m := newMetrics()
 	a := newAgent(cfg, log, base, runner, executorEnv(cfg, lookup), m, opts.hooks)
+	if opts.built != nil {
+		opts.built(a)
+	}
 	srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 
 	g, gctx := errgroup.WithContext(ctx)

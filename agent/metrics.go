@@ -18,6 +18,9 @@ type metrics struct {
 	reservedSlots  prometheus.Gauge
 	pendingResults prometheus.Gauge
 	redisErrors    *prometheus.CounterVec
+	// duplicateStarts counts assignments refused because their phase
+	// already runs here: it should stay 0; anything else is a bug.
+	duplicateStarts prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -48,8 +51,12 @@ func newMetrics() *metrics {
 			Namespace: namespace, Subsystem: subsystem, Name: "redis_errors_total",
 			Help: "Failed slot store calls by operation (each is retried).",
 		}, []string{"op"}),
+		duplicateStarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "duplicate_starts_refused_total",
+			Help: "Assignments refused because their phase already runs in this agent (a phase starts once).",
+		}),
 	}
-	m.registry.MustRegister(m.tasks, m.phaseDuration, m.busySlots, m.reservedSlots, m.pendingResults, m.redisErrors,
+	m.registry.MustRegister(m.tasks, m.phaseDuration, m.busySlots, m.reservedSlots, m.pendingResults, m.redisErrors, m.duplicateStarts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -562,8 +562,10 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) {
 	}
 	var wait time.Duration
 	if v := q.Get("wait"); v != "" {
+		// Compared in seconds: n*time.Second overflows for huge n and would
+		// wrap to a negative wait that passes the check.
 		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || time.Duration(n)*time.Second > s.maxWait {
+		if err != nil || n < 0 || n > int(s.maxWait/time.Second) {
 			writeError(w, http.StatusBadRequest, "invalid_wait", fmt.Sprintf("wait must be 0-%d seconds", int(s.maxWait.Seconds())))
 			return
 		}

@@ -174,6 +174,14 @@ func TestAPIAnswersEachOutcomeWithItsStatus(t *testing.T) {
 		"events with a wait over 30s are a bad request": {
 			method: "GET", path: poolPath + "/events?wait=31", want: http.StatusBadRequest, wantCode: "invalid_wait",
 		},
+		// Regression: wait*time.Second overflowed to a negative wait that
+		// passed the bound.
+		"events with a huge wait are a bad request": {
+			method: "GET", path: poolPath + "/events?wait=9223372037", want: http.StatusBadRequest, wantCode: "invalid_wait",
+		},
+		"events with a wait beyond int64 are a bad request": {
+			method: "GET", path: poolPath + "/events?wait=99999999999999999999", want: http.StatusBadRequest, wantCode: "invalid_wait",
+		},
 		"events with a limit of 0 are a bad request": {
 			method: "GET", path: poolPath + "/events?limit=0", want: http.StatusBadRequest, wantCode: "invalid_limit",
 		},

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/slotscaler/slotscaler/internal/faultproxy"
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 )
@@ -89,4 +90,48 @@ func TestTwoInstallationsSharingRedisDoNotCollide(t *testing.T) {
 	pools, err := b.Pools(ctx)
 	require.NoError(t, err)
 	assert.Empty(t, pools)
+}
+
+// Regression: a reaper whose sweep over all pools took longer than MaxGap
+// found a gap at every pool, granted grace again on each pass, and never
+// expired anything. Here every reap script is slowed (the reaper reaches
+// Redis through a fault proxy) so one sweep over three pools outlasts
+// MaxGap; a pod whose agent stopped heartbeating must still be judged lost.
+func TestAReaperSlowerThanItsMaxGapStillExpiresHeartbeats(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	prefix := redistest.Prefix(t)
+	direct, err := redisconn.Open(ctx, srv.URL(), nil)
+	require.NoError(t, err)
+	defer direct.Close()
+	s, err := New(ctx, direct.Client, Options{Prefix: prefix, Logger: quietLogger()})
+	require.NoError(t, err)
+	cfg := DefaultPoolConfig()
+	cfg.Managed = true
+	cfg.HeartbeatTimeout = 300 * time.Millisecond
+	pools := []PoolID{{Namespace: "ns", Name: "a"}, {Namespace: "ns", Name: "b"}, {Namespace: "ns", Name: "c"}}
+	for _, p := range pools {
+		_, err = s.DeclarePool(ctx, p, cfg)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.ExpectPod(ctx, pools[0], "agent-0", "u0"))
+	_, err = s.RegisterPod(ctx, pools[0], "agent-0", "u0")
+	require.NoError(t, err) // and never heartbeats again
+
+	proxy := faultproxy.Start(t, srv.Addr())
+	proxy.Add(faultproxy.Rule{Command: "EVALSHA", Action: faultproxy.Delay(80 * time.Millisecond)})
+	slow, err := redisconn.Open(ctx, proxy.URL(), nil)
+	require.NoError(t, err)
+	defer slow.Close()
+	reaperStore, err := New(ctx, slow.Client, Options{Prefix: prefix, Logger: quietLogger()})
+	require.NoError(t, err)
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	// A sweep: 3 reaps of 80 ms, longer than the 100 ms max gap.
+	go reaperStore.RunReaper(rctx, 20*time.Millisecond, ReapOptions{MaxGap: 100 * time.Millisecond})
+
+	require.Eventually(t, func() bool {
+		snap, err := s.Snapshot(ctx, pools[0])
+		return err == nil && len(snap.Pods) == 1 && snap.Pods[0].State == PodLost
+	}, 30*time.Second, 50*time.Millisecond, "the silent pod was never judged lost: the reaper stayed in grace")
 }

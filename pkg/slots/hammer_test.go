@@ -42,6 +42,7 @@ type hammerAgent struct {
 	born      time.Time
 	mu        sync.Mutex
 	running   map[string]RunningPhase // task -> what heartbeats report
+	seq       int64                   // number of the last heartbeat report taken
 	cancelled map[TaskRef]bool
 	wg        sync.WaitGroup
 }
@@ -147,8 +148,10 @@ func (h *hammer) runAgent(a *hammerAgent) {
 			for _, r := range a.running {
 				report = append(report, r)
 			}
+			a.seq++
+			seq := a.seq
 			a.mu.Unlock()
-			reply, err := h.e.s.Heartbeat(a.ctx, h.e.pool, a.name, a.uid, report)
+			reply, err := h.e.s.HeartbeatNumbered(a.ctx, h.e.pool, a.name, a.uid, seq, report)
 			if err != nil {
 				if !expected(err, ErrPodLost, ErrTombstoned, ErrPodNotFound) {
 					h.fail("heartbeat %s: %v", a.name, err)
@@ -166,11 +169,12 @@ func (h *hammer) runAgent(a *hammerAgent) {
 	defer a.wg.Wait()
 	for a.ctx.Err() == nil {
 		var claiming TaskRef
-		m, err := h.e.s.Take(a.ctx, h.e.pool, a.name, a.uid, time.Second, func(r TaskRef) {
+		m, err := h.e.s.Take(a.ctx, h.e.pool, a.name, a.uid, time.Second, func(r TaskRef) int64 {
 			claiming = r
 			a.mu.Lock()
+			defer a.mu.Unlock()
 			a.running[r.Task] = RunningPhase{Slot: -1, Task: r.Task, Epoch: r.Epoch}
-			a.mu.Unlock()
+			return a.seq + 1
 		})
 		if err != nil {
 			if !expected(err, ErrPodLost, ErrTombstoned, ErrPodNotFound) {

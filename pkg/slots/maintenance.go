@@ -220,6 +220,14 @@ func (s *Store) Reconcile(ctx context.Context, pool PoolID, fix bool) ([]string,
 // safe to run in several processes at once (each pass is one atomic script
 // per pool); MaxGap defaults to three intervals, so a reaper that was down
 // longer does not expire agents that could not report during the outage.
+//
+// A pool is reaped once per sweep over all pools, so the gap between two
+// reaps of one pool is at least a sweep's length. The gap a pass tolerates
+// is therefore MaxGap plus twice the previous sweep's length: with a fixed
+// MaxGap, a sweep longer than it (many pools, a slow Redis) would find a
+// gap at every pool, grant grace again each time, and nothing would ever
+// expire. An outage still shows: nothing is reaped during one, so the gap
+// it leaves exceeds what the sweeps before it took.
 func (s *Store) RunReaper(ctx context.Context, interval time.Duration, opts ReapOptions) {
 	if opts.MaxGap <= 0 {
 		opts.MaxGap = 3 * interval
@@ -227,6 +235,8 @@ func (s *Store) RunReaper(ctx context.Context, interval time.Duration, opts Reap
 	if opts.Batch <= 0 {
 		opts.Batch = 100
 	}
+	base := opts.MaxGap
+	var lastSweep time.Duration
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -235,6 +245,7 @@ func (s *Store) RunReaper(ctx context.Context, interval time.Duration, opts Reap
 			return
 		case <-ticker.C:
 		}
+		start := time.Now()
 		pools, err := s.Pools(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -242,6 +253,7 @@ func (s *Store) RunReaper(ctx context.Context, interval time.Duration, opts Reap
 			}
 			continue
 		}
+		opts.MaxGap = base + 2*lastSweep
 		for _, p := range pools {
 			for {
 				r, err := s.Reap(ctx, p, opts)
@@ -255,6 +267,11 @@ func (s *Store) RunReaper(ctx context.Context, interval time.Duration, opts Reap
 					break
 				}
 			}
+		}
+		lastSweep = time.Since(start)
+		if lastSweep > base {
+			s.log.Warn("reaper: a sweep over all pools took longer than the max gap; tolerating gaps as long as two sweeps",
+				"sweep", lastSweep, "pools", len(pools), "max_gap", base)
 		}
 	}
 }

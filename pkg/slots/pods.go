@@ -95,14 +95,35 @@ type HeartbeatReply struct {
 // Heartbeat extends the pod's deadline and reconciles Redis with what the
 // agent really runs: a started phase the agent does not report is lost (a
 // plan requeued, an apply failed); orphan slots it no longer reports are
-// freed; the reply lists reported phases the agent must stop. An agent
-// sends one heartbeat at a time: a phase is judged missing only if it
-// started before the previous heartbeat reached Redis.
+// freed; the reply lists reported phases the agent must stop.
+//
+// An unnumbered heartbeat judges by time: a phase is missing only if it
+// started before the previous heartbeat reached Redis, which holds while
+// heartbeats land in the order they were sent. An agent whose heartbeats
+// can time out and land late uses HeartbeatNumbered.
 func (s *Store) Heartbeat(ctx context.Context, pool PoolID, pod, uid string, running []RunningPhase) (HeartbeatReply, error) {
+	return s.heartbeat(ctx, pool, pod, uid, 0, running)
+}
+
+// HeartbeatNumbered is Heartbeat for an agent that numbers its reports:
+// seq grows with every report (and across restarts of the agent, e.g. from
+// the clock), and the agent's Take claiming callback returned, for each
+// phase, the first seq whose report includes it. A started phase is then
+// judged missing only by a report numbered at least that: exact, whatever
+// order heartbeats and claims land in (a heartbeat that timed out and lands
+// after its successor, or after a claim, cannot lose a running phase).
+func (s *Store) HeartbeatNumbered(ctx context.Context, pool PoolID, pod, uid string, seq int64, running []RunningPhase) (HeartbeatReply, error) {
+	if seq <= 0 {
+		return HeartbeatReply{}, fmt.Errorf("heartbeat of pod %s in %s: %w: report number %d must be positive", pod, pool, ErrInvalidPod, seq)
+	}
+	return s.heartbeat(ctx, pool, pod, uid, seq, running)
+}
+
+func (s *Store) heartbeat(ctx context.Context, pool PoolID, pod, uid string, seq int64, running []RunningPhase) (HeartbeatReply, error) {
 	if err := validatePodUID(pod, uid); err != nil {
 		return HeartbeatReply{}, err
 	}
-	args := []any{pod, uid}
+	args := []any{pod, uid, seq}
 	for _, r := range running {
 		args = append(args, strconv.Itoa(r.Slot)+"|"+r.Task+"|"+r.Epoch)
 	}

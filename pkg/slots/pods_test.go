@@ -481,3 +481,49 @@ func TestSnapshotSaysWhenThePoolsGenerationWasDeclared(t *testing.T) {
 		assert.Equal(t, snap.Declared, again.Declared)
 	})
 }
+
+// A heartbeat that timed out may land after its successor (and after a
+// claim its report predates). Regression: judged by time, such a report
+// made a just-claimed, running plan look missing, and it was requeued while
+// it ran. Numbered reports are judged against the claim's report number.
+func TestALateHeartbeatNeverLosesAPhaseClaimedAfterItsReport(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		r := e.submit("p", Plan)
+		// Report 1 is taken (nothing runs), then the claim: the first
+		// report to include the phase is number 2.
+		m, err := e.s.Take(e.ctx, e.pool, "agent-0", uid, time.Second, func(TaskRef) int64 { return 2 })
+		require.NoError(t, err)
+		require.NotNil(t, m)
+		running := []RunningPhase{{Slot: r.Slot, Task: "p", Epoch: r.Epoch}}
+		time.Sleep(5 * time.Millisecond) // Redis's clock moves past the claim
+		_, err = e.s.HeartbeatNumbered(e.ctx, e.pool, "agent-0", uid, 2, running)
+		require.NoError(t, err)
+		time.Sleep(5 * time.Millisecond)
+		// Report 1 lands last.
+		reply, err := e.s.HeartbeatNumbered(e.ctx, e.pool, "agent-0", uid, 1, nil)
+		require.NoError(t, err)
+		assert.Empty(t, reply.Stop)
+		tk := e.task("p")
+		assert.Equal(t, StateRunning, tk.State)
+		assert.Equal(t, r.Epoch, tk.Epoch, "the running plan keeps its epoch: not requeued (and given again)")
+		assert.True(t, tk.Started)
+
+		// A report numbered at or after the claim's that leaves it out means
+		// the agent does not run it: lost, requeued.
+		_, err = e.s.HeartbeatNumbered(e.ctx, e.pool, "agent-0", uid, 3, nil)
+		require.NoError(t, err)
+		tk = e.task("p")
+		assert.NotEqual(t, r.Epoch, tk.Epoch, "requeued and given again")
+		assert.False(t, tk.Started)
+		e.consistent()
+	})
+}
+
+func TestHeartbeatNumberedRefusesANonPositiveNumber(t *testing.T) {
+	e := newEnv(t, "miniredis")
+	uid := e.pod("agent-0")
+	_, err := e.s.HeartbeatNumbered(e.ctx, e.pool, "agent-0", uid, 0, nil)
+	require.ErrorIs(t, err, ErrInvalidPod)
+}

@@ -93,10 +93,18 @@ type Assignment struct {
 // at least one second.
 //
 // claiming, when not nil, is called with an assignment before it is claimed:
-// the agent adds it to what its heartbeats report (slot -1) so a heartbeat
-// racing the claim never reports the phase missing. If Take then returns no
-// assignment for it, the agent drops it again.
-func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait time.Duration, claiming func(TaskRef)) (*Message, error) {
+// the agent adds it to what its heartbeats report (slot -1) and returns the
+// number of the first report that includes it (HeartbeatNumbered; 0 if it
+// does not number reports), so no heartbeat racing the claim, or landing
+// late, reports the phase missing. If Take then returns no assignment for
+// it, the agent drops it again.
+//
+// A claim whose reply was lost (network, deadline) is claimed again by the
+// next Take of this pod with the same entry; claim.lua answers a claim that
+// had landed with the same assignment, so the caller learns the outcome
+// from Take alone and must not look it up another way (it would run the
+// phase twice).
+func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait time.Duration, claiming func(TaskRef) int64) (*Message, error) {
 	if err := validatePodUID(pod, uid); err != nil {
 		return nil, err
 	}
@@ -137,10 +145,11 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 		}
 		return &Message{Kind: MsgCancel, Task: id, Epoch: epoch}, nil
 	case "a":
+		var hbs int64
 		if claiming != nil {
-			claiming(TaskRef{Task: id, Epoch: epoch})
+			hbs = claiming(TaskRef{Task: id, Epoch: epoch})
 		}
-		res, err := s.run(ctx, "claim", pool, pod, uid, id, epoch, entry)
+		res, err := s.run(ctx, "claim", pool, pod, uid, id, epoch, entry, hbs)
 		if err != nil {
 			s.procClean.Delete(proc)
 			var rerr redis.Error

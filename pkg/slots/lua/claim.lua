@@ -5,7 +5,9 @@
 -- list and the next take claims it again; if it ran but its reply was lost,
 -- the store retries the same entry and gets the same assignment back.
 -- KEYS[1] cfg
--- ARGV[1] pod, ARGV[2] uid, ARGV[3] task, ARGV[4] epoch, ARGV[5] the entry
+-- ARGV[1] pod, ARGV[2] uid, ARGV[3] task, ARGV[4] epoch, ARGV[5] the entry,
+-- ARGV[6] the first heartbeat report number that includes the phase (hbs;
+-- 0 when the agent does not number its reports)
 -- Returns {type, phase, slot, attempt, payload} or nil.
 local c = load_cfg()
 if c == nil then return fail('nopool') end
@@ -26,7 +28,7 @@ end
 if t[1] ~= 'running' or t[2] ~= ep or t[3] ~= '0' or t[4] ~= pod then return false end
 local now = now_ms()
 local attempt = redis.call('HINCRBY', tkey(id), 'attempt', 1)
-redis.call('HSET', tkey(id), 'started', '1', 'upd', now, 'sat', now)
+redis.call('HSET', tkey(id), 'started', '1', 'upd', now, 'sat', now, 'hbs', tonumber(ARGV[6]) or 0)
 hist(id, now, 'started', t[6] .. ' attempt ' .. attempt)
 emit(c, now, 'task', id, 'st', 'started', 'phase', t[6], 'pod', pod, 'slot', t[7], 'ep', ep)
 return {t[5], t[6], t[7], attempt, t[9]}
