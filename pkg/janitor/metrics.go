@@ -9,8 +9,9 @@ import (
 type Metrics struct {
 	// Actions counts pod actions: action = create | expect | delete |
 	// drain | cordon | uncordon | remove | annotate; result = success | error
-	// | dry-run, and for drain also refused (the pod was busy) and
-	// not-replicated (no replica acknowledged in time).
+	// | dry-run, for drain also refused (the pod was busy) and
+	// not-replicated (no replica acknowledged in time), for uncordon also
+	// refused (the pod's own stopping agent cordoned it).
 	Actions *prometheus.CounterVec
 	// Syncs counts passes over pools by result.
 	Syncs *prometheus.CounterVec
@@ -23,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Actions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "slotscaler", Subsystem: "janitor", Name: "pod_actions_total",
-			Help: "Pod actions by action and result (drain results include refused: the pod was busy).",
+			Help: "Pod actions by action and result (refused: a drain of a busy pod, an uncordon of a pod its stopping agent cordoned).",
 		}, []string{"action", "result"}),
 		Syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "slotscaler", Subsystem: "janitor", Name: "syncs_total",

@@ -247,7 +247,9 @@ func (p *pass) act(action string, pod string, fn func() error) error {
 	err := fn()
 	result := resultSuccess
 	switch {
-	case errors.Is(err, slots.ErrPodBusy):
+	case errors.Is(err, slots.ErrPodBusy), errors.Is(err, slots.ErrSelfCordoned):
+		// Expected refusals: the store keeps a pod that got work, or whose
+		// own stopping agent cordoned it, whatever this pass decided.
 		result = resultRefused
 	case errors.Is(err, slots.ErrNotReplicated):
 		result = resultNotReplicated
@@ -371,6 +373,15 @@ func (p *pass) deletePod(pod *corev1.Pod, reason string) error {
 func (p *pass) podOps(action, reason string, pods []*corev1.Pod, fn func(context.Context, slots.PoolID, string, string) error) {
 	parallel(p, pods, func(pod *corev1.Pod) {
 		err := p.act(action, pod.Name, func() error { return fn(p.ctx, p.id, pod.Name, string(pod.UID)) })
+		if errors.Is(err, slots.ErrSelfCordoned) {
+			// The pod's agent cordoned it after the snapshot (it is
+			// stopping): it stays cordoned, and the next pass, seeing who
+			// owns the cordon, creates a replacement.
+			p.log.Info(action+" refused: the pod's own stopping agent cordoned it", "pod", pod.Name)
+			p.event(pod, corev1.EventTypeNormal, "UncordonRefused", "left cordoned: its agent is stopping; a replacement is created")
+			p.after(100 * time.Millisecond)
+			return
+		}
 		if err != nil {
 			p.log.Error(action+" failed", "pod", pod.Name, "err", err)
 			return

@@ -135,7 +135,7 @@ func plan(in planInput) planOutput {
 	}
 
 	var current, outdated []*member
-	var cordoned []*member
+	var cordoned, leaving []*member
 	for _, p := range in.Pods {
 		if p.DeletionTimestamp != nil {
 			continue // terminating: its record goes when the object does
@@ -183,6 +183,16 @@ func plan(in planInput) planOutput {
 			if !busy {
 				out.Status.Idle++
 			}
+			if rec.CordonedBy == slots.CordonedByAgent {
+				// Its own agent cordoned it: the agent got SIGTERM (node-
+				// pressure eviction, graceful node shutdown, a deletion the
+				// informer does not show yet) and ends once its work is done.
+				// Work given to it would die at the end of its grace period,
+				// so it is never uncordoned and does not count as a replica:
+				// replacements are created beside it.
+				leaving = append(leaving, m)
+				continue
+			}
 			cordoned = append(cordoned, m)
 			continue
 		case slots.PodActive:
@@ -209,6 +219,17 @@ func plan(in planInput) planOutput {
 		budget--
 		out.Drain = append(out.Drain, m.pod)
 		return true
+	}
+
+	// A leaving pod (cordoned by its stopping agent) is drained once idle,
+	// like a cordoned pod nobody needs. Its agent's exit would end it too
+	// (the pod ends, and ended pods are deleted), but the drain does not
+	// depend on the agent getting there: a proven-idle pod goes either way,
+	// and a busy one is refused atomically.
+	for _, m := range leaving {
+		if !m.rec.Busy() {
+			drain(m)
+		}
 	}
 
 	// Outdated pods are replaced: idle ones go now, busy ones are cordoned

@@ -138,6 +138,18 @@ func idleAgo(r slots.PodSnapshot, ago time.Duration) slots.PodSnapshot {
 	return r
 }
 
+// byAgent marks a cordoned record as cordoned by its own stopping agent.
+func byAgent(r slots.PodSnapshot) slots.PodSnapshot {
+	r.CordonedBy = slots.CordonedByAgent
+	return r
+}
+
+// byJanitor marks a cordoned record as cordoned by the janitor.
+func byJanitor(r slots.PodSnapshot) slots.PodSnapshot {
+	r.CordonedBy = slots.CordonedByJanitor
+	return r
+}
+
 func withUID(r slots.PodSnapshot, u string) slots.PodSnapshot {
 	r.UID = u
 	return r
@@ -170,15 +182,16 @@ func pods(ps ...*corev1.Pod) []*corev1.Pod { return ps }
 // outcome is planOutput by pod name, for comparing whole results. Lists are
 // sorted (order is checked separately where it matters); empty lists are nil.
 type outcome struct {
-	Expect, Uncordon, Cordon, Drain []string
-	Remove                          []string // "name/uid reason"
-	Dead                            []string // "name reason", plus " never-started"
-	Create                          int
-	Annotate                        map[string]bool
-	WaitIdle                        time.Duration
-	Deferred                        int
-	Status                          podCounts
-	StartFailures                   []string // pod names
+	Expect, ExpectStopping  []string
+	Uncordon, Cordon, Drain []string
+	Remove                  []string // "name/uid reason"
+	Dead                    []string // "name reason", plus " never-started"
+	Create                  int
+	Annotate                map[string]bool
+	WaitIdle                time.Duration
+	Deferred                int
+	Status                  podCounts
+	StartFailures           []string // pod names
 }
 
 func names(ps []*corev1.Pod) []string {
@@ -677,6 +690,54 @@ func TestPlanCordonedPods(t *testing.T) {
 				rec("a", slots.PodActive), rec("b", slots.PodCordoned, reserved)),
 			want: outcome{Status: podCounts{Replicas: 1, Ready: 1, Busy: 1, Idle: 1, Cordoned: 1}},
 		},
+		// A pod its own agent cordoned is stopping (SIGTERM without a
+		// deletion the janitor sees: eviction, node shutdown, informer lag).
+		// Before cordons had owners the janitor took it back as a replica
+		// (uncordon), created nothing, and the work it then got died with
+		// the pod.
+		"a pod its stopping agent cordoned is never uncordoned; a replacement is created": {
+			in: input(2, pods(pod("a"), pod("b", protected())),
+				rec("a", slots.PodActive), byAgent(rec("b", slots.PodCordoned, running))),
+			want: outcome{
+				Create: 1,
+				Status: podCounts{Replicas: 1, Ready: 1, Busy: 1, Idle: 1, Cordoned: 1},
+			},
+		},
+		"replicas rising take back the janitor's cordons, never the agent's": {
+			in: input(3, pods(pod("a", protected()), pod("b", protected()), pod("c", protected())),
+				byJanitor(rec("a", slots.PodCordoned, running)), byAgent(rec("b", slots.PodCordoned, running, running)),
+				byAgent(rec("c", slots.PodCordoned, running))),
+			want: outcome{
+				Uncordon: []string{"a"},
+				Create:   2,
+				Status:   podCounts{Replicas: 1, Ready: 1, Busy: 3, Cordoned: 3},
+			},
+		},
+		"an idle pod its agent cordoned is drained at once, even when replicas need a pod": {
+			in: input(1, pods(pod("a")), byAgent(idleAgo(rec("a", slots.PodCordoned), time.Second))),
+			want: outcome{
+				Drain:  []string{"a"},
+				Create: 1,
+				Status: podCounts{Idle: 1, Cordoned: 1},
+			},
+		},
+		"an outdated pod its agent cordoned is never uncordoned and is drained once idle": {
+			in: input(1, pods(pod("a", hash(oldHash)), pod("b", hash(oldHash), protected())),
+				byAgent(rec("a", slots.PodCordoned)), byAgent(rec("b", slots.PodCordoned, reserved))),
+			want: outcome{
+				Drain:  []string{"a"},
+				Create: 1,
+				Status: podCounts{Busy: 1, Idle: 1, Cordoned: 2},
+			},
+		},
+		"draining an idle pod its agent cordoned takes budget": {
+			in: func() planInput {
+				in := input(0, pods(pod("a")), byAgent(rec("a", slots.PodCordoned)))
+				in.DeleteBudget = 0
+				return in
+			}(),
+			want: outcome{Deferred: 1, Status: podCounts{Idle: 1, Cordoned: 1}},
+		},
 		"draining an idle cordoned pod takes budget": {
 			in: func() planInput {
 				in := input(1, pods(pod("a"), pod("b")), rec("a", slots.PodActive), rec("b", slots.PodCordoned))
@@ -862,6 +923,9 @@ func randomInput(rng *rand.Rand) planInput {
 			}
 		}
 		r := rec(name, state, busy...)
+		if state == slots.PodCordoned {
+			r.CordonedBy = []slots.CordonOwner{"", slots.CordonedByJanitor, slots.CordonedByAgent}[rng.IntN(3)]
+		}
 		if rng.IntN(2) == 0 {
 			r = idleAgo(r, time.Duration(rng.IntN(180))*time.Second)
 		}
@@ -920,6 +984,7 @@ func TestPlanInvariantsOverRandomPools(t *testing.T) {
 		for _, p := range out.Uncordon {
 			r := record(p)
 			require.Truef(t, r != nil && r.State == slots.PodCordoned && p.Labels[LabelTemplateHash] == curHash, "%s: pod %s uncordoned", desc, p.Name)
+			require.NotEqualf(t, slots.CordonedByAgent, r.CordonedBy, "%s: pod %s uncordoned though its stopping agent cordoned it", desc, p.Name)
 		}
 
 		// The deletion budget bounds new drains; Hold stops them and removals.
