@@ -33,6 +33,7 @@ type Store interface {
 	DeclarePool(ctx context.Context, id slots.PoolID, cfg slots.PoolConfig) (string, error)
 	Snapshot(ctx context.Context, id slots.PoolID) (slots.Snapshot, error)
 	ExpectPod(ctx context.Context, id slots.PoolID, pod, uid string) error
+	ExpectStoppingPod(ctx context.Context, id slots.PoolID, pod, uid string) error
 	DrainReplicated(ctx context.Context, id slots.PoolID, pod, uid string, wait time.Duration) (int, error)
 	Cordon(ctx context.Context, id slots.PoolID, pod, uid string) error
 	Uncordon(ctx context.Context, id slots.PoolID, pod, uid string) error

@@ -7,7 +7,7 @@ import (
 // Metrics are the janitor's Prometheus metrics. Every destructive or
 // mutating action on a pod is counted with its result.
 type Metrics struct {
-	// Actions counts pod actions: action = create | expect | delete |
+	// Actions counts pod actions: action = create | expect | expect-stopping | delete |
 	// drain | cordon | uncordon | remove | annotate; result = success | error
 	// | dry-run, for drain also refused (the pod was busy) and
 	// not-replicated (no replica acknowledged in time), for uncordon also

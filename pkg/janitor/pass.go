@@ -88,6 +88,7 @@ func (p *pass) run() (time.Duration, error) {
 	})
 
 	p.expect(out.Expect)
+	p.expectStopping(out.ExpectStopping)
 	p.remove(out.Remove)
 	if !hold {
 		p.deleteDead(out.Dead)
@@ -290,6 +291,27 @@ func (p *pass) expect(pods []*corev1.Pod) {
 			p.deleteDead([]deadPod{{Pod: pod, Reason: "tombstoned"}})
 		default:
 			p.log.Error("writing expected record", "pod", pod.Name, "err", err)
+		}
+	})
+}
+
+// expectStopping writes the records of terminating pods that lost theirs
+// (Redis lost its data): their agents register again, cordoned, and finish
+// what they run instead of giving up and killing it.
+func (p *pass) expectStopping(pods []*corev1.Pod) {
+	parallel(p, pods, func(pod *corev1.Pod) {
+		err := p.act("expect-stopping", pod.Name, func() error {
+			return p.c.store.ExpectStoppingPod(p.ctx, p.id, pod.Name, string(pod.UID))
+		})
+		switch {
+		case err == nil:
+			p.log.Info("stopping pod's record written: its agent may register again with the work it finishes", "pod", pod.Name)
+		case errors.Is(err, slots.ErrTombstoned):
+			// The store removed this incarnation already (its object is
+			// going; the cache still shows it): nothing to register.
+			p.log.Debug("stopping pod was removed already", "pod", pod.Name)
+		default:
+			p.log.Error("writing a stopping pod's record", "pod", pod.Name, "err", err)
 		}
 	})
 }

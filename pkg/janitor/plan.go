@@ -70,13 +70,16 @@ type deadPod struct {
 
 // planOutput is what to do, in the order the controller does it.
 type planOutput struct {
-	Expect   []*corev1.Pod // pods without a record: write their expected record
-	Remove   []removal     // records without a pod object
-	Dead     []deadPod
-	Uncordon []*corev1.Pod
-	Cordon   []*corev1.Pod
-	Drain    []*corev1.Pod // drain, then delete
-	Create   int
+	Expect []*corev1.Pod // pods without a record: write their expected record
+	// ExpectStopping lists terminating pods without a record (Redis lost
+	// it): write a record whose registration is cordoned by its agent.
+	ExpectStopping []*corev1.Pod
+	Remove         []removal // records without a pod object
+	Dead           []deadPod
+	Uncordon       []*corev1.Pod
+	Cordon         []*corev1.Pod
+	Drain          []*corev1.Pod // drain, then delete
+	Create         int
 	// Annotate lists pods whose do-not-evict annotations must change: true
 	// adds them (busy), false removes them (idle).
 	Annotate map[*corev1.Pod]bool
@@ -137,16 +140,26 @@ func plan(in planInput) planOutput {
 	var current, outdated []*member
 	var cordoned, leaving []*member
 	for _, p := range in.Pods {
-		if p.DeletionTimestamp != nil {
-			continue // terminating: its record goes when the object does
-		}
 		var rec *slots.PodSnapshot
 		if r, ok := records[p.Name]; ok && r.UID == string(p.UID) {
 			rec = r
 		}
+		if p.DeletionTimestamp != nil {
+			// Terminating: its record goes when the object does. One
+			// without a record lost it with Redis's data while its agent
+			// may still finish a phase in its grace period: the agent needs
+			// a record to register again, or it gives up after its register
+			// timeout and kills that phase. The record is written cordoned
+			// on the agent's behalf, so no new work reaches a pod that is
+			// going away.
+			if rec == nil && !ended(p) {
+				out.ExpectStopping = append(out.ExpectStopping, p)
+			}
+			continue
+		}
 		m := &member{pod: p, rec: rec}
 		registered := rec != nil && rec.State != slots.PodExpected
-		if p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded {
+		if ended(p) {
 			out.Dead = append(out.Dead, deadPod{Pod: p, Reason: "pod-" + string(p.Status.Phase), NeverStarted: !registered})
 			if !registered {
 				out.StartFailures = append(out.StartFailures, p.Name+": "+podFailure(p))
@@ -339,6 +352,12 @@ func victimOrder(ms []*member) {
 		}
 		return b.pod.CreationTimestamp.Compare(a.pod.CreationTimestamp.Time)
 	})
+}
+
+// ended reports whether a pod's containers have all ended (restartPolicy
+// Never): no agent runs there any more.
+func ended(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded
 }
 
 func hasDoNotEvict(p *corev1.Pod) bool {

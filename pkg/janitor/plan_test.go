@@ -205,14 +205,15 @@ func names(ps []*corev1.Pod) []string {
 
 func outcomeOf(out planOutput) outcome {
 	o := outcome{
-		Expect:   names(out.Expect),
-		Uncordon: names(out.Uncordon),
-		Cordon:   names(out.Cordon),
-		Drain:    names(out.Drain),
-		Create:   out.Create,
-		WaitIdle: out.WaitIdle,
-		Deferred: out.Deferred,
-		Status:   out.Status,
+		Expect:         names(out.Expect),
+		ExpectStopping: names(out.ExpectStopping),
+		Uncordon:       names(out.Uncordon),
+		Cordon:         names(out.Cordon),
+		Drain:          names(out.Drain),
+		Create:         out.Create,
+		WaitIdle:       out.WaitIdle,
+		Deferred:       out.Deferred,
+		Status:         out.Status,
 	}
 	for _, r := range out.Remove {
 		o.Remove = append(o.Remove, r.Pod.Name+"/"+r.Pod.UID+" "+r.Reason)
@@ -537,7 +538,39 @@ func TestPlanIgnoresTerminatingPods(t *testing.T) {
 				),
 				rec("busy", slots.PodActive, running), rec("lost", slots.PodLost),
 				rec("cordoned", slots.PodCordoned), rec("failed", slots.PodExpected), rec("live", slots.PodActive)),
-			want: outcome{Create: 1, Status: podCounts{Replicas: 1, Ready: 1, Idle: 1}},
+			// Only the record a terminating pod lacks is written (below).
+			want: outcome{ExpectStopping: []string{"unrecorded"}, Create: 1, Status: podCounts{Replicas: 1, Ready: 1, Idle: 1}},
+		},
+		// After Redis lost its data a terminating pod's agent may still
+		// finish a phase in its grace period; without a record it cannot
+		// register again, gives up after its register timeout and kills the
+		// phase. Before the fix no record was written for it.
+		"terminating pods without a record get a stopping record; the rest are left alone": {
+			in: input(1,
+				pods(
+					pod("no-record", terminating(), protected()),
+					pod("no-record-pending", terminating(), pending()),
+					pod("other-incarnation", terminating(), uid("other-incarnation-new")),
+					pod("recorded", terminating()),
+					pod("ended", terminating(), phase(corev1.PodSucceeded)),
+					pod("failed", terminating(), phase(corev1.PodFailed)),
+					pod("live"),
+				),
+				rec("recorded", slots.PodCordoned, running), rec("live", slots.PodActive),
+				withUID(rec("other-incarnation", slots.PodActive), "other-incarnation-old")),
+			want: outcome{
+				ExpectStopping: []string{"no-record", "no-record-pending", "other-incarnation"},
+				Remove:         []string{"other-incarnation/other-incarnation-old pod-gone"},
+				Status:         podCounts{Replicas: 1, Ready: 1, Idle: 1},
+			},
+		},
+		"terminating pods without a record get a stopping record while holding": {
+			in: func() planInput {
+				in := input(0, pods(pod("a", terminating())))
+				in.Hold = true
+				return in
+			}(),
+			want: outcome{ExpectStopping: []string{"a"}},
 		},
 		"terminating surplus pods do not make others surplus": {
 			in: input(1, pods(pod("a", terminating()), pod("b")),
@@ -1002,7 +1035,12 @@ func TestPlanInvariantsOverRandomPools(t *testing.T) {
 		require.Equalf(t, in.Replicas, out.Status.Replicas+out.Create, desc)
 		require.LessOrEqualf(t, out.Status.Ready, out.Status.Replicas, desc)
 
-		// Terminating pods are in no action list.
+		// Terminating pods are in no action list but ExpectStopping, and
+		// there only without a record of their own.
+		for _, p := range out.ExpectStopping {
+			require.NotNilf(t, p.DeletionTimestamp, "%s: live pod %s expected as stopping", desc, p.Name)
+			require.Nilf(t, record(p), "%s: pod %s expected as stopping though it has a record", desc, p.Name)
+		}
 		acted := slices.Concat(out.Expect, out.Drain, out.Cordon, out.Uncordon, deadPods(out.Dead))
 		for p := range out.Annotate {
 			acted = append(acted, p)
