@@ -135,3 +135,54 @@ func TestAReaperSlowerThanItsMaxGapStillExpiresHeartbeats(t *testing.T) {
 		return err == nil && len(snap.Pods) == 1 && snap.Pods[0].State == PodLost
 	}, 30*time.Second, 50*time.Millisecond, "the silent pod was never judged lost: the reaper stayed in grace")
 }
+
+// A decision whose reply is lost is resent (by go-redis itself when the
+// connection broke, or by the caller). Regression: the resent approve found
+// the task already running its apply and answered ErrNotReserved: the
+// approver was told no while the apply ran.
+func TestADecisionWhoseReplyWasLostIsAnsweredLikeTheFirst(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	proxy := faultproxy.Start(t, srv.Addr())
+	conn, err := redisconn.Open(ctx, proxy.URL(), nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	s, err := New(ctx, conn.Client, Options{Prefix: redistest.Prefix(t), Logger: quietLogger()})
+	require.NoError(t, err)
+	e := &env{t: t, ctx: ctx, s: s, rdb: conn.Client, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
+	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
+	require.NoError(t, err)
+	uid := e.pod("agent-0")
+	reserve := func(id string) {
+		e.submit(id, PlanAndApply)
+		require.Equal(t, StateReserved, e.complete(e.take("agent-0", uid), OutcomeSuccess))
+	}
+	lastArgs := func(a, b string) func([]string) bool {
+		return func(args []string) bool { n := len(args); return n > 2 && args[n-2] == a && args[n-1] == b }
+	}
+
+	reserve("pa")
+	cut := proxy.Add(faultproxy.Rule{Command: "EVALSHA", Match: lastArgs("pa", "alice"), Times: 1, Action: faultproxy.CutAfterForward})
+	ep, err := s.Approve(ctx, e.pool, "pa", "alice")
+	require.NoError(t, err, "the approval landed: its resend is answered as approved")
+	require.Equal(t, 1, cut.Acted(), "the first reply was lost")
+	tk := e.task("pa")
+	assert.Equal(t, ep, tk.Epoch)
+	assert.Equal(t, PhaseApply, tk.Phase)
+	again, err := s.Approve(ctx, e.pool, "pa", "alice")
+	require.NoError(t, err)
+	assert.Equal(t, ep, again, "the same approver again: the same apply, not a second one")
+	_, err = s.Approve(ctx, e.pool, "pa", "mallory")
+	require.ErrorIs(t, err, ErrNotReserved, "someone else's approval is still refused")
+	e.complete(e.take("agent-0", uid), OutcomeSuccess)
+
+	reserve("pr")
+	cut = proxy.Add(faultproxy.Rule{Command: "EVALSHA", Match: func(args []string) bool {
+		n := len(args)
+		return n > 4 && args[n-4] == "pr" && args[n-3] == "bob" && args[n-2] == "reject"
+	}, Times: 1, Action: faultproxy.CutAfterForward})
+	require.NoError(t, s.Reject(ctx, e.pool, "pr", "bob"))
+	require.Equal(t, 1, cut.Acted())
+	assert.Equal(t, StateRejected, e.task("pr").State)
+	require.ErrorIs(t, s.Reject(ctx, e.pool, "pr", "carol"), ErrNotReserved)
+}

@@ -68,6 +68,8 @@ type modelTask struct {
 	cxBy       string
 	rdl        int64
 	rs         bool              // held a reservation that ended without a decision (or still holds it)
+	aby        string            // who approved the apply
+	aserial    int               // the apply's assignment when approved
 	done       map[int]TaskState // completed serial -> its first outcome (the store's "r:<epoch>")
 }
 
@@ -489,6 +491,9 @@ func (m *storeModel) Approve(id, by string) (int, error) {
 		return 0, ErrTaskNotFound
 	}
 	if t.st != StateReserved {
+		if t.aby == by && t.aserial != 0 {
+			return t.aserial, nil // the same approver again: the first answer
+		}
 		return 0, m.notReserved(t)
 	}
 	p := m.pods[t.pod]
@@ -496,6 +501,7 @@ func (m *storeModel) Approve(id, by string) (int, error) {
 	t.st, t.phase, t.started, t.attempt, t.by, t.rdl, t.rs = StateRunning, PhaseApply, false, 0, by, 0, false
 	t.serial = m.serialSeq
 	t.serials = append(t.serials, t.serial)
+	t.aby, t.aserial = by, t.serial
 	p.inbox = append(p.inbox, modelEntry{'a', t.id, t.serial})
 	return t.serial, nil
 }
@@ -507,6 +513,9 @@ func (m *storeModel) EndReservation(id, by string, release bool, reason string) 
 		return ErrTaskNotFound
 	}
 	if t.st != StateReserved {
+		if !release && t.st == StateRejected && t.by == by {
+			return nil // the same rejection again
+		}
 		return m.notReserved(t)
 	}
 	if release {

@@ -1,5 +1,8 @@
 -- approve: run the apply of a reserved plan_and_apply in the slot that ran
 -- its plan, also when that pod is cordoned.
+-- Idempotent per approver: the same approver approving again (a client
+-- retry after a lost reply; go-redis itself resends a command whose
+-- connection broke) gets the first approval's answer, not a refusal.
 -- KEYS[1] cfg
 -- ARGV[1] task, ARGV[2] who approved
 -- Returns {epoch, pod, slot}.
@@ -9,6 +12,7 @@ local id = ARGV[1]
 local t = hgetall(tkey(id))
 if t == nil then return fail('notask', id) end
 if t.st ~= 'reserved' then
+  if t.aby == ARGV[2] and t.aep then return {t.aep, t.pod, t.slot} end
   -- rs = 1: the task held a reservation that ended without an approval.
   if t.rs == '1' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
   return fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
@@ -17,7 +21,7 @@ local now = now_ms()
 redis.call('ZREM', K .. 'resv', id)
 local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', 1)
 redis.call('HSET', tkey(id), 'st', 'running', 'phase', 'apply', 'ep', ep, 'started', '0', 'attempt', 0,
-  'upd', now, 'by', ARGV[2], 'rdl', '', 'rs', '0')
+  'upd', now, 'by', ARGV[2], 'rdl', '', 'rs', '0', 'aby', ARGV[2], 'aep', ep)
 count('run:' .. class_of(c, t.slot), 1)
 redis.call('RPUSH', K .. 'inbox:' .. t.pod, 'a|' .. id .. '|' .. ep)
 hist(id, now, 'approved', 'by ' .. ARGV[2])

@@ -1,6 +1,8 @@
 -- reject: end a reservation without applying; the slot is freed and gets
 -- queued work in the same script. With ARGV[3] = "release" a stopping agent
 -- gives the reservation up instead, and the task fails with ARGV[4] as reason.
+-- A reject repeated by the same person (a retry after a lost reply) is
+-- answered as the first one was.
 -- KEYS[1] cfg
 -- ARGV[1] task, ARGV[2] who, ARGV[3] "reject"|"release", ARGV[4] reason
 local c = load_cfg()
@@ -9,6 +11,7 @@ local id = ARGV[1]
 local t = hgetall(tkey(id))
 if t == nil then return fail('notask', id) end
 if t.st ~= 'reserved' then
+  if ARGV[3] == 'reject' and t.st == 'rejected' and t.by == ARGV[2] then return 'rejected' end
   -- rs = 1: the task held a reservation that ended without an approval.
   if t.rs == '1' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
   return fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
