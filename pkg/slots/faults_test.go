@@ -186,3 +186,45 @@ func TestADecisionWhoseReplyWasLostIsAnsweredLikeTheFirst(t *testing.T) {
 	assert.Equal(t, StateRejected, e.task("pr").State)
 	require.ErrorIs(t, s.Reject(ctx, e.pool, "pr", "carol"), ErrNotReserved)
 }
+
+// Regression: a BLMOVE whose connection broke after Redis moved the entry
+// is sent again by go-redis, which moves the next entry (or none): the first
+// entry sat in the processing list where no Take looked, and its task stayed
+// assigned and never ran.
+func TestAnInboxEntryWhoseMoveReplyWasLostIsStillTaken(t *testing.T) {
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	proxy := faultproxy.Start(t, srv.Addr())
+	conn, err := redisconn.Open(ctx, proxy.URL(), nil)
+	require.NoError(t, err)
+	defer conn.Close()
+	s, err := New(ctx, conn.Client, Options{Prefix: redistest.Prefix(t), Logger: quietLogger()})
+	require.NoError(t, err)
+	e := &env{t: t, ctx: ctx, s: s, rdb: conn.Client, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
+	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
+	require.NoError(t, err)
+	uid := e.pod("agent-0")
+	m, err := s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil) // has looked at the empty processing list
+	require.NoError(t, err)
+	require.Nil(t, m)
+	e.submit("a", Plan)
+	e.submit("b", Plan)
+	cut := proxy.Add(faultproxy.Rule{Command: "BLMOVE", Times: 1, Action: faultproxy.CutAfterForward})
+	got := map[string]bool{}
+	for range 10 {
+		m, err := s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
+		if err != nil || m == nil || m.Kind != MsgAssignment {
+			continue
+		}
+		got[m.Task] = true
+		if len(got) == 2 {
+			break
+		}
+	}
+	require.Equal(t, 1, cut.Acted(), "a move's reply was lost")
+	assert.Equal(t, map[string]bool{"a": true, "b": true}, got, "both assignments reached the agent")
+	assert.Empty(t, e.inbox("agent-0"))
+	n, err := conn.Client.LLen(ctx, s.base(e.pool)+"proc:agent-0").Result()
+	require.NoError(t, err)
+	assert.Zero(t, n, "nothing left in the processing list")
+}

@@ -128,6 +128,14 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 	}
 	if errors.Is(err, redis.Nil) {
 		entry, err = s.rdb.BLMove(ctx, base+"inbox:"+pod, proc, "LEFT", "RIGHT", wait).Result()
+		if err != nil {
+			// A move whose reply was lost (a deadline; or a broken
+			// connection, which go-redis answers by sending BLMOVE again, so
+			// the retry moves the next entry or none) leaves an entry in the
+			// processing list that no reply named: look there next time.
+			// After an empty wait this costs one LINDEX per idle wait.
+			s.procClean.Delete(proc)
+		}
 	}
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
@@ -139,8 +147,10 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 	id, epoch, _ := strings.Cut(rest, "|")
 	switch kind {
 	case "c":
+		// Cancels are rare: look at the processing list again after one
+		// rather than count what it holds.
+		s.procClean.Delete(proc)
 		if err := s.rdb.LRem(ctx, proc, 1, entry).Err(); err != nil {
-			s.procClean.Delete(proc)
 			return nil, fmt.Errorf("acknowledging cancel of task %s on pod %s: %w", id, pod, err)
 		}
 		return &Message{Kind: MsgCancel, Task: id, Epoch: epoch}, nil
@@ -160,12 +170,15 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 			}
 			return nil, fmt.Errorf("claiming task %s on pod %s in %s: %w", id, pod, pool, err)
 		}
-		if res == nil {
+		arr, _ := res.([]any)
+		if len(arr) > 0 && asInt(arr[len(arr)-1]) > 0 {
+			s.procClean.Delete(proc) // an entry whose move reply was lost waits there
+		}
+		if len(arr) == 2 && asString(arr[0]) == "" {
 			s.log.Debug("dropped stale inbox entry", "pool", pool, "pod", pod, "task", id, "epoch", epoch)
 			return nil, nil
 		}
-		arr, _ := res.([]any)
-		if len(arr) != 5 {
+		if len(arr) != 6 {
 			return nil, fmt.Errorf("claiming task %s: unexpected reply %v", id, res)
 		}
 		a := &Assignment{Task: id, Epoch: epoch}

@@ -8,7 +8,9 @@
 -- ARGV[1] pod, ARGV[2] uid, ARGV[3] task, ARGV[4] epoch, ARGV[5] the entry,
 -- ARGV[6] the first heartbeat report number that includes the phase (hbs;
 -- 0 when the agent does not number its reports)
--- Returns {type, phase, slot, attempt, payload} or nil.
+-- Returns {type, phase, slot, attempt, payload, left}, or {"", left} for a
+-- stale entry; left is how many entries the processing list still holds
+-- (an entry whose move reply was lost: the caller looks at the list again).
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod, uid, id, ep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -19,16 +21,17 @@ if ph[1] ~= uid then
 end
 if ph[2] == 'lost' then return fail('lost', 'pod ' .. pod) end
 redis.call('LREM', K .. 'proc:' .. pod, 1, ARGV[5])
+local left = redis.call('LLEN', K .. 'proc:' .. pod)
 local t = redis.call('HMGET', tkey(id), 'st', 'ep', 'started', 'pod', 'type', 'phase', 'slot', 'attempt', 'payload')
 if t[1] == 'running' and t[2] == ep and t[3] == '1' and t[4] == pod then
   -- The pod's one reader retrying a claim that landed but whose reply was
   -- lost: the same assignment again, no second start.
-  return {t[5], t[6], t[7], tonumber(t[8]), t[9]}
+  return {t[5], t[6], t[7], tonumber(t[8]), t[9], left}
 end
-if t[1] ~= 'running' or t[2] ~= ep or t[3] ~= '0' or t[4] ~= pod then return false end
+if t[1] ~= 'running' or t[2] ~= ep or t[3] ~= '0' or t[4] ~= pod then return {'', left} end
 local now = now_ms()
 local attempt = redis.call('HINCRBY', tkey(id), 'attempt', 1)
 redis.call('HSET', tkey(id), 'started', '1', 'upd', now, 'sat', now, 'hbs', tonumber(ARGV[6]) or 0)
 hist(id, now, 'started', t[6] .. ' attempt ' .. attempt)
 emit(c, now, 'task', id, 'st', 'started', 'phase', t[6], 'pod', pod, 'slot', t[7], 'ep', ep)
-return {t[5], t[6], t[7], attempt, t[9]}
+return {t[5], t[6], t[7], attempt, t[9], left}
