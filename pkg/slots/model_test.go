@@ -549,6 +549,8 @@ func (m *storeModel) Cancel(id, by string) (TaskState, error) {
 			p.inbox = append(p.inbox, modelEntry{'c', t.id, t.serial})
 		}
 		return StateRunning, nil
+	case t.st == StateCancelled && t.by == by:
+		return StateCancelled, nil // the same cancel again
 	}
 	return "", ErrTaskFinished
 }

@@ -257,7 +257,10 @@ func TestCancel(t *testing.T) {
 		assert.Contains(t, hb.Stop, TaskRef{Task: "run", Epoch: a.Epoch}, "heartbeat repeats the cancel")
 		assert.Equal(t, StateCancelled, e.complete(a, OutcomeCancelled))
 		assert.Equal(t, "carol", e.task("run").By)
-		_, err = e.s.Cancel(e.ctx, e.pool, "run", "carol")
+		st, err = e.s.Cancel(e.ctx, e.pool, "run", "carol")
+		require.NoError(t, err, "the same cancel again (a retry after a lost reply) is answered like the first")
+		assert.Equal(t, StateCancelled, st)
+		_, err = e.s.Cancel(e.ctx, e.pool, "run", "dave")
 		assert.ErrorIs(t, err, ErrTaskFinished)
 	})
 }

@@ -32,4 +32,7 @@ elseif t.st == 'running' then
   end
   return 'cancelling'
 end
+-- The same person cancelling again (a retry after a lost reply): answered
+-- as the first cancel was.
+if t.st == 'cancelled' and t.by == by then return 'cancelled' end
 return fail('finished', 'task ' .. id .. ' is ' .. t.st)
