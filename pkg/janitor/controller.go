@@ -88,11 +88,12 @@ type Controller struct {
 
 // poolState is what the controller remembers about a pool between passes.
 type poolState struct {
-	declared   string // the store config last declared
-	generation string
-	holdUntil  time.Time
-	limiter    *rate.Limiter
-	limit      int
+	declared string // the store config last declared
+	// heldGeneration is the generation whose data-loss hold was reported
+	// (the hold itself is derived from every snapshot, not remembered).
+	heldGeneration string
+	limiter        *rate.Limiter
+	limit          int
 	// Start failures: pods that ended without their agent registering back
 	// off the creation of replacements.
 	failures    int

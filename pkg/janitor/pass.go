@@ -76,16 +76,23 @@ func (p *pass) run() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	hold := p.now.Before(p.st.holdUntil)
-	if hold {
-		p.after(p.st.holdUntil.Sub(p.now))
+	// Times in the snapshot are Redis's: plan compares them with Redis's
+	// clock, never the janitor's (no skew between the two).
+	now := snap.At
+	if now.IsZero() {
+		now = p.now // dry-run, pool not declared
 	}
 	lim := p.limiter(s.MaxDeletionsPerMinute)
 	hash := templateHash(p.ap, s, c.opts.Inject)
 	out := plan(planInput{
-		Now: p.now, Replicas: s.Replicas, TemplateHash: hash, IdleFor: s.IdleFor, Hold: hold,
+		Now: now, Replicas: s.Replicas, TemplateHash: hash, IdleFor: s.IdleFor,
+		Generation: snap.Generation, Declared: snap.Declared, HeartbeatTimeout: s.Store.HeartbeatTimeout,
 		DeleteBudget: int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
 	})
+	hold := !out.HoldUntil.IsZero()
+	if hold {
+		p.holding(snap, out.HoldUntil.Sub(now))
+	}
 
 	p.expect(out.Expect)
 	p.expectStopping(out.ExpectStopping)
@@ -96,7 +103,7 @@ func (p *pass) run() (time.Duration, error) {
 	p.podOps("uncordon", "Uncordoned", out.Uncordon, c.store.Uncordon)
 	p.podOps("cordon", "Cordoned", out.Cordon, c.store.Cordon)
 	p.drainAndDelete(out.Drain, lim)
-	p.create(out.Create, s, hash)
+	p.create(out.Create, s, hash, snap.Generation)
 	p.annotate(out.Annotate)
 	if out.WaitIdle > 0 {
 		p.after(out.WaitIdle)
@@ -168,9 +175,10 @@ func (p *pass) podsOf() []*corev1.Pod {
 
 // snapshotDeclared reads the pool's slot-store state, declaring the pool
 // first when its settings changed or Redis does not know it. A pool missing
-// from Redis while it has pods means Redis lost its data: the janitor then
-// rebuilds expected records and deletes nothing for one heartbeat timeout,
-// so agents can re-register with the work they still run.
+// from Redis while it has pods means Redis lost its data: declared again, it
+// gets a new generation, and plan holds every removal while the pods that
+// predate it re-register (dataLossHold) — the same hold a janitor starting
+// after the loss derives from the snapshot.
 func (p *pass) snapshotDeclared(s settings, pods int) (slots.Snapshot, error) {
 	if p.st.declared != s.storeKey() {
 		if err := p.declare(s); err != nil {
@@ -186,9 +194,6 @@ func (p *pass) snapshotDeclared(s settings, pods int) (slots.Snapshot, error) {
 		p.st.declared = ""
 		if err := p.declare(s); err != nil {
 			return slots.Snapshot{}, err
-		}
-		if pods > 0 {
-			p.hold(s, "pool was missing from Redis")
 		}
 		snap, err = p.c.store.Snapshot(p.ctx, p.id)
 	}
@@ -215,18 +220,25 @@ func (p *pass) declare(s settings) error {
 	if err != nil {
 		return err
 	}
-	if p.st.generation != "" && gen != p.st.generation {
-		p.hold(s, "Redis generation changed")
-	}
-	p.st.generation = gen
+	p.log.Debug("pool declared", "generation", gen)
 	p.st.declared = s.storeKey()
 	return nil
 }
 
-func (p *pass) hold(s settings, why string) {
-	p.st.holdUntil = p.now.Add(s.Store.HeartbeatTimeout)
-	p.log.Warn("deleting nothing until agents re-register", "why", why, "until", p.st.holdUntil)
-	p.event(p.ap, corev1.EventTypeWarning, "RedisDataLoss", "%s: rebuilding pod records, deleting nothing for %v", why, s.Store.HeartbeatTimeout)
+// holding reports a data-loss hold: a warning and an event once per
+// generation (the hold itself is recomputed by every pass), and a look
+// again when it ends.
+func (p *pass) holding(snap slots.Snapshot, left time.Duration) {
+	p.after(left)
+	if p.st.heldGeneration == snap.Generation {
+		return
+	}
+	p.st.heldGeneration = snap.Generation
+	p.log.Warn("Redis lost this pool's data: rebuilding pod records and deleting nothing until the agents registered again",
+		"generation", snap.Generation, "declared", snap.Declared, "for", left)
+	p.event(p.ap, corev1.EventTypeWarning, "RedisDataLoss",
+		"pods predate the pool's generation in Redis (declared %s): rebuilding pod records, deleting nothing for %v",
+		snap.Declared.UTC().Format(time.RFC3339), left.Round(time.Millisecond))
 }
 
 func (p *pass) limiter(perMinute int) *rate.Limiter {
@@ -450,7 +462,7 @@ func (p *pass) drainAndDelete(pods []*corev1.Pod, lim *rate.Limiter) {
 // create makes n pods in slow-start batches (1, 2, 4, …) like the
 // ReplicaSet controller, so a template that cannot be created fails once,
 // not n times. Each pod's expected record is written right after it exists.
-func (p *pass) create(n int, s settings, hash string) {
+func (p *pass) create(n int, s settings, hash, generation string) {
 	if n <= 0 {
 		return
 	}
@@ -465,7 +477,7 @@ func (p *pass) create(n int, s settings, hash string) {
 		batch = min(batch, n-created)
 		pods := make([]*corev1.Pod, batch)
 		for i := range pods {
-			pods[i] = newPod(p.ap, s, hash, c.opts.Inject)
+			pods[i] = newPod(p.ap, s, hash, generation, c.opts.Inject)
 		}
 		var failed atomic.Int32
 		if !c.opts.DryRun {

@@ -20,6 +20,11 @@ const (
 	// them; idle pods don't, so node consolidation can move them.
 	AnnotationSafeToEvict  = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 	AnnotationDoNotDisrupt = "karpenter.sh/do-not-disrupt"
+
+	// AnnotationGeneration is the pool's slot-store generation when the
+	// janitor created the pod: a pod carrying another one (or none) may
+	// predate everything Redis knows of the pool (see dataLossHold).
+	AnnotationGeneration = "slotscaler.io/generation"
 )
 
 // Reasons recorded when a pod's slot-store record is removed.
@@ -30,14 +35,19 @@ const (
 
 // planInput is everything one pass over a pool decides from.
 type planInput struct {
+	// Now is the snapshot's time, on Redis's clock: the clock of every
+	// time in Records and of Declared.
 	Now          time.Time
 	Replicas     int
 	TemplateHash string
 	IdleFor      time.Duration
-	// Hold: the Redis generation changed less than a heartbeat deadline ago;
-	// agents are re-registering, so no record is removed and no pod is
-	// drained (pods already draining were proven idle and may still go).
-	Hold bool
+	// Generation is the pool's current slot-store generation and Declared
+	// when it was declared (Redis TIME; zero when unknown). Together with
+	// the pods' generation annotations they tell whether Redis lost the
+	// pool's data recently (dataLossHold).
+	Generation       string
+	Declared         time.Time
+	HeartbeatTimeout time.Duration
 	// DeleteBudget is how many pods may be drained for deletion now (the
 	// pool's max deletions per minute).
 	DeleteBudget int
@@ -86,9 +96,13 @@ type planOutput struct {
 	// WaitIdle: surplus pods are idle but not yet for idleFor; look again then.
 	WaitIdle time.Duration
 	// Deferred counts surplus idle pods left for lack of deletion budget or
-	// because of Hold.
+	// because of a hold.
 	Deferred int
-	Status   podCounts
+	// HoldUntil, when set, is until when Redis's data loss holds every
+	// removal (Redis clock): see dataLossHold. Records are rebuilt
+	// meanwhile, and pods already draining (proven idle) may still go.
+	HoldUntil time.Time
+	Status    podCounts
 	// StartFailures describes pods whose agent never came up (Degraded).
 	StartFailures []string
 }
@@ -117,6 +131,8 @@ func plan(in planInput) planOutput {
 	for _, p := range in.Pods {
 		objects[p.Name] = p
 	}
+	out.HoldUntil = dataLossHold(in, records)
+	hold := !out.HoldUntil.IsZero()
 
 	// Records whose pod object is gone: remove them (requeues plans, fails
 	// applies and reservations). Not while holding: records are being rebuilt.
@@ -124,7 +140,7 @@ func plan(in planInput) planOutput {
 		if p, ok := objects[r.Name]; ok && string(p.UID) == r.UID {
 			continue
 		}
-		if in.Hold {
+		if hold {
 			continue
 		}
 		reason := ReasonPodGone
@@ -221,7 +237,7 @@ func plan(in planInput) planOutput {
 	}
 
 	budget := in.DeleteBudget
-	if in.Hold {
+	if hold {
 		budget = 0
 	}
 	drain := func(m *member) bool {
@@ -303,6 +319,83 @@ func plan(in planInput) planOutput {
 		}
 	}
 	return out
+}
+
+// dataLossHold returns until when (Redis clock) nothing may be deleted or
+// removed because Redis lost the pool's data, or the zero time.
+//
+// After a data loss the pool is declared again with a new generation, and
+// the records of running pods are rebuilt as expected: their agents, which
+// may still run work, register again (with that work) at their next
+// heartbeat. Until they have, a busy pod looks like one whose agent never
+// registered, which is drained without waiting for idleFor; and a record
+// whose pod seems gone may be one the agents are re-creating. So for one
+// heartbeat timeout nothing is drained, deleted or removed.
+//
+// The hold is derived from the store and the pods, never from the
+// janitor's memory: a janitor that starts after the loss (a restart, a
+// crash loop while Redis was down, a new leader) has nothing to remember,
+// and declares the pool itself before its first snapshot. The evidence is a
+// pod that predates the pool's current generation:
+//
+//   - Pods carry the generation they were created under (AnnotationGeneration,
+//     read from the snapshot just before the create): another generation
+//     means the pod existed before this one was declared. No clock is
+//     involved, so a pod created the moment a pool is first declared never
+//     causes a hold, and there is no skew to allow for.
+//   - A pod without the annotation (created by an earlier janitor) counts
+//     as predating. Its creationTimestamp cannot settle it: it is truncated
+//     to the second and comes from the API server's clock, not Redis's, so a
+//     pod created just before the declaration can look newer than it. Erring
+//     costs little: a spurious hold only delays deletions, and it can only
+//     happen within a heartbeat timeout of a declaration; a missed hold
+//     deletes busy pods.
+//   - Ended pods (Failed, Succeeded) are ignored: no agent runs there.
+//     Terminating ones count: they prove the loss just as well.
+//
+// The hold lasts one heartbeat timeout from the declaration, and longer for
+// a predating live pod whose agent has not registered again yet: its agent
+// could only start registering once the record existed (the janitor may
+// have crashed between declaring the pool and writing the records), so it
+// gets a heartbeat timeout from its record's creation, or from now when the
+// record is still missing (this pass writes it). That is bounded: records
+// are created once, and a pod whose agent never comes back stops extending
+// the hold a heartbeat timeout after its record was written.
+func dataLossHold(in planInput, records map[string]*slots.PodSnapshot) time.Time {
+	if in.Declared.IsZero() {
+		return time.Time{}
+	}
+	var until time.Time
+	extend := func(t time.Time) {
+		if t.After(until) {
+			until = t
+		}
+	}
+	for _, p := range in.Pods {
+		if ended(p) || !predates(p, in.Generation) {
+			continue
+		}
+		extend(in.Declared.Add(in.HeartbeatTimeout))
+		if p.DeletionTimestamp != nil {
+			continue // its re-registration does not depend on others holding
+		}
+		switch r := records[p.Name]; {
+		case r == nil || r.UID != string(p.UID):
+			extend(in.Now.Add(in.HeartbeatTimeout))
+		case r.State == slots.PodExpected:
+			extend(r.Created.Add(in.HeartbeatTimeout))
+		}
+	}
+	if !in.Now.Before(until) {
+		return time.Time{}
+	}
+	return until
+}
+
+// predates reports whether a pod may have been created before the pool's
+// current slot-store generation (see dataLossHold).
+func predates(p *corev1.Pod, generation string) bool {
+	return p.Annotations[AnnotationGeneration] != generation
 }
 
 // member is a live pod and its record.

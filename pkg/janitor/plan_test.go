@@ -28,8 +28,8 @@ const (
 
 type podOpt func(*corev1.Pod)
 
-// pod is a Running, Ready pod of the current template created an hour ago,
-// whose UID is name+"-uid".
+// pod is a Running, Ready pod of the current template created an hour ago
+// under the pool's current generation, whose UID is name+"-uid".
 func pod(name string, opts ...podOpt) *corev1.Pod {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
@@ -37,6 +37,7 @@ func pod(name string, opts ...podOpt) *corev1.Pod {
 			Namespace:         "team",
 			UID:               types.UID(name + "-uid"),
 			Labels:            map[string]string{LabelPool: "pool", LabelTemplateHash: curHash},
+			Annotations:       map[string]string{AnnotationGeneration: curGen},
 			CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour)),
 		},
 		Status: corev1.PodStatus{
@@ -78,13 +79,27 @@ func terminating() podOpt {
 // annotated sets the do-not-evict annotations to the given values ("" leaves one out).
 func annotated(safeToEvict, doNotDisrupt string) podOpt {
 	return func(p *corev1.Pod) {
-		p.Annotations = map[string]string{}
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		delete(p.Annotations, AnnotationSafeToEvict)
+		delete(p.Annotations, AnnotationDoNotDisrupt)
 		if safeToEvict != "" {
 			p.Annotations[AnnotationSafeToEvict] = safeToEvict
 		}
 		if doNotDisrupt != "" {
 			p.Annotations[AnnotationDoNotDisrupt] = doNotDisrupt
 		}
+	}
+}
+
+// generation sets the slot-store generation the pod was created under.
+func generation(g string) podOpt {
+	return func(p *corev1.Pod) {
+		if p.Annotations == nil {
+			p.Annotations = map[string]string{}
+		}
+		p.Annotations[AnnotationGeneration] = g
 	}
 }
 
@@ -172,12 +187,34 @@ func input(replicas int, pods []*corev1.Pod, records ...slots.PodSnapshot) planI
 		TemplateHash: curHash,
 		IdleFor:      time.Minute,
 		DeleteBudget: 10,
-		Pods:         pods,
-		Records:      records,
+		// The generation was declared long ago: no data-loss hold.
+		Generation:       curGen,
+		Declared:         t0.Add(-48 * time.Hour),
+		HeartbeatTimeout: hbto,
+		Pods:             pods,
+		Records:          records,
 	}
 }
 
 func pods(ps ...*corev1.Pod) []*corev1.Pod { return ps }
+
+// Generations in the plan tests: gen-1 was the pool's generation before
+// Redis lost its data, gen-2 the one declared since.
+const (
+	oldGen = "gen-1"
+	curGen = "gen-2"
+)
+
+// hbto is the pools' heartbeat timeout in the plan tests.
+const hbto = 30 * time.Second
+
+// afterLoss is in, with the pool's current generation (curGen) declared
+// declaredAgo before t0.
+func afterLoss(in planInput, declaredAgo time.Duration) planInput {
+	in.Generation = curGen
+	in.Declared = t0.Add(-declaredAgo)
+	return in
+}
 
 // outcome is planOutput by pod name, for comparing whole results. Lists are
 // sorted (order is checked separately where it matters); empty lists are nil.
@@ -190,6 +227,7 @@ type outcome struct {
 	Annotate                map[string]bool
 	WaitIdle                time.Duration
 	Deferred                int
+	HoldUntil               time.Time
 	Status                  podCounts
 	StartFailures           []string // pod names
 }
@@ -214,6 +252,7 @@ func outcomeOf(out planOutput) outcome {
 		WaitIdle:       out.WaitIdle,
 		Deferred:       out.Deferred,
 		Status:         out.Status,
+		HoldUntil:      out.HoldUntil,
 	}
 	for _, r := range out.Remove {
 		o.Remove = append(o.Remove, r.Pod.Name+"/"+r.Pod.UID+" "+r.Reason)
@@ -460,14 +499,18 @@ func TestPlanScalesDown(t *testing.T) {
 // --- hold ----------------------------------------------------------------------
 
 func TestPlanHoldDeletesAndRemovesNothing(t *testing.T) {
-	in := input(0,
-		pods(pod("idle"), pod("lost"), pod("failed", phase(corev1.PodFailed)), pod("new", pending()), pod("busy", protected()), pod("old", hash(oldHash))),
+	// Every pod was created under the generation Redis lost.
+	pre := generation(oldGen)
+	in := afterLoss(input(0,
+		pods(pod("idle", pre), pod("lost", pre), pod("failed", phase(corev1.PodFailed), pre), pod("new", pending(), pre),
+			pod("busy", protected(), pre), pod("old", hash(oldHash), pre)),
 		rec("idle", slots.PodActive), rec("lost", slots.PodLost), rec("failed", slots.PodActive),
 		rec("busy", slots.PodActive, running), rec("old", slots.PodActive),
 		rec("gone", slots.PodActive), rec("gone-draining", slots.PodDraining),
-	)
-	in.Hold = true
+	), time.Second)
 	require.Equal(t, outcome{
+		// "new" has no record yet: a heartbeat timeout from now.
+		HoldUntil: t0.Add(hbto),
 		// Records are being rebuilt: pods without one still get one.
 		Expect: []string{"new"},
 		Cordon: []string{"busy"},
@@ -476,6 +519,113 @@ func TestPlanHoldDeletesAndRemovesNothing(t *testing.T) {
 		Deferred: 3, // idle, new, old
 		Status:   podCounts{Busy: 1, Idle: 2},
 	}, outcomeOf(plan(in)))
+}
+
+// TestPlanHoldsAfterDataLoss: the hold is derived from the snapshot and the
+// pods, so a janitor that starts after Redis lost its data holds too. Before
+// the fix the hold came only from the janitor's memory of an earlier
+// generation: a fresh janitor (the first case) drained and deleted every
+// surplus pod at once, busy ones included, their records being "expected".
+func TestPlanHoldsAfterDataLoss(t *testing.T) {
+	pre := generation(oldGen)
+	runPlanCases(t, map[string]planCase{
+		"a fresh janitor after the loss: pods of the lost generation, no records yet, replicas lowered": {
+			in: afterLoss(input(1, pods(pod("a", pre), pod("b", pre), pod("c", pre))), 200*time.Millisecond),
+			want: outcome{
+				Expect:    []string{"a", "b", "c"},
+				Deferred:  2,
+				HoldUntil: t0.Add(hbto), // no record yet: a heartbeat timeout from now
+				Status:    podCounts{Replicas: 1},
+			},
+		},
+		"records rebuilt, agents registering again with their work: busy pods are cordoned, none drained": {
+			in: afterLoss(input(0, pods(pod("busy", pre, protected()), pod("idle", pre), pod("silent", pre)),
+				rec("busy", slots.PodActive, slots.SlotOrphan), idleAgo(rec("idle", slots.PodActive), time.Hour),
+				func() slots.PodSnapshot {
+					r := rec("silent", slots.PodExpected)
+					r.Created = t0.Add(-5 * time.Second)
+					return r
+				}()),
+				6*time.Second),
+			want: outcome{
+				Cordon:    []string{"busy"},
+				Deferred:  2,
+				HoldUntil: t0.Add(hbto - 5*time.Second), // silent's record was written 5 s ago
+				Status:    podCounts{Busy: 1, Idle: 1},
+			},
+		},
+		"the hold ends a heartbeat timeout after the declaration once every agent registered again": {
+			in: afterLoss(input(0, pods(pod("a", pre), pod("b", pre)),
+				idleAgo(rec("a", slots.PodActive), time.Hour), idleAgo(rec("b", slots.PodActive), time.Hour)), hbto),
+			want: outcome{Drain: []string{"a", "b"}, Status: podCounts{Idle: 2}},
+		},
+		"a rebuilt record whose agent has not registered yet holds a heartbeat timeout from its creation": {
+			in: afterLoss(input(0, pods(pod("a", pre)),
+				func() slots.PodSnapshot {
+					r := rec("a", slots.PodExpected)
+					r.Created = t0.Add(-10 * time.Second)
+					return r
+				}()),
+				10*time.Minute),
+			want: outcome{Deferred: 1, HoldUntil: t0.Add(hbto - 10*time.Second), Status: podCounts{}},
+		},
+		"a rebuilt record older than a heartbeat timeout no longer holds": {
+			in: afterLoss(input(0, pods(pod("a", pre, pending())),
+				func() slots.PodSnapshot { r := rec("a", slots.PodExpected); r.Created = t0.Add(-hbto); return r }()),
+				10*time.Minute),
+			want: outcome{Drain: []string{"a"}},
+		},
+		// The janitor crashed between declaring the pool and writing the
+		// records: the agents had nothing to register against until now.
+		"a pod of the lost generation still without a record holds, however old the declaration": {
+			in:   afterLoss(input(0, pods(pod("a", pre))), 10*time.Minute),
+			want: outcome{Expect: []string{"a"}, Deferred: 1, HoldUntil: t0.Add(hbto)},
+		},
+		"a pod created by an earlier janitor (no annotation) counts as predating": {
+			in: afterLoss(input(0, pods(pod("a", func(p *corev1.Pod) { p.Annotations = nil }))), time.Second),
+			want: outcome{
+				Expect: []string{"a"}, Deferred: 1, HoldUntil: t0.Add(hbto),
+			},
+		},
+		// A pool declared for the first time: the janitor creates pods at
+		// once, annotated with the generation it just read. Their
+		// creationTimestamp, truncated to the second, is before the
+		// declaration; the annotation, not the clock, says they are not
+		// older than the generation.
+		"pods created at the first declaration never hold": {
+			in: func() planInput {
+				in := afterLoss(input(0, pods(
+					pod("a", pending(), generation(curGen), createdAgo(time.Second)),
+					pod("b", pending(), generation(curGen), createdAgo(0)),
+				), rec("a", slots.PodExpected), rec("b", slots.PodExpected)), 500*time.Millisecond)
+				return in
+			}(),
+			want: outcome{Drain: []string{"a", "b"}},
+		},
+		"ended pods of the lost generation do not hold": {
+			in: afterLoss(input(1, pods(pod("a", pre, phase(corev1.PodFailed)), pod("b", pending())),
+				rec("b", slots.PodExpected)), time.Second),
+			want: outcome{Dead: []string{"a pod-Failed never-started"}, StartFailures: []string{"a"}, Status: podCounts{Replicas: 1}},
+		},
+		"terminating pods of the lost generation hold within a heartbeat timeout of the declaration": {
+			in: afterLoss(input(0, pods(pod("a", pre, terminating()), pod("b", pending())),
+				rec("a", slots.PodCordoned, running), rec("b", slots.PodExpected)), time.Second),
+			want: outcome{Deferred: 1, HoldUntil: t0.Add(hbto - time.Second)},
+		},
+		"terminating pods of the lost generation do not extend the hold": {
+			in: afterLoss(input(0, pods(pod("a", pre, terminating()), pod("b", pending())), rec("b", slots.PodExpected)),
+				hbto),
+			want: outcome{ExpectStopping: []string{"a"}, Drain: []string{"b"}},
+		},
+		"an undeclared pool (dry run) never holds": {
+			in: func() planInput {
+				in := input(0, pods(pod("a", pre, pending())))
+				in.Generation, in.Declared = "", time.Time{}
+				return in
+			}(),
+			want: outcome{Expect: []string{"a"}, Drain: []string{"a"}},
+		},
+	})
 }
 
 // --- records and pods that disagree -----------------------------------------
@@ -565,12 +715,8 @@ func TestPlanIgnoresTerminatingPods(t *testing.T) {
 			},
 		},
 		"terminating pods without a record get a stopping record while holding": {
-			in: func() planInput {
-				in := input(0, pods(pod("a", terminating())))
-				in.Hold = true
-				return in
-			}(),
-			want: outcome{ExpectStopping: []string{"a"}},
+			in:   afterLoss(input(0, pods(pod("a", terminating(), generation(oldGen)))), time.Second),
+			want: outcome{ExpectStopping: []string{"a"}, HoldUntil: t0.Add(hbto - time.Second)},
 		},
 		"terminating surplus pods do not make others surplus": {
 			in: input(1, pods(pod("a", terminating()), pod("b")),
@@ -915,8 +1061,15 @@ func randomInput(rng *rand.Rand) planInput {
 		Replicas:     rng.IntN(10),
 		TemplateHash: curHash,
 		IdleFor:      time.Duration(rng.IntN(120)) * time.Second,
-		Hold:         rng.IntN(8) == 0,
 		DeleteBudget: rng.IntN(5),
+		Generation:   curGen,
+		// Mostly long ago; sometimes within a heartbeat timeout (a data
+		// loss, or a first declaration).
+		Declared:         t0.Add(-48 * time.Hour),
+		HeartbeatTimeout: hbto,
+	}
+	if rng.IntN(4) == 0 {
+		in.Declared = t0.Add(-time.Duration(rng.IntN(40)) * time.Second)
 	}
 	slotStates := []slots.SlotState{slots.SlotIdle, slots.SlotIdle, running, assigned, reserved, slots.SlotOrphan}
 	podStates := []slots.PodState{slots.PodExpected, slots.PodActive, slots.PodActive, slots.PodCordoned, slots.PodDraining, slots.PodLost}
@@ -939,6 +1092,14 @@ func randomInput(rng *rand.Rand) planInput {
 		}
 		if rng.IntN(10) == 0 {
 			opts = append(opts, waiting("agent", "ImagePullBackOff"))
+		}
+		switch rng.IntN(4) {
+		case 0: // created by an earlier janitor: no annotation
+			opts = append(opts, func(p *corev1.Pod) { delete(p.Annotations, AnnotationGeneration) })
+		case 1:
+			opts = append(opts, generation(oldGen))
+		default:
+			opts = append(opts, generation(curGen))
 		}
 		in.Pods = append(in.Pods, pod(name, opts...))
 		switch rng.IntN(8) {
@@ -1020,9 +1181,17 @@ func TestPlanInvariantsOverRandomPools(t *testing.T) {
 			require.NotEqualf(t, slots.CordonedByAgent, r.CordonedBy, "%s: pod %s uncordoned though its stopping agent cordoned it", desc, p.Name)
 		}
 
-		// The deletion budget bounds new drains; Hold stops them and removals.
+		// The deletion budget bounds new drains; a hold stops them and
+		// removals. A live pod that predates the generation holds within a
+		// heartbeat timeout of the declaration.
 		require.LessOrEqualf(t, newDrains, max(in.DeleteBudget, 0), desc)
-		if in.Hold {
+		for _, p := range in.Pods {
+			if !ended(p) && p.Annotations[AnnotationGeneration] != in.Generation && in.Now.Before(in.Declared.Add(in.HeartbeatTimeout)) {
+				require.Falsef(t, out.HoldUntil.IsZero(), "%s: pod %s predates a generation declared %v ago, and no hold", desc, p.Name, in.Now.Sub(in.Declared))
+			}
+		}
+		if !out.HoldUntil.IsZero() {
+			require.Truef(t, out.HoldUntil.After(in.Now), desc)
 			require.Zerof(t, newDrains, "%s: drained under hold", desc)
 			require.Emptyf(t, out.Remove, "%s: removed under hold", desc)
 		}
@@ -1066,9 +1235,9 @@ func deadPods(ds []deadPod) []*corev1.Pod {
 
 func describeInput(in planInput) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "replicas=%d budget=%d hold=%v idleFor=%v pods=[", in.Replicas, in.DeleteBudget, in.Hold, in.IdleFor)
+	fmt.Fprintf(&b, "replicas=%d budget=%d declared=%v ago idleFor=%v pods=[", in.Replicas, in.DeleteBudget, in.Now.Sub(in.Declared), in.IdleFor)
 	for _, p := range in.Pods {
-		fmt.Fprintf(&b, " %s/%s/%s/%s term=%v", p.Name, p.UID, p.Status.Phase, p.Labels[LabelTemplateHash], p.DeletionTimestamp != nil)
+		fmt.Fprintf(&b, " %s/%s/%s/%s/gen=%s term=%v", p.Name, p.UID, p.Status.Phase, p.Labels[LabelTemplateHash], p.Annotations[AnnotationGeneration], p.DeletionTimestamp != nil)
 	}
 	b.WriteString(" ] records=[")
 	for _, r := range in.Records {

@@ -27,8 +27,9 @@ type Injection struct {
 // into; a template without a container of that name gets them in its first.
 const AgentContainer = "agent"
 
-// newPod builds an agent pod from the pool's template.
-func newPod(ap *v1alpha1.AgentPool, s settings, hash string, inj Injection) *corev1.Pod {
+// newPod builds an agent pod from the pool's template. generation is the
+// pool's slot-store generation, read before the pod is created.
+func newPod(ap *v1alpha1.AgentPool, s settings, hash, generation string, inj Injection) *corev1.Pod {
 	t := ap.Spec.Template.DeepCopy()
 	labels := make(map[string]string, len(t.Labels)+2)
 	for k, v := range t.Labels {
@@ -36,6 +37,17 @@ func newPod(ap *v1alpha1.AgentPool, s settings, hash string, inj Injection) *cor
 	}
 	labels[LabelPool] = ap.Name
 	labels[LabelTemplateHash] = hash
+	annotations := make(map[string]string, len(t.Annotations)+1)
+	for k, v := range t.Annotations {
+		annotations[k] = v
+	}
+	// The generation the pod was created under: after a data loss, pods of
+	// another generation hold removals while their agents re-register
+	// (dataLossHold). The template cannot set it.
+	delete(annotations, AnnotationGeneration)
+	if generation != "" {
+		annotations[AnnotationGeneration] = generation
+	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
 			// Named here rather than by generateName: one scheme for the API
@@ -43,7 +55,7 @@ func newPod(ap *v1alpha1.AgentPool, s settings, hash string, inj Injection) *cor
 			Name:        podName(ap.Name),
 			Namespace:   ap.Namespace,
 			Labels:      labels,
-			Annotations: t.Annotations,
+			Annotations: annotations,
 			OwnerReferences: []metav1.OwnerReference{
 				*metav1.NewControllerRef(ap, v1alpha1.GroupVersionKind),
 			},

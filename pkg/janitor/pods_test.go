@@ -52,14 +52,14 @@ func TestNewPodLabelsAndOwner(t *testing.T) {
 		ap.Spec.Template.Labels = map[string]string{"app": "agent", "team": "infra"}
 		ap.Spec.Template.Annotations = map[string]string{"note": "kept"}
 	})
-	p := newPod(ap, defaultSettings(t), "abc123", Injection{})
+	p := newPod(ap, defaultSettings(t), "abc123", "gen-1", Injection{})
 
 	require.Equal(t, "team", p.Namespace)
 	require.Equal(t, map[string]string{
 		"app": "agent", "team": "infra",
 		LabelPool: "pool-a", LabelTemplateHash: "abc123",
 	}, p.Labels)
-	require.Equal(t, map[string]string{"note": "kept"}, p.Annotations)
+	require.Equal(t, map[string]string{"note": "kept", AnnotationGeneration: "gen-1"}, p.Annotations)
 	require.Equal(t, []metav1.OwnerReference{{
 		APIVersion:         "slotscaler.io/v1alpha1",
 		Kind:               "AgentPool",
@@ -79,9 +79,22 @@ func TestNewPodTemplateLabelsCannotOverrideJanitorLabels(t *testing.T) {
 	ap := agentPool(func(ap *v1alpha1.AgentPool) {
 		ap.Spec.Template.Labels = map[string]string{LabelPool: "other", LabelTemplateHash: "forged"}
 	})
-	p := newPod(ap, defaultSettings(t), "abc123", Injection{})
+	p := newPod(ap, defaultSettings(t), "abc123", "gen-1", Injection{})
 	require.Equal(t, "pool-a", p.Labels[LabelPool])
 	require.Equal(t, "abc123", p.Labels[LabelTemplateHash])
+}
+
+// The generation annotation is the janitor's evidence that a pod was
+// created after the pool's current generation was declared: a template
+// must not be able to forge it (a forged one would hide a data loss).
+func TestNewPodGenerationAnnotationComesFromTheStore(t *testing.T) {
+	ap := agentPool(func(ap *v1alpha1.AgentPool) {
+		ap.Spec.Template.Annotations = map[string]string{AnnotationGeneration: "forged"}
+	})
+	require.Equal(t, "gen-1", newPod(ap, defaultSettings(t), "h", "gen-1", Injection{}).Annotations[AnnotationGeneration])
+	require.NotContains(t, newPod(ap, defaultSettings(t), "h", "", Injection{}).Annotations, AnnotationGeneration,
+		"no generation known: no annotation, so the pod counts as predating any generation")
+	require.Equal(t, "forged", ap.Spec.Template.Annotations[AnnotationGeneration], "the template is not changed")
 }
 
 func TestNewPodRestartPolicyIsNever(t *testing.T) {
@@ -90,7 +103,7 @@ func TestNewPodRestartPolicyIsNever(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			ap := agentPool(func(ap *v1alpha1.AgentPool) { ap.Spec.Template.Spec.RestartPolicy = policy })
-			require.Equal(t, corev1.RestartPolicyNever, newPod(ap, defaultSettings(t), "h", Injection{}).Spec.RestartPolicy)
+			require.Equal(t, corev1.RestartPolicyNever, newPod(ap, defaultSettings(t), "h", "gen-1", Injection{}).Spec.RestartPolicy)
 		})
 	}
 }
@@ -112,7 +125,7 @@ func TestNewPodGracePeriodCoversLongestPhase(t *testing.T) {
 			ap := agentPool(func(ap *v1alpha1.AgentPool) { ap.Spec.Template.Spec.TerminationGracePeriodSeconds = tc.template })
 			s := defaultSettings(t)
 			s.PlanTimeout, s.ApplyTimeout = tc.plan, tc.apply
-			p := newPod(ap, s, "h", Injection{})
+			p := newPod(ap, s, "h", "gen-1", Injection{})
 			require.NotNil(t, p.Spec.TerminationGracePeriodSeconds)
 			require.Equal(t, tc.wantSeconds, *p.Spec.TerminationGracePeriodSeconds)
 		})
@@ -134,7 +147,7 @@ func TestNewPodInjectsEnvIntoAgentContainer(t *testing.T) {
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			p := newPod(agentPool(withContainers(tc.containers...)), defaultSettings(t), "h",
+			p := newPod(agentPool(withContainers(tc.containers...)), defaultSettings(t), "h", "gen-1",
 				Injection{KeyPrefix: "ss", RedisURL: "redis://redis:6379"})
 			for _, c := range p.Spec.Containers {
 				if c.Name != tc.into {
@@ -165,7 +178,7 @@ func TestNewPodIdentityOverridesTemplateEnv(t *testing.T) {
 		corev1.EnvVar{Name: "POD_UID", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "uid"}}},
 		corev1.EnvVar{Name: "PLAN_TIMEOUT", Value: "1s"},
 	))
-	env := envOf(t, newPod(ap, defaultSettings(t), "h", Injection{}).Spec.Containers[0])
+	env := envOf(t, newPod(ap, defaultSettings(t), "h", "gen-1", Injection{}).Spec.Containers[0])
 	require.Equal(t, corev1.EnvVar{Name: "FOO", Value: "bar"}, env["FOO"])
 	require.Equal(t, fieldEnv("POOL_NAMESPACE", "metadata.namespace"), env["POOL_NAMESPACE"])
 	require.Equal(t, corev1.EnvVar{Name: "POOL_NAME", Value: "pool-a"}, env["POOL_NAME"])
@@ -185,7 +198,7 @@ func TestNewPodIdentityOverridesDuplicatedTemplateEnv(t *testing.T) {
 		corev1.EnvVar{Name: "POOL_NAME", Value: "other-pool"},
 		corev1.EnvVar{Name: "POOL_NAME", Value: "other-pool"},
 	))
-	c := newPod(ap, defaultSettings(t), "h", Injection{}).Spec.Containers[0]
+	c := newPod(ap, defaultSettings(t), "h", "gen-1", Injection{}).Spec.Containers[0]
 	for _, e := range c.Env {
 		switch e.Name {
 		case "POD_NAME":
@@ -233,7 +246,7 @@ func TestNewPodRedisURL(t *testing.T) {
 		"nothing when neither is set": {},
 	} {
 		t.Run(name, func(t *testing.T) {
-			p := newPod(agentPool(withEnv(tc.template...)), defaultSettings(t), "h", tc.inject)
+			p := newPod(agentPool(withEnv(tc.template...)), defaultSettings(t), "h", "gen-1", tc.inject)
 			env := envOf(t, p.Spec.Containers[0])
 			if tc.want == nil {
 				require.NotContains(t, env, "REDIS_URL")
@@ -258,7 +271,7 @@ func TestNewPodDoesNotChangeTheTemplate(t *testing.T) {
 	})
 	before := ap.DeepCopy()
 
-	p := newPod(ap, defaultSettings(t), "h", Injection{KeyPrefix: "ss", RedisURL: "redis://r"})
+	p := newPod(ap, defaultSettings(t), "h", "gen-1", Injection{KeyPrefix: "ss", RedisURL: "redis://r"})
 	require.Equal(t, before, ap)
 
 	// Changing the pod must not reach the template either.
@@ -284,7 +297,7 @@ func TestPodNamesAreDNSLabels(t *testing.T) {
 			ap := agentPool(func(ap *v1alpha1.AgentPool) { ap.Name = pool })
 			seen := map[string]bool{}
 			for range 20 {
-				p := newPod(ap, defaultSettings(t), "h", Injection{})
+				p := newPod(ap, defaultSettings(t), "h", "gen-1", Injection{})
 				n := p.Name
 				require.True(t, strings.HasPrefix(n, pool), n)
 				require.Regexp(t, podSuffix, n[len(pool):])

@@ -1,0 +1,348 @@
+package janitor
+
+// pass_test.go: whole passes of the controller over one pool, against a
+// real Redis (the slot store as it runs) and client-go's fake clientsets.
+// No workers run: each test runs passes itself, once the informers show
+// everything the API holds, so what one pass decides is deterministic.
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/uuid"
+	dynfake "k8s.io/client-go/dynamic/fake"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+var podsGVR = corev1.SchemeGroupVersion.WithResource("pods")
+
+// passEnv is one pool, its slot store and a janitor whose passes the test runs.
+type passEnv struct {
+	t      *testing.T
+	ctx    context.Context
+	kube   *kubefake.Clientset
+	dyn    *dynfake.FakeDynamicClient
+	rdb    *redis.Client
+	store  Store // what the janitor uses (the real store, or a wrapper)
+	slots  *slots.Store
+	prefix string
+	key    string
+	id     slots.PoolID
+
+	c       *Controller
+	m       *Metrics
+	events  *record.FakeRecorder
+	stopCtl context.CancelFunc
+}
+
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// newPassEnv creates the AgentPool ap (namespace "team") in the fake API
+// and starts a janitor's informers.
+func newPassEnv(t *testing.T, ap *v1alpha1.AgentPool) *passEnv {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	opts, err := redis.ParseURL(redistest.Standalone(t))
+	require.NoError(t, err)
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	prefix := redistest.Prefix(t)
+	st, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix, Logger: quietLog()})
+	require.NoError(t, err)
+
+	e := &passEnv{t: t, ctx: ctx, rdb: rdb, slots: st, store: st, prefix: prefix,
+		key: ap.Namespace + "/" + ap.Name, id: slots.PoolID{Namespace: ap.Namespace, Name: ap.Name}}
+	e.kube = kubefake.NewSimpleClientset()
+	// What the API server sets and the fake tracker does not.
+	e.kube.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		p := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod)
+		p.UID = uuid.NewUUID()
+		p.CreationTimestamp = metav1.Now()
+		return false, nil, nil
+	})
+	e.dyn = dynfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+		map[schema.GroupVersionResource]string{v1alpha1.GroupVersionResource: v1alpha1.Kind + "List"})
+	ap.UID = types.UID("ap-uid")
+	ap.TypeMeta = metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: v1alpha1.Kind}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ap)
+	require.NoError(t, err)
+	_, err = e.dyn.Resource(v1alpha1.GroupVersionResource).Namespace(ap.Namespace).
+		Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	e.startJanitor()
+	return e
+}
+
+// startJanitor starts a new Controller (stopping the previous one): a
+// janitor process that remembers nothing.
+func (e *passEnv) startJanitor() {
+	e.t.Helper()
+	if e.stopCtl != nil {
+		e.stopCtl()
+	}
+	e.m = NewMetrics(nil)
+	c, err := New(e.kube, e.dyn, e.store, Options{SyncInterval: time.Hour, Logger: quietLog(), Metrics: e.m,
+		Inject: Injection{KeyPrefix: e.prefix}})
+	require.NoError(e.t, err)
+	e.events = record.NewFakeRecorder(1000)
+	c.recorder = e.events
+	ctx, cancel := context.WithCancel(e.ctx)
+	c.podFactory.Start(ctx.Done())
+	c.poolFactory.Start(ctx.Done())
+	require.True(e.t, cache.WaitForCacheSync(ctx.Done(), c.pods.HasSynced, c.pools.HasSynced))
+	e.c = c
+	e.stopCtl = func() {
+		cancel()
+		c.podFactory.Shutdown()
+		c.poolFactory.Shutdown()
+	}
+	e.t.Cleanup(e.stopCtl)
+}
+
+// pass runs one pass once the janitor's caches hold what the API holds.
+func (e *passEnv) pass() {
+	e.t.Helper()
+	require.Eventually(e.t, func() bool { return e.c.exp.Satisfied(e.key) && e.cachesCurrent() },
+		10*time.Second, 5*time.Millisecond, "the informers never caught up")
+	_, err := e.c.sync(e.ctx, e.key)
+	require.NoError(e.t, err)
+}
+
+func (e *passEnv) cachesCurrent() bool {
+	list, err := e.kube.CoreV1().Pods(e.id.Namespace).List(e.ctx, metav1.ListOptions{})
+	if err != nil || len(list.Items) != len(e.c.pods.GetIndexer().List()) {
+		return false
+	}
+	for i := range list.Items {
+		got, ok, _ := e.c.pods.GetIndexer().GetByKey(e.id.Namespace + "/" + list.Items[i].Name)
+		if !ok || !equality.Semantic.DeepEqual(got, &list.Items[i]) {
+			return false
+		}
+	}
+	u, err := e.dyn.Resource(v1alpha1.GroupVersionResource).Namespace(e.id.Namespace).Get(e.ctx, e.id.Name, metav1.GetOptions{})
+	if err != nil {
+		return false
+	}
+	got, ok, _ := e.c.pools.GetIndexer().GetByKey(e.key)
+	return ok && equality.Semantic.DeepEqual(got, u)
+}
+
+func (e *passEnv) pool() *v1alpha1.AgentPool {
+	e.t.Helper()
+	u, err := e.dyn.Resource(v1alpha1.GroupVersionResource).Namespace(e.id.Namespace).Get(e.ctx, e.id.Name, metav1.GetOptions{})
+	require.NoError(e.t, err)
+	ap := &v1alpha1.AgentPool{}
+	require.NoError(e.t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, ap))
+	return ap
+}
+
+func (e *passEnv) updatePool(mutate func(*v1alpha1.AgentPool)) {
+	e.t.Helper()
+	ap := e.pool()
+	mutate(ap)
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ap)
+	require.NoError(e.t, err)
+	_, err = e.dyn.Resource(v1alpha1.GroupVersionResource).Namespace(e.id.Namespace).
+		Update(e.ctx, &unstructured.Unstructured{Object: obj}, metav1.UpdateOptions{})
+	require.NoError(e.t, err)
+}
+
+func (e *passEnv) scaleTo(n int32) {
+	e.t.Helper()
+	e.updatePool(func(ap *v1alpha1.AgentPool) { ap.Spec.Replicas = &n })
+}
+
+// podObjects lists the pool's pod objects by name.
+func (e *passEnv) podObjects() map[string]corev1.Pod {
+	e.t.Helper()
+	list, err := e.kube.CoreV1().Pods(e.id.Namespace).List(e.ctx, metav1.ListOptions{})
+	require.NoError(e.t, err)
+	out := map[string]corev1.Pod{}
+	for _, p := range list.Items {
+		out[p.Name] = p
+	}
+	return out
+}
+
+// podNames lists the pool's pod objects' names, sorted.
+func (e *passEnv) podNames() []string {
+	e.t.Helper()
+	var out []string
+	for name := range e.podObjects() {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (e *passEnv) snapshot() slots.Snapshot {
+	e.t.Helper()
+	snap, err := e.slots.Snapshot(e.ctx, e.id)
+	require.NoError(e.t, err)
+	return snap
+}
+
+func (e *passEnv) record(pod string) (slots.PodSnapshot, bool) {
+	e.t.Helper()
+	for _, r := range e.snapshot().Pods {
+		if r.Name == pod {
+			return r, true
+		}
+	}
+	return slots.PodSnapshot{}, false
+}
+
+// run plays the kubelet's part for a pod: its agent container runs.
+func (e *passEnv) run(p corev1.Pod) {
+	e.t.Helper()
+	now := metav1.Now()
+	p.Status = corev1.PodStatus{
+		Phase:      corev1.PodRunning,
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: AgentContainer, Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}},
+	}
+	_, err := e.kube.CoreV1().Pods(p.Namespace).UpdateStatus(e.ctx, &p, metav1.UpdateOptions{})
+	require.NoError(e.t, err)
+}
+
+// loseData deletes every key of this test's store: Redis lost its data.
+func (e *passEnv) loseData() {
+	e.t.Helper()
+	keys, err := e.rdb.Keys(e.ctx, e.prefix+":*").Result()
+	require.NoError(e.t, err)
+	require.NotEmpty(e.t, keys)
+	require.NoError(e.t, e.rdb.Del(e.ctx, keys...).Err())
+}
+
+// drainEvents returns the events recorded so far.
+func (e *passEnv) drainEvents() []string {
+	var out []string
+	for {
+		select {
+		case ev := <-e.events.Events:
+			out = append(out, ev)
+		default:
+			return out
+		}
+	}
+}
+
+func eventsWith(evs []string, reason string) []string {
+	var out []string
+	for _, ev := range evs {
+		if strings.Contains(ev, " "+reason+" ") {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func actions(m *Metrics, action, result string) int {
+	return int(testutil.ToFloat64(m.Actions.WithLabelValues(action, result)))
+}
+
+// testPool is an AgentPool in namespace "team" with a short heartbeat
+// timeout (data-loss holds end quickly) and idleFor.
+func testPool(replicas int32, muts ...func(*v1alpha1.AgentPool)) *v1alpha1.AgentPool {
+	ap := agentPool(func(ap *v1alpha1.AgentPool) {
+		ap.Spec.Replicas = &replicas
+		ap.Spec.HeartbeatTimeout = dur(time.Second)
+		ap.Spec.IdleFor = dur(time.Millisecond)
+	})
+	for _, m := range muts {
+		m(ap)
+	}
+	return ap
+}
+
+// A janitor that starts after Redis lost its data holds removals, like one
+// that ran through the loss: the hold comes from the snapshot and the pods'
+// generation, not from memory. Before the fix the new janitor declared the
+// pool, wrote expected records for pods whose agents still ran work, took
+// them for never-registered pods and deleted the surplus in its first pass.
+func TestPassFreshJanitorAfterDataLossDeletesNothingUntilAgentsReregister(t *testing.T) {
+	e := newPassEnv(t, testPool(3))
+	e.pass()
+	objs := e.podObjects()
+	require.Len(t, objs, 3)
+	gen := e.snapshot().Generation
+	for _, p := range objs {
+		require.Equal(t, gen, p.Annotations[AnnotationGeneration], "pods carry the generation they were created under")
+		e.run(p)
+		_, err := e.slots.RegisterPod(e.ctx, e.id, p.Name, string(p.UID))
+		require.NoError(t, err)
+	}
+	// Two pods get work.
+	for _, id := range []string{"t1", "t2", "t3", "t4"} {
+		_, err := e.slots.Submit(e.ctx, e.id, slots.TaskSpec{ID: id, Type: slots.Plan})
+		require.NoError(t, err)
+	}
+	busy := map[string]bool{}
+	for _, r := range e.snapshot().Pods {
+		if r.Busy() {
+			busy[r.Name] = true
+		}
+	}
+	require.Len(t, busy, 2)
+
+	// Redis loses its data; a new janitor starts; the HPA lowers replicas.
+	e.loseData()
+	e.scaleTo(1)
+	before := e.podNames()
+	e.startJanitor()
+	e.pass()
+	require.Equal(t, before, e.podNames(), "nothing deleted while the agents re-register")
+	snap := e.snapshot()
+	require.NotEqual(t, gen, snap.Generation)
+	require.Len(t, snap.Pods, 3, "records rebuilt")
+	for _, r := range snap.Pods {
+		require.Equal(t, slots.PodExpected, r.State)
+	}
+	require.Zero(t, actions(e.m, "drain", resultSuccess))
+	require.Len(t, eventsWith(e.drainEvents(), "RedisDataLoss"), 1)
+	e.pass()
+	require.Empty(t, eventsWith(e.drainEvents(), "RedisDataLoss"), "one event per generation")
+
+	// The agents register again, the busy ones with the work they still run.
+	for name, p := range e.podObjects() {
+		var orphans []int
+		if busy[name] {
+			orphans = []int{1}
+		}
+		_, err := e.slots.RegisterPod(e.ctx, e.id, name, string(p.UID), orphans...)
+		require.NoError(t, err)
+	}
+	// Once the hold is over the idle surplus pod goes; the busy ones stay,
+	// cordoned.
+	require.Eventually(t, func() bool {
+		e.pass()
+		return len(e.podObjects()) == 2
+	}, 10*time.Second, 50*time.Millisecond)
+	for name := range e.podObjects() {
+		require.True(t, busy[name], "pod %s left, a busy one was deleted", name)
+	}
+}
