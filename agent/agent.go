@@ -77,6 +77,12 @@ type agent struct {
 	mu           sync.Mutex
 	phases       map[slots.TaskRef]*phase
 	reservations map[string]string // task → epoch of the plan that reserved slot 0 for its apply
+	// applied holds the tasks whose apply this agent started. An apply
+	// runs in the slot of the pod that ran its plan, so only this agent
+	// could ever run it: a second apply assignment for the same task (the
+	// store lost the first one's claim or approval in a failover and
+	// someone approved again) is refused here, whatever the store says.
+	applied map[string]bool
 	podState     slots.PodState
 	// reportSeq numbers heartbeat reports (HeartbeatNumbered). It starts
 	// from the clock in microseconds so it also grows across restarts of an
@@ -100,6 +106,7 @@ type phase struct {
 	as          *slots.Assignment
 	stop        context.CancelCauseFunc
 	pendingStop error // a stop asked for while the phase was being claimed
+	refused     bool  // a second apply of the task: recorded as failed, never run
 	stopped     bool  // its executor was told to stop
 	finished    bool
 	timing      phaseTiming
@@ -110,6 +117,7 @@ func newAgent(cfg Config, log, storeLog *slog.Logger, runner executor.Runner, ba
 		cfg: cfg, log: log, storeLog: storeLog, runner: runner, baseEnv: baseEnv, m: m, hooks: h,
 		phases:       map[slots.TaskRef]*phase{},
 		reservations: map[string]string{},
+		applied:      map[string]bool{},
 		cordoned:     make(chan struct{}),
 		fatalCh:      make(chan struct{}),
 	}
@@ -622,6 +630,13 @@ func (a *agent) start(as *slots.Assignment, taken time.Time) {
 	if as.Phase == slots.PhaseApply {
 		delete(a.reservations, as.Task)
 		a.m.reservedSlots.Set(float64(len(a.reservations)))
+		if a.applied[as.Task] {
+			p.refused = true
+			a.m.duplicateStarts.Inc()
+			a.log.Error("refusing a second apply of a task whose apply this agent already started; recording it as failed",
+				"task", as.Task, "epoch", as.Epoch, "slot", as.Slot)
+		}
+		a.applied[as.Task] = true
 	}
 	a.mu.Unlock()
 	a.phaseWG.Add(1)
@@ -675,7 +690,11 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 		timeout = a.cfg.ApplyTimeout
 	}
 	var res executor.Result
-	if ctx.Err() != nil {
+	if p.refused {
+		now := time.Now()
+		res = executor.Result{Outcome: executor.Failure, ExitCode: -1, Started: now, Exited: now,
+			Output: []byte("[slotscaler: this task's apply already started on this agent; an apply never runs twice]\n")}
+	} else if ctx.Err() != nil {
 		// Stopped while it was being claimed: nothing to start.
 		now := time.Now()
 		res = executor.Result{Outcome: executor.Cancelled, ExitCode: -1, Started: now, Exited: now,
@@ -692,6 +711,9 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 		return
 	}
 	r := toResult(as, res)
+	if p.refused {
+		r.Reason = "apply-already-started"
+	}
 	a.mu.Lock()
 	p.finished = true
 	p.timing.Started, p.timing.Exited = res.Started, res.Exited

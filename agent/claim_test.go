@@ -92,3 +92,28 @@ func TestHeartbeatReportsOnePhasePerTaskTheRunningOneFirst(t *testing.T) {
 		assert.Equal(t, []slots.RunningPhase{{Slot: -1, Task: "p", Epoch: "g-3"}, {Slot: 0, Task: "pa", Epoch: "g-2"}}, report)
 	}
 }
+
+// The store may hand out a second apply of a task (a failover lost the
+// first one's approval or claim, and someone approved again). The apply
+// runs only on the pod that ran its plan, so the agent itself refuses a
+// second apply of a task: it is recorded as failed, never run.
+func TestASecondApplyOfATaskIsNeverRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, redistest.Standalone(t))
+	r := e.start(t, nil, hooks{})
+	r.waitReady(t)
+	e.submit(t, "pa", slots.PlanAndApply, `mark "$TASK_PHASE-ran"`)
+	e.waitTask(t, "pa", slots.StateReserved)
+	_, err := e.store.Approve(context.Background(), e.pool, "pa", "alice")
+	require.NoError(t, err)
+	e.waitTask(t, "pa", slots.StateSucceeded)
+
+	a := r.agent(t)
+	a.start(&slots.Assignment{Task: "pa", Type: slots.PlanAndApply, Phase: slots.PhaseApply, Slot: 0, Attempt: 1, Epoch: "g-999"}, time.Now())
+	require.Eventually(t, func() bool {
+		v, _ := r.metric(t, "slotscaler_agent_duplicate_starts_refused_total")
+		return v == 1
+	}, patience, 10*time.Millisecond)
+	require.Eventually(t, func() bool { idle, _ := a.quiet(); return idle }, patience, 10*time.Millisecond)
+	assert.Equal(t, []string{"pa plan slot=0 attempt=1", "pa apply slot=0 attempt=1"}, e.starts(t), "the apply ran once")
+}
