@@ -82,8 +82,8 @@ type agent struct {
 	// could ever run it: a second apply assignment for the same task (the
 	// store lost the first one's claim or approval in a failover and
 	// someone approved again) is refused here, whatever the store says.
-	applied map[string]bool
-	podState     slots.PodState
+	applied  map[string]bool
+	podState slots.PodState
 	// reportSeq numbers heartbeat reports (HeartbeatNumbered). It starts
 	// from the clock in microseconds so it also grows across restarts of an
 	// agent that keeps its uid (a static pool with a fixed POD_UID).
