@@ -1,19 +1,19 @@
 package kube
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -31,7 +31,21 @@ func TestChurn(t *testing.T) {
 		duration = d
 	}
 	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d, %v", seed, duration)
+	if v := os.Getenv("SLOTSCALER_CHURN_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("SLOTSCALER_CHURN_SEED=%q: %v", v, err)
+		}
+	}
+	// First, so a run that dies (a panic, a timeout) still says how to
+	// repeat it. Timing still differs between runs: the seed fixes the
+	// sequence of operations, not the interleaving.
+	t.Logf("seed %d, %v: rerun with SLOTSCALER_CHURN_SEED=%d SLOTSCALER_CHURN=%v", seed, duration, seed, duration)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("churn failed with seed %d: rerun with SLOTSCALER_CHURN_SEED=%d SLOTSCALER_CHURN=%v", seed, seed, duration)
+		}
+	})
 	rng := rand.New(rand.NewPCG(seed, 7))
 
 	c := newCluster(t)
@@ -118,6 +132,7 @@ func TestChurn(t *testing.T) {
 		}
 	})
 	wg.Go(func() { // the platform: approves or rejects reserved tasks
+		rng := rand.New(rand.NewPCG(seed, 8)) // its own: rand.Rand is not safe for concurrent use
 		for {
 			select {
 			case <-stop:
@@ -131,7 +146,7 @@ func TestChurn(t *testing.T) {
 			for _, p := range snap.Pods {
 				for _, s := range p.Slots {
 					if s.State == slots.SlotReserved {
-						if rand.IntN(4) == 0 {
+						if rng.IntN(4) == 0 {
 							_ = c.store.Reject(c.ctx, id, s.Task, "churn")
 						} else {
 							_, _ = c.store.Approve(c.ctx, id, s.Task, "churn")
@@ -143,21 +158,52 @@ func TestChurn(t *testing.T) {
 	})
 
 	killed := map[string]bool{} // pods the test killed or deleted
-	var tasks []string
+	// Finished tasks are read once, when first seen finished, and only what
+	// the checks need is kept: the store keeps just the newest
+	// RetentionCount (10,000) finished tasks, fewer than a run of a few
+	// minutes submits, so they cannot all be read at the end.
+	submitted := 0
+	var unfinished []string
+	finished := map[string]taskOutcome{}
+	collect := func() (stuck []slots.Task) {
+		still := unfinished[:0]
+		for _, tid := range unfinished {
+			tk, err := c.store.Task(c.ctx, id, tid)
+			require.NoError(t, err, "task %s, unfinished when last read, is gone (evicted before the harness saw it end?)", tid)
+			if !tk.State.Terminal() {
+				still = append(still, tid)
+				stuck = append(stuck, tk)
+				continue
+			}
+			finished[tid] = outcomeOf(tk)
+		}
+		unfinished = still
+		return stuck
+	}
+	lastCollect := time.Now()
 	ops := map[string]int{}
 	deadline := time.Now().Add(duration)
 	for time.Now().Before(deadline) {
+		if time.Since(lastCollect) > time.Second {
+			collect()
+			lastCollect = time.Now()
+		}
 		switch r := rng.IntN(100); {
 		case r < 86:
-			tid := fmt.Sprintf("t%05d", len(tasks))
+			tid := fmt.Sprintf("t%05d", submitted)
 			tt := slots.Plan
 			if rng.IntN(4) == 0 {
 				tt = slots.PlanAndApply
 			}
 			payload := fmt.Sprintf("%.2f", 0.05+rng.Float64()*0.4)
+			submitted++
 			_, err := c.store.Submit(c.ctx, id, slots.TaskSpec{ID: tid, Type: tt, Payload: []byte(payload)})
+			if errors.Is(err, slots.ErrQueueFull) { // a long spell at few replicas: the store refuses, as documented
+				ops["queue-full"]++
+				break
+			}
 			require.NoError(t, err)
-			tasks = append(tasks, tid)
+			unfinished = append(unfinished, tid)
 			ops["submit"]++
 		case r < 90:
 			n := rng.IntN(9)
@@ -200,13 +246,7 @@ func TestChurn(t *testing.T) {
 	mu.Unlock()
 	var stuck []slots.Task
 	for end := time.Now().Add(3 * time.Minute); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
-		stuck = stuck[:0]
-		for _, tid := range tasks {
-			if tk := c.task(ns, name, tid); !tk.State.Terminal() {
-				stuck = append(stuck, tk)
-			}
-		}
-		if len(stuck) == 0 {
+		if stuck = collect(); len(stuck) == 0 {
 			break
 		}
 	}
@@ -237,49 +277,54 @@ func TestChurn(t *testing.T) {
 
 	// No task was lost to a janitor deletion: every requeue and every
 	// agent-lost failure comes from a pod the test killed.
+	require.Len(t, finished, ops["submit"])
 	lostByKill, states := 0, map[slots.TaskState]int{}
-	for _, tid := range tasks {
-		tk := c.task(ns, name, tid)
-		states[tk.State]++
-		if tk.State == slots.StateFailed {
-			require.NotEmpty(t, tk.Reason, "task %s failed without a reason", tid)
+	for tid, o := range finished {
+		states[o.state]++
+		if o.state == slots.StateFailed {
+			require.NotEmpty(t, o.reason, "task %s failed without a reason", tid)
 		}
-		var from []string
-		for _, h := range tk.History {
-			if h.State == "requeued" {
-				from = append(from, podOf(strings.TrimPrefix(h.Detail, "from ")))
-			}
-		}
-		if tk.State == slots.StateFailed && (tk.Reason == slots.ReasonAgentLost || tk.Reason == slots.ReasonReservationLost) {
-			from = append(from, tk.Pod)
-		}
-		for _, pod := range from {
+		for _, pod := range o.lostOn {
 			lostByKill++
-			require.True(t, killed[pod], "task %s lost work on pod %s, which the test did not kill (history %+v)", tid, pod, tk.History)
+			require.True(t, killed[pod], "task %s lost work on pod %s, which the test did not kill (history %s)", tid, pod, o.history)
 			if st, ok := c.audit.stateAtDeletion(pod); ok {
 				require.NotEqual(t, string(slots.PodDraining), st, "task %s lost on a pod the janitor drained", tid)
 			}
 		}
 	}
-	t.Logf("tasks: %d %v; work lost to test kills: %d; kubelet kills on deletion: %d", len(tasks), states, lostByKill, c.kubelet.killedCount())
-	require.Greater(t, len(tasks)+ops["scale"], 1000, "thousands of operations")
+	t.Logf("tasks: %d %v; work lost to test kills: %d; kubelet kills on deletion: %d", len(finished), states, lostByKill, c.kubelet.killedCount())
+	require.Greater(t, len(finished)+ops["scale"], 1000, "thousands of operations")
+}
+
+// taskOutcome is what TestChurn's checks need of a finished task.
+type taskOutcome struct {
+	state  slots.TaskState
+	reason string
+	// lostOn lists the pods the task lost work on: each requeue's pod, and
+	// the pod of an agent-lost or reservation-lost failure.
+	lostOn  []string
+	history string // only when lostOn is not empty, for the failure message
+}
+
+func outcomeOf(tk slots.Task) taskOutcome {
+	o := taskOutcome{state: tk.State, reason: tk.Reason}
+	for _, h := range tk.History {
+		if h.State == "requeued" {
+			o.lostOn = append(o.lostOn, podOf(strings.TrimPrefix(h.Detail, "from ")))
+		}
+	}
+	if tk.State == slots.StateFailed && (tk.Reason == slots.ReasonAgentLost || tk.Reason == slots.ReasonReservationLost) {
+		o.lostOn = append(o.lostOn, tk.Pod)
+	}
+	if len(o.lostOn) > 0 {
+		o.history = fmt.Sprintf("%+v", tk.History)
+	}
+	return o
 }
 
 func podOf(slot string) string {
 	pod, _, _ := strings.Cut(slot, "#")
 	return pod
-}
-
-// freeze SIGSTOPs a pod's agent and its executors: a hung agent whose
-// heartbeat expires while the pod looks healthy.
-func (k *kubelet) freeze(uid types.UID) bool {
-	k.mu.Lock()
-	a, ok := k.agents[uid]
-	k.mu.Unlock()
-	if !ok {
-		return false
-	}
-	return syscall.Kill(-a.cmd.Process.Pid, syscall.SIGSTOP) == nil
 }
 
 func (k *kubelet) killedCount() int {

@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,10 +40,50 @@ type kubelet struct {
 	stops  sync.WaitGroup  // stop goroutines, which log to the test
 }
 
+// agentProc is a pod's agent process. An entry exists from the moment the
+// kubelet decides to start it, so a pod's agent is started at most once;
+// the process may still be starting, may have failed to start, or may have
+// ended: signal is the only way to reach it.
 type agentProc struct {
-	cmd    *exec.Cmd
-	done   chan struct{}
-	killed bool // by the kubelet: the pod was deleted
+	cmd  *exec.Cmd
+	done chan struct{} // closed once the process is reaped, or never started
+
+	// mu is held while signalling and while starting, and taken to mark the
+	// process ended before it is reaped. Until it is reaped the agent's pid,
+	// which is also its process group's id, cannot be given to another
+	// process, so a signal sent under mu never reaches a stranger's group
+	// (a later agent's, say) however long the harness runs.
+	mu      sync.Mutex
+	running bool // started and not yet ended
+
+	killed bool // by the kubelet: the pod was deleted (guarded by kubelet.mu)
+}
+
+// signal sends sig to the agent's process group. False when the agent is
+// not running: it never started (it failed to, or its pod was deleted
+// first) or it has ended. An agent being started is signalled once it is.
+func (a *agentProc) signal(sig syscall.Signal) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.running && syscall.Kill(-a.cmd.Process.Pid, sig) == nil
+}
+
+// reap waits for the started agent to exit, marks it ended, then reaps it
+// and returns cmd.Wait's error.
+func (a *agentProc) reap() error {
+	var info unix.Siginfo
+	for {
+		// WNOWAIT: wait for the exit but leave the zombie, which keeps the
+		// pid taken until signal can no longer use it.
+		err := unix.Waitid(unix.P_PID, a.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil)
+		if !errors.Is(err, unix.EINTR) {
+			break // an error other than EINTR: cmd.Wait below reports it
+		}
+	}
+	a.mu.Lock()
+	a.running = false
+	a.mu.Unlock()
+	return a.cmd.Wait()
 }
 
 func startKubelet(t testing.TB, c *cluster) *kubelet {
@@ -69,7 +111,7 @@ func startKubelet(t testing.TB, c *cluster) *kubelet {
 		}
 		k.mu.Unlock()
 		for _, a := range procs {
-			_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+			a.signal(syscall.SIGKILL)
 			<-a.done
 		}
 		k.stops.Wait()
@@ -134,20 +176,37 @@ func (k *kubelet) start(pod *corev1.Pod) error {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	a := &agentProc{cmd: cmd, done: make(chan struct{})}
+	// Held until the process has started (or failed to): a crash, freeze or
+	// deletion of the pod meanwhile waits for it instead of finding no
+	// process to signal.
+	a.mu.Lock()
 	k.mu.Lock()
 	if _, dup := k.agents[pod.UID]; dup {
 		k.mu.Unlock()
+		a.mu.Unlock()
 		logf.Close()
 		return nil
 	}
 	k.agents[pod.UID] = a
 	k.mu.Unlock()
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	a.running = err == nil
+	a.mu.Unlock()
+	if err != nil {
 		logf.Close()
-		return err
+		close(a.done)
+		k.mu.Lock()
+		killed := a.killed
+		k.mu.Unlock()
+		if !killed {
+			// As a kubelet whose container cannot start: the pod fails
+			// (restartPolicy Never), and the janitor replaces it.
+			k.exited(pod, err)
+		}
+		return fmt.Errorf("starting the agent: %w", err)
 	}
 	go func() {
-		err := cmd.Wait()
+		err := a.reap()
 		logf.Close()
 		close(a.done)
 		k.mu.Lock()
@@ -210,13 +269,20 @@ func (k *kubelet) env(ctx context.Context, pod *corev1.Pod) ([]string, error) {
 func (k *kubelet) stop(pod *corev1.Pod) {
 	k.mu.Lock()
 	a, ok := k.agents[pod.UID]
-	if ok && !a.killed {
+	switch {
+	case !ok:
+		// Deleted before its agent was started: leave an ended entry so a
+		// late start (an older event of the pod) does not start one.
+		done := make(chan struct{})
+		close(done)
+		k.agents[pod.UID] = &agentProc{done: done, killed: true}
+	case !a.killed:
 		a.killed = true
 		k.killed++
 	}
 	k.mu.Unlock()
 	if ok {
-		_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
+		a.signal(syscall.SIGKILL)
 		<-a.done
 	}
 	uid := pod.UID
@@ -231,8 +297,12 @@ func (k *kubelet) stop(pod *corev1.Pod) {
 // exited reports a pod whose agent ended by itself as Failed.
 func (k *kubelet) exited(pod *corev1.Pod, waitErr error) {
 	code := int32(0)
-	if ee, ok := waitErr.(*exec.ExitError); ok {
+	var ee *exec.ExitError
+	switch {
+	case errors.As(waitErr, &ee):
 		code = int32(ee.ExitCode())
+	case waitErr != nil:
+		code = 128 // never ran, as a container runtime reports a start error
 	}
 	phase := corev1.PodSucceeded
 	if code != 0 {
@@ -260,15 +330,25 @@ func (k *kubelet) exited(pod *corev1.Pod, waitErr error) {
 }
 
 // crash SIGKILLs a pod's agent without touching the pod (a crash): the pod
-// turns Failed.
+// turns Failed. False when the pod has no running agent.
 func (k *kubelet) crash(uid types.UID) bool {
 	k.mu.Lock()
 	a, ok := k.agents[uid]
 	k.mu.Unlock()
-	if !ok {
+	if !ok || !a.signal(syscall.SIGKILL) {
 		return false
 	}
-	_ = syscall.Kill(-a.cmd.Process.Pid, syscall.SIGKILL)
 	<-a.done
 	return true
+}
+
+// freeze SIGSTOPs a pod's agent: a hung agent whose heartbeat expires while
+// the pod looks healthy. Its executors, in process groups of their own, run
+// on, and their results are never reported. False when the pod has no
+// running agent.
+func (k *kubelet) freeze(uid types.UID) bool {
+	k.mu.Lock()
+	a, ok := k.agents[uid]
+	k.mu.Unlock()
+	return ok && a.signal(syscall.SIGSTOP)
 }
