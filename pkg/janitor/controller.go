@@ -92,8 +92,11 @@ type poolState struct {
 	// heldGeneration is the generation whose data-loss hold was reported
 	// (the hold itself is derived from every snapshot, not remembered).
 	heldGeneration string
-	limiter        *rate.Limiter
-	limit          int
+	// expectedSince: when each pod's record was first seen expected, in an
+	// unbroken run of snapshots (observeExpected). Losing it only delays.
+	expectedSince map[types.UID]time.Time
+	limiter       *rate.Limiter
+	limit         int
 	// Start failures: pods that ended without their agent registering back
 	// off the creation of replacements.
 	failures    int

@@ -84,10 +84,12 @@ func (p *pass) run() (time.Duration, error) {
 	}
 	lim := p.limiter(s.MaxDeletionsPerMinute)
 	hash := templateHash(p.ap, s, c.opts.Inject)
+	p.st.expectedSince = observeExpected(p.st.expectedSince, pods, snap.Pods, now)
 	out := plan(planInput{
 		Now: now, Replicas: s.Replicas, TemplateHash: hash, IdleFor: s.IdleFor,
 		Generation: snap.Generation, Declared: snap.Declared, HeartbeatTimeout: s.Store.HeartbeatTimeout,
-		DeleteBudget: int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
+		ExpectedSince: p.st.expectedSince,
+		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
 	})
 	hold := !out.HoldUntil.IsZero()
 	if hold {
@@ -105,9 +107,8 @@ func (p *pass) run() (time.Duration, error) {
 	p.drainAndDelete(out.Drain, lim)
 	p.create(out.Create, s, hash, snap.Generation)
 	p.annotate(out.Annotate)
-	if out.WaitIdle > 0 {
-		p.after(out.WaitIdle)
-	}
+	p.after(out.WaitIdle)
+	p.after(out.WaitRegistration)
 	if out.Deferred > 0 {
 		p.after(time.Duration(float64(time.Minute) / float64(s.MaxDeletionsPerMinute)))
 	}

@@ -216,9 +216,12 @@ func (e *passEnv) record(pod string) (slots.PodSnapshot, bool) {
 }
 
 // run plays the kubelet's part for a pod: its agent container runs.
-func (e *passEnv) run(p corev1.Pod) {
+func (e *passEnv) run(p corev1.Pod) { e.runSince(p, 0) }
+
+// runSince: the pod's agent container has run for ago.
+func (e *passEnv) runSince(p corev1.Pod, ago time.Duration) {
 	e.t.Helper()
-	now := metav1.Now()
+	now := metav1.NewTime(time.Now().Add(-ago))
 	p.Status = corev1.PodStatus{
 		Phase:      corev1.PodRunning,
 		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
@@ -345,4 +348,31 @@ func TestPassFreshJanitorAfterDataLossDeletesNothingUntilAgentsReregister(t *tes
 	for name := range e.podObjects() {
 		require.True(t, busy[name], "pod %s left, a busy one was deleted", name)
 	}
+}
+
+// An expected record whose agent container runs may be a registration an
+// asynchronous failover lost: the pod is not drained as never registered
+// until the janitor has seen the record expected for a heartbeat timeout of
+// passes. A janitor that restarts forgets, and so waits again, never less.
+func TestPassExpectedPodWhoseAgentRunsIsDrainedOnlyAfterAHeartbeatTimeoutOfPasses(t *testing.T) {
+	e := newPassEnv(t, testPool(1))
+	e.pass()
+	objs := e.podObjects()
+	require.Len(t, objs, 1)
+	for _, p := range objs {
+		e.runSince(p, time.Hour) // its container started long ago
+	}
+	e.scaleTo(0)
+	e.pass()
+	require.Len(t, e.podObjects(), 1, "first seen expected by this janitor: not drained")
+	require.Zero(t, actions(e.m, "drain", resultSuccess))
+
+	e.startJanitor()
+	e.pass()
+	require.Len(t, e.podObjects(), 1, "a new janitor starts the wait over")
+
+	require.Eventually(t, func() bool {
+		e.pass()
+		return len(e.podObjects()) == 0
+	}, 10*time.Second, 50*time.Millisecond, "a hung agent's pod goes after a heartbeat timeout")
 }

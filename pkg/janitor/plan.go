@@ -7,6 +7,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -48,6 +49,11 @@ type planInput struct {
 	Generation       string
 	Declared         time.Time
 	HeartbeatTimeout time.Duration
+	// ExpectedSince is, per pod UID, when this janitor first saw the pod's
+	// record expected (or missing) in an unbroken run of snapshots
+	// (observeExpected). It only ever delays removals: a janitor that
+	// forgot (restarted) waits longer, never less (see unconfirmedUntil).
+	ExpectedSince map[types.UID]time.Time
 	// DeleteBudget is how many pods may be drained for deletion now (the
 	// pool's max deletions per minute).
 	DeleteBudget int
@@ -95,6 +101,9 @@ type planOutput struct {
 	Annotate map[*corev1.Pod]bool
 	// WaitIdle: surplus pods are idle but not yet for idleFor; look again then.
 	WaitIdle time.Duration
+	// WaitRegistration: pods to remove have an expected record while their
+	// agent runs (unconfirmedUntil); look again when that is settled.
+	WaitRegistration time.Duration
 	// Deferred counts surplus idle pods left for lack of deletion budget or
 	// because of a hold.
 	Deferred int
@@ -192,6 +201,11 @@ func plan(in planInput) planOutput {
 			m.rec = &slots.PodSnapshot{Name: p.Name, UID: string(p.UID), State: slots.PodExpected}
 			rec = m.rec
 		}
+		if rec.State == slots.PodExpected {
+			if until := unconfirmedUntil(p, in); in.Now.Before(until) {
+				m.unconfirmedFor = until.Sub(in.Now)
+			}
+		}
 		busy := rec.Busy()
 		if busy {
 			out.Status.Busy++
@@ -265,11 +279,14 @@ func plan(in planInput) planOutput {
 	// (bin-packing would otherwise keep the oldest pods busy forever) and go
 	// once idle. Neither counts, so replacements are created.
 	for _, m := range outdated {
-		if m.rec.Busy() {
+		switch {
+		case m.rec.Busy():
 			out.Cordon = append(out.Cordon, m.pod)
-			continue
+		case m.unconfirmedFor > 0:
+			wait(&out.WaitRegistration, m.unconfirmedFor)
+		default:
+			drain(m)
 		}
-		drain(m)
 	}
 
 	deficit := in.Replicas - len(current)
@@ -296,6 +313,11 @@ func plan(in planInput) planOutput {
 		victimOrder(current)
 		for _, m := range current[:surplus] {
 			switch {
+			case m.unconfirmedFor > 0:
+				// Maybe registered and busy: neither drained as never
+				// registered nor cordoned (the store cordons only registered
+				// pods); its agent settles it within a heartbeat timeout.
+				wait(&out.WaitRegistration, m.unconfirmedFor)
 			case m.rec.State == slots.PodExpected:
 				drain(m)
 			case m.rec.Busy():
@@ -304,8 +326,8 @@ func plan(in planInput) planOutput {
 				idle := in.Now.Sub(m.rec.IdleSince())
 				if idle >= in.IdleFor {
 					drain(m)
-				} else if wait := in.IdleFor - idle; out.WaitIdle == 0 || wait < out.WaitIdle {
-					out.WaitIdle = wait
+				} else {
+					wait(&out.WaitIdle, in.IdleFor-idle)
 				}
 			}
 		}
@@ -398,10 +420,118 @@ func predates(p *corev1.Pod, generation string) bool {
 	return p.Annotations[AnnotationGeneration] != generation
 }
 
+// wait keeps the smallest positive wait in *w.
+func wait(w *time.Duration, d time.Duration) {
+	if *w == 0 || d < *w {
+		*w = d
+	}
+}
+
+// unconfirmedUntil says until when a pod with an expected record (or none)
+// must not be taken for one whose agent never registered, or the zero time.
+//
+// "Never registered" lets a surplus or outdated pod go at once, without
+// idleFor: nothing can run there. But an expected record is also what a
+// registered agent's record looks like after a partial data loss: an
+// asynchronous failover can lose the last writes, a registration among
+// them, and put the record back to expected (same generation, so no
+// data-loss hold). The agent notices at its next heartbeat and registers
+// again with the work it runs; until then the pod looks never registered,
+// and draining it (a drain accepts an expected record) would delete a busy
+// pod.
+//
+// Nothing in one snapshot tells the two apart: an agent that is still
+// registering, one that hangs before registering, and one whose
+// registration was just lost all show a running container and an expected
+// record, however old the record. Time does tell: a live agent whose
+// registration was lost registers again within its heartbeat interval
+// (under a third of the heartbeat timeout), so a record seen expected for a
+// whole heartbeat timeout, while the agent's container ran for as long, is
+// not a lost registration of a live agent. Hence the rule: a pod whose
+// agent container is running is "unconfirmed" until a heartbeat timeout
+// after the later of its container's start and the first of the janitor's
+// unbroken run of snapshots showing the record expected (ExpectedSince).
+//
+//   - The agent not running (pending pod, container waiting or ended):
+//     nothing runs there, no wait.
+//   - It cannot block scale-down: a hung agent's pod goes a heartbeat
+//     timeout after the janitor first saw it (an agent that cannot register
+//     exits after its register timeout anyway, and its pod is then
+//     replaced as ended).
+//   - Memory only ever delays: a janitor that restarted has no ExpectedSince
+//     and starts the run now. A run is broken by any snapshot showing the
+//     record registered, so a registration and its loss between two of the
+//     janitor's passes is the case left: only a registration coming more
+//     than about a heartbeat timeout after its container started, lost
+//     within one pass interval, could be drained before the agent is back.
+//   - startedAt is the node's clock, the rest Redis's: skew moves the first
+//     bound, the second (Redis's clock only) still holds.
+func unconfirmedUntil(p *corev1.Pod, in planInput) time.Time {
+	started := agentStartedAt(p)
+	if started.IsZero() {
+		return time.Time{}
+	}
+	since, ok := in.ExpectedSince[p.UID]
+	if !ok {
+		since = in.Now // seen expected for the first time by this pass
+	}
+	if started.After(since) {
+		since = started
+	}
+	return since.Add(in.HeartbeatTimeout)
+}
+
+// agentStartedAt returns when the pod's agent container started running,
+// or the zero time when it is not running.
+func agentStartedAt(p *corev1.Pod) time.Time {
+	name := AgentContainer
+	if !slices.ContainsFunc(p.Spec.Containers, func(c corev1.Container) bool { return c.Name == AgentContainer }) && len(p.Spec.Containers) > 0 {
+		name = p.Spec.Containers[0].Name // newPod's choice
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name == name && cs.State.Running != nil {
+			if at := cs.State.Running.StartedAt.Time; !at.IsZero() {
+				return at
+			}
+			return time.Unix(0, 0) // running since an unknown time: only ExpectedSince bounds it
+		}
+	}
+	return time.Time{}
+}
+
+// observeExpected returns ExpectedSince for the next passes: for each live
+// pod whose record is expected or missing, when a snapshot first showed it
+// so (kept from prev while the run is unbroken, at otherwise). Pods with
+// another state, and pods that are gone, are dropped.
+func observeExpected(prev map[types.UID]time.Time, pods []*corev1.Pod, records []slots.PodSnapshot, at time.Time) map[types.UID]time.Time {
+	byName := make(map[string]*slots.PodSnapshot, len(records))
+	for i := range records {
+		byName[records[i].Name] = &records[i]
+	}
+	next := map[types.UID]time.Time{}
+	for _, p := range pods {
+		if p.DeletionTimestamp != nil || ended(p) {
+			continue
+		}
+		if r := byName[p.Name]; r != nil && r.UID == string(p.UID) && r.State != slots.PodExpected {
+			continue
+		}
+		if since, ok := prev[p.UID]; ok {
+			next[p.UID] = since
+		} else {
+			next[p.UID] = at
+		}
+	}
+	return next
+}
+
 // member is a live pod and its record.
 type member struct {
 	pod *corev1.Pod
 	rec *slots.PodSnapshot
+	// unconfirmedFor: the record is expected but the pod's agent may have
+	// registered (unconfirmedUntil); how long until that is settled.
+	unconfirmedFor time.Duration
 }
 
 func (m *member) busySlots() int {
@@ -415,11 +545,14 @@ func (m *member) busySlots() int {
 }
 
 // victimOrder sorts pods by how cheap they are to remove: never registered
-// (pending before running), then idle longest, then least busy; among equals
-// the newest first, since the store bin-packs onto the oldest pods.
+// (pending before running), then idle longest, then pods whose agent may
+// have registered (unconfirmedUntil: maybe busy), then least busy; among
+// equals the newest first, since the store bin-packs onto the oldest pods.
 func victimOrder(ms []*member) {
 	rank := func(m *member) int {
 		switch {
+		case m.unconfirmedFor > 0:
+			return 3
 		case m.rec.State == slots.PodExpected && m.pod.Status.Phase == corev1.PodPending:
 			return 0
 		case m.rec.State == slots.PodExpected:
@@ -427,7 +560,7 @@ func victimOrder(ms []*member) {
 		case !m.rec.Busy():
 			return 2
 		}
-		return 3
+		return 4
 	}
 	slices.SortStableFunc(ms, func(a, b *member) int {
 		if c := cmp.Compare(rank(a), rank(b)); c != 0 {
@@ -438,7 +571,7 @@ func victimOrder(ms []*member) {
 				return c
 			}
 		}
-		if rank(a) == 3 {
+		if rank(a) == 4 {
 			if c := cmp.Compare(a.busySlots(), b.busySlots()); c != 0 {
 				return c
 			}

@@ -114,6 +114,15 @@ func waiting(container, reason string) podOpt {
 	}
 }
 
+// agentRunning reports the agent container running since ago before t0.
+func agentRunning(ago time.Duration) podOpt {
+	return func(p *corev1.Pod) {
+		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
+			Name: AgentContainer, State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(t0.Add(-ago))}},
+		})
+	}
+}
+
 func exited(container, reason string, code int32) podOpt {
 	return func(p *corev1.Pod) {
 		p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
@@ -219,17 +228,17 @@ func afterLoss(in planInput, declaredAgo time.Duration) planInput {
 // outcome is planOutput by pod name, for comparing whole results. Lists are
 // sorted (order is checked separately where it matters); empty lists are nil.
 type outcome struct {
-	Expect, ExpectStopping  []string
-	Uncordon, Cordon, Drain []string
-	Remove                  []string // "name/uid reason"
-	Dead                    []string // "name reason", plus " never-started"
-	Create                  int
-	Annotate                map[string]bool
-	WaitIdle                time.Duration
-	Deferred                int
-	HoldUntil               time.Time
-	Status                  podCounts
-	StartFailures           []string // pod names
+	Expect, ExpectStopping     []string
+	Uncordon, Cordon, Drain    []string
+	Remove                     []string // "name/uid reason"
+	Dead                       []string // "name reason", plus " never-started"
+	Create                     int
+	Annotate                   map[string]bool
+	WaitIdle, WaitRegistration time.Duration
+	Deferred                   int
+	HoldUntil                  time.Time
+	Status                     podCounts
+	StartFailures              []string // pod names
 }
 
 func names(ps []*corev1.Pod) []string {
@@ -243,16 +252,17 @@ func names(ps []*corev1.Pod) []string {
 
 func outcomeOf(out planOutput) outcome {
 	o := outcome{
-		Expect:         names(out.Expect),
-		ExpectStopping: names(out.ExpectStopping),
-		Uncordon:       names(out.Uncordon),
-		Cordon:         names(out.Cordon),
-		Drain:          names(out.Drain),
-		Create:         out.Create,
-		WaitIdle:       out.WaitIdle,
-		Deferred:       out.Deferred,
-		Status:         out.Status,
-		HoldUntil:      out.HoldUntil,
+		Expect:           names(out.Expect),
+		ExpectStopping:   names(out.ExpectStopping),
+		Uncordon:         names(out.Uncordon),
+		Cordon:           names(out.Cordon),
+		Drain:            names(out.Drain),
+		Create:           out.Create,
+		WaitIdle:         out.WaitIdle,
+		WaitRegistration: out.WaitRegistration,
+		Deferred:         out.Deferred,
+		Status:           out.Status,
+		HoldUntil:        out.HoldUntil,
 	}
 	for _, r := range out.Remove {
 		o.Remove = append(o.Remove, r.Pod.Name+"/"+r.Pod.UID+" "+r.Reason)
@@ -395,12 +405,24 @@ func TestVictimOrder(t *testing.T) {
 		m(pod("expected-running-new", createdAgo(time.Minute)), rec("expected-running-new", slots.PodExpected)),
 		m(pod("expected-pending-old", pending(), createdAgo(2*time.Hour)), rec("expected-pending-old", slots.PodExpected)),
 		m(pod("expected-pending-new", pending(), createdAgo(time.Minute)), rec("expected-pending-new", slots.PodExpected)),
+		// Expected while its agent runs: maybe registered, and busy.
+		func() *member {
+			x := m(pod("maybe-busy-old", agentRunning(time.Hour), createdAgo(3*time.Hour)), rec("maybe-busy-old", slots.PodExpected))
+			x.unconfirmedFor = time.Second
+			return x
+		}(),
+		func() *member {
+			x := m(pod("maybe-busy-new", agentRunning(time.Hour), createdAgo(time.Hour)), rec("maybe-busy-new", slots.PodExpected))
+			x.unconfirmedFor = time.Second
+			return x
+		}(),
 	}
 	want := []string{
 		"expected-pending-new", "expected-pending-old", // never registered, pending; newest first
 		"expected-running-new", "expected-running-old", // never registered, running; newest first
 		"idle-never-busy", "idle-30m", // idle longest first
 		"idle-10m-new", "idle-10m-old", // same idle time: newest first
+		"maybe-busy-new", "maybe-busy-old", // maybe registered and busy; newest first
 		"busy-1-new", "busy-1-old", // least busy; newest first
 		"busy-2-new",
 	}
@@ -494,6 +516,113 @@ func TestPlanScalesDown(t *testing.T) {
 			want: outcome{Deferred: 2, Status: podCounts{Idle: 1}},
 		},
 	})
+}
+
+// --- expected records of running agents -------------------------------------
+
+// seen sets when the janitor first saw each pod's record expected, ago
+// before t0 (pod UIDs are name+"-uid").
+func seen(in planInput, ago map[string]time.Duration) planInput {
+	in.ExpectedSince = map[types.UID]time.Time{}
+	for name, d := range ago {
+		in.ExpectedSince[types.UID(name+"-uid")] = t0.Add(-d)
+	}
+	return in
+}
+
+// TestPlanExpectedPodsWhoseAgentRuns: an expected record whose agent
+// container runs may be a registration an asynchronous failover lost (same
+// generation, no data-loss hold). Before the fix such a pod ranked first
+// among surplus pods and was drained at once as never registered — a busy
+// pod deleted before its agent's next heartbeat could register it again.
+func TestPlanExpectedPodsWhoseAgentRuns(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"a surplus pod whose registration was lost is not drained before its agent can register again": {
+			in: input(0, pods(pod("idle"), pod("lost-reg", agentRunning(2*time.Hour))),
+				idleAgo(rec("idle", slots.PodActive), time.Hour), rec("lost-reg", slots.PodExpected)),
+			want: outcome{
+				Drain:            []string{"idle"},
+				WaitRegistration: hbto, // first seen expected now
+				Status:           podCounts{Idle: 1},
+			},
+		},
+		"a record expected for less than a heartbeat timeout of passes waits the rest": {
+			in: seen(input(0, pods(pod("a", agentRunning(2*time.Hour))), rec("a", slots.PodExpected)),
+				map[string]time.Duration{"a": 10 * time.Second}),
+			want: outcome{WaitRegistration: hbto - 10*time.Second},
+		},
+		"a record expected for a heartbeat timeout while the agent ran is never registered: a hung agent's pod goes": {
+			in: seen(input(0, pods(pod("a", agentRunning(2*time.Hour))), rec("a", slots.PodExpected)),
+				map[string]time.Duration{"a": hbto}),
+			want: outcome{Drain: []string{"a"}},
+		},
+		"a heartbeat timeout from the container's start, however long the record was seen expected": {
+			in: seen(input(0, pods(pod("a", agentRunning(5*time.Second))), rec("a", slots.PodExpected)),
+				map[string]time.Duration{"a": time.Hour}),
+			want: outcome{WaitRegistration: hbto - 5*time.Second},
+		},
+		"a pod whose record was lost entirely and whose agent runs waits too": {
+			in:   input(0, pods(pod("a", agentRunning(time.Hour)))),
+			want: outcome{Expect: []string{"a"}, WaitRegistration: hbto},
+		},
+		"the agent not running (pending, or its container waiting or ended) is drained at once": {
+			in: input(0, pods(
+				pod("pending", pending()),
+				pod("waiting", pending(), waiting(AgentContainer, "ContainerCreating")),
+				pod("ended", exited(AgentContainer, "Completed", 0), func(p *corev1.Pod) {
+					p.Status.ContainerStatuses = append(p.Status.ContainerStatuses, corev1.ContainerStatus{
+						Name: "sidecar", State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(t0.Add(-time.Hour))}}})
+				})),
+				rec("pending", slots.PodExpected), rec("waiting", slots.PodExpected), rec("ended", slots.PodExpected)),
+			want: outcome{Drain: []string{"ended", "pending", "waiting"}},
+		},
+		"without a container named agent, the first container is the agent's": {
+			in: input(0, pods(pod("a", func(p *corev1.Pod) {
+				p.Spec.Containers = []corev1.Container{{Name: "main"}, {Name: "sidecar"}}
+				p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "main",
+					State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(t0.Add(-time.Hour))}}}}
+			})), rec("a", slots.PodExpected)),
+			want: outcome{WaitRegistration: hbto},
+		},
+		"an outdated pod whose agent may have registered is neither drained nor cordoned; its replacement is created": {
+			in:   input(1, pods(pod("a", hash(oldHash), agentRunning(time.Hour))), rec("a", slots.PodExpected)),
+			want: outcome{Create: 1, WaitRegistration: hbto},
+		},
+		"it counts as a replica while it is not surplus": {
+			in:   input(1, pods(pod("a", agentRunning(time.Hour))), rec("a", slots.PodExpected)),
+			want: outcome{Status: podCounts{Replicas: 1}},
+		},
+		"surplus picks idle pods before pods that may be busy": {
+			in: input(1, pods(pod("idle", createdAgo(3*time.Hour)), pod("maybe", agentRunning(time.Hour), createdAgo(time.Hour))),
+				idleAgo(rec("idle", slots.PodActive), time.Hour), rec("maybe", slots.PodExpected)),
+			want: outcome{Drain: []string{"idle"}, Status: podCounts{Replicas: 1, Idle: 1}},
+		},
+		"surplus picks pods that may be busy before busy ones": {
+			in: input(1, pods(pod("busy", protected()), pod("maybe", agentRunning(time.Hour))),
+				rec("busy", slots.PodActive, running), rec("maybe", slots.PodExpected)),
+			want: outcome{WaitRegistration: hbto, Status: podCounts{Replicas: 1, Ready: 1, Busy: 1}},
+		},
+	})
+}
+
+func TestObserveExpected(t *testing.T) {
+	at := t0
+	earlier := t0.Add(-time.Minute)
+	prev := map[types.UID]time.Time{"still-uid": earlier, "registered-uid": earlier, "gone-uid": earlier, "new-incarnation-uid": earlier}
+	got := observeExpected(prev,
+		pods(pod("still"), pod("registered"), pod("fresh"), pod("missing"), pod("new-incarnation", uid("new-incarnation-2")),
+			pod("terminating", terminating()), pod("ended", phase(corev1.PodFailed))),
+		[]slots.PodSnapshot{rec("still", slots.PodExpected), rec("registered", slots.PodActive), rec("fresh", slots.PodExpected),
+			rec("new-incarnation", slots.PodExpected), rec("terminating", slots.PodExpected), rec("ended", slots.PodExpected)},
+		at)
+	require.Equal(t, map[types.UID]time.Time{
+		"still-uid":         earlier, // the run goes on
+		"fresh-uid":         at,      // a run starts
+		"missing-uid":       at,      // no record is like expected
+		"new-incarnation-2": at,      // another incarnation: its own run (its record is the old one's)
+		// registered: the run is broken; gone, terminating, ended: dropped.
+	}, got)
+	require.Equal(t, earlier, prev["registered-uid"], "prev is not changed")
 }
 
 // --- hold ----------------------------------------------------------------------
@@ -1092,6 +1221,14 @@ func randomInput(rng *rand.Rand) planInput {
 		}
 		if rng.IntN(10) == 0 {
 			opts = append(opts, waiting("agent", "ImagePullBackOff"))
+		} else if rng.IntN(2) == 0 {
+			opts = append(opts, agentRunning(time.Duration(rng.IntN(60))*time.Second))
+		}
+		if rng.IntN(2) == 0 {
+			if in.ExpectedSince == nil {
+				in.ExpectedSince = map[types.UID]time.Time{}
+			}
+			in.ExpectedSince[types.UID(name+"-uid")] = t0.Add(-time.Duration(rng.IntN(60)) * time.Second)
 		}
 		switch rng.IntN(4) {
 		case 0: // created by an earlier janitor: no annotation
@@ -1169,6 +1306,13 @@ func TestPlanInvariantsOverRandomPools(t *testing.T) {
 			require.Falsef(t, r != nil && r.Busy(), "%s: busy pod %s drained", desc, p.Name)
 			if r == nil || r.State != slots.PodDraining {
 				newDrains++
+			}
+			// An expected record whose agent runs is drained only after a
+			// heartbeat timeout of it, and of the janitor seeing it so.
+			if started := agentStartedAt(p); (r == nil || r.State == slots.PodExpected) && !started.IsZero() {
+				since, ok := in.ExpectedSince[p.UID]
+				require.Truef(t, ok && !in.Now.Before(since.Add(in.HeartbeatTimeout)) && !in.Now.Before(started.Add(in.HeartbeatTimeout)),
+					"%s: pod %s drained as never registered while its agent may have registered", desc, p.Name)
 			}
 		}
 		for _, p := range out.Cordon {
