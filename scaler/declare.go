@@ -188,10 +188,11 @@ func runDeclarePool(ctx context.Context, args []string, stderr io.Writer, lookup
 	if exists && before.Managed && !cfg.Store.Managed {
 		return fmt.Errorf("pool %s is managed (the janitor declares it from its AgentPool): refusing to make it static, where agents register without the janitor", cfg.Pool)
 	}
-	gen, err := store.DeclarePool(ctx, cfg.Pool, cfg.Store)
+	decl, err := store.DeclarePool(ctx, cfg.Pool, cfg.Store)
 	if err != nil {
 		return err
 	}
+	gen := decl.Generation
 	msg := "pool declared"
 	if exists && gen == oldGen {
 		msg = "pool already declared; generation kept"

@@ -165,7 +165,7 @@ func TestDeclarePoolRefusesToMakeAManagedPoolStatic(t *testing.T) {
 	ctx := context.Background()
 	cfg := slots.DefaultPoolConfig()
 	cfg.Managed = true
-	gen, err := e.store.DeclarePool(ctx, demoPool, cfg) // as the janitor does
+	decl, err := e.store.DeclarePool(ctx, demoPool, cfg) // as the janitor does
 	require.NoError(t, err)
 
 	_, err = declare(t, demoEnv(e))
@@ -178,7 +178,7 @@ func TestDeclarePoolRefusesToMakeAManagedPoolStatic(t *testing.T) {
 	require.NoError(t, err)
 	_, gen2, err := e.store.Pool(ctx, demoPool)
 	require.NoError(t, err)
-	assert.Equal(t, gen, gen2)
+	assert.Equal(t, decl.Generation, gen2)
 }
 
 func TestDeclarePoolRefusesBadInputWithOneLineNamingIt(t *testing.T) {

@@ -30,7 +30,7 @@ import (
 
 // Store is the part of the slot store the janitor uses.
 type Store interface {
-	DeclarePool(ctx context.Context, id slots.PoolID, cfg slots.PoolConfig) (string, error)
+	DeclarePool(ctx context.Context, id slots.PoolID, cfg slots.PoolConfig) (slots.Declaration, error)
 	Snapshot(ctx context.Context, id slots.PoolID) (slots.Snapshot, error)
 	ExpectPod(ctx context.Context, id slots.PoolID, pod, uid string) error
 	ExpectStoppingPod(ctx context.Context, id slots.PoolID, pod, uid string) error
@@ -89,6 +89,12 @@ type Controller struct {
 // poolState is what the controller remembers about a pool between passes.
 type poolState struct {
 	declared string // the store config last declared
+	// policyPending says why the slot policy of the declared config is not
+	// applied yet ("" when it is): the store keeps the old one while the
+	// pool has pods, so every pass declares again until it lands.
+	policyPending string
+	// policyEventFor is the config whose pending policy was reported.
+	policyEventFor string
 	// heldGeneration is the generation whose data-loss hold was reported
 	// (the hold itself is derived from every snapshot, not remembered).
 	heldGeneration string

@@ -181,7 +181,7 @@ func (p *pass) podsOf() []*corev1.Pod {
 // predate it re-register (dataLossHold) — the same hold a janitor starting
 // after the loss derives from the snapshot.
 func (p *pass) snapshotDeclared(s settings, pods int) (slots.Snapshot, error) {
-	if p.st.declared != s.storeKey() {
+	if p.st.declared != s.storeKey() || p.st.policyPending != "" {
 		if err := p.declare(s); err != nil {
 			return slots.Snapshot{}, err
 		}
@@ -209,20 +209,31 @@ func (p *pass) declare(s settings) error {
 		p.log.Info("dry-run: would declare the pool in Redis")
 		return nil
 	}
-	gen, err := p.c.store.DeclarePool(p.ctx, p.id, s.Store)
+	key := s.storeKey()
+	d, err := p.c.store.DeclarePool(p.ctx, p.id, s.Store)
 	if errors.Is(err, slots.ErrPolicyChange) {
-		// The store keeps the old policy; tell the owner once per spec and
-		// go on with it.
-		p.event(p.ap, corev1.EventTypeWarning, "SlotPolicyChange", "%v; scale the pool to 0 to change slots", err)
-		p.log.Warn("slot policy change refused", "err", err)
-		p.st.declared = s.storeKey()
+		// Every other setting was applied; the store keeps the old slot
+		// policy while the pool has pods. Declared again on every pass, the
+		// change lands as soon as the pool has none; meanwhile the status
+		// says so (SlotPolicyPending), and one event per spec.
+		if p.st.policyEventFor != key {
+			p.st.policyEventFor = key
+			p.log.Warn("slot policy change pending: the old policy stays until the pool has no pods", "why", d.PendingReason)
+			p.event(p.ap, corev1.EventTypeWarning, "SlotPolicyPending",
+				"spec.slots changed while the %s: the old slot policy stays until the pool has no pods (scale it to 0); every other setting is applied", d.PendingReason)
+		}
+		p.st.declared, p.st.policyPending = key, d.PendingReason
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	p.log.Debug("pool declared", "generation", gen)
-	p.st.declared = s.storeKey()
+	if p.st.policyPending != "" {
+		p.log.Info("slot policy applied", "generation", d.Generation)
+		p.event(p.ap, corev1.EventTypeNormal, "SlotPolicyApplied", "the pool has no pods: spec.slots applied")
+	}
+	p.log.Debug("pool declared", "generation", d.Generation)
+	p.st.declared, p.st.policyPending = key, ""
 	return nil
 }
 
@@ -569,6 +580,13 @@ func (p *pass) updateStatus(n podCounts, s *settings, degraded *metav1.Condition
 	degraded.ObservedGeneration = ap.Generation
 	meta.SetStatusCondition(&st.Conditions, *degraded)
 	if s != nil {
+		pending := metav1.Condition{Type: v1alpha1.ConditionSlotPolicyPending, Status: metav1.ConditionFalse, Reason: "Applied",
+			ObservedGeneration: ap.Generation, Message: "the pool runs the slot policy of spec.slots"}
+		if p.st.policyPending != "" {
+			pending.Status, pending.Reason = metav1.ConditionTrue, "PoolHasPods"
+			pending.Message = fmt.Sprintf("spec.slots changed while the %s: the old slot policy stays until the pool has no pods (scale it to 0); every other setting is applied", p.st.policyPending)
+		}
+		meta.SetStatusCondition(&st.Conditions, pending)
 		ready := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "PodsNotReady",
 			ObservedGeneration: ap.Generation, Message: fmt.Sprintf("%d of %d pods ready", n.Ready, s.Replicas)}
 		if n.Ready >= s.Replicas && n.Replicas == s.Replicas {

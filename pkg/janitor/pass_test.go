@@ -376,3 +376,70 @@ func TestPassExpectedPodWhoseAgentRunsIsDrainedOnlyAfterAHeartbeatTimeoutOfPasse
 		return len(e.podObjects()) == 0
 	}, 10*time.Second, 50*time.Millisecond, "a hung agent's pod goes after a heartbeat timeout")
 }
+
+func condition(ap *v1alpha1.AgentPool, typ string) *metav1.Condition {
+	for i := range ap.Status.Conditions {
+		if ap.Status.Conditions[i].Type == typ {
+			return &ap.Status.Conditions[i]
+		}
+	}
+	return nil
+}
+
+// A spec.slots change made while the pool has pods waits for it to have
+// none, and everything else in the same edit applies at once. Before the
+// fix the store refused the whole declaration and the janitor marked the
+// spec declared anyway: the other fields were dropped and the policy never
+// applied, even at 0 pods, until the janitor restarted; nothing in the
+// status said so.
+func TestPassSlotPolicyChangeWaitsForZeroPodsAndTheRestAppliesAtOnce(t *testing.T) {
+	e := newPassEnv(t, testPool(1))
+	e.pass()
+	require.Len(t, e.podObjects(), 1)
+	cfg, _, err := e.slots.Pool(e.ctx, e.id)
+	require.NoError(t, err)
+	require.Len(t, cfg.Policy.Slots, 3)
+	require.Equal(t, metav1.ConditionFalse, condition(e.pool(), v1alpha1.ConditionSlotPolicyPending).Status)
+
+	e.updatePool(func(ap *v1alpha1.AgentPool) {
+		ap.Spec.Slots = []v1alpha1.SlotSpec{{Types: []v1alpha1.TaskType{"plan", "plan_and_apply"}}, {Types: []v1alpha1.TaskType{"plan"}}}
+		ap.Spec.MaxAttempts = i32(7)
+	})
+	e.pass()
+	cfg, _, err = e.slots.Pool(e.ctx, e.id)
+	require.NoError(t, err)
+	require.Equal(t, 7, cfg.MaxAttempts, "the rest of the edit applies at once")
+	require.Len(t, cfg.Policy.Slots, 3, "the old policy stays while the pool has pods")
+	pending := condition(e.pool(), v1alpha1.ConditionSlotPolicyPending)
+	require.Equal(t, metav1.ConditionTrue, pending.Status)
+	require.Equal(t, "PoolHasPods", pending.Reason)
+	require.Contains(t, pending.Message, "pool has 1 pods")
+	require.Len(t, eventsWith(e.drainEvents(), "SlotPolicyPending"), 1)
+	e.pass()
+	require.Empty(t, eventsWith(e.drainEvents(), "SlotPolicyPending"), "one event per spec")
+	require.Equal(t, metav1.ConditionTrue, condition(e.pool(), v1alpha1.ConditionSlotPolicyPending).Status)
+
+	// Scaled to 0: the pod goes, its record goes, and the policy lands.
+	e.scaleTo(0)
+	require.Eventually(t, func() bool {
+		e.pass()
+		return condition(e.pool(), v1alpha1.ConditionSlotPolicyPending).Status == metav1.ConditionFalse
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Empty(t, e.podObjects())
+	cfg, _, err = e.slots.Pool(e.ctx, e.id)
+	require.NoError(t, err)
+	require.Equal(t, [][]slots.TaskType{{slots.Plan, slots.PlanAndApply}, {slots.Plan}}, cfg.Policy.Slots)
+	require.Equal(t, 7, cfg.MaxAttempts)
+	require.Len(t, eventsWith(e.drainEvents(), "SlotPolicyApplied"), 1)
+
+	// New pods run the new policy.
+	e.scaleTo(1)
+	e.pass()
+	for name, p := range e.podObjects() {
+		_, err := e.slots.RegisterPod(e.ctx, e.id, name, string(p.UID))
+		require.NoError(t, err)
+		r, ok := e.record(name)
+		require.True(t, ok)
+		require.Len(t, r.Slots, 2)
+	}
+}

@@ -10,21 +10,37 @@ import (
 	"time"
 )
 
+// Declaration is what DeclarePool did.
+type Declaration struct {
+	// Generation is the pool's generation: a random value set when the pool
+	// is first declared, so epochs stay unique if Redis loses its data and
+	// the pool is declared again.
+	Generation string
+	// PolicyPending: the slot policy asked for differs from the pool's and
+	// was not applied, because the pool has pods (idle sets and counters
+	// are kept per slot class); PendingReason says how many. Every other
+	// setting was applied. Declaring again applies the policy once the pool
+	// has no pods.
+	PolicyPending bool
+	PendingReason string
+}
+
 // DeclarePool creates or updates a pool. The slot policy of a pool that has
-// pods cannot change (ErrPolicyChange). It returns the pool's generation: a
-// random value set when the pool is first declared, so epochs stay unique if
-// Redis loses its data and the pool is declared again.
-func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (string, error) {
+// pods cannot change: DeclarePool then applies every other setting, keeps
+// the old policy, and returns the Declaration (PolicyPending) with an error
+// wrapping ErrPolicyChange, so a caller that only checks the error does not
+// take the change for done.
+func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (Declaration, error) {
 	if err := id.Validate(); err != nil {
-		return "", err
+		return Declaration{}, err
 	}
 	if err := cfg.Validate(); err != nil {
-		return "", fmt.Errorf("pool %s: %w", id, err)
+		return Declaration{}, fmt.Errorf("pool %s: %w", id, err)
 	}
 	classes, slotClass := cfg.Policy.Classes()
 	policy, err := json.Marshal(cfg.Policy.Slots)
 	if err != nil {
-		return "", fmt.Errorf("encoding slot policy: %w", err)
+		return Declaration{}, fmt.Errorf("encoding slot policy: %w", err)
 	}
 	sc := make([]string, len(slotClass))
 	for i, c := range slotClass {
@@ -35,27 +51,20 @@ func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (str
 		managed = "1"
 	}
 	var types []string
-	args := []any{newGeneration(), string(policy),
+	// The slot policy's fields, applied only when the policy may change
+	// (declare_pool.lua), then the rest.
+	pol := []any{
 		"policy", string(policy),
 		"nslots", len(cfg.Policy.Slots),
 		"sc", strings.Join(sc, ","),
 		"ncls", len(classes),
-		"managed", managed,
-		"hbto", cfg.HeartbeatTimeout.Milliseconds(),
-		"rttl", cfg.ReservationTTL.Milliseconds(),
-		"maxatt", cfg.MaxAttempts,
-		"qlim", cfg.QueueLimit,
-		"qage", cfg.MaxQueueAge.Milliseconds(),
-		"ret", cfg.Retention.Milliseconds(),
-		"retn", cfg.RetentionCount,
-		"evcap", cfg.EventCap,
 	}
 	for i, c := range classes {
 		ts := make([]string, len(c.Types))
 		for j, t := range c.Types {
 			ts[j] = string(t)
 		}
-		args = append(args, "ct"+strconv.Itoa(i), strings.Join(ts, ","))
+		pol = append(pol, "ct"+strconv.Itoa(i), strings.Join(ts, ","))
 	}
 	for _, t := range TaskTypes {
 		order := allocationOrder(classes, t)
@@ -67,22 +76,46 @@ func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (str
 		for i, o := range order {
 			os[i] = strconv.Itoa(o)
 		}
-		args = append(args, "ord_"+string(t), strings.Join(os, ","))
+		pol = append(pol, "ord_"+string(t), strings.Join(os, ","))
 	}
-	args = append(args, "types", strings.Join(types, ","), "fill", strings.Join(fillOrder(classes, slotClass), ","))
+	pol = append(pol, "types", strings.Join(types, ","), "fill", strings.Join(fillOrder(classes, slotClass), ","))
+	args := append([]any{newGeneration(), string(policy), len(pol) / 2}, pol...)
+	args = append(args,
+		"managed", managed,
+		"hbto", cfg.HeartbeatTimeout.Milliseconds(),
+		"rttl", cfg.ReservationTTL.Milliseconds(),
+		"maxatt", cfg.MaxAttempts,
+		"qlim", cfg.QueueLimit,
+		"qage", cfg.MaxQueueAge.Milliseconds(),
+		"ret", cfg.Retention.Milliseconds(),
+		"retn", cfg.RetentionCount,
+		"evcap", cfg.EventCap,
+	)
 	res, err := s.run(ctx, "declare_pool", id, args...)
 	if err != nil {
-		return "", fmt.Errorf("declaring pool %s: %w", id, err)
+		return Declaration{}, fmt.Errorf("declaring pool %s: %w", id, err)
 	}
+	reply, _ := res.([]any)
+	if len(reply) != 2 {
+		return Declaration{}, fmt.Errorf("declaring pool %s: unexpected reply %v", id, res)
+	}
+	d := Declaration{Generation: asString(reply[0]), PendingReason: asString(reply[1])}
+	d.PolicyPending = d.PendingReason != ""
 	// The registry is a separate key (another cluster slot): added after the
 	// config, so a listed pool always has one. A failure here is retried by
 	// declaring again.
 	if err := s.rdb.SAdd(ctx, s.poolsKey(), id.String()).Err(); err != nil {
-		return "", fmt.Errorf("registering pool %s: %w", id, err)
+		return Declaration{}, fmt.Errorf("registering pool %s: %w", id, err)
 	}
-	gen, _ := res.(string)
-	s.log.Info("pool declared", "pool", id, "generation", gen, "slots", len(cfg.Policy.Slots), "managed", cfg.Managed)
-	return gen, nil
+	if d.PolicyPending {
+		// Debug: a controller declares again on every pass while a change
+		// is pending, and reports it itself.
+		s.log.Debug("pool declared; slot policy change pending", "pool", id, "generation", d.Generation, "why", d.PendingReason)
+		return d, fmt.Errorf("pool %s: %w (%s): every other setting was applied; the old slot policy stays until the pool has no pods",
+			id, ErrPolicyChange, d.PendingReason)
+	}
+	s.log.Info("pool declared", "pool", id, "generation", d.Generation, "slots", len(cfg.Policy.Slots), "managed", cfg.Managed)
+	return d, nil
 }
 
 // Pools lists every declared pool, sorted.

@@ -47,8 +47,9 @@ type AgentPoolSpec struct {
 	Template corev1.PodTemplateSpec `json:"template"`
 
 	// Slots lists, per slot index, the task types it may run. Default: three
-	// slots, slot 0 runs plan and plan_and_apply, slots 1-2 only plan. It
-	// cannot change while the pool has pods.
+	// slots, slot 0 runs plan and plan_and_apply, slots 1-2 only plan. A
+	// change waits until the pool has no pods (condition SlotPolicyPending);
+	// the other fields of the same edit apply at once.
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	// +listType=atomic
@@ -152,8 +153,10 @@ type AgentPoolStatus struct {
 	// ObservedGeneration is the generation this status describes.
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// Conditions: Ready (the pool runs spec.replicas ready pods) and Degraded
-	// (pods of the template cannot start).
+	// Conditions: Ready (the pool runs spec.replicas ready pods), Degraded
+	// (pods of the template cannot start) and SlotPolicyPending (spec.slots
+	// changed while the pool has pods: the old slot policy stays until it
+	// has none).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -164,6 +167,9 @@ type AgentPoolStatus struct {
 const (
 	ConditionReady    = "Ready"
 	ConditionDegraded = "Degraded"
+	// ConditionSlotPolicyPending is True while a spec.slots change waits for
+	// the pool to have no pods.
+	ConditionSlotPolicyPending = "SlotPolicyPending"
 )
 
 // AgentPoolList is a list of AgentPools.
