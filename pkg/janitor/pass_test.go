@@ -445,3 +445,85 @@ func TestPassSlotPolicyChangeWaitsForZeroPodsAndTheRestAppliesAtOnce(t *testing.
 		require.Len(t, r.Slots, 2)
 	}
 }
+
+// selfCordonRace is the store, with the pod's agent cordoning itself (it
+// got SIGTERM) between the janitor's snapshot and its uncordon.
+type selfCordonRace struct{ *slots.Store }
+
+func (s selfCordonRace) Uncordon(ctx context.Context, id slots.PoolID, pod, uid string) error {
+	if err := s.CordonSelf(ctx, id, pod, uid); err != nil {
+		return err
+	}
+	return s.Store.Uncordon(ctx, id, pod, uid)
+}
+
+// An uncordon refused because the pod's own stopping agent cordoned it is
+// an expected refusal (result "refused", not "error"), and the next pass
+// replaces the pod instead of counting it.
+func TestPassUncordonRefusedBySelfCordonIsARefusalAndThePodIsReplaced(t *testing.T) {
+	e := newPassEnv(t, testPool(1))
+	e.pass()
+	var pod corev1.Pod
+	for _, p := range e.podObjects() {
+		pod = p
+	}
+	_, err := e.slots.RegisterPod(e.ctx, e.id, pod.Name, string(pod.UID))
+	require.NoError(t, err)
+	_, err = e.slots.Submit(e.ctx, e.id, slots.TaskSpec{ID: "work", Type: slots.Plan})
+	require.NoError(t, err)
+	e.scaleTo(0)
+	e.pass()
+	r, _ := e.record(pod.Name)
+	require.Equal(t, slots.PodCordoned, r.State, "a busy surplus pod is cordoned")
+	require.Equal(t, slots.CordonedByJanitor, r.CordonedBy)
+
+	e.store = selfCordonRace{e.slots}
+	e.startJanitor()
+	e.scaleTo(1)
+	e.pass()
+	require.Equal(t, 1, actions(e.m, "uncordon", resultRefused))
+	require.Zero(t, actions(e.m, "uncordon", resultError))
+	require.Len(t, eventsWith(e.drainEvents(), "UncordonRefused"), 1)
+	e.pass()
+	require.Len(t, e.podObjects(), 2, "the pod its agent cordoned is replaced")
+	r, _ = e.record(pod.Name)
+	require.Equal(t, slots.PodCordoned, r.State)
+	require.Equal(t, slots.CordonedByAgent, r.CordonedBy)
+}
+
+// After Redis lost its data, a terminating pod gets a record its agent
+// registers into cordoned, with the work it still runs.
+func TestPassTerminatingPodGetsAStoppingRecordAfterDataLoss(t *testing.T) {
+	e := newPassEnv(t, testPool(1))
+	e.pass()
+	var pod corev1.Pod
+	for _, p := range e.podObjects() {
+		pod = p
+	}
+	e.run(pod)
+	_, err := e.slots.RegisterPod(e.ctx, e.id, pod.Name, string(pod.UID))
+	require.NoError(t, err)
+	// The pod is being deleted (its grace period runs) when Redis loses
+	// its data.
+	cur, err := e.kube.CoreV1().Pods(pod.Namespace).Get(e.ctx, pod.Name, metav1.GetOptions{})
+	require.NoError(t, err)
+	now := metav1.Now()
+	cur.DeletionTimestamp = &now
+	require.NoError(t, e.kube.Tracker().Update(podsGVR, cur, cur.Namespace))
+	e.loseData()
+	e.pass()
+	r, ok := e.record(pod.Name)
+	require.True(t, ok, "the terminating pod has a record again")
+	require.Equal(t, slots.PodExpected, r.State)
+	require.Equal(t, slots.CordonedByAgent, r.CordonedBy)
+	require.Equal(t, 1, actions(e.m, "expect-stopping", resultSuccess))
+
+	st, err := e.slots.RegisterPod(e.ctx, e.id, pod.Name, string(pod.UID), 0)
+	require.NoError(t, err, "its agent registers again with the phase it finishes")
+	require.Equal(t, slots.PodCordoned, st)
+	r, _ = e.record(pod.Name)
+	require.True(t, r.Busy())
+	e.pass()
+	require.Zero(t, actions(e.m, "expect-stopping", resultError))
+	require.Contains(t, e.podNames(), pod.Name, "the janitor leaves a terminating pod alone")
+}
