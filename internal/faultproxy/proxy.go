@@ -163,6 +163,25 @@ func (p *Proxy) Stall(on bool) {
 	}
 }
 
+// Clear ends every fault: rules removed, stall and down off. Actions under
+// way (a held command or reply) complete.
+func (p *Proxy) Clear() {
+	p.mu.Lock()
+	faults := p.faults
+	p.faults = nil
+	p.down = false
+	if p.stall != nil {
+		close(p.stall)
+		p.stall = nil
+	}
+	p.mu.Unlock()
+	for _, f := range faults {
+		f.mu.Lock()
+		f.removed = true
+		f.mu.Unlock()
+	}
+}
+
 // Held returns how many commands and replies are waiting for a stall to
 // end, so a test can wait until its command is held.
 func (p *Proxy) Held() int { return int(p.held.Load()) }
@@ -310,6 +329,7 @@ type conn struct {
 
 	resp3       bool        // HELLO 3 seen; only the commands pump uses it
 	passthrough atomic.Bool // replies no longer answer commands one to one
+	raw         atomic.Bool // a replication stream: bytes copied, not parsed
 }
 
 type pending struct {
@@ -434,6 +454,13 @@ func (c *conn) classify(cmd command) bool {
 	case "MONITOR":
 		c.passthrough.Store(true)
 		return false
+	case "SYNC", "PSYNC":
+		// A replica's link: after the reply comes an RDB payload (a bulk
+		// without its CRLF, or an EOF-marked stream) and then the command
+		// stream. Not RESP replies: from here on bytes are only copied.
+		c.passthrough.Store(true)
+		c.raw.Store(true)
+		return false
 	case "CLIENT":
 		if len(cmd.args) > 2 && strings.EqualFold(cmd.args[1], "REPLY") && !strings.EqualFold(cmd.args[2], "ON") {
 			c.passthrough.Store(true)
@@ -448,6 +475,10 @@ func (c *conn) replies() {
 	out := bufio.NewWriter(c.client)
 	var buf []byte
 	for {
+		if c.raw.Load() {
+			c.copyRaw(in, out)
+			return
+		}
 		raw, push, err := readReply(in, buf[:0])
 		buf = raw
 		if err != nil {
@@ -495,6 +526,28 @@ func (c *conn) replies() {
 				c.close(fmt.Sprintf("writing to client: %v", err))
 				return
 			}
+		}
+	}
+}
+
+// copyRaw forwards upstream bytes as they come (a replication stream),
+// honouring stalls between chunks.
+func (c *conn) copyRaw(in *bufio.Reader, out *bufio.Writer) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := in.Read(buf)
+		if n > 0 {
+			if !c.p.gate(c) {
+				return
+			}
+			if _, werr := out.Write(buf[:n]); werr != nil || out.Flush() != nil {
+				c.close("writing to client")
+				return
+			}
+		}
+		if err != nil {
+			c.close(fmt.Sprintf("reading from upstream: %v", err))
+			return
 		}
 	}
 }

@@ -529,3 +529,27 @@ func TestCutAfterForwardClientGivesUp(t *testing.T) {
 	assert.Equal(t, 1, f.Matched())
 	assert.Zero(t, f.Acted(), "nothing was cut: Redis never answered")
 }
+
+// A replica can follow its primary through the proxy (the replication
+// stream is copied, not parsed), and a stall makes it miss writes: the
+// ingredient of a failover that loses recent writes.
+func TestAReplicaFollowsThroughTheProxyAndAStallMakesItMissWrites(t *testing.T) {
+	primary := redistest.Start(t)
+	replica := redistest.Start(t)
+	p := faultproxy.Start(t, primary.Addr())
+	ctx := context.Background()
+	pc, rc := client(t, primary.Addr()), client(t, replica.Addr())
+	require.NoError(t, pc.Set(ctx, "before", "1", 0).Err())
+	host, port, _ := net.SplitHostPort(p.Addr())
+	require.NoError(t, rc.Do(ctx, "REPLICAOF", host, port).Err())
+	require.Eventually(t, func() bool { return rc.Get(ctx, "before").Val() == "1" }, waitTimeout, 10*time.Millisecond, "full sync through the proxy")
+	require.NoError(t, pc.Set(ctx, "streamed", "1", 0).Err())
+	require.Eventually(t, func() bool { return rc.Get(ctx, "streamed").Val() == "1" }, waitTimeout, 10*time.Millisecond, "the command stream")
+
+	p.Stall(true)
+	require.NoError(t, pc.Set(ctx, "missed", "1", 0).Err())
+	require.NoError(t, rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err())
+	p.Stall(false)
+	assert.Equal(t, redis.Nil, rc.Get(ctx, "missed").Err(), "the promoted replica missed the stalled write")
+	assert.Equal(t, "1", rc.Get(ctx, "streamed").Val())
+}

@@ -98,6 +98,12 @@ func readReply(r *bufio.Reader, buf []byte) (raw []byte, push bool, err error) {
 	if err != nil {
 		return buf, false, err
 	}
+	if b[0] == '\n' {
+		// A primary's keepalive to a replica waiting for its sync to
+		// start: a bare newline that answers no command.
+		c, _ := r.ReadByte()
+		return append(buf, c), true, nil
+	}
 	push = b[0] == '>'
 	raw, err = readValue(r, buf)
 	return raw, push, err

@@ -168,6 +168,28 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
+// Wipe kills the server, deletes everything in its data directory (the AOF
+// included) and starts it again on the same port, empty: Redis lost its data.
+func (s *Server) Wipe(t testing.TB) {
+	t.Helper()
+	s.Kill(t)
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		t.Fatalf("redistest: wipe %s: %v", s.Addr(), err)
+	}
+	for _, e := range entries {
+		if e.Name() == "redis.log" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.dir, e.Name())); err != nil {
+			t.Fatalf("redistest: wipe %s: %v", s.Addr(), err)
+		}
+	}
+	if err := s.start(); err != nil {
+		t.Fatalf("redistest: restart after wipe on port %d: %v", s.port, err)
+	}
+}
+
 // Prefix returns a key prefix unique to this test (e.g. "t" + 10 random hex chars), so tests can share one server safely.
 // All prefixes have the same length, so none is a prefix of another.
 func Prefix(t testing.TB) string {
