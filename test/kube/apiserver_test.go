@@ -2,6 +2,7 @@ package kube
 
 import (
 	"net"
+	"os"
 	"net/url"
 	"path/filepath"
 	"testing"
@@ -39,6 +40,28 @@ func startEtcd(t testing.TB) string {
 	return clientURL.String()
 }
 
+// auditFlags make the API server log every pod DELETE (who, which pod,
+// when, with what answer) to path, one JSON event per line, written before
+// the request is answered: the evidence of who deleted what.
+func auditFlags(t testing.TB, path string) []string {
+	t.Helper()
+	policy := filepath.Join(t.TempDir(), "audit-policy.yaml")
+	err := os.WriteFile(policy, []byte(`apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [delete, create]
+  resources: [{group: "", resources: [pods, pods/eviction]}]
+- level: None
+`), 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--audit-policy-file=" + policy, "--audit-log-path=" + path,
+		"--audit-log-mode=blocking", "--audit-log-format=json", "--audit-log-maxbackup=0"}
+}
+
 func freeURL(t testing.TB) url.URL {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -52,16 +75,16 @@ func freeURL(t testing.TB) url.URL {
 
 // startAPIServer runs a real kube-apiserver (RBAC on) backed by an embedded etcd
 // and returns the admin client config.
-func startAPIServer(t testing.TB) *rest.Config {
+func startAPIServer(t testing.TB, flags ...string) *rest.Config {
 	t.Helper()
 	etcdURL := startEtcd(t)
 	storage := storagebackend.NewDefaultConfig("/registry", nil)
 	storage.Transport.ServerList = []string{etcdURL}
-	server := apiservertesting.StartTestServerOrDie(t, nil, []string{
+	server := apiservertesting.StartTestServerOrDie(t, nil, append([]string{
 		"--authorization-mode=RBAC",
 		"--endpoint-reconciler-type=none",
 		"--disable-admission-plugins=ServiceAccount",
-	}, storage)
+	}, flags...), storage)
 	t.Cleanup(server.TearDownFn)
 	cfg := rest.CopyConfig(server.ClientConfig)
 	cfg.QPS, cfg.Burst = 500, 1000

@@ -73,9 +73,15 @@ func freeAddr(t testing.TB) string {
 // startScaler runs the scaler binary on the cluster's Redis.
 func (c *cluster) startScaler() string {
 	c.t.Helper()
+	return c.startScalerWith(c.redis)
+}
+
+// startScalerWith runs the scaler binary on the Redis at redisURL.
+func (c *cluster) startScalerWith(redisURL string) string {
+	c.t.Helper()
 	addr := freeAddr(c.t)
 	cmd := exec.Command(scalerBin)
-	cmd.Env = append(os.Environ(), "REDIS_URL="+c.redis, "KEY_PREFIX="+c.prefix, "LISTEN_ADDRESS="+addr,
+	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL, "KEY_PREFIX="+c.prefix, "LISTEN_ADDRESS="+addr,
 		"HEALTH_ADDRESS="+freeAddr(c.t), "METRICS_ADDRESS="+freeAddr(c.t), "LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	require.NoError(c.t, cmd.Start())

@@ -111,10 +111,28 @@ func (slowScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 
 func newCluster(t testing.TB) *cluster {
 	t.Helper()
+	return newClusterWith(t, clusterOptions{})
+}
+
+// clusterOptions change what newClusterWith sets up.
+type clusterOptions struct {
+	redisURL string // the slot store's Redis (default: the shared test server)
+	auditLog string // where the API server writes its audit log of pod DELETEs
+}
+
+func newClusterWith(t testing.TB, o clusterOptions) *cluster {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	admin := startAPIServer(t)
-	c := &cluster{t: t, ctx: ctx, admin: admin, redis: redistest.Standalone(t), prefix: redistest.Prefix(t)}
+	var flags []string
+	if o.auditLog != "" {
+		flags = auditFlags(t, o.auditLog)
+	}
+	admin := startAPIServer(t, flags...)
+	if o.redisURL == "" {
+		o.redisURL = redistest.Standalone(t)
+	}
+	c := &cluster{t: t, ctx: ctx, admin: admin, redis: o.redisURL, prefix: redistest.Prefix(t)}
 	c.kube = kubernetes.NewForConfigOrDie(admin)
 	c.dyn = dynamic.NewForConfigOrDie(admin)
 	installCRDs(t, admin)

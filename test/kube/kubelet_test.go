@@ -38,6 +38,15 @@ type kubelet struct {
 	paused map[string]bool // pool key -> don't start agents
 	killed int             // agents killed because their pod was being deleted
 	stops  sync.WaitGroup  // stop goroutines, which log to the test
+	// onDeleting, when set, is called when a pod gets its deletionTimestamp,
+	// before its agent is killed (the fault run records what was alive).
+	onDeleting func(*corev1.Pod)
+}
+
+func (k *kubelet) setOnDeleting(fn func(*corev1.Pod)) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.onDeleting = fn
 }
 
 // agentProc is a pod's agent process. An entry exists from the moment the
@@ -267,6 +276,12 @@ func (k *kubelet) env(ctx context.Context, pod *corev1.Pod) ([]string, error) {
 
 // stop SIGKILLs the pod's agent and confirms the deletion.
 func (k *kubelet) stop(pod *corev1.Pod) {
+	k.mu.Lock()
+	onDeleting := k.onDeleting
+	k.mu.Unlock()
+	if onDeleting != nil {
+		onDeleting(pod)
+	}
 	k.mu.Lock()
 	a, ok := k.agents[pod.UID]
 	switch {

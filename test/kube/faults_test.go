@@ -1,0 +1,147 @@
+package kube
+
+// The fault-injection run. Real components as in production: a real
+// redis-server (AOF on) with a replica, every component reaching it through
+// a fault proxy of its own; two `scaler janitor` processes with leader
+// election on the real kube-apiserver; the scaler (its reaper); the fake
+// kubelet running one real agent process per pod, whose executor is a small
+// shell program that logs every start and end to a file outside Redis; a
+// driver submitting plans and plan_and_apply with approvals, rejections,
+// cancels and replica changes; and a seeded nemesis.
+//
+// The checks do not trust the store. They read the executors' own log, the
+// kubelet's record of which executors were alive when each pod got its
+// deletionTimestamp, the API server's audit log of DELETEs (who deleted),
+// and the nemesis' and driver's own logs; the store is read only to drive
+// the load and, at the end, to see that every task ended.
+//
+// It lives in the test/kube module (not a module of its own) to share the
+// real API server harness and its long first build.
+//
+//	SLOTSCALER_FAULTS_SEEDS     comma-separated seeds (default: a fixed set, ~2 minutes)
+//	SLOTSCALER_FAULTS_DURATION  how long faults are injected per seed (default 35s)
+//	SLOTSCALER_FAULTS_DATALOSS  "true"/"false" forces data-loss faults on or off
+//	                            (default: on for odd seeds)
+//
+// make soak SEED=… DURATION=… runs one seed for longer.
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// faultSeeds is what `make test` runs: one run without data loss (every
+// task must end) and one with every kind of fault.
+var faultSeeds = []uint64{20261202, 20261203}
+
+func TestFaults(t *testing.T) {
+	seeds := faultSeeds
+	if v := os.Getenv("SLOTSCALER_FAULTS_SEEDS"); v != "" {
+		seeds = nil
+		for _, f := range strings.Split(v, ",") {
+			s, err := strconv.ParseUint(strings.TrimSpace(f), 10, 64)
+			if err != nil {
+				t.Fatalf("SLOTSCALER_FAULTS_SEEDS: %q is not a seed: %v", f, err)
+			}
+			seeds = append(seeds, s)
+		}
+	}
+	dur := 35 * time.Second
+	if v := os.Getenv("SLOTSCALER_FAULTS_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SLOTSCALER_FAULTS_DURATION: %v", err)
+		}
+		dur = d
+	}
+	buildE2EBinaries(t)
+	for _, seed := range seeds {
+		dataLoss := seed%2 == 1
+		switch os.Getenv("SLOTSCALER_FAULTS_DATALOSS") {
+		case "true":
+			dataLoss = true
+		case "false":
+			dataLoss = false
+		}
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Logf("seed %d, faults for %v, data loss %v (rerun: SLOTSCALER_FAULTS_SEEDS=%d SLOTSCALER_FAULTS_DURATION=%v)",
+				seed, dur, dataLoss, seed, dur)
+			r := newFaultRun(t, seed, dataLoss)
+			r.run(dur)
+		})
+	}
+}
+
+// faultRun is one seeded run.
+type faultRun struct {
+	t        *testing.T
+	seed     uint64
+	dataLoss bool
+	ctx      context.Context
+	cancel   context.CancelFunc
+	c        *cluster
+	redis    *faultRedis
+	janitors *janitorPair
+	ns, pool string
+	evidence *evidence
+	nemesis  *nemesis
+	driver   *driver
+}
+
+func newFaultRun(t *testing.T, seed uint64, dataLoss bool) *faultRun {
+	r := &faultRun{t: t, seed: seed, dataLoss: dataLoss, ns: "faults", pool: "pool"}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	t.Cleanup(r.cancel)
+	r.evidence = newEvidence(t)
+	r.redis = startFaultRedis(t)
+	r.c = newClusterWith(t, clusterOptions{redisURL: r.redis.proxies[compDriver].URL(), auditLog: r.evidence.auditLog})
+	r.c.kubelet.setOnDeleting(r.evidence.podDeleting)
+	r.c.startScalerWith(r.redis.proxies[compScaler].URL())
+	r.janitors = startJanitorPair(r.c, r.redis.proxies[compJanitor].URL(), r.redis.proxies[compAgents].URL())
+	rng := rand.New(rand.NewPCG(seed, 1))
+	r.nemesis = &nemesis{r: r, rng: rand.New(rand.NewPCG(seed, 2)), counts: map[string]int{}}
+	r.driver = &driver{r: r, rng: rng, tasks: map[string]*drivenTask{}}
+	return r
+}
+
+func (r *faultRun) run(dur time.Duration) {
+	t := r.t
+	r.c.newPool(r.ns, r.pool, 2, faultPool(r.evidence.script, r.evidence.execLog))
+	r.c.waitActive(r.ns, r.pool, 2)
+	r.evidence.startSampler(r.ctx)
+
+	load, stopLoad := context.WithCancel(r.ctx)
+	driverDone := make(chan struct{})
+	go func() { defer close(driverDone); r.driver.run(load) }()
+	nemesisDone := make(chan struct{})
+	go func() { defer close(nemesisDone); r.nemesis.run(load, dur) }()
+	<-nemesisDone
+	stopLoad()
+	<-driverDone
+	r.nemesis.heal()
+	t.Logf("faults injected: %v", r.nemesis.summary())
+
+	// Faults stopped: every task ends (or, after data loss, is gone), and
+	// the pool converges to what was asked.
+	r.driver.settle(2 * time.Minute)
+	r.c.scaleTo(r.ns, r.pool, 2)
+	r.waitConverged(2, time.Minute)
+	r.evidence.stop()
+
+	rep := r.evidence.check(r.nemesis, r.driver, faultReservationTTL)
+	t.Logf("evidence: %s", rep.summary)
+	for _, v := range rep.violations {
+		t.Errorf("seed %d: %s", r.seed, v)
+	}
+	if !r.dataLoss {
+		for _, v := range r.driver.unfinished {
+			t.Errorf("seed %d: task never ended after faults stopped: %s", r.seed, v)
+		}
+	}
+}
