@@ -2,8 +2,8 @@ package kube
 
 import (
 	"net"
-	"os"
 	"net/url"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"

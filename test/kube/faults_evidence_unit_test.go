@@ -77,21 +77,21 @@ func TestFaultEvidenceFlagsEachViolation(t *testing.T) {
 			broken: []string{"p1"},
 		},
 		"the janitor deleted a pod holding a reservation": {
-			exec: []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
+			exec:  []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
 			audit: []string{audit("p1", janitorUser, 4)},
 			want:  "slot 0 was reserved for the apply of pa",
 		},
 		"a reservation ended by a rejection": {
-			exec: []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
+			exec:    []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
 			audit:   []string{audit("p1", janitorUser, 4)},
 			decided: map[string]float64{"pa": 3.5},
 		},
 		"a reservation that expired": {
-			exec: []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
+			exec:  []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
 			audit: []string{audit("p1", janitorUser, 2+faultReservationTTL.Seconds()+2)},
 		},
 		"a failed plan reserves nothing": {
-			exec: []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 1)},
+			exec:  []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 1)},
 			audit: []string{audit("p1", janitorUser, 4)},
 		},
 	}
