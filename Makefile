@@ -35,6 +35,12 @@ bench: ## Benchmarks on real redis-servers (started privately): slot store cycle
 bench-kube: ## Janitor benchmark on a real kube-apiserver: 1,000-pod pool at the chart's QPS/burst (create, idle reconcile, remove 500)
 	cd test/kube && $(GO) test -run '^$$' -bench Janitor1000Pods -benchtime 1x .
 
+SEED ?= 20261203
+DURATION ?= 30m
+.PHONY: soak
+soak: ## The fault-injection run (test/kube TestFaults) for one seed, longer: make soak SEED=20261203 DURATION=30m (odd seeds include Redis data loss)
+	cd test/kube && SLOTSCALER_FAULTS_SEEDS=$(SEED) SLOTSCALER_FAULTS_DURATION=$(DURATION) $(GO) test -count=1 -run '^TestFaults$$' -v -timeout 0 .
+
 .PHONY: fuzz
 fuzz: ## Fuzz the slot store against its Go model and the capacity math (FUZZTIME each)
 	$(GO) test -run '^$$' -fuzz FuzzStoreMatchesModel -fuzztime $(FUZZTIME) ./pkg/slots/

@@ -83,6 +83,7 @@ type agent struct {
 	// store lost the first one's claim or approval in a failover and
 	// someone approved again) is refused here, whatever the store says.
 	applied  map[string]bool
+	slotSems map[int]chan struct{} // one executor per slot (acquireSlot)
 	podState slots.PodState
 	// reportSeq numbers heartbeat reports (HeartbeatNumbered). It starts
 	// from the clock in microseconds so it also grows across restarts of an
@@ -118,6 +119,7 @@ func newAgent(cfg Config, log, storeLog *slog.Logger, runner executor.Runner, ba
 		phases:       map[slots.TaskRef]*phase{},
 		reservations: map[string]string{},
 		applied:      map[string]bool{},
+		slotSems:     map[int]chan struct{}{},
 		cordoned:     make(chan struct{}),
 		fatalCh:      make(chan struct{}),
 	}
@@ -612,9 +614,9 @@ func (a *agent) start(as *slots.Assignment, taken time.Time) {
 	for r, other := range a.phases {
 		if r != ref && other.slot == as.Slot && other.as != nil && !other.finished {
 			// The store frees a slot only once its phase's result is
-			// recorded, so this is a store bug; the new phase runs (the
-			// store gave it), and the log says so.
-			a.log.Error("assignment for a slot this agent still runs another phase in", "slot", as.Slot, "task", as.Task, "running", r.Task)
+			// recorded: it lost what runs there (data loss, a failover).
+			// The new phase waits for the slot (acquireSlot).
+			a.log.Warn("assignment for a slot this agent still runs another phase in", "slot", as.Slot, "task", as.Task, "running", r.Task)
 		}
 	}
 	if p == nil {
@@ -694,8 +696,9 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 		now := time.Now()
 		res = executor.Result{Outcome: executor.Failure, ExitCode: -1, Started: now, Exited: now,
 			Output: []byte("[slotscaler: this task's apply already started on this agent; an apply never runs twice]\n")}
-	} else if ctx.Err() != nil {
-		// Stopped while it was being claimed: nothing to start.
+	} else if ctx.Err() != nil || !a.acquireSlot(ctx, as.Slot, log) {
+		// Stopped while it was being claimed, or while it waited for its
+		// slot: nothing to start.
 		now := time.Now()
 		res = executor.Result{Outcome: executor.Cancelled, ExitCode: -1, Started: now, Exited: now,
 			Output: []byte("[slotscaler: cancelled before the executor started]\n")}
@@ -704,6 +707,7 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 		a.m.busySlots.Inc()
 		res = a.runner.Run(ctx, executor.Job{Env: a.phaseEnv(as), Stdin: as.Payload, Timeout: timeout})
 		a.m.busySlots.Dec()
+		a.releaseSlot(as.Slot)
 	}
 	if errors.Is(context.Cause(ctx), errFenced) {
 		log.Warn("phase killed: this pod is fenced, its result is not recorded", "outcome", res.Outcome)
@@ -740,6 +744,41 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 			a.hooks.recorded(timing)
 		}
 	}
+}
+
+// acquireSlot waits until no executor of this agent runs in the slot; false
+// if ctx ended first. The store gives a slot one phase at a time, so this
+// never waits, unless the store lost what runs there (a failover that lost
+// writes, data loss): then the store, which no longer knows the running
+// phase, tells the agent to stop it (heartbeat reconciliation), and the new
+// phase starts once it has ended. Two executors never share a slot.
+func (a *agent) acquireSlot(ctx context.Context, slot int, log *slog.Logger) bool {
+	a.mu.Lock()
+	sem := a.slotSems[slot]
+	if sem == nil {
+		sem = make(chan struct{}, 1)
+		a.slotSems[slot] = sem
+	}
+	a.mu.Unlock()
+	select {
+	case sem <- struct{}{}:
+		return true
+	default:
+	}
+	log.Warn("the slot still runs another phase (work the store lost); starting this one when it ends")
+	select {
+	case sem <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (a *agent) releaseSlot(slot int) {
+	a.mu.Lock()
+	sem := a.slotSems[slot]
+	a.mu.Unlock()
+	<-sem
 }
 
 // runsTask reports whether a phase of the task is in flight; a.mu held.

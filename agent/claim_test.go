@@ -117,3 +117,27 @@ func TestASecondApplyOfATaskIsNeverRun(t *testing.T) {
 	require.Eventually(t, func() bool { idle, _ := a.quiet(); return idle }, patience, 10*time.Millisecond)
 	assert.Equal(t, []string{"pa plan slot=0 attempt=1", "pa apply slot=0 attempt=1"}, e.starts(t), "the apply ran once")
 }
+
+// After the store lost what runs in a slot (a failover that lost writes) it
+// may give the slot to another phase while the first still runs. Found by
+// the fault-injection run (seed 20261203): two executors ran in one slot.
+// The new phase waits until the slot's executor has ended.
+func TestTwoExecutorsNeverShareASlotWhateverTheStoreSays(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, redistest.Standalone(t))
+	r := e.start(t, nil, hooks{})
+	r.waitReady(t)
+	e.submit(t, "a", slots.Plan, `mark started-a; await release-a; mark ended-a`)
+	e.await(t, "started-a")
+	tk := e.task(t, "a")
+	a := r.agent(t)
+	a.start(&slots.Assignment{Task: "x", Type: slots.Plan, Phase: slots.PhasePlan, Slot: tk.Slot, Attempt: 1, Epoch: "g-999",
+		Payload: []byte(`test -e "` + e.dir + `/ended-a" && mark x-after-a; mark started-x`)}, time.Now())
+	require.Eventually(t, func() bool {
+		return strings.Contains(r.logs.String(), "starting this one when it ends")
+	}, patience, 10*time.Millisecond)
+	assert.Equal(t, []string{"a plan slot=" + strconv.Itoa(tk.Slot) + " attempt=1"}, e.starts(t), "x waits for the slot")
+	e.mark(t, "release-a")
+	e.await(t, "started-x")
+	e.await(t, "x-after-a")
+}
