@@ -73,7 +73,9 @@ const declareHelp = `
 Declares (creates or updates) a static pool in the slot store and exits: run it
 before the pool's agents start, e.g. as a one-shot container. Re-running it is
 safe: the pool keeps its generation, and settings change in place, except the
-slot policy, which cannot change while the pool has pods. Kubernetes pools are
+slot policy: while the pool has pods a change waits (the other settings are
+applied, and the command exits non-zero saying the slot change is pending).
+Kubernetes pools are
 declared by ` + "`scaler janitor`" + ` from their AgentPool; this command refuses to
 turn one into a static pool.
 `
