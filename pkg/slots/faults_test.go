@@ -141,17 +141,8 @@ func TestAReaperSlowerThanItsMaxGapStillExpiresHeartbeats(t *testing.T) {
 // the task already running its apply and answered ErrNotReserved: the
 // approver was told no while the apply ran.
 func TestADecisionWhoseReplyWasLostIsAnsweredLikeTheFirst(t *testing.T) {
-	srv := redistest.Start(t)
-	ctx := context.Background()
-	proxy := faultproxy.Start(t, srv.Addr())
-	conn, err := redisconn.Open(ctx, proxy.URL(), nil)
-	require.NoError(t, err)
-	defer conn.Close()
-	s, err := New(ctx, conn.Client, Options{Prefix: redistest.Prefix(t), Logger: quietLogger()})
-	require.NoError(t, err)
-	e := &env{t: t, ctx: ctx, s: s, rdb: conn.Client, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
-	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
-	require.NoError(t, err)
+	e, proxy := proxiedEnv(t)
+	s, ctx := e.s, e.ctx
 	uid := e.pod("agent-0")
 	reserve := func(id string) {
 		e.submit(id, PlanAndApply)
@@ -192,17 +183,8 @@ func TestADecisionWhoseReplyWasLostIsAnsweredLikeTheFirst(t *testing.T) {
 // entry sat in the processing list where no Take looked, and its task stayed
 // assigned and never ran.
 func TestAnInboxEntryWhoseMoveReplyWasLostIsStillTaken(t *testing.T) {
-	srv := redistest.Start(t)
-	ctx := context.Background()
-	proxy := faultproxy.Start(t, srv.Addr())
-	conn, err := redisconn.Open(ctx, proxy.URL(), nil)
-	require.NoError(t, err)
-	defer conn.Close()
-	s, err := New(ctx, conn.Client, Options{Prefix: redistest.Prefix(t), Logger: quietLogger()})
-	require.NoError(t, err)
-	e := &env{t: t, ctx: ctx, s: s, rdb: conn.Client, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
-	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
-	require.NoError(t, err)
+	e, proxy := proxiedEnv(t)
+	s, ctx := e.s, e.ctx
 	uid := e.pod("agent-0")
 	m, err := s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil) // has looked at the empty processing list
 	require.NoError(t, err)
@@ -224,7 +206,26 @@ func TestAnInboxEntryWhoseMoveReplyWasLostIsStillTaken(t *testing.T) {
 	require.Equal(t, 1, cut.Acted(), "a move's reply was lost")
 	assert.Equal(t, map[string]bool{"a": true, "b": true}, got, "both assignments reached the agent")
 	assert.Empty(t, e.inbox("agent-0"))
-	n, err := conn.Client.LLen(ctx, s.base(e.pool)+"proc:agent-0").Result()
+	n, err := e.rdb.LLen(ctx, s.base(e.pool)+"proc:agent-0").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "nothing left in the processing list")
+}
+
+// proxiedEnv is a pool on a private real redis-server that the store
+// reaches through a fault proxy (go-redis's own retries left on, as in
+// production).
+func proxiedEnv(t *testing.T) (*env, *faultproxy.Proxy) {
+	t.Helper()
+	srv := redistest.Start(t)
+	ctx := context.Background()
+	proxy := faultproxy.Start(t, srv.Addr())
+	conn, err := redisconn.Open(ctx, proxy.URL(), nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	s, err := New(ctx, conn.Client, Options{Prefix: redistest.Prefix(t), Logger: quietLogger()})
+	require.NoError(t, err)
+	e := &env{t: t, ctx: ctx, s: s, rdb: conn.Client, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
+	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
+	require.NoError(t, err)
+	return e, proxy
 }

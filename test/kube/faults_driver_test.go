@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,11 +53,7 @@ func (d *driver) total() int {
 func (d *driver) summary() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(d.counts)) {
-		parts = append(parts, fmt.Sprintf("%s=%d", k, d.counts[k]))
-	}
-	return strings.Join(parts, " ")
+	return countsString(d.counts)
 }
 
 // decidedAt is when the driver first sent a reject or cancel for the task.
@@ -215,6 +209,9 @@ func (d *driver) finish(t *drivenTask, final string) {
 	defer d.mu.Unlock()
 	if !t.done {
 		t.done, t.final = true, final
+		if d.counts == nil {
+			d.counts = map[string]int{}
+		}
 		d.counts["end "+strings.Fields(final)[0]]++
 	}
 }

@@ -344,7 +344,9 @@ func (e *evidence) check(n *nemesis, d *driver, ttl time.Duration) report {
 			if x.pod != del.pod || x.typ != "plan_and_apply" || x.phase != "plan" || !x.ended || x.rc != 0 {
 				continue
 			}
-			ends := []time.Time{x.end.Add(ttl + time.Second)}
+			// The deadline is set when the result is recorded, after the
+			// end line: the reservation cannot have expired before end+ttl.
+			ends := []time.Time{x.end.Add(ttl)}
 			for _, a := range applies[x.task] {
 				ends = append(ends, a.start)
 			}

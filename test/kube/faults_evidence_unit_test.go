@@ -88,7 +88,12 @@ func TestFaultEvidenceFlagsEachViolation(t *testing.T) {
 		},
 		"a reservation that expired": {
 			exec:  []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
-			audit: []string{audit("p1", janitorUser, 2+faultReservationTTL.Seconds()+2)},
+			audit: []string{audit("p1", janitorUser, 2+faultReservationTTL.Seconds()+0.1)},
+		},
+		"a deletion just before the earliest expiry": {
+			exec: []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
+			audit: []string{audit("p1", janitorUser, 2+faultReservationTTL.Seconds()-0.1)},
+			want:  "slot 0 was reserved for the apply of pa",
 		},
 		"a failed plan reserves nothing": {
 			exec:  []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 1)},

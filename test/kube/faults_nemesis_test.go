@@ -92,9 +92,14 @@ func (n *nemesis) storeLossAfter(t time.Time) (time.Time, bool) {
 func (n *nemesis) summary() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	return countsString(n.counts)
+}
+
+// countsString is "a=1 b=2", keys sorted.
+func countsString(counts map[string]int) string {
 	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(n.counts)) {
-		parts = append(parts, fmt.Sprintf("%s=%d", k, n.counts[k]))
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, counts[k]))
 	}
 	return strings.Join(parts, " ")
 }
