@@ -91,7 +91,7 @@ func TestFaultEvidenceFlagsEachViolation(t *testing.T) {
 			audit: []string{audit("p1", janitorUser, 2+faultReservationTTL.Seconds()+0.1)},
 		},
 		"a deletion just before the earliest expiry": {
-			exec: []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
+			exec:  []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
 			audit: []string{audit("p1", janitorUser, 2+faultReservationTTL.Seconds()-0.1)},
 			want:  "slot 0 was reserved for the apply of pa",
 		},
