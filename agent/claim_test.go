@@ -122,7 +122,7 @@ func TestASecondApplyOfATaskIsNeverRun(t *testing.T) {
 // may give the slot to another phase while the first still runs. Found by
 // the fault-injection run (seed 20261203): two executors ran in one slot.
 // The new phase waits until the slot's executor has ended.
-func TestTwoExecutorsNeverShareASlotWhateverTheStoreSays(t *testing.T) {
+func TestSeed20261203TwoExecutorsNeverShareASlotWhateverTheStoreSays(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, redistest.Standalone(t))
 	r := e.start(t, nil, hooks{})
