@@ -89,6 +89,11 @@ func (d *demo) run(ctx context.Context) (result, error) {
 	}
 	d.log = log
 	klog.SetSlogLogger(log.With("component", "client-go"))
+	if _, port, err := net.SplitHostPort(d.cfg.DashboardAddress); err == nil && port != "0" {
+		// The first thing a newcomer sees: where to look (it answers within
+		// seconds, once the line below the banner says so).
+		d.con.Printf("slotscaler demo: dashboard http://%s/ (starting...)", displayAddr(d.cfg.DashboardAddress))
+	}
 
 	bins, err := findBinaries(d.cfg.BinDir)
 	if err != nil {
