@@ -268,10 +268,14 @@ func (s *Store) RunReaper(ctx context.Context, interval time.Duration, opts Reap
 				}
 			}
 		}
+		wasSlow := lastSweep > base
 		lastSweep = time.Since(start)
-		if lastSweep > base {
+		switch slow := lastSweep > base; {
+		case slow && !wasSlow: // said once per slow spell, not every sweep
 			s.log.Warn("reaper: a sweep over all pools took longer than the max gap; tolerating gaps as long as two sweeps",
 				"sweep", lastSweep, "pools", len(pools), "max_gap", base)
+		case !slow && wasSlow:
+			s.log.Info("reaper: sweeps are within the max gap again", "sweep", lastSweep, "max_gap", base)
 		}
 	}
 }
