@@ -84,6 +84,7 @@ type agent struct {
 	// someone approved again) is refused here, whatever the store says.
 	applied  map[string]bool
 	slotSems map[int]chan struct{} // one executor per slot (acquireSlot)
+	taskSems map[string]*taskSem   // one executor per task (acquireSlot)
 	podState slots.PodState
 	// reportSeq numbers heartbeat reports (HeartbeatNumbered). It starts
 	// from the clock in microseconds so it also grows across restarts of an
@@ -120,6 +121,7 @@ func newAgent(cfg Config, log, storeLog *slog.Logger, runner executor.Runner, ba
 		reservations: map[string]string{},
 		applied:      map[string]bool{},
 		slotSems:     map[int]chan struct{}{},
+		taskSems:     map[string]*taskSem{},
 		cordoned:     make(chan struct{}),
 		fatalCh:      make(chan struct{}),
 	}
@@ -696,7 +698,7 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 		now := time.Now()
 		res = executor.Result{Outcome: executor.Failure, ExitCode: -1, Started: now, Exited: now,
 			Output: []byte("[slotscaler: this task's apply already started on this agent; an apply never runs twice]\n")}
-	} else if ctx.Err() != nil || !a.acquireSlot(ctx, as.Slot, log) {
+	} else if ctx.Err() != nil || !a.acquireSlot(ctx, as.Task, as.Slot, log) {
 		// Stopped while it was being claimed, or while it waited for its
 		// slot: nothing to start.
 		now := time.Now()
@@ -707,7 +709,7 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 		a.m.busySlots.Inc()
 		res = a.runner.Run(ctx, executor.Job{Env: a.phaseEnv(as), Stdin: as.Payload, Timeout: timeout})
 		a.m.busySlots.Dec()
-		a.releaseSlot(as.Slot)
+		a.releaseSlot(as.Task, as.Slot)
 	}
 	if errors.Is(context.Cause(ctx), errFenced) {
 		log.Warn("phase killed: this pod is fenced, its result is not recorded", "outcome", res.Outcome)
@@ -752,20 +754,44 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 // writes, data loss): then the store, which no longer knows the running
 // phase, tells the agent to stop it (heartbeat reconciliation), and the new
 // phase starts once it has ended. Two executors never share a slot.
-func (a *agent) acquireSlot(ctx context.Context, slot int, log *slog.Logger) bool {
+//
+// The same holds for a task: a plan may be retried, never run twice at once,
+// so a phase of a task that still runs here (in another slot, under an
+// epoch the store forgot) waits for it too. The task is taken first, then
+// the slot.
+func (a *agent) acquireSlot(ctx context.Context, task string, slot int, log *slog.Logger) bool {
 	a.mu.Lock()
 	sem := a.slotSems[slot]
 	if sem == nil {
 		sem = make(chan struct{}, 1)
 		a.slotSems[slot] = sem
 	}
+	ts := a.taskSems[task]
+	if ts == nil {
+		ts = &taskSem{ch: make(chan struct{}, 1)}
+		a.taskSems[task] = ts
+	}
+	ts.users++
 	a.mu.Unlock()
+	if !acquire(ctx, ts.ch, log, "the task still runs another phase here (work the store lost); starting this one when it ends") {
+		a.dropTaskSem(task, ts)
+		return false
+	}
+	if !acquire(ctx, sem, log, "the slot still runs another phase (work the store lost); starting this one when it ends") {
+		<-ts.ch
+		a.dropTaskSem(task, ts)
+		return false
+	}
+	return true
+}
+
+func acquire(ctx context.Context, sem chan struct{}, log *slog.Logger, waiting string) bool {
 	select {
 	case sem <- struct{}{}:
 		return true
 	default:
 	}
-	log.Warn("the slot still runs another phase (work the store lost); starting this one when it ends")
+	log.Warn(waiting)
 	select {
 	case sem <- struct{}{}:
 		return true
@@ -774,11 +800,28 @@ func (a *agent) acquireSlot(ctx context.Context, slot int, log *slog.Logger) boo
 	}
 }
 
-func (a *agent) releaseSlot(slot int) {
+func (a *agent) releaseSlot(task string, slot int) {
 	a.mu.Lock()
-	sem := a.slotSems[slot]
+	sem, ts := a.slotSems[slot], a.taskSems[task]
 	a.mu.Unlock()
 	<-sem
+	<-ts.ch
+	a.dropTaskSem(task, ts)
+}
+
+// taskSem is a task's one-executor semaphore, kept while anyone holds or
+// waits for it (so the map does not grow with every task ever run).
+type taskSem struct {
+	ch    chan struct{}
+	users int // a.mu
+}
+
+func (a *agent) dropTaskSem(task string, ts *taskSem) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if ts.users--; ts.users == 0 {
+		delete(a.taskSems, task)
+	}
 }
 
 // runsTask reports whether a phase of the task is in flight; a.mu held.

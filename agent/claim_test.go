@@ -141,3 +141,27 @@ func TestSeed20261203TwoExecutorsNeverShareASlotWhateverTheStoreSays(t *testing.
 	e.await(t, "started-x")
 	e.await(t, "x-after-a")
 }
+
+// Found by the 30-minute soak (seed 20261203): after data loss the store
+// gave a plan that still ran here to another slot of the same pod, and the
+// task's plan ran twice at once. A phase of a task that still runs here
+// waits for it.
+func TestSeed20261203APlanNeverRunsTwiceAtOnceInOneAgent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, redistest.Standalone(t))
+	r := e.start(t, nil, hooks{})
+	r.waitReady(t)
+	e.submit(t, "a", slots.Plan, `mark "started-$TASK_EPOCH"; await release-a; mark "ended-$TASK_EPOCH"`)
+	tk := e.task(t, "a")
+	e.await(t, "started-"+tk.Epoch)
+	other := (tk.Slot + 1) % 3
+	a := r.agent(t)
+	a.start(&slots.Assignment{Task: "a", Type: slots.Plan, Phase: slots.PhasePlan, Slot: other, Attempt: 1, Epoch: "g-999",
+		Payload: []byte(`test -e "` + e.dir + `/ended-` + tk.Epoch + `" && mark again-after-first`)}, time.Now())
+	require.Eventually(t, func() bool {
+		return strings.Contains(r.logs.String(), "the task still runs another phase here")
+	}, patience, 10*time.Millisecond)
+	assert.Len(t, e.starts(t), 1, "the second run of a waits")
+	e.mark(t, "release-a")
+	e.await(t, "again-after-first")
+}

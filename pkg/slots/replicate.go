@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -78,4 +79,80 @@ func connectedReplicas(ctx context.Context, c *redis.Client) (int, error) {
 		}
 	}
 	return 0, nil
+}
+
+// replicatedRun runs a script and, when the primary has replicas, waits
+// (WAIT 1, up to the store's claim wait) until one acknowledged it, on the
+// same connection (WAIT covers that connection's writes). A claim is made
+// durable this way before its phase starts: an asynchronous failover that
+// lost it would otherwise hand the same phase out again while it runs — a
+// plan twice at once, an apply twice. The script's writes stand on the
+// primary either way; ErrNotReplicated says no replica has them yet (the
+// caller retries: the claim is idempotent). Cluster clients run the script
+// as is (see DrainReplicated).
+func (s *Store) replicatedRun(ctx context.Context, name string, pool PoolID, args ...any) (any, error) {
+	client, ok := s.rdb.(*redis.Client)
+	if !ok {
+		return s.run(ctx, name, pool, args...)
+	}
+	replicas, err := s.replicas.get(ctx, client)
+	if err != nil {
+		return nil, fmt.Errorf("reading replication info: %w", err)
+	}
+	if replicas == 0 {
+		return s.run(ctx, name, pool, args...)
+	}
+	if err := pool.Validate(); err != nil {
+		return nil, err
+	}
+	conn := client.Conn()
+	defer conn.Close()
+	res, err := s.scripts[name].Run(ctx, conn, []string{s.cfgKey(pool)}, args...).Result()
+	if errors.Is(err, redis.Nil) {
+		res, err = nil, nil
+	}
+	if err != nil {
+		return nil, mapScriptError(err)
+	}
+	acked, err := conn.Wait(ctx, 1, s.claimWait).Result()
+	if err != nil {
+		return nil, fmt.Errorf("waiting for a replica: %w", err)
+	}
+	if acked < 1 {
+		s.replicas.forget() // read the count again: the replica may be gone
+		return nil, fmt.Errorf("%w (%d replicas connected, waited %v)", ErrNotReplicated, replicas, s.claimWait)
+	}
+	return res, nil
+}
+
+// replicaCount caches how many replicas the primary has (INFO replication),
+// for a second: claims would otherwise pay a round trip each to ask.
+type replicaCount struct {
+	mu    sync.Mutex
+	n     int
+	until time.Time
+}
+
+func (r *replicaCount) get(ctx context.Context, c *redis.Client) (int, error) {
+	r.mu.Lock()
+	if time.Now().Before(r.until) {
+		n := r.n
+		r.mu.Unlock()
+		return n, nil
+	}
+	r.mu.Unlock()
+	n, err := connectedReplicas(ctx, c)
+	if err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	r.n, r.until = n, time.Now().Add(time.Second)
+	r.mu.Unlock()
+	return n, nil
+}
+
+func (r *replicaCount) forget() {
+	r.mu.Lock()
+	r.until = time.Time{}
+	r.mu.Unlock()
 }

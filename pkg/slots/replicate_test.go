@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/slotscaler/slotscaler/internal/faultproxy"
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -65,4 +67,46 @@ func TestDrainReplicatedWithoutReplicas(t *testing.T) {
 			require.Equal(t, PodDraining, snap.Pods[0].State)
 		})
 	}
+}
+
+// Found by the 30-minute fault soak (seed 20261203): an asynchronous
+// failover lost claims, and the same plan ran on two pods at once, an apply
+// twice. A claim now waits until a replica has it; until then the phase does
+// not start (ErrNotReplicated) and the next Take claims the same entry
+// again.
+func TestSeed20261203AClaimStartsOnlyOnceAReplicaHasIt(t *testing.T) {
+	ctx := context.Background()
+	primary := redistest.Start(t)
+	replica := redistest.Start(t)
+	link := faultproxy.Start(t, primary.Addr())
+	rrdb := redis.NewClient(&redis.Options{Addr: replica.Addr()})
+	t.Cleanup(func() { _ = rrdb.Close() })
+	host, port, _ := strings.Cut(link.Addr(), ":")
+	require.NoError(t, rrdb.Do(ctx, "REPLICAOF", host, port).Err())
+	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	require.Eventually(t, func() bool {
+		info, err := rrdb.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	}, 30*time.Second, 50*time.Millisecond, "replica never in sync")
+
+	s, err := New(ctx, rdb, Options{Prefix: redistest.Prefix(t), Logger: quietLogger(), ClaimReplicaWait: 300 * time.Millisecond})
+	require.NoError(t, err)
+	e := &env{t: t, ctx: ctx, s: s, rdb: rdb, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
+	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
+	require.NoError(t, err)
+	uid := e.pod("agent-0")
+	e.submit("a", Plan)
+	assert.Equal(t, "a", e.take("agent-0", uid).Task, "with the replica streaming, a claim is acknowledged")
+
+	e.submit("b", Plan)
+	link.Stall(true) // the replica falls behind
+	_, err = s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
+	require.ErrorIs(t, err, ErrNotReplicated, "the claim stands on the primary only: the phase must not start")
+	link.Stall(false)
+	m, err := s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
+	require.NoError(t, err)
+	require.NotNil(t, m)
+	assert.Equal(t, "b", m.Task, "the next take claims the same entry again, now replicated")
+	assert.Equal(t, 1, e.task("b").Attempt, "one start")
 }

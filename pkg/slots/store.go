@@ -20,6 +20,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -44,6 +45,9 @@ type Options struct {
 	MaxPayload int    // DefaultMaxPayload when 0
 	MaxOutput  int    // DefaultMaxOutput when 0
 	Logger     *slog.Logger
+	// ClaimReplicaWait bounds how long a claim waits for a replica to
+	// acknowledge it before its phase may start (default 1s; see Take).
+	ClaimReplicaWait time.Duration
 }
 
 // Store is the Go API over the slot state in Redis. It is safe for
@@ -61,6 +65,9 @@ type Store struct {
 	// retryClaim holds, per processing list, an entry whose claim failed
 	// without an answer from Redis; the next Take claims it again.
 	retryClaim sync.Map
+	// claimWait and replicas: see replicatedRun.
+	claimWait time.Duration
+	replicas  replicaCount
 }
 
 // New checks the data-model version and loads every script on every master
@@ -72,6 +79,10 @@ func New(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, 
 		maxPayload: opts.MaxPayload,
 		maxOutput:  opts.MaxOutput,
 		log:        opts.Logger,
+		claimWait:  opts.ClaimReplicaWait,
+	}
+	if s.claimWait <= 0 {
+		s.claimWait = time.Second
 	}
 	if s.prefix == "" {
 		s.prefix = DefaultPrefix

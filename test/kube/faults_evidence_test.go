@@ -353,7 +353,10 @@ func (e *evidence) check(n *nemesis, d *driver, ttl time.Duration) report {
 			if t, ok := d.decidedAt(x.task); ok {
 				ends = append(ends, t)
 			}
-			if t, ok := n.storeLossAfter(x.end); ok {
+			// A store loss from the plan's start on may have lost the task
+			// or its recorded result: the reservation may never have been
+			// held (the 30-minute soak's false alarms before this).
+			if t, ok := n.storeLossAfter(x.start); ok {
 				ends = append(ends, t)
 			}
 			held := slices.MinFunc(ends, func(a, b time.Time) int { return a.Compare(b) })

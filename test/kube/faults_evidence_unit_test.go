@@ -37,7 +37,8 @@ func TestFaultEvidenceFlagsEachViolation(t *testing.T) {
 		alive   map[string]bool // pod -> an executor was alive at its deletion
 		broken  []string        // pods the nemesis broke
 		decided map[string]float64
-		want    string // a substring of the one violation, or "" for none
+		loss    float64 // when the nemesis flushed Redis (0: never)
+		want    string  // a substring of the one violation, or "" for none
 	}{
 		"a clean history": {
 			exec: []string{line("start", "a", "plan", "plan", "p1", 1, 10, 1), line("end", "a", "plan", "plan", "p1", 1, 10, 2, 0),
@@ -95,6 +96,11 @@ func TestFaultEvidenceFlagsEachViolation(t *testing.T) {
 			audit: []string{audit("p1", janitorUser, 2+faultReservationTTL.Seconds()-0.1)},
 			want:  "slot 0 was reserved for the apply of pa",
 		},
+		"a store loss during the plan": {
+			exec:  []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 0)},
+			audit: []string{audit("p1", janitorUser, 4)},
+			loss:  1.5,
+		},
 		"a failed plan reserves nothing": {
 			exec:  []string{line("start", "pa", "plan_and_apply", "plan", "p1", 0, 10, 1), line("end", "pa", "plan_and_apply", "plan", "p1", 0, 10, 2, 1)},
 			audit: []string{audit("p1", janitorUser, 4)},
@@ -120,6 +126,9 @@ func TestFaultEvidenceFlagsEachViolation(t *testing.T) {
 			n := &nemesis{counts: map[string]int{}}
 			for _, p := range tc.broken {
 				n.breakPodNamed(p)
+			}
+			if tc.loss > 0 {
+				n.events = append(n.events, nemEvent{at: at(tc.loss), kind: "redis-flush"})
 			}
 			d := &driver{tasks: map[string]*drivenTask{}}
 			for task, s := range tc.decided {
