@@ -214,9 +214,14 @@ func processCPU() time.Duration {
 // cycleFixture is one pool of a BenchmarkCycle sub-benchmark.
 type cycleFixture struct {
 	*benchStore
-	pool    PoolID
-	uids    map[string]string // pod -> uid
-	taskSeq atomic.Int64      // task ids stay unique across b.N rounds
+	pool PoolID
+	uids map[string]string // pod -> uid
+	// readers: one Take at a time per pod, as an agent has one inbox reader.
+	// Clients of the same pod share it (a pod's processing list is its
+	// reader's alone: two readers could claim one entry between them and
+	// strand another).
+	readers map[string]*sync.Mutex
+	taskSeq atomic.Int64 // task ids stay unique across b.N rounds
 	trivial *redis.Script
 }
 
@@ -226,6 +231,7 @@ func newCycleFixture(b *testing.B, url string, prefix string, pods int) *cycleFi
 		benchStore: newBenchStore(b, url, prefix),
 		pool:       PoolID{Namespace: "bench", Name: "cycle"},
 		uids:       make(map[string]string, pods),
+		readers:    make(map[string]*sync.Mutex, pods),
 		trivial:    redis.NewScript("return redis.call('INCR', KEYS[1])"),
 	}
 	cfg := DefaultPoolConfig()
@@ -243,6 +249,7 @@ func newCycleFixture(b *testing.B, url string, prefix string, pods int) *cycleFi
 	for i := range names {
 		names[i] = fmt.Sprintf("agent-%05d", i)
 		f.uids[names[i]] = "uid-" + names[i]
+		f.readers[names[i]] = &sync.Mutex{}
 	}
 	// Registered through the Store API, 64 at a time.
 	err := benchParallel(pods, func(i int) error {
@@ -287,7 +294,9 @@ func (f *cycleFixture) cycle(ctx context.Context, payload, output []byte) (nilTa
 		// went to the same pod may take it first: then we complete whatever
 		// assignment we get, and a nil Take (a claim lost to another client
 		// through the shared processing list) is retried.
+		f.readers[r.Pod].Lock()
 		m, err := f.s.Take(ctx, f.pool, r.Pod, uid, time.Second, nil)
+		f.readers[r.Pod].Unlock()
 		if err != nil {
 			return nilTakes, err
 		}
