@@ -29,36 +29,14 @@ var ErrNotReplicated = errors.New("write not acknowledged by a replica")
 // cannot be routed to the pool's node through go-redis, so there the drain
 // is as durable as the cluster's asynchronous replication.
 func (s *Store) DrainReplicated(ctx context.Context, pool PoolID, pod, uid string, wait time.Duration) (int, error) {
-	client, ok := s.rdb.(*redis.Client)
-	if !ok {
-		return 0, s.Drain(ctx, pool, pod, uid)
-	}
-	replicas, err := connectedReplicas(ctx, client)
-	if err != nil {
-		return 0, fmt.Errorf("draining pod %s in %s: reading replication info: %w", pod, pool, err)
-	}
-	if replicas == 0 {
-		return 0, s.Drain(ctx, pool, pod, uid)
-	}
 	if err := validatePod(pod, uid); err != nil {
 		return 0, err
 	}
-	if err := pool.Validate(); err != nil {
-		return 0, err
-	}
-	conn := client.Conn()
-	defer conn.Close()
-	if err := mapScriptError(s.scripts["drain"].Run(ctx, conn, []string{s.cfgKey(pool)}, pod, uid).Err()); err != nil {
+	_, acked, err := s.replicatedRun(ctx, wait, "drain", pool, pod, uid)
+	if err != nil {
 		return 0, fmt.Errorf("draining pod %s in %s: %w", pod, pool, err)
 	}
-	acked, err := conn.Wait(ctx, 1, wait).Result()
-	if err != nil {
-		return 0, fmt.Errorf("draining pod %s in %s: waiting for a replica: %w", pod, pool, err)
-	}
-	if acked < 1 {
-		return 0, fmt.Errorf("draining pod %s in %s: %w (%d replicas connected, waited %v)", pod, pool, ErrNotReplicated, replicas, wait)
-	}
-	return int(acked), nil
+	return acked, nil
 }
 
 // connectedReplicas reads connected_slaves from INFO replication.
@@ -82,51 +60,55 @@ func connectedReplicas(ctx context.Context, c *redis.Client) (int, error) {
 }
 
 // replicatedRun runs a script and, when the primary has replicas, waits
-// (WAIT 1, up to the store's claim wait) until one acknowledged it, on the
+// (WAIT 1, up to wait) until one acknowledged it, on the
 // same connection (WAIT covers that connection's writes). A claim is made
 // durable this way before its phase starts: an asynchronous failover that
 // lost it would otherwise hand the same phase out again while it runs — a
 // plan twice at once, an apply twice. The script's writes stand on the
 // primary either way; ErrNotReplicated says no replica has them yet (the
-// caller retries: the claim is idempotent). Cluster clients run the script
-// as is (see DrainReplicated).
-func (s *Store) replicatedRun(ctx context.Context, name string, pool PoolID, args ...any) (any, error) {
+// caller retries: claim and drain are idempotent). acked is how many
+// replicas acknowledged (0 without replicas). Cluster clients run the
+// script as is: go-redis cannot route WAIT to the pool's node.
+func (s *Store) replicatedRun(ctx context.Context, wait time.Duration, name string, pool PoolID, args ...any) (res any, acked int, err error) {
 	client, ok := s.rdb.(*redis.Client)
 	if !ok {
-		return s.run(ctx, name, pool, args...)
+		res, err = s.run(ctx, name, pool, args...)
+		return res, 0, err
 	}
 	replicas, err := s.replicas.get(ctx, client)
 	if err != nil {
-		return nil, fmt.Errorf("reading replication info: %w", err)
+		return nil, 0, fmt.Errorf("reading replication info: %w", err)
 	}
 	if replicas == 0 {
-		return s.run(ctx, name, pool, args...)
+		res, err = s.run(ctx, name, pool, args...)
+		return res, 0, err
 	}
 	if err := pool.Validate(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	conn := client.Conn()
 	defer conn.Close()
-	res, err := s.scripts[name].Run(ctx, conn, []string{s.cfgKey(pool)}, args...).Result()
+	res, err = s.scripts[name].Run(ctx, conn, []string{s.cfgKey(pool)}, args...).Result()
 	if errors.Is(err, redis.Nil) {
 		res, err = nil, nil
 	}
 	if err != nil {
-		return nil, mapScriptError(err)
+		return nil, 0, mapScriptError(err)
 	}
-	acked, err := conn.Wait(ctx, 1, s.claimWait).Result()
+	n, err := conn.Wait(ctx, 1, wait).Result()
 	if err != nil {
-		return nil, fmt.Errorf("waiting for a replica: %w", err)
+		return nil, 0, fmt.Errorf("waiting for a replica: %w", err)
 	}
-	if acked < 1 {
+	if n < 1 {
 		s.replicas.forget() // read the count again: the replica may be gone
-		return nil, fmt.Errorf("%w (%d replicas connected, waited %v)", ErrNotReplicated, replicas, s.claimWait)
+		return nil, 0, fmt.Errorf("%w (%d replicas connected, waited %v)", ErrNotReplicated, replicas, wait)
 	}
-	return res, nil
+	return res, int(n), nil
 }
 
 // replicaCount caches how many replicas the primary has (INFO replication),
-// for a second: claims would otherwise pay a round trip each to ask.
+// for a second: claims and drains would otherwise pay a round trip each to
+// ask.
 type replicaCount struct {
 	mu    sync.Mutex
 	n     int

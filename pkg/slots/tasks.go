@@ -159,7 +159,7 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 		if claiming != nil {
 			hbs = claiming(TaskRef{Task: id, Epoch: epoch})
 		}
-		res, err := s.replicatedRun(ctx, "claim", pool, pod, uid, id, epoch, entry, hbs)
+		res, _, err := s.replicatedRun(ctx, s.claimWait, "claim", pool, pod, uid, id, epoch, entry, hbs)
 		if err != nil {
 			s.procClean.Delete(proc)
 			var rerr redis.Error
