@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -78,11 +79,7 @@ func binaryIn(t testing.TB, dir string) string {
 	require.NoError(t, err)
 	defer src.Close()
 	path := filepath.Join(dir, "agent")
-	dst, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	require.NoError(t, err)
-	_, err = io.Copy(dst, src)
-	require.NoError(t, err)
-	require.NoError(t, dst.Close())
+	testutil.WriteExecutable(t, path, src)
 	return path
 }
 
@@ -104,11 +101,11 @@ func TestExecutorCannotReadTheAgentsRedisCredentials(t *testing.T) {
 	script := filepath.Join(dir, "run-task")
 	// The executor looks everywhere it could: its own environment, the
 	// agent's environment and the agent's command line.
-	require.NoError(t, os.WriteFile(script, []byte(`#!/bin/sh
+	testutil.WriteExecutable(t, script, strings.NewReader(`#!/bin/sh
 echo "--- env"; env
 echo "--- agent environ"; tr '\0' '\n' < /proc/$PPID/environ
 echo "--- agent cmdline"; tr '\0' ' ' < /proc/$PPID/cmdline; echo
-`), 0o755))
+`))
 	env := e.settings(t, map[string]string{"EXECUTOR": script, "EXECUTOR_ENV": "ALLOWED_VAR"})
 	env["ALLOWED_VAR"] = "visible-value"
 	env["AWS_SECRET_ACCESS_KEY"] = "aws-secret-value"

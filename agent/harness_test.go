@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -100,7 +101,7 @@ echo "$TASK_ID $TASK_PHASE slot=$SLOT attempt=$TASK_ATTEMPT" >> "$D/starts"
 payload=$(cat)
 eval "$payload"
 `, e.dir)
-	require.NoError(t, os.WriteFile(p, []byte(body), 0o755))
+	testutil.WriteExecutable(t, p, strings.NewReader(body))
 	return p
 }
 

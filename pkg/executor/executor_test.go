@@ -13,13 +13,15 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/slotscaler/slotscaler/internal/testutil"
 )
 
 // script writes an executable /bin/sh script into dir and returns its path.
 func script(t *testing.T, dir, body string) string {
 	t.Helper()
 	p := filepath.Join(dir, "run.sh")
-	require.NoError(t, os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755))
+	testutil.WriteExecutable(t, p, strings.NewReader("#!/bin/sh\n"+body+"\n"))
 	return p
 }
 

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/slotscaler/slotscaler/internal/testutil"
 )
 
 // evidence is what a fault run is judged by, none of it read from the
@@ -81,9 +83,7 @@ func newEvidence(t testing.TB) *evidence {
 	e := &evidence{t: t, script: filepath.Join(dir, "run-task"), execLog: filepath.Join(dir, "executors.log"),
 		auditLog: filepath.Join(dir, "audit.log"), execs: map[execKey]*execRec{}, deletions: map[string]deletionRecord{},
 		done: make(chan struct{}), stopped: make(chan struct{})}
-	if err := os.WriteFile(e.script, []byte(faultExecutor), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WriteExecutable(t, e.script, strings.NewReader(faultExecutor))
 	if err := os.WriteFile(e.execLog, nil, 0o666); err != nil {
 		t.Fatal(err)
 	}
