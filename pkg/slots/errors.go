@@ -1,41 +1,46 @@
 package slots
 
 import (
+	"context"
 	"errors"
+	"io"
+	"net"
 	"strings"
+	"syscall"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Sentinel errors. Callers test them with errors.Is; the messages wrapping
-// them say which pool, pod or task was involved.
+// Sentinel errors, every one a refusal (see Classify). Callers test them
+// with errors.Is; the messages wrapping them say which pool, pod or task was
+// involved.
 var (
-	ErrInvalidPool     = errors.New("invalid pool")
-	ErrInvalidPod      = errors.New("invalid pod")
-	ErrInvalidTask     = errors.New("invalid task")
-	ErrInvalidConfig   = errors.New("invalid pool config")
-	ErrPayloadTooLarge = errors.New("payload too large")
-	ErrNoSlotForType   = errors.New("no slot in the policy runs this task type")
+	ErrInvalidPool     = refusal("invalid pool")
+	ErrInvalidPod      = refusal("invalid pod")
+	ErrInvalidTask     = refusal("invalid task")
+	ErrInvalidConfig   = refusal("invalid pool config")
+	ErrPayloadTooLarge = refusal("payload too large")
+	ErrNoSlotForType   = refusal("no slot in the policy runs this task type")
 
-	ErrPoolNotFound    = errors.New("pool not found")
-	ErrPolicyChange    = errors.New("slot policy cannot change while the pool has pods")
-	ErrPodNotFound     = errors.New("pod not found")
-	ErrPodConflict     = errors.New("pod name held by another incarnation")
-	ErrTombstoned      = errors.New("pod incarnation was removed")
-	ErrNotExpected     = errors.New("pod was not expected")
-	ErrPodLost         = errors.New("pod was declared lost")
-	ErrPodState        = errors.New("pod is not in a state that allows this")
-	ErrPodBusy         = errors.New("pod has running or reserved slots")
-	ErrSelfCordoned    = errors.New("pod was cordoned by its own stopping agent")
-	ErrTaskNotFound    = errors.New("task not found")
-	ErrTaskConflict    = errors.New("task id exists with another type")
-	ErrQueueFull       = errors.New("queue full")
-	ErrStaleEpoch      = errors.New("stale epoch")
-	ErrNotReserved     = errors.New("task is not reserved")
-	ErrReservationLost = errors.New("reservation lost")
-	ErrTaskFinished    = errors.New("task already finished")
-	ErrNotStarted      = errors.New("task phase was not started")
-	ErrIncompatible    = errors.New("redis holds an incompatible slotscaler data model")
+	ErrPoolNotFound    = refusal("pool not found")
+	ErrPolicyChange    = refusal("slot policy cannot change while the pool has pods")
+	ErrPodNotFound     = refusal("pod not found")
+	ErrPodConflict     = refusal("pod name held by another incarnation")
+	ErrTombstoned      = refusal("pod incarnation was removed")
+	ErrNotExpected     = refusal("pod was not expected")
+	ErrPodLost         = refusal("pod was declared lost")
+	ErrPodState        = refusal("pod is not in a state that allows this")
+	ErrPodBusy         = refusal("pod has running or reserved slots")
+	ErrSelfCordoned    = refusal("pod was cordoned by its own stopping agent")
+	ErrTaskNotFound    = refusal("task not found")
+	ErrTaskConflict    = refusal("task id exists with another type")
+	ErrQueueFull       = refusal("queue full")
+	ErrStaleEpoch      = refusal("stale epoch")
+	ErrNotReserved     = refusal("task is not reserved")
+	ErrReservationLost = refusal("reservation lost")
+	ErrTaskFinished    = refusal("task already finished")
+	ErrNotStarted      = refusal("task phase was not started")
+	ErrIncompatible    = refusal("redis holds an incompatible slotscaler data model")
 )
 
 // scriptErrors maps the codes Lua scripts return ("SSERR:<code> <detail>")
@@ -106,3 +111,80 @@ func (e *scriptError) Error() string {
 }
 
 func (e *scriptError) Unwrap() []error { return []error{e.sentinel, e.reply} }
+
+// refusalError is the type of every sentinel above, so that IsRefusal needs
+// no list to keep in step with them.
+type refusalError struct{ msg string }
+
+func (e *refusalError) Error() string { return e.msg }
+
+func refusal(msg string) error { return &refusalError{msg: msg} }
+
+// Kind is what a failed store call means for its caller. It is the one
+// classification of store errors: the agent, the scaler, the janitor and the
+// dashboard all decide retry-or-give-up from it.
+type Kind int
+
+const (
+	// KindNone: no error.
+	KindNone Kind = iota
+	// KindRefused: the store answered no (a script's refusal, or input
+	// rejected before it reached Redis). Nothing was written, and the same
+	// call gets the same answer until something else changes the store.
+	KindRefused
+	// KindUnavailable: no answer, or an answer that says "not now": the
+	// network, a timeout, a closed or exhausted client, a server loading
+	// its data or not a primary, a write no replica acknowledged. The call
+	// may or may not have taken effect; store calls are safe to retry.
+	KindUnavailable
+	// KindCanceled: the caller's context was canceled.
+	KindCanceled
+	// KindInternal: anything else: an unexpected reply, a bug.
+	KindInternal
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindNone:
+		return "none"
+	case KindRefused:
+		return "refused"
+	case KindUnavailable:
+		return "unavailable"
+	case KindCanceled:
+		return "canceled"
+	}
+	return "internal"
+}
+
+// Classify says what err, returned by a Store method, means.
+func Classify(err error) Kind {
+	var ref *refusalError
+	var ne net.Error
+	switch {
+	case err == nil:
+		return KindNone
+	case errors.As(err, &ref):
+		return KindRefused
+	case errors.Is(err, context.Canceled):
+		return KindCanceled
+	case errors.Is(err, ErrNotReplicated),
+		errors.Is(err, context.DeadlineExceeded),
+		errors.As(err, &ne),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout),
+		redis.IsLoadingError(err), redis.IsReadOnlyError(err), redis.IsMasterDownError(err),
+		redis.IsClusterDownError(err), redis.IsTryAgainError(err):
+		return KindUnavailable
+	}
+	return KindInternal
+}
+
+// IsRefusal reports whether the store answered no: retrying the same call
+// will not help.
+func IsRefusal(err error) bool { return Classify(err) == KindRefused }
+
+// IsUnavailable reports whether the store gave no usable answer: the call
+// may or may not have taken effect, and retrying it is the way on.
+func IsUnavailable(err error) bool { return Classify(err) == KindUnavailable }

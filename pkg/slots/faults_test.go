@@ -43,7 +43,9 @@ func TestEveryCallFailsWithinDeadlineWhenRedisIsDown(t *testing.T) {
 			c, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 			defer cancel()
 			start := time.Now()
-			require.Error(t, call(c))
+			err := call(c)
+			require.Error(t, err)
+			assert.Equal(t, KindUnavailable, Classify(err), "%v", err)
 			assert.Less(t, time.Since(start), 10*time.Second, "the call gives up at its deadline instead of hanging")
 		})
 	}

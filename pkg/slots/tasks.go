@@ -162,12 +162,11 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 		res, _, err := s.replicatedRun(ctx, s.claimWait, "claim", pool, pod, uid, id, epoch, entry, hbs)
 		if err != nil {
 			s.procClean.Delete(proc)
-			var rerr redis.Error
-			if !errors.As(err, &rerr) || errors.Is(err, ErrNotReplicated) {
-				// Not an answer from Redis (network, deadline), or an answer
-				// no replica has yet: the claim may have run, or may not
-				// survive a failover. The next Take claims this very entry
-				// again (idempotent) and waits for a replica again.
+			if !IsRefusal(err) {
+				// No answer (network, deadline), or an answer no replica has
+				// yet: the claim may have run, or may not survive a failover.
+				// The next Take claims this very entry again (idempotent) and
+				// waits for a replica again.
 				s.retryClaim.Store(proc, entry)
 			}
 			return nil, fmt.Errorf("claiming task %s on pod %s in %s: %w", id, pod, pool, err)
