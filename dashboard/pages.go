@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/a-h/templ"
-	"github.com/go-chi/chi/v5"
 
 	"github.com/slotscaler/slotscaler/pkg/slots"
 	"github.com/slotscaler/slotscaler/web"
@@ -31,27 +30,17 @@ func (s *server) render(w http.ResponseWriter, r *http.Request, status int, c te
 	}
 }
 
-// pageError renders a store error as an HTML page.
-func (s *server) pageError(w http.ResponseWriter, r *http.Request, err error) {
-	status, _ := errorStatus(err)
-	msg := err.Error()
-	switch status {
-	case http.StatusServiceUnavailable:
-		s.log.Warn("redis unavailable", "path", r.URL.Path, "err", err)
-		msg = "The slot store (Redis) is unavailable."
-	case http.StatusInternalServerError:
-		s.log.Error("store call failed", "path", r.URL.Path, "err", err)
-		msg = "Internal error."
-	}
-	s.render(w, r, status, web.ErrorPage(status, msg))
-}
-
 // age renders how long ago t was, as seen from now (both Redis times).
 func age(now, t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	d := max(0, now.Sub(t)).Truncate(time.Second)
+	return ageText(now.Sub(t))
+}
+
+// ageText renders a duration the way age does; a negative one reads as 0s.
+func ageText(d time.Duration) string {
+	d = max(0, d).Truncate(time.Second)
 	switch {
 	case d < time.Minute:
 		return fmt.Sprintf("%ds", int(d.Seconds()))
@@ -82,7 +71,7 @@ func overviewView(sums []poolSummary) web.OverviewView {
 			row.Queued = append(row.Queued, web.Count{Label: t, N: p.Queued[t]})
 		}
 		if p.OldestQueued != nil {
-			row.OldestQueued = age(p.At, *p.OldestQueued)
+			row.OldestQueued = ageText(p.oldestAge)
 		}
 		if p.DesiredPods != nil {
 			row.DesiredPods = fmt.Sprint(*p.DesiredPods)
@@ -93,15 +82,12 @@ func overviewView(sums []poolSummary) web.OverviewView {
 }
 
 func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) {
-	pools, err := s.store.Pools(r.Context())
-	if err == nil {
-		var sums []poolSummary
-		if sums, err = s.summarise(r.Context(), pools); err == nil {
-			s.render(w, r, http.StatusOK, web.OverviewPage(overviewView(sums)))
-			return
-		}
+	sums, err := s.poolSummaries(r.Context())
+	if err != nil {
+		s.pageError(w, r, err)
+		return
 	}
-	s.pageError(w, r, err)
+	s.render(w, r, http.StatusOK, web.OverviewPage(overviewView(sums)))
 }
 
 // podsPerPage bounds the rows of one pool page, so a 1,000-pod pool stays usable.
@@ -204,19 +190,6 @@ func gridView(snap slots.Snapshot, q gridQuery) web.GridView {
 	return v
 }
 
-// snapshot reads a pool that must exist (a snapshot of an unknown pool is
-// an empty pool, so the config read tells them apart).
-func (s *server) snapshot(r *http.Request) (slots.Snapshot, error) {
-	pool, err := poolOf(r)
-	if err != nil {
-		return slots.Snapshot{}, err
-	}
-	if _, _, err := s.store.Pool(r.Context(), pool); err != nil {
-		return slots.Snapshot{}, err
-	}
-	return s.store.Snapshot(r.Context(), pool)
-}
-
 func (s *server) poolPage(w http.ResponseWriter, r *http.Request) {
 	snap, err := s.snapshot(r)
 	if err != nil {
@@ -278,15 +251,12 @@ func stamp(t time.Time) string {
 }
 
 func (s *server) taskPage(w http.ResponseWriter, r *http.Request) {
-	pool, err := poolOf(r)
-	if err == nil {
-		var t slots.Task
-		if t, err = s.store.Task(r.Context(), pool, chi.URLParam(r, "id")); err == nil {
-			s.render(w, r, http.StatusOK, web.TaskPage(taskPageView(t)))
-			return
-		}
+	t, err := s.task(r)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
 	}
-	s.pageError(w, r, err)
+	s.render(w, r, http.StatusOK, web.TaskPage(taskPageView(t)))
 }
 
 // tokenCookie holds a read token in the browser after POST /login.

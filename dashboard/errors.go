@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+
+	"github.com/slotscaler/slotscaler/pkg/slots"
+	"github.com/slotscaler/slotscaler/web"
+)
+
+// apiError is every error body of the API.
+type apiError struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, apiError{Error: msg, Code: code})
+}
+
+// errorStatus maps a store error to an HTTP status and error code.
+func errorStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, slots.ErrInvalidPool):
+		return http.StatusBadRequest, "invalid_pool"
+	case errors.Is(err, slots.ErrInvalidTask):
+		return http.StatusBadRequest, "invalid_task"
+	case errors.Is(err, slots.ErrPayloadTooLarge):
+		return http.StatusBadRequest, "payload_too_large"
+	case errors.Is(err, slots.ErrNoSlotForType):
+		return http.StatusBadRequest, "no_slot_for_type"
+	case errors.Is(err, slots.ErrPoolNotFound):
+		return http.StatusNotFound, "pool_not_found"
+	case errors.Is(err, slots.ErrTaskNotFound):
+		return http.StatusNotFound, "task_not_found"
+	case errors.Is(err, slots.ErrReservationLost):
+		return http.StatusConflict, "reservation_lost"
+	case errors.Is(err, slots.ErrNotReserved):
+		return http.StatusConflict, "not_reserved"
+	case errors.Is(err, slots.ErrTaskFinished):
+		return http.StatusConflict, "task_finished"
+	case errors.Is(err, slots.ErrTaskConflict):
+		return http.StatusConflict, "task_conflict"
+	case errors.Is(err, slots.ErrPodLost), errors.Is(err, slots.ErrPodState):
+		return http.StatusConflict, "pod_state"
+	case errors.Is(err, slots.ErrQueueFull):
+		return http.StatusTooManyRequests, "queue_full"
+	case unavailable(err):
+		return http.StatusServiceUnavailable, "redis_unavailable"
+	}
+	return http.StatusInternalServerError, "internal"
+}
+
+// unavailable reports whether err says Redis could not be reached.
+func unavailable(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, io.EOF) ||
+		errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connection pool timeout")
+}
+
+// storeError answers a failed store call.
+func (s *server) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := errorStatus(err)
+	msg := err.Error()
+	switch status {
+	case http.StatusTooManyRequests:
+		w.Header().Set("Retry-After", "5")
+	case http.StatusServiceUnavailable:
+		s.log.Warn("redis unavailable", "path", r.URL.Path, "err", err)
+		w.Header().Set("Retry-After", "5")
+		msg = "slot store unavailable"
+	case http.StatusInternalServerError:
+		s.log.Error("store call failed", "path", r.URL.Path, "err", err)
+		msg = "internal error"
+	}
+	writeError(w, status, code, msg)
+}
+
+// pageError renders a store error as an HTML page.
+func (s *server) pageError(w http.ResponseWriter, r *http.Request, err error) {
+	status, _ := errorStatus(err)
+	msg := err.Error()
+	switch status {
+	case http.StatusServiceUnavailable:
+		s.log.Warn("redis unavailable", "path", r.URL.Path, "err", err)
+		msg = "The slot store (Redis) is unavailable."
+	case http.StatusInternalServerError:
+		s.log.Error("store call failed", "path", r.URL.Path, "err", err)
+		msg = "Internal error."
+	}
+	s.render(w, r, status, web.ErrorPage(status, msg))
+}
