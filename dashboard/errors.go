@@ -1,13 +1,8 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"io"
-	"net"
 	"net/http"
-	"strings"
-	"syscall"
 
 	"github.com/slotscaler/slotscaler/pkg/slots"
 	"github.com/slotscaler/slotscaler/web"
@@ -23,7 +18,9 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	writeJSON(w, status, apiError{Error: msg, Code: code})
 }
 
-// errorStatus maps a store error to an HTTP status and error code.
+// errorStatus maps a store error to an HTTP status and error code. The
+// refusals a caller can act on get their own status; whatever slots.Classify
+// calls unavailable is a 503, so clients retry instead of giving up.
 func errorStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, slots.ErrInvalidPool):
@@ -50,17 +47,10 @@ func errorStatus(err error) (int, string) {
 		return http.StatusConflict, "pod_state"
 	case errors.Is(err, slots.ErrQueueFull):
 		return http.StatusTooManyRequests, "queue_full"
-	case unavailable(err):
+	case slots.IsUnavailable(err):
 		return http.StatusServiceUnavailable, "redis_unavailable"
 	}
 	return http.StatusInternalServerError, "internal"
-}
-
-// unavailable reports whether err says Redis could not be reached.
-func unavailable(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, io.EOF) ||
-		errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "connection pool timeout")
 }
 
 // storeError answers a failed store call.
