@@ -9,31 +9,14 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
-
-func env(m map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
-}
 
 func TestRunServesUntilCancelledAndNeverLogsTokens(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -43,10 +26,10 @@ func TestRunServesUntilCancelledAndNeverLogsTokens(t *testing.T) {
 	metricsAddr := mln.Addr().String()
 	require.NoError(t, mln.Close())
 	ctx, cancel := context.WithCancel(t.Context())
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--log-level=debug"}, logs, env(map[string]string{
+		done <- run(ctx, []string{"--log-level=debug"}, logs, testutil.Env(map[string]string{
 			"REDIS_URL":       redistest.Standalone(t),
 			"KEY_PREFIX":      redistest.Prefix(t),
 			"API_TOKENS":      "ci=very-secret-1,ops=very-secret-2",
@@ -121,7 +104,7 @@ func TestTokensParseNamePairsAndNeverPrintSecrets(t *testing.T) {
 
 func TestHelpListsEnvironmentTwins(t *testing.T) {
 	var out bytes.Buffer
-	_, err := parseConfigWith([]string{"--help"}, env(nil), &out)
+	_, err := parseConfigWith([]string{"--help"}, testutil.Env(nil), &out)
 	require.True(t, errors.Is(err, flag.ErrHelp))
 	for _, want := range []string{"--listen-address", "LISTEN_ADDRESS", ":8080", "API_TOKENS", "READ_AUTH", "REDIS_URL"} {
 		assert.Contains(t, out.String(), want)
@@ -129,8 +112,8 @@ func TestHelpListsEnvironmentTwins(t *testing.T) {
 }
 
 func TestConfigRejectsBadSettings(t *testing.T) {
-	_, err := parseConfig([]string{"--max-payload=0"}, env(nil))
+	_, err := parseConfig([]string{"--max-payload=0"}, testutil.Env(nil))
 	require.ErrorContains(t, err, "--max-payload")
-	_, err = parseConfig(nil, env(map[string]string{"API_TOKENS": "nope"}))
+	_, err = parseConfig(nil, testutil.Env(map[string]string{"API_TOKENS": "nope"}))
 	require.ErrorContains(t, err, "API_TOKENS")
 }

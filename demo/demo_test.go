@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/capacity"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
@@ -242,7 +242,7 @@ func TestDemoScalesAPoolUpAndDownWithoutRemovingBusyPods(t *testing.T) {
 	addr, err := freeLoopback()
 	require.NoError(t, err)
 	cfg := Config{KeyPrefix: "demotest", BinDir: bins, DashboardAddress: addr, LogFormat: "text", Profile: fastProfile()}
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	d := newDemo(cfg, out)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -364,22 +364,4 @@ func livePods(t *testing.T, api *fakeAPI, ns, pool string) int {
 		}
 	}
 	return n
-}
-
-// syncBuffer is the demo's terminal in tests.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
