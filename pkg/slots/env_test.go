@@ -118,7 +118,7 @@ func (e *env) take(pod, uid string) *Assignment {
 // inbox returns the raw pending inbox entries of a pod.
 func (e *env) inbox(pod string) []string {
 	e.t.Helper()
-	v, err := e.rdb.LRange(e.ctx, e.s.base(e.pool)+"inbox:"+pod, 0, -1).Result()
+	v, err := e.rdb.LRange(e.ctx, e.s.base(e.pool)+keyInbox+pod, 0, -1).Result()
 	require.NoError(e.t, err)
 	return v
 }

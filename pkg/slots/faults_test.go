@@ -208,7 +208,7 @@ func TestAnInboxEntryWhoseMoveReplyWasLostIsStillTaken(t *testing.T) {
 	require.Equal(t, 1, cut.Acted(), "a move's reply was lost")
 	assert.Equal(t, map[string]bool{"a": true, "b": true}, got, "both assignments reached the agent")
 	assert.Empty(t, e.inbox("agent-0"))
-	n, err := e.rdb.LLen(ctx, s.base(e.pool)+"proc:agent-0").Result()
+	n, err := e.rdb.LLen(ctx, s.base(e.pool)+keyProc+"agent-0").Result()
 	require.NoError(t, err)
 	assert.Zero(t, n, "nothing left in the processing list")
 }

@@ -571,15 +571,15 @@ func (h *fuzzHarness) compareState() {
 	lists := map[string]*redis.StringSliceCmd{}
 	for i := 0; i < fuzzPods; i++ {
 		pod := fuzzPod(byte(i))
-		for _, l := range []string{"inbox:", "proc:"} {
+		for _, l := range []string{keyInbox, keyProc} {
 			lists[l+pod] = pipe.LRange(ctx, base+l+pod, 0, -1)
 		}
 	}
 	queues := map[TaskType]*redis.StringSliceCmd{}
 	for _, typ := range TaskTypes {
-		queues[typ] = pipe.ZRange(ctx, base+"q:"+string(typ), 0, -1)
+		queues[typ] = pipe.ZRange(ctx, base+keyQueue+string(typ), 0, -1)
 	}
-	resv := pipe.ZRangeWithScores(ctx, base+"resv", 0, -1)
+	resv := pipe.ZRangeWithScores(ctx, base+keyResv, 0, -1)
 	if _, err := pipe.Exec(ctx); err != nil {
 		h.bad = append(h.bad, err.Error())
 		return
@@ -593,7 +593,7 @@ func (h *fuzzHarness) compareState() {
 		for _, l := range []struct {
 			key  string
 			want []modelEntry
-		}{{"inbox:", inbox}, {"proc:", proc}} {
+		}{{keyInbox, inbox}, {keyProc, proc}} {
 			got := lists[l.key+pod].Val()
 			ok := len(got) == len(l.want)
 			for j := 0; ok && j < len(got); j++ {

@@ -698,11 +698,11 @@ func checkEventLog(t *testing.T, e *env, h *hammer) {
 		require.NoError(t, err)
 		require.True(t, tk.State.Terminal(), "task %s is %s", id, tk.State)
 		require.Equal(t, string(tk.State), final[id], "task %s: stored state vs event log", id)
-		for _, key := range []string{"q:plan", "q:plan_and_apply", "qat", "resv"} {
+		for _, key := range []string{keyQueue + string(Plan), keyQueue + string(PlanAndApply), keyQueuedAt, keyResv} {
 			_, err := e.rdb.ZScore(e.ctx, base+key, id).Result()
 			require.Error(t, err, "finished task %s still in %s", id, key)
 		}
-		_, err = e.rdb.ZScore(e.ctx, base+"done", id).Result()
+		_, err = e.rdb.ZScore(e.ctx, base+keyDone, id).Result()
 		require.NoError(t, err, "finished task %s missing from done", id)
 	}
 	t.Logf("event log: %d events replayed", len(events))

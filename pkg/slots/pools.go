@@ -10,6 +10,11 @@ import (
 	"time"
 )
 
+// cfgPolicy is the config field holding the slot policy as JSON, for Pool to
+// read back. Unlike the fields of names.go no script reads it: declare_pool.lua
+// stores it with the other policy fields it is given.
+const cfgPolicy = "policy"
+
 // Declaration is what DeclarePool did.
 type Declaration struct {
 	// Generation is the pool's generation: a random value set when the pool
@@ -54,17 +59,17 @@ func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (Dec
 	// The slot policy's fields, applied only when the policy may change
 	// (declare_pool.lua), then the rest.
 	pol := []any{
-		"policy", string(policy),
-		"nslots", len(cfg.Policy.Slots),
-		"sc", strings.Join(sc, ","),
-		"ncls", len(classes),
+		cfgPolicy, string(policy),
+		cfgNSlots, len(cfg.Policy.Slots),
+		cfgSlotClasses, strings.Join(sc, ","),
+		cfgNClasses, len(classes),
 	}
 	for i, c := range classes {
 		ts := make([]string, len(c.Types))
 		for j, t := range c.Types {
 			ts[j] = string(t)
 		}
-		pol = append(pol, "ct"+strconv.Itoa(i), strings.Join(ts, ","))
+		pol = append(pol, cfgClassTypes+strconv.Itoa(i), strings.Join(ts, ","))
 	}
 	for _, t := range TaskTypes {
 		order := allocationOrder(classes, t)
@@ -76,20 +81,20 @@ func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (Dec
 		for i, o := range order {
 			os[i] = strconv.Itoa(o)
 		}
-		pol = append(pol, "ord_"+string(t), strings.Join(os, ","))
+		pol = append(pol, cfgOrder+string(t), strings.Join(os, ","))
 	}
-	pol = append(pol, "types", strings.Join(types, ","), "fill", strings.Join(fillOrder(classes, slotClass), ","))
+	pol = append(pol, cfgTypes, strings.Join(types, ","), cfgFill, strings.Join(fillOrder(classes, slotClass), ","))
 	args := append([]any{newGeneration(), string(policy), len(pol) / 2}, pol...)
 	args = append(args,
-		"managed", managed,
-		"hbto", cfg.HeartbeatTimeout.Milliseconds(),
-		"rttl", cfg.ReservationTTL.Milliseconds(),
-		"maxatt", cfg.MaxAttempts,
-		"qlim", cfg.QueueLimit,
-		"qage", cfg.MaxQueueAge.Milliseconds(),
-		"ret", cfg.Retention.Milliseconds(),
-		"retn", cfg.RetentionCount,
-		"evcap", cfg.EventCap,
+		cfgManaged, managed,
+		cfgHBTimeout, cfg.HeartbeatTimeout.Milliseconds(),
+		cfgResvTTL, cfg.ReservationTTL.Milliseconds(),
+		cfgMaxAttempts, cfg.MaxAttempts,
+		cfgQueueLimit, cfg.QueueLimit,
+		cfgMaxQueueAge, cfg.MaxQueueAge.Milliseconds(),
+		cfgRetention, cfg.Retention.Milliseconds(),
+		cfgRetentionN, cfg.RetentionCount,
+		cfgEventCap, cfg.EventCap,
 	)
 	res, err := s.run(ctx, "declare_pool", id, args...)
 	if err != nil {
@@ -150,7 +155,7 @@ func (s *Store) Pool(ctx context.Context, id PoolID) (PoolConfig, string, error)
 		return PoolConfig{}, "", fmt.Errorf("%w: %s", ErrPoolNotFound, id)
 	}
 	var cfg PoolConfig
-	if err := json.Unmarshal([]byte(h["policy"]), &cfg.Policy.Slots); err != nil {
+	if err := json.Unmarshal([]byte(h[cfgPolicy]), &cfg.Policy.Slots); err != nil {
 		return PoolConfig{}, "", fmt.Errorf("decoding slot policy of pool %s: %w", id, err)
 	}
 	ms := func(f string) time.Duration {
@@ -158,16 +163,16 @@ func (s *Store) Pool(ctx context.Context, id PoolID) (PoolConfig, string, error)
 		return time.Duration(v) * time.Millisecond
 	}
 	num := func(f string) int { v, _ := strconv.Atoi(h[f]); return v }
-	cfg.Managed = h["managed"] == "1"
-	cfg.HeartbeatTimeout = ms("hbto")
-	cfg.ReservationTTL = ms("rttl")
-	cfg.MaxAttempts = num("maxatt")
-	cfg.QueueLimit = num("qlim")
-	cfg.MaxQueueAge = ms("qage")
-	cfg.Retention = ms("ret")
-	cfg.RetentionCount = num("retn")
-	cfg.EventCap = num("evcap")
-	return cfg, h["gen"], nil
+	cfg.Managed = h[cfgManaged] == "1"
+	cfg.HeartbeatTimeout = ms(cfgHBTimeout)
+	cfg.ReservationTTL = ms(cfgResvTTL)
+	cfg.MaxAttempts = num(cfgMaxAttempts)
+	cfg.QueueLimit = num(cfgQueueLimit)
+	cfg.MaxQueueAge = ms(cfgMaxQueueAge)
+	cfg.Retention = ms(cfgRetention)
+	cfg.RetentionCount = num(cfgRetentionN)
+	cfg.EventCap = num(cfgEventCap)
+	return cfg, h[cfgGeneration], nil
 }
 
 // fillOrder lists slot indexes with the most specific class (fewest task

@@ -41,7 +41,7 @@ func TestDrainReplicatedWaitsForTheReplica(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 1, acked)
 	// WAIT returned: the replica has the drain already, no polling needed.
-	st, err := rrdb.HGet(ctx, s.base(pool)+"pod:a", "st").Result()
+	st, err := rrdb.HGet(ctx, s.base(pool)+keyPod+"a", "st").Result()
 	require.NoError(t, err)
 	require.Equal(t, "draining", st)
 

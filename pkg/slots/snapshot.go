@@ -222,13 +222,13 @@ func (s *Store) Events(ctx context.Context, pool PoolID, cursor string, limit in
 	}
 	base := s.base(pool)
 	pipe := s.rdb.Pipeline()
-	genCmd := pipe.HGet(ctx, base+"cfg", "gen")
-	firstCmd := pipe.XRangeN(ctx, base+"ev", "-", "+", 1)
+	genCmd := pipe.HGet(ctx, base+keyCfg, cfgGeneration)
+	firstCmd := pipe.XRangeN(ctx, base+keyEvents, "-", "+", 1)
 	start := "-"
 	if cursor != "" {
 		start = "(0-" + strconv.FormatUint(after, 10)
 	}
-	pageCmd := pipe.XRangeN(ctx, base+"ev", start, "+", int64(limit))
+	pageCmd := pipe.XRangeN(ctx, base+keyEvents, start, "+", int64(limit))
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return EventPage{}, fmt.Errorf("reading events of pool %s: %w", pool, err)
 	}
@@ -241,7 +241,7 @@ func (s *Store) Events(ctx context.Context, pool PoolID, cursor string, limit in
 	if cursor != "" && curGen != gen {
 		// Another generation: everything before is gone; start over.
 		page.Gap = true
-		msgs, err = s.rdb.XRangeN(ctx, base+"ev", "-", "+", int64(limit)).Result()
+		msgs, err = s.rdb.XRangeN(ctx, base+keyEvents, "-", "+", int64(limit)).Result()
 		if err != nil {
 			return EventPage{}, fmt.Errorf("reading events of pool %s: %w", pool, err)
 		}

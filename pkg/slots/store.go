@@ -132,8 +132,9 @@ func (s *Store) checkVersion(ctx context.Context) error {
 	return nil
 }
 
-// buildScripts builds each script: lib.lua followed by the operation's file,
-// with the test-only mutations of mutant_on.go applied.
+// buildScripts builds each script: the shared names (luaPrelude), lib.lua,
+// then the operation's file, with the test-only mutations of mutant_on.go
+// applied.
 func buildScripts() (map[string]*redis.Script, error) {
 	lib, err := luaFS.ReadFile("lua/lib.lua")
 	if err != nil {
@@ -143,6 +144,7 @@ func buildScripts() (map[string]*redis.Script, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing scripts: %w", err)
 	}
+	prelude := luaPrelude()
 	out := map[string]*redis.Script{}
 	for _, e := range entries {
 		name := strings.TrimSuffix(path.Base(e), ".lua")
@@ -153,7 +155,7 @@ func buildScripts() (map[string]*redis.Script, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading %s: %w", e, err)
 		}
-		src, err := mutate(string(lib) + "\n" + string(body))
+		src, err := mutate(prelude + string(lib) + "\n" + string(body))
 		if err != nil {
 			return nil, fmt.Errorf("script %s: %w", name, err)
 		}
@@ -187,7 +189,7 @@ func (s *Store) loadScripts(ctx context.Context) error {
 }
 
 func (s *Store) base(p PoolID) string   { return s.prefix + ":v1:{" + p.String() + "}:" }
-func (s *Store) cfgKey(p PoolID) string { return s.base(p) + "cfg" }
+func (s *Store) cfgKey(p PoolID) string { return s.base(p) + keyCfg }
 func (s *Store) poolsKey() string       { return s.prefix + ":v1:pools" }
 
 // run executes a script for a pool. EVALSHA falls back to EVAL on NOSCRIPT

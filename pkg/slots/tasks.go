@@ -110,7 +110,7 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 	}
 	wait = max(wait.Round(time.Second), time.Second)
 	base := s.base(pool)
-	proc := base + "proc:" + pod
+	proc := base + keyProc + pod
 	// An entry left in the processing list by a claim that never reached
 	// Redis comes first. Only the first take of a pod in this process, and
 	// one after a failed claim, can find one: others skip the round trip.
@@ -127,7 +127,7 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 		}
 	}
 	if errors.Is(err, redis.Nil) {
-		entry, err = s.rdb.BLMove(ctx, base+"inbox:"+pod, proc, "LEFT", "RIGHT", wait).Result()
+		entry, err = s.rdb.BLMove(ctx, base+keyInbox+pod, proc, "LEFT", "RIGHT", wait).Result()
 		if err != nil {
 			// A move whose reply was lost (a deadline; or a broken
 			// connection, which go-redis answers by sending BLMOVE again, so
@@ -326,9 +326,9 @@ func (s *Store) Task(ctx context.Context, pool PoolID, id string) (Task, error) 
 	}
 	base := s.base(pool)
 	pipe := s.rdb.Pipeline()
-	pc := pipe.Exists(ctx, base+"cfg")
-	hc := pipe.HGetAll(ctx, base+"t:"+id)
-	lc := pipe.LRange(ctx, base+"h:"+id, 0, -1)
+	pc := pipe.Exists(ctx, base+keyCfg)
+	hc := pipe.HGetAll(ctx, base+keyTask+id)
+	lc := pipe.LRange(ctx, base+keyHistory+id, 0, -1)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return Task{}, fmt.Errorf("reading task %s in %s: %w", id, pool, err)
 	}

@@ -18,12 +18,12 @@ if t.st ~= 'reserved' then
   return fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
 end
 local now = now_ms()
-redis.call('ZREM', K .. 'resv', id)
+redis.call('ZREM', K .. KEY_RESV, id)
 local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', 1)
 redis.call('HSET', tkey(id), 'st', 'running', 'phase', 'apply', 'ep', ep, 'started', '0', 'attempt', 0,
   'upd', now, 'by', ARGV[2], 'rdl', '', 'rs', '0', 'aby', ARGV[2], 'aep', ep)
 count('run:' .. class_of(c, t.slot), 1)
-redis.call('RPUSH', K .. 'inbox:' .. t.pod, 'a|' .. id .. '|' .. ep)
+redis.call('RPUSH', K .. KEY_INBOX .. t.pod, 'a|' .. id .. '|' .. ep)
 hist(id, now, 'approved', 'by ' .. ARGV[2])
 hist(id, now, 'assigned', 'apply ' .. t.pod .. '#' .. t.slot .. ' epoch ' .. ep)
 emit(c, now, 'task', id, 'st', 'running', 'phase', 'apply', 'pod', t.pod, 'slot', t.slot, 'ep', ep, 'by', ARGV[2])

@@ -26,7 +26,7 @@ elseif t.st == 'running' and t.started ~= '1' then
 elseif t.st == 'running' then
   if t.cx ~= '1' then
     redis.call('HSET', tkey(id), 'cx', '1', 'cxby', by)
-    redis.call('RPUSH', K .. 'inbox:' .. t.pod, 'c|' .. id .. '|' .. t.ep)
+    redis.call('RPUSH', K .. KEY_INBOX .. t.pod, 'c|' .. id .. '|' .. t.ep)
     hist(id, now, 'cancelling', 'by ' .. by)
     emit(c, now, 'task', id, 'st', 'cancelling', 'pod', t.pod, 'slot', t.slot, 'ep', t.ep)
   end

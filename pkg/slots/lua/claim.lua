@@ -16,12 +16,12 @@ if c == nil then return fail('nopool') end
 local pod, uid, id, ep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local ph = redis.call('HMGET', pkey(pod), 'uid', 'st')
 if ph[1] ~= uid then
-  if redis.call('ZSCORE', K .. 'tomb', uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
+  if redis.call('ZSCORE', K .. KEY_TOMB, uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
   return fail('nopod', 'pod ' .. pod .. ' uid ' .. uid)
 end
 if ph[2] == 'lost' then return fail('lost', 'pod ' .. pod) end
-redis.call('LREM', K .. 'proc:' .. pod, 1, ARGV[5])
-local left = redis.call('LLEN', K .. 'proc:' .. pod)
+redis.call('LREM', K .. KEY_PROC .. pod, 1, ARGV[5])
+local left = redis.call('LLEN', K .. KEY_PROC .. pod)
 local t = redis.call('HMGET', tkey(id), 'st', 'ep', 'started', 'pod', 'type', 'phase', 'slot', 'attempt', 'payload')
 if t[1] == 'running' and t[2] == ep and t[3] == '1' and t[4] == pod then
   -- The pod's one reader retrying a claim that landed but whose reply was

@@ -32,7 +32,7 @@ elseif outcome == 'success' and plan_of_pa and redis.call('HGET', pkey(t.pod), '
 elseif outcome == 'success' and plan_of_pa then
   local deadline = now + c.rttl
   redis.call('HSET', tkey(id), 'st', 'reserved', 'upd', now, 'rdl', deadline, 'rs', '1', 'r:' .. ep, 'reserved')
-  redis.call('ZADD', K .. 'resv', deadline, id)
+  redis.call('ZADD', K .. KEY_RESV, deadline, id)
   hist(id, now, 'reserved', t.pod .. '#' .. t.slot .. ' until ' .. deadline)
   emit(c, now, 'task', id, 'st', 'reserved', 'pod', t.pod, 'slot', t.slot, 'ep', ep)
   return 'reserved'

@@ -12,26 +12,26 @@
 -- has no pods. A new generation records when it was born (gat, Redis TIME):
 -- pods older than it predate everything this Redis knows of the pool (data
 -- loss).
-local old = redis.call('HMGET', CFG, 'sig', 'gen')
+local old = redis.call('HMGET', CFG, CF_SIG, CF_GEN)
 local gen = old[2] or ARGV[1]
-if not old[2] then redis.call('HSET', CFG, 'gat', now_ms()) end
+if not old[2] then redis.call('HSET', CFG, CF_GAT, now_ms()) end
 local change = old[1] and old[1] ~= ARGV[2]
 local pending = ''
 if change then
-  local pods = redis.call('ZCARD', K .. 'pods')
+  local pods = redis.call('ZCARD', K .. KEY_PODS)
   if pods > 0 then pending = 'pool has ' .. pods .. ' pods' end
 end
 local npol = tonumber(ARGV[3])
-local args = {'gen', gen}
+local args = {CF_GEN, gen}
 if pending == '' then
   if change then
     -- A new policy may have other classes: drop the old class fields.
     local raw = redis.call('HKEYS', CFG)
     for _, f in ipairs(raw) do
-      if string.sub(f, 1, 2) == 'ct' or string.sub(f, 1, 4) == 'ord_' then redis.call('HDEL', CFG, f) end
+      if string.sub(f, 1, #CF_CT) == CF_CT or string.sub(f, 1, #CF_ORD) == CF_ORD then redis.call('HDEL', CFG, f) end
     end
   end
-  args[#args + 1] = 'sig'
+  args[#args + 1] = CF_SIG
   args[#args + 1] = ARGV[2]
   for i = 4, 3 + 2 * npol do args[#args + 1] = ARGV[i] end
 end

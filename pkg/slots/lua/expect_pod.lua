@@ -7,7 +7,7 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod, uid = ARGV[1], ARGV[2]
-if redis.call('ZSCORE', K .. 'tomb', uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
+if redis.call('ZSCORE', K .. KEY_TOMB, uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
 local ph = redis.call('HMGET', pkey(pod), 'uid', 'st')
 if ph[1] then
   if ph[1] == uid then return ph[2] end
@@ -19,7 +19,7 @@ local fields = {'uid', uid, 'st', 'expected', 'seq', seq, 'busy', 0, 'created', 
 if ARGV[3] == '1' then fields[#fields + 1] = 'cby'; fields[#fields + 1] = 'agent' end
 for i = 0, c.nslots - 1 do fields[#fields + 1] = 's' .. i; fields[#fields + 1] = '' end
 redis.call('HSET', pkey(pod), unpack(fields))
-redis.call('ZADD', K .. 'pods', seq, pod)
+redis.call('ZADD', K .. KEY_PODS, seq, pod)
 count('pods:expected', 1)
 emit(c, now, 'pod', pod, 'st', 'expected', 'uid', uid)
 return 'expected'

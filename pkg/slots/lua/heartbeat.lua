@@ -24,7 +24,7 @@ if c == nil then return fail('nopool') end
 local pod, uid = ARGV[1], ARGV[2]
 local ph = hgetall(pkey(pod))
 if ph == nil or ph.uid ~= uid then
-  if redis.call('ZSCORE', K .. 'tomb', uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
+  if redis.call('ZSCORE', K .. KEY_TOMB, uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
   if ph == nil then return fail('nopod', 'pod ' .. pod) end
   return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid)
 end
@@ -33,7 +33,7 @@ if ph.st == 'expected' then return fail('podstate', 'pod ' .. pod .. ' has not r
 local now = now_ms()
 local prev = tonumber(ph.lhb or '0')
 local seq = tonumber(ARGV[3]) or 0
-redis.call('ZADD', K .. 'hb', now + c.hbto, pod)
+redis.call('ZADD', K .. KEY_HB, now + c.hbto, pod)
 redis.call('HSET', pkey(pod), 'lhb', now)
 local reported, on_slot = {}, {}
 for i = 4, #ARGV do

@@ -1,11 +1,14 @@
--- lib.lua: helpers shared by every script; the store prepends it to each one.
+-- lib.lua: helpers shared by every script; the store prepends it to each one,
+-- after the names it shares with Go (KEY_* key suffixes, CF_* config fields,
+-- generated from names.go): scripts use those names, never the literals, so
+-- each name is defined once.
 --
 -- KEYS[1] of every script is the pool's config hash, "<prefix>:v1:{ns/name}:cfg".
 -- Every other key is built from it and shares its hash tag, so a pool lives in
 -- one Redis Cluster slot and each script stays atomic there.
 --
 -- Pool keys (K = "<prefix>:v1:{ns/name}:"):
---   K.cfg            hash   pool config (see Go: configFields)
+--   K.cfg            hash   pool config (CF_* fields; scripts read it through load_cfg)
 --   K.n              hash   counters and sequences
 --   K.pods           zset   pod name -> pod seq (age order)
 --   K.pod:<name>     hash   uid, st, seq, busy, idle (ms the last slot freed), s<i> ("" idle, task id, "!" orphan)
@@ -23,9 +26,9 @@
 --   K.ev             stream events, ids "0-<n>" from the evseq counter
 -- Times are milliseconds from Redis TIME: one clock for every writer.
 
-local K = string.sub(KEYS[1], 1, #KEYS[1] - 3)
-local CFG = K .. 'cfg'
-local N = K .. 'n'
+local K = string.sub(KEYS[1], 1, #KEYS[1] - #KEY_CFG)
+local CFG = K .. KEY_CFG
+local N = K .. KEY_N
 
 local function fail(code, msg)
   return redis.error_reply('SSERR:' .. code .. ' ' .. (msg or ''))
@@ -51,39 +54,48 @@ local function hgetall(key)
   return h
 end
 
--- load_cfg returns the parsed pool config, or nil when the pool is not declared.
+-- load_cfg returns the parsed pool config, or nil when the pool is not
+-- declared. Scripts read the config through these Lua fields only, so a
+-- config field's name lives in the CF_* names alone.
 local function load_cfg()
-  local c = hgetall(CFG)
-  if c == nil then return nil end
-  c.nslots = tonumber(c.nslots)
-  c.sc = split(c.sc)                -- class index (string) of each slot
-  c.fill = split(c.fill)            -- slot indexes, most specific class first
-  c.ncls = tonumber(c.ncls)
-  c.ctypes = {}                     -- class -> types
-  for i = 0, c.ncls - 1 do c.ctypes[tostring(i)] = split(c['ct' .. i]) end
-  c.hbto = tonumber(c.hbto)
-  c.rttl = tonumber(c.rttl)
-  c.maxatt = tonumber(c.maxatt)
-  c.qlim = tonumber(c.qlim)
-  c.qage = tonumber(c.qage)
-  c.ret = tonumber(c.ret)
-  c.retn = tonumber(c.retn)
+  local h = hgetall(CFG)
+  if h == nil then return nil end
+  local c = {
+    raw = h,                          -- every field, for order_of
+    gen = h[CF_GEN],
+    managed = h[CF_MANAGED],
+    types = h[CF_TYPES],
+    evcap = h[CF_EVCAP],
+    nslots = tonumber(h[CF_NSLOTS]),
+    sc = split(h[CF_SC]),             -- class index (string) of each slot
+    fill = split(h[CF_FILL]),         -- slot indexes, most specific class first
+    ncls = tonumber(h[CF_NCLS]),
+    ctypes = {},                      -- class -> types
+    hbto = tonumber(h[CF_HBTO]),
+    rttl = tonumber(h[CF_RTTL]),
+    maxatt = tonumber(h[CF_MAXATT]),
+    qlim = tonumber(h[CF_QLIM]),
+    qage = tonumber(h[CF_QAGE]),
+    ret = tonumber(h[CF_RET]),
+    retn = tonumber(h[CF_RETN]),
+  }
+  for i = 0, c.ncls - 1 do c.ctypes[tostring(i)] = split(h[CF_CT .. i]) end
   return c
 end
 
-local function order_of(c, ttype) return split(c['ord_' .. ttype]) end
-local function pkey(pod) return K .. 'pod:' .. pod end
-local function tkey(id) return K .. 't:' .. id end
+local function order_of(c, ttype) return split(c.raw[CF_ORD .. ttype]) end
+local function pkey(pod) return K .. KEY_POD .. pod end
+local function tkey(id) return K .. KEY_T .. id end
 local function member(pod, slot) return pod .. '#' .. slot end
 local function class_of(c, slot) return c.sc[tonumber(slot) + 1] end
 
 local function emit(c, now, ...)
   local seq = redis.call('HINCRBY', N, 'evseq', 1)
-  redis.call('XADD', K .. 'ev', 'MAXLEN', '~', c.evcap, '0-' .. seq, 'at', now, ...)
+  redis.call('XADD', K .. KEY_EV, 'MAXLEN', '~', c.evcap, '0-' .. seq, 'at', now, ...)
 end
 
 local function hist(id, now, st, detail)
-  redis.call('RPUSH', K .. 'h:' .. id, now .. '|' .. st .. '|' .. (detail or ''))
+  redis.call('RPUSH', K .. KEY_H .. id, now .. '|' .. st .. '|' .. (detail or ''))
 end
 
 local function count(field, by) redis.call('HINCRBY', N, field, by) end
@@ -121,22 +133,22 @@ local function assign(c, now, id, phase, pod, slot)
     'ep', ep, 'started', '0', 'upd', now)
   occupy(pod, slot, id)
   count('run:' .. class_of(c, slot), 1)
-  redis.call('RPUSH', K .. 'inbox:' .. pod, 'a|' .. id .. '|' .. ep)
+  redis.call('RPUSH', K .. KEY_INBOX .. pod, 'a|' .. id .. '|' .. ep)
   hist(id, now, 'assigned', phase .. ' ' .. pod .. '#' .. slot .. ' epoch ' .. ep)
   emit(c, now, 'task', id, 'st', 'running', 'phase', phase, 'pod', pod, 'slot', slot, 'ep', ep)
   return ep
 end
 
 local function dequeue(id, ttype)
-  redis.call('ZREM', K .. 'q:' .. ttype, id)
-  redis.call('ZREM', K .. 'qat', id)
+  redis.call('ZREM', K .. KEY_Q .. ttype, id)
+  redis.call('ZREM', K .. KEY_QAT, id)
 end
 
 -- next_queued returns the oldest queued task a slot of class cls may run.
 local function next_queued(c, cls)
   local best, best_type, best_score
   for _, t in ipairs(c.ctypes[cls]) do
-    local r = redis.call('ZRANGE', K .. 'q:' .. t, 0, 0, 'WITHSCORES')
+    local r = redis.call('ZRANGE', K .. KEY_Q .. t, 0, 0, 'WITHSCORES')
     if r[1] and (best_score == nil or tonumber(r[2]) < best_score) then
       best, best_type, best_score = r[1], t, tonumber(r[2])
     end
@@ -154,7 +166,7 @@ local function fill_slot(c, now, pod, slot)
     assign(c, now, id, 'plan', pod, slot)
     return true
   end
-  redis.call('ZADD', K .. 'idle:' .. cls, redis.call('HGET', pkey(pod), 'seq'), member(pod, slot))
+  redis.call('ZADD', K .. KEY_IDLE .. cls, redis.call('HGET', pkey(pod), 'seq'), member(pod, slot))
   return false
 end
 
@@ -179,9 +191,9 @@ end
 -- first, then the oldest pod. Returns the epoch, pod and slot, or nil.
 local function place(c, now, id, ttype)
   for _, cls in ipairs(order_of(c, ttype)) do
-    local m = redis.call('ZRANGE', K .. 'idle:' .. cls, 0, 0)[1]
+    local m = redis.call('ZRANGE', K .. KEY_IDLE .. cls, 0, 0)[1]
     if m then
-      redis.call('ZREM', K .. 'idle:' .. cls, m)
+      redis.call('ZREM', K .. KEY_IDLE .. cls, m)
       local pod, slot = string.match(m, '^(.*)#(%d+)$')
       return assign(c, now, id, 'plan', pod, slot), pod, slot
     end
@@ -190,8 +202,8 @@ local function place(c, now, id, ttype)
 end
 
 local function enqueue(c, now, id, ttype, qs)
-  redis.call('ZADD', K .. 'q:' .. ttype, qs, id)
-  redis.call('ZADD', K .. 'qat', now, id)
+  redis.call('ZADD', K .. KEY_Q .. ttype, qs, id)
+  redis.call('ZADD', K .. KEY_QAT, now, id)
   redis.call('HSET', tkey(id), 'st', 'queued', 'pod', '', 'slot', '', 'ep', '', 'started', '0',
     'upd', now, 'qat', now)
   hist(id, now, 'queued', '')
@@ -210,14 +222,14 @@ end
 local function finish(c, now, id, st, reason, by)
   redis.call('HSET', tkey(id), 'st', st, 'reason', reason or '', 'upd', now, 'fin', now)
   if by and by ~= '' then redis.call('HSET', tkey(id), 'by', by) end
-  redis.call('ZADD', K .. 'done', now, id)
+  redis.call('ZADD', K .. KEY_DONE, now, id)
   hist(id, now, st, reason)
   emit(c, now, 'task', id, 'st', st, 'reason', reason or '')
 end
 
 -- end_reservation ends a reserved task and frees its slot.
 local function end_reservation(c, now, id, t, st, reason, by)
-  redis.call('ZREM', K .. 'resv', id)
+  redis.call('ZREM', K .. KEY_RESV, id)
   finish(c, now, id, st, reason, by)
   release(c, now, t.pod, t.slot)
 end
@@ -231,7 +243,7 @@ local function lose(c, now, id, requeue_started)
   local t = hgetall(tkey(id))
   if t == nil then return end
   if t.st == 'reserved' then
-    redis.call('ZREM', K .. 'resv', id)
+    redis.call('ZREM', K .. KEY_RESV, id)
     finish(c, now, id, 'failed', 'reservation-lost')
     return true
   end
@@ -271,7 +283,7 @@ end
 local function drop_idle(c, pod, ph)
   for i = 0, c.nslots - 1 do
     if (ph['s' .. i] or '') == '' then
-      redis.call('ZREM', K .. 'idle:' .. c.sc[i + 1], member(pod, i))
+      redis.call('ZREM', K .. KEY_IDLE .. c.sc[i + 1], member(pod, i))
     end
   end
 end
@@ -309,10 +321,10 @@ local function remove_pod(c, now, pod, ph, reason)
     end
   end
   lose_all(c, now, lost, true)
-  redis.call('ZADD', K .. 'tomb', now, ph.uid)
-  redis.call('DEL', pkey(pod), K .. 'inbox:' .. pod, K .. 'proc:' .. pod)
-  redis.call('ZREM', K .. 'pods', pod)
-  redis.call('ZREM', K .. 'hb', pod)
+  redis.call('ZADD', K .. KEY_TOMB, now, ph.uid)
+  redis.call('DEL', pkey(pod), K .. KEY_INBOX .. pod, K .. KEY_PROC .. pod)
+  redis.call('ZREM', K .. KEY_PODS, pod)
+  redis.call('ZREM', K .. KEY_HB, pod)
 end
 
 -- mark_lost handles a pod whose heartbeat expired while its pod object may
@@ -334,7 +346,7 @@ local function mark_lost(c, now, pod, ph)
     end
   end
   lose_all(c, now, lost, false)
-  redis.call('ZREM', K .. 'hb', pod)
+  redis.call('ZREM', K .. KEY_HB, pod)
 end
 
 -- parse_inbox splits "a|<task>|<epoch>".

@@ -20,10 +20,10 @@ end
 redis.call('HSET', N, 'reap_last', now)
 local hbs, resv, queued, retained = 0, 0, 0, 0
 if now >= grace then
-  for _, pod in ipairs(redis.call('ZRANGEBYSCORE', K .. 'hb', '-inf', now, 'LIMIT', 0, batch)) do
+  for _, pod in ipairs(redis.call('ZRANGEBYSCORE', K .. KEY_HB, '-inf', now, 'LIMIT', 0, batch)) do
     local ph = hgetall(pkey(pod))
     if ph == nil then
-      redis.call('ZREM', K .. 'hb', pod)
+      redis.call('ZREM', K .. KEY_HB, pod)
     elseif c.managed == '1' then
       mark_lost(c, now, pod, ph)
     else
@@ -32,19 +32,19 @@ if now >= grace then
     end
     hbs = hbs + 1
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K .. 'resv', '-inf', now, 'LIMIT', 0, batch)) do
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', K .. KEY_RESV, '-inf', now, 'LIMIT', 0, batch)) do
     local t = hgetall(tkey(id))
     if t and t.st == 'reserved' then
       end_reservation(c, now, id, t, 'expired', 'reservation-ttl')
     else
-      redis.call('ZREM', K .. 'resv', id)
+      redis.call('ZREM', K .. KEY_RESV, id)
     end
     resv = resv + 1
   end
   if c.qage > 0 then
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', K .. 'qat', '-inf', now - c.qage, 'LIMIT', 0, batch)) do
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', K .. KEY_QAT, '-inf', now - c.qage, 'LIMIT', 0, batch)) do
       local ttype = redis.call('HGET', tkey(id), 'type')
-      if ttype then dequeue(id, ttype) else redis.call('ZREM', K .. 'qat', id) end
+      if ttype then dequeue(id, ttype) else redis.call('ZREM', K .. KEY_QAT, id) end
       finish(c, now, id, 'expired', 'queue-age')
       queued = queued + 1
     end
@@ -52,15 +52,15 @@ if now >= grace then
 end
 local function forget(ids)
   for _, id in ipairs(ids) do
-    redis.call('DEL', tkey(id), K .. 'h:' .. id)
-    redis.call('ZREM', K .. 'done', id)
+    redis.call('DEL', tkey(id), K .. KEY_H .. id)
+    redis.call('ZREM', K .. KEY_DONE, id)
     retained = retained + 1
   end
 end
-forget(redis.call('ZRANGEBYSCORE', K .. 'done', '-inf', now - c.ret, 'LIMIT', 0, batch))
-local excess = redis.call('ZCARD', K .. 'done') - c.retn
-if excess > 0 then forget(redis.call('ZRANGE', K .. 'done', 0, math.min(excess, batch) - 1)) end
-redis.call('ZREMRANGEBYSCORE', K .. 'tomb', '-inf', now - c.ret)
+forget(redis.call('ZRANGEBYSCORE', K .. KEY_DONE, '-inf', now - c.ret, 'LIMIT', 0, batch))
+local excess = redis.call('ZCARD', K .. KEY_DONE) - c.retn
+if excess > 0 then forget(redis.call('ZRANGE', K .. KEY_DONE, 0, math.min(excess, batch) - 1)) end
+redis.call('ZREMRANGEBYSCORE', K .. KEY_TOMB, '-inf', now - c.ret)
 local g = 0
 if now < grace then g = 1 end
 return {hbs, resv, queued, retained, g}

@@ -11,7 +11,7 @@ local want = {busy = 0, idlepods = 0, ['pods:expected'] = 0, ['pods:active'] = 0
 for i = 0, c.ncls - 1 do want['run:' .. i] = 0 end
 local idle = {}
 for i = 0, c.ncls - 1 do idle[tostring(i)] = {} end
-local pods = redis.call('ZRANGE', K .. 'pods', 0, -1)
+local pods = redis.call('ZRANGE', K .. KEY_PODS, 0, -1)
 local busy_of = {}
 for _, pod in ipairs(pods) do
   local ph = hgetall(pkey(pod))
@@ -47,7 +47,7 @@ for field, v in pairs(want) do
   end
 end
 for cls, members in pairs(idle) do
-  local key = K .. 'idle:' .. cls
+  local key = K .. KEY_IDLE .. cls
   local n = 0
   for m, _ in pairs(members) do
     n = n + 1
@@ -61,7 +61,7 @@ for cls, members in pairs(idle) do
 end
 -- The at-rest invariant: no queued task beside an idle slot that may run it.
 for cls, _ in pairs(idle) do
-  local key = K .. 'idle:' .. cls
+  local key = K .. KEY_IDLE .. cls
   while true do
     local m = redis.call('ZRANGE', key, 0, 0)[1]
     if not m then break end

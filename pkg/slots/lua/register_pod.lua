@@ -11,7 +11,7 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod, uid = ARGV[1], ARGV[2]
-if redis.call('ZSCORE', K .. 'tomb', uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
+if redis.call('ZSCORE', K .. KEY_TOMB, uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
 local ph = hgetall(pkey(pod))
 local now = now_ms()
 if ph == nil then
@@ -20,7 +20,7 @@ if ph == nil then
   local fields = {'uid', uid, 'st', 'expected', 'seq', seq, 'busy', 0, 'created', now}
   for i = 0, c.nslots - 1 do fields[#fields + 1] = 's' .. i; fields[#fields + 1] = '' end
   redis.call('HSET', pkey(pod), unpack(fields))
-  redis.call('ZADD', K .. 'pods', seq, pod)
+  redis.call('ZADD', K .. KEY_PODS, seq, pod)
   count('pods:expected', 1)
   ph = {uid = uid, st = 'expected', busy = '0'}
 elseif ph.uid ~= uid then
@@ -31,13 +31,13 @@ elseif ph.st == 'active' and ARGV[4] == '1' then
   drop_idle(c, pod, ph)
   set_state(pod, 'active', 'cordoned', tonumber(ph.busy))
   redis.call('HSET', pkey(pod), 'cby', 'agent')
-  redis.call('ZADD', K .. 'hb', now + c.hbto, pod)
+  redis.call('ZADD', K .. KEY_HB, now + c.hbto, pod)
   emit(c, now, 'pod', pod, 'st', 'cordoned', 'by', 'agent')
   return 'cordoned'
 elseif ph.st == 'active' or ph.st == 'cordoned' then
   -- A retry of a registration that already succeeded.
   if ARGV[4] == '1' then redis.call('HSET', pkey(pod), 'cby', 'agent') end
-  redis.call('ZADD', K .. 'hb', now + c.hbto, pod)
+  redis.call('ZADD', K .. KEY_HB, now + c.hbto, pod)
   return ph.st
 elseif ph.st ~= 'expected' then
   return fail('podstate', 'pod ' .. pod .. ' is ' .. ph.st)
@@ -47,7 +47,7 @@ if ARGV[4] == '1' or ph.cby == 'agent' then to = 'cordoned' end
 set_state(pod, 'expected', to, 0)
 redis.call('HSET', pkey(pod), 'reg', now)
 if to == 'cordoned' then redis.call('HSET', pkey(pod), 'cby', 'agent') end
-redis.call('ZADD', K .. 'hb', now + c.hbto, pod)
+redis.call('ZADD', K .. KEY_HB, now + c.hbto, pod)
 local orphan = {}
 for _, s in ipairs(split(ARGV[3])) do orphan[tonumber(s)] = true end
 for i = 0, c.nslots - 1 do

@@ -8,7 +8,7 @@ if c == nil then return fail('nopool') end
 local pod, uid = ARGV[1], ARGV[2]
 local ph = hgetall(pkey(pod))
 if ph == nil or (uid ~= '' and ph.uid ~= uid) then
-  if uid ~= '' and redis.call('ZSCORE', K .. 'tomb', uid) then return 'removed' end
+  if uid ~= '' and redis.call('ZSCORE', K .. KEY_TOMB, uid) then return 'removed' end
   if ph == nil then return fail('nopod', 'pod ' .. pod) end
   return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid)
 end

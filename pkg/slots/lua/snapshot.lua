@@ -6,11 +6,11 @@ local c = load_cfg()
 if c == nil then return fail('nopool') end
 local now = now_ms()
 local pods = {}
-for _, pod in ipairs(redis.call('ZRANGE', K .. 'pods', 0, -1)) do
+for _, pod in ipairs(redis.call('ZRANGE', K .. KEY_PODS, 0, -1)) do
   local ph = hgetall(pkey(pod))
   if ph then
     local p = {name = pod, uid = ph.uid, st = ph.st, seq = tonumber(ph.seq), created = tonumber(ph.created),
-      reg = tonumber(ph.reg or '0'), cby = ph.cby or '', idle = tonumber(ph.idle or '0'), hb = tonumber(redis.call('ZSCORE', K .. 'hb', pod) or '0'), slots = {}}
+      reg = tonumber(ph.reg or '0'), cby = ph.cby or '', idle = tonumber(ph.idle or '0'), hb = tonumber(redis.call('ZSCORE', K .. KEY_HB, pod) or '0'), slots = {}}
     for i = 0, c.nslots - 1 do
       local s = ph['s' .. i] or ''
       local slot = {i = i, task = s}
@@ -31,13 +31,13 @@ end
 -- The queue in dispatch order: by queue position across types.
 local entries = {}
 for _, t in ipairs(split(c.types)) do
-  local r = redis.call('ZRANGE', K .. 'q:' .. t, 0, -1, 'WITHSCORES')
+  local r = redis.call('ZRANGE', K .. KEY_Q .. t, 0, -1, 'WITHSCORES')
   for i = 1, #r, 2 do entries[#entries + 1] = {id = r[i], type = t, qs = tonumber(r[i + 1])} end
 end
 table.sort(entries, function(a, b) return a.qs < b.qs end)
 local q = {}
 for _, e in ipairs(entries) do
-  q[#q + 1] = e.id .. '|' .. e.type .. '|' .. (redis.call('ZSCORE', K .. 'qat', e.id) or '0')
+  q[#q + 1] = e.id .. '|' .. e.type .. '|' .. (redis.call('ZSCORE', K .. KEY_QAT, e.id) or '0')
 end
-local g = redis.call('HMGET', CFG, 'gen', 'gat')
+local g = redis.call('HMGET', CFG, CF_GEN, CF_GAT)
 return {now, pods, q, g[1] or '', tonumber(g[2] or '0')}

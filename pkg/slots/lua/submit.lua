@@ -17,11 +17,11 @@ local now = now_ms()
 -- Check the limit only when the task would have to wait.
 local free = false
 for _, cls in ipairs(order) do
-  if redis.call('ZCARD', K .. 'idle:' .. cls) > 0 then free = true break end
+  if redis.call('ZCARD', K .. KEY_IDLE .. cls) > 0 then free = true break end
 end
 if not free then
   local queued = 0
-  for _, t in ipairs(split(c.types)) do queued = queued + redis.call('ZCARD', K .. 'q:' .. t) end
+  for _, t in ipairs(split(c.types)) do queued = queued + redis.call('ZCARD', K .. KEY_Q .. t) end
   if queued >= c.qlim then return fail('full', queued .. ' tasks queued, limit ' .. c.qlim) end
 end
 local qs = redis.call('HINCRBY', N, 'qseq', 1)
