@@ -9,14 +9,10 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local id = ARGV[1]
-local t = hgetall(tkey(id))
-if t == nil then return fail('notask', id) end
-if t.st ~= 'reserved' then
+local t, reply = load_reserved(id, function(t)
   if t.aby == ARGV[2] and t.aep then return {t.aep, t.pod, t.slot} end
-  -- rs = 1: the task held a reservation that ended without an approval.
-  if t.rs == '1' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
-  return fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
-end
+end)
+if t == nil then return reply end
 local now = now_ms()
 redis.call('ZREM', K .. KEY_RESV, id)
 local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', 1)

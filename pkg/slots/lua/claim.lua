@@ -14,6 +14,8 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod, uid, id, ep = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+-- Not load_pod: a claim by another incarnation answers nopod, not conflict,
+-- and a claim, once per phase, reads two fields rather than the whole record.
 local ph = redis.call('HMGET', pkey(pod), 'uid', 'st')
 if ph[1] ~= uid then
   if redis.call('ZSCORE', K .. KEY_TOMB, uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end

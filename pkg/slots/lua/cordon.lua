@@ -8,9 +8,8 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod = ARGV[1]
-local ph = hgetall(pkey(pod))
-if ph == nil then return fail('nopod', 'pod ' .. pod) end
-if ARGV[2] ~= '' and ph.uid ~= ARGV[2] then return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid) end
+local ph, code, why = load_pod(pod, ARGV[2])
+if ph == nil then return fail(code, why) end
 if ph.st == 'cordoned' then
   if ARGV[3] == 'agent' and ph.cby ~= 'agent' then redis.call('HSET', pkey(pod), 'cby', 'agent') end
   return 'cordoned'

@@ -7,9 +7,8 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod = ARGV[1]
-local ph = hgetall(pkey(pod))
-if ph == nil then return fail('nopod', 'pod ' .. pod) end
-if ph.uid ~= ARGV[2] then return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid) end
+local ph, code, why = load_pod(pod, ARGV[2])
+if ph == nil then return fail(code, why) end
 local now = now_ms()
 local out, vacated = {}, {}
 for i = 0, c.nslots - 1 do

@@ -22,12 +22,8 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod, uid = ARGV[1], ARGV[2]
-local ph = hgetall(pkey(pod))
-if ph == nil or ph.uid ~= uid then
-  if redis.call('ZSCORE', K .. KEY_TOMB, uid) then return fail('tombstoned', 'pod ' .. pod .. ' uid ' .. uid) end
-  if ph == nil then return fail('nopod', 'pod ' .. pod) end
-  return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid)
-end
+local ph, code, why = load_pod(pod, uid, true)
+if ph == nil then return fail(code, why) end
 if ph.st == 'lost' then return fail('lost', 'pod ' .. pod) end
 if ph.st == 'expected' then return fail('podstate', 'pod ' .. pod .. ' has not registered') end
 local now = now_ms()

@@ -89,6 +89,36 @@ local function tkey(id) return K .. KEY_T .. id end
 local function member(pod, slot) return pod .. '#' .. slot end
 local function class_of(c, slot) return c.sc[tonumber(slot) + 1] end
 
+-- load_pod reads the record of a pod for a caller that names its incarnation
+-- by uid ('' for any). It returns the record, or nil, the refusal's code and
+-- its detail, checked in this order: tombstoned (only with check_tomb: that
+-- uid was removed, so its agent must stop rather than register again), nopod,
+-- conflict (another incarnation holds the name).
+local function load_pod(pod, uid, check_tomb)
+  local ph = hgetall(pkey(pod))
+  if ph ~= nil and (uid == '' or ph.uid == uid) then return ph end
+  if check_tomb and uid ~= '' and redis.call('ZSCORE', K .. KEY_TOMB, uid) then
+    return nil, 'tombstoned', 'pod ' .. pod .. ' uid ' .. uid
+  end
+  if ph == nil then return nil, 'nopod', 'pod ' .. pod end
+  return nil, 'conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid
+end
+
+-- load_reserved reads the task a decision (approve, reject) is about. It
+-- returns the task when it is reserved; otherwise nil and the reply: notask;
+-- what repeated(t) returns, when the caller's own decision is being repeated
+-- (a retry after a lost reply gets the first answer); reslost when the task
+-- held a reservation that ended without an approval (rs = 1); notreserved.
+local function load_reserved(id, repeated)
+  local t = hgetall(tkey(id))
+  if t == nil then return nil, fail('notask', id) end
+  if t.st == 'reserved' then return t end
+  local again = repeated(t)
+  if again ~= nil then return nil, again end
+  if t.rs == '1' then return nil, fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
+  return nil, fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
+end
+
 local function emit(c, now, ...)
   local seq = redis.call('HINCRBY', N, 'evseq', 1)
   redis.call('XADD', K .. KEY_EV, 'MAXLEN', '~', c.evcap, '0-' .. seq, 'at', now, ...)
@@ -238,7 +268,7 @@ end
 -- machine: an unstarted phase goes back without spending an attempt; a
 -- started plan is requeued only when requeue_started (the pod object is gone:
 -- the deletion is the fence) and attempts remain; an apply never runs twice;
--- a reservation is lost. The caller has already vacated the slot when free_slot.
+-- a reservation is lost. The caller has vacated the task's slot already.
 local function lose(c, now, id, requeue_started)
   local t = hgetall(tkey(id))
   if t == nil then return end
@@ -347,9 +377,4 @@ local function mark_lost(c, now, pod, ph)
   end
   lose_all(c, now, lost, false)
   redis.call('ZREM', K .. KEY_HB, pod)
-end
-
--- parse_inbox splits "a|<task>|<epoch>".
-local function parse_entry(e)
-  return string.match(e, '^(%a)|([^|]+)|(.*)$')
 end

@@ -8,14 +8,10 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local id = ARGV[1]
-local t = hgetall(tkey(id))
-if t == nil then return fail('notask', id) end
-if t.st ~= 'reserved' then
+local t, reply = load_reserved(id, function(t)
   if ARGV[3] == 'reject' and t.st == 'rejected' and t.by == ARGV[2] then return 'rejected' end
-  -- rs = 1: the task held a reservation that ended without an approval.
-  if t.rs == '1' then return fail('reslost', 'task ' .. id .. ' is ' .. t.st .. ' ' .. (t.reason or '')) end
-  return fail('notreserved', 'task ' .. id .. ' is ' .. t.st)
-end
+end)
+if t == nil then return reply end
 local now = now_ms()
 if ARGV[3] == 'release' then
   end_reservation(c, now, id, t, 'failed', ARGV[4], ARGV[2])

@@ -6,11 +6,9 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod, uid = ARGV[1], ARGV[2]
-local ph = hgetall(pkey(pod))
-if ph == nil or (uid ~= '' and ph.uid ~= uid) then
-  if uid ~= '' and redis.call('ZSCORE', K .. KEY_TOMB, uid) then return 'removed' end
-  if ph == nil then return fail('nopod', 'pod ' .. pod) end
-  return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid)
-end
+local ph, code, why = load_pod(pod, uid, true)
+-- Removing a removed incarnation again (a retry) succeeds.
+if code == 'tombstoned' then return 'removed' end
+if ph == nil then return fail(code, why) end
 remove_pod(c, now_ms(), pod, ph, ARGV[3])
 return 'removed'

@@ -6,9 +6,8 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local pod = ARGV[1]
-local ph = hgetall(pkey(pod))
-if ph == nil then return fail('nopod', 'pod ' .. pod) end
-if ARGV[2] ~= '' and ph.uid ~= ARGV[2] then return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid) end
+local ph, code, why = load_pod(pod, ARGV[2])
+if ph == nil then return fail(code, why) end
 if ph.st == 'active' then return 'active' end
 if ph.st ~= 'cordoned' then return fail('podstate', 'pod ' .. pod .. ' is ' .. ph.st) end
 if ph.cby == 'agent' then return fail('selfcordoned', 'pod ' .. pod .. ' was cordoned by its stopping agent') end
