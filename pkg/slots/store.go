@@ -114,9 +114,6 @@ func New(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, 
 	return s, nil
 }
 
-// Client returns the Redis client the store uses.
-func (s *Store) Client() redis.UniversalClient { return s.rdb }
-
 func (s *Store) checkVersion(ctx context.Context) error {
 	key := s.prefix + ":datamodel"
 	if err := s.rdb.SetNX(ctx, key, DataModelVersion, 0).Err(); err != nil {
