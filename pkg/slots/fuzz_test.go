@@ -821,8 +821,8 @@ func fuzzSeeds() [][]byte {
 		fseed(seedManaged2, sExpect(0), sRegister(0), sSubmit(0, false), sTake(0), sRemove(0), sExpect(1),
 			sRegister(1), sTake(1), sRemove(1), sExpect(2), sRegister(2), sSubmit(1, true), sTake(2), sTake(2)),
 
-		// The behaviour changed on purpose in commit 8b91d12 (once the
-		// discrepancies these seeds were written for).
+		// Behaviour changed on purpose (these seeds were first written for
+		// discrepancies between the store and the model).
 		//
 		// Approve of a plan that expired in the queue (it never held a
 		// reservation) answers ErrNotReserved.

@@ -10,7 +10,7 @@ package slots
 // learns each serial's epoch string from what the store returns.
 //
 // The model follows the store's documented contracts (lib.lua and the script
-// headers), including the deliberate changes of commit 8b91d12: results kept
+// headers), including the changes made to them on purpose: results kept
 // per epoch, a requested cancel winning over a finishing plan and over a lost
 // pod, approve telling a lost reservation (rs) from none, losses handed to the
 // loss policy in queue order, and the snapshot queue in dispatch order.

@@ -46,7 +46,7 @@ type Options struct {
 	MaxOutput  int    // DefaultMaxOutput when 0
 	Logger     *slog.Logger
 	// ClaimReplicaWait bounds how long a claim waits for a replica to
-	// acknowledge it before its phase may start (default 1s; see Take).
+	// acknowledge it before its phase may start (default 1s; see replicatedRun).
 	ClaimReplicaWait time.Duration
 }
 

@@ -158,7 +158,8 @@ type PoolConfig struct {
 	Managed bool
 	// HeartbeatTimeout: an agent silent this long is lost.
 	HeartbeatTimeout time.Duration
-	// ReservationTTL: how long slot 0 stays reserved waiting for approval.
+	// ReservationTTL: how long the slot that ran a plan_and_apply's plan
+	// stays reserved waiting for approval.
 	ReservationTTL time.Duration
 	// MaxAttempts: how many times a plan phase may start before agent loss fails it.
 	MaxAttempts int

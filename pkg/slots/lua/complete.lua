@@ -1,10 +1,10 @@
 -- complete: record the outcome of a started phase. A successful plan of a
--- plan_and_apply keeps slot 0 reserved for the apply; every other outcome
+-- plan_and_apply keeps its slot reserved for the apply; every other outcome
 -- frees the slot and dispatches queued work to it. A repeat with an epoch
 -- already recorded returns that epoch's first outcome (each phase's result
 -- is kept under "r:<epoch>"); any other epoch is stale.
 -- A cancel requested while the phase ran wins over a successful plan: the
--- task ends cancelled instead of reserving slot 0 for an apply nobody wants.
+-- task ends cancelled instead of reserving its slot for an apply nobody wants.
 -- KEYS[1] cfg
 -- ARGV[1] task, ARGV[2] epoch, ARGV[3] outcome (success|failure|timeout|cancelled),
 -- ARGV[4] exit code, ARGV[5] reason, ARGV[6] output tail
