@@ -99,20 +99,23 @@ func metricName(p slots.PoolID) string {
 // storeError maps store errors to gRPC codes: KEDA must see an error, never
 // a zero, when the answer is unknown.
 func storeError(ctx context.Context, op string, p slots.PoolID, err error) error {
+	kind := slots.Classify(err)
 	switch {
-	case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
-		// Our own Redis timeout fired, not the caller's.
-		return status.Errorf(codes.Unavailable, "%s: reading pool %s: redis did not answer in time: %v", op, p, err)
 	case errors.Is(err, slots.ErrPoolNotFound):
 		return status.Errorf(codes.NotFound, "%s: pool %s is not declared in the slot store", op, p)
 	case errors.Is(err, slots.ErrInvalidPool):
 		return status.Errorf(codes.InvalidArgument, "%s: %v", op, err)
-	case errors.Is(err, context.Canceled):
+	case kind == slots.KindCanceled:
 		return status.Errorf(codes.Canceled, "%s: pool %s: %v", op, p, err)
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+		// The caller's deadline (KEDA's), not our own Redis timeout.
 		return status.Errorf(codes.DeadlineExceeded, "%s: pool %s: %v", op, p, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Errorf(codes.Unavailable, "%s: reading pool %s: redis did not answer in time: %v", op, p, err)
 	default:
-		return status.Errorf(codes.Unavailable, "%s: reading pool %s: %v", op, p, err)
+		// Unavailable, and also what the store cannot explain: KEDA keeps
+		// the last replica count and asks again, the right answer to both.
+		return status.Errorf(codes.Unavailable, "%s: reading pool %s (%s): %v", op, p, kind, err)
 	}
 }
 

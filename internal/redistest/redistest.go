@@ -22,13 +22,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/slotscaler/slotscaler/internal/childproc"
 )
 
 const (
@@ -303,7 +304,7 @@ func (s *Server) start() error {
 		Pdeathsig: syscall.SIGKILL, // die with the test binary, even on panic or os.Exit
 		Setpgid:   true,            // own group: Ctrl-C reaches only the test binary, and Kill also hits AOF-rewrite children
 	}
-	if err := spawn(cmd); err != nil {
+	if err := childproc.Start(cmd); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
 	done := make(chan struct{})
@@ -355,39 +356,6 @@ func (s *Server) signalAndWait(sig syscall.Signal) error {
 		<-done
 		return fmt.Errorf("did not exit within %v after %v; killed it\n%s", readyTimeout, sig, s.logTail())
 	}
-}
-
-// spawn starts cmd from one goroutine locked to its OS thread for the life of
-// the process. Pdeathsig is tied to the *thread* that forked the child, not
-// to the process: if cmd.Start ran on an arbitrary thread and that thread
-// later exited (the runtime ends a thread whose goroutine exits while locked
-// with runtime.LockOSThread, e.g. a test doing netns or setns work), the
-// kernel would SIGKILL our redis-server in the middle of the test. The
-// spawner goroutine never returns, so its thread only goes away with the
-// whole process, which is exactly when we want the children to die.
-func spawn(cmd *exec.Cmd) error {
-	spawner.once.Do(func() {
-		spawner.reqs = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked
-			for r := range spawner.reqs {
-				r.errc <- r.cmd.Start()
-			}
-		}()
-	})
-	errc := make(chan error, 1)
-	spawner.reqs <- spawnReq{cmd, errc}
-	return <-errc
-}
-
-var spawner struct {
-	once sync.Once
-	reqs chan spawnReq
-}
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	errc chan error
 }
 
 // waitReady polls addr with PING until it answers PONG, the process exits

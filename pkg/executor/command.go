@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/slotscaler/slotscaler/internal/childproc"
 )
 
 // Command runs a program per phase, in its own process group.
@@ -78,7 +79,7 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 	cmd.Stdout = outW // the same *os.File for both: one ordered stream, no copying goroutines
 	cmd.Stderr = outW
 	cmd.SysProcAttr = sysProcAttr()
-	err = spawn(cmd)
+	err = childproc.Start(cmd)
 	inR.Close()
 	outW.Close()
 	if err != nil {
@@ -190,34 +191,4 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 	}
 	res.Output = out.Bytes(note)
 	return res
-}
-
-// spawn starts cmd from one goroutine locked to its OS thread for the life
-// of the process. Pdeathsig is tied to the thread that forked the child:
-// started from an arbitrary thread that later exits, the child would be
-// killed mid-run. The spawner never returns, so its thread ends only with
-// the agent, which is exactly when the executors should die.
-func spawn(cmd *exec.Cmd) error {
-	spawner.once.Do(func() {
-		spawner.reqs = make(chan spawnReq)
-		go func() {
-			runtime.LockOSThread() // never unlocked
-			for r := range spawner.reqs {
-				r.errc <- r.cmd.Start()
-			}
-		}()
-	})
-	errc := make(chan error, 1)
-	spawner.reqs <- spawnReq{cmd, errc}
-	return <-errc
-}
-
-var spawner struct {
-	once sync.Once
-	reqs chan spawnReq
-}
-
-type spawnReq struct {
-	cmd  *exec.Cmd
-	errc chan error
 }

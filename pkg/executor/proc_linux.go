@@ -10,7 +10,7 @@ import (
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{
 		Setpgid:   true,            // its own group: signals reach its children too
-		Pdeathsig: syscall.SIGKILL, // dies with the agent (see spawn)
+		Pdeathsig: syscall.SIGKILL, // dies with the agent (see childproc.Start)
 	}
 }
 

@@ -55,18 +55,25 @@ func Open(ctx context.Context, rawURL string, log *slog.Logger) (*Conn, error) {
 	}
 	if log != nil {
 		log.Info("redis connected", "kind", conn.Kind, "url", Redact(rawURL))
-		// go-redis logs reconnects and pool trouble through a global logger
-		// that writes plain lines to stderr; send them through slog.
-		redis.SetLogger(slogAdapter{log.With("component", "go-redis")})
+		RouteLogs(log, slog.LevelWarn)
 	}
 	return conn, nil
 }
 
-// slogAdapter is go-redis's internal logger on top of slog.
-type slogAdapter struct{ log *slog.Logger }
+// RouteLogs sends go-redis's own log lines (reconnects, pool trouble, failed
+// dials), which it otherwise writes as plain lines to stderr through a
+// process-wide logger, to log at level, as component go-redis.
+func RouteLogs(log *slog.Logger, level slog.Level) {
+	redis.SetLogger(slogAdapter{log: log.With("component", "go-redis"), level: level})
+}
+
+type slogAdapter struct {
+	log   *slog.Logger
+	level slog.Level
+}
 
 func (a slogAdapter) Printf(ctx context.Context, format string, v ...any) {
-	a.log.WarnContext(ctx, fmt.Sprintf(format, v...))
+	a.log.Log(ctx, a.level, fmt.Sprintf(format, v...))
 }
 
 func parse(rawURL string) (*Conn, error) {
