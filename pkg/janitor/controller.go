@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
+	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -73,6 +74,8 @@ type Controller struct {
 	log   *slog.Logger
 	m     *Metrics
 
+	// The factories New built, started by Run; nil when the caller owns
+	// the informers (NewController).
 	podFactory  informers.SharedInformerFactory
 	poolFactory dynamicinformer.DynamicSharedInformerFactory
 	pods        cache.SharedIndexInformer
@@ -115,8 +118,30 @@ type poolState struct {
 
 const byPool = "pool"
 
-// New builds a controller. Run starts it.
+// New builds a controller with its own informers, over the pods labelled
+// with LabelPool and the AgentPools of opts.Namespace. Run starts them.
 func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Options) (*Controller, error) {
+	podFactory := informers.NewSharedInformerFactoryWithOptions(kube, 0,
+		informers.WithNamespace(opts.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelPool }))
+	poolFactory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, opts.Namespace, nil)
+	c, err := NewController(kube, dyn, podFactory.Core().V1().Pods(), poolFactory.ForResource(v1alpha1.GroupVersionResource), store, opts)
+	if err != nil {
+		return nil, err
+	}
+	c.podFactory, c.poolFactory = podFactory, poolFactory
+	return c, nil
+}
+
+// NewController builds a controller over informers the caller owns, as
+// sample-controller's controllers are built: the caller starts them (Run
+// only waits for their caches), and a test can fill their indexers and run
+// one sync without an API server. pods should hold the pods labelled with
+// LabelPool (others are ignored, but cached for nothing); pools is the
+// informer of v1alpha1.GroupVersionResource. Both must not have started:
+// the controller adds an index and event handlers.
+func NewController(kube kubernetes.Interface, dyn dynamic.Interface, pods coreinformers.PodInformer, pools informers.GenericInformer,
+	store Store, opts Options) (*Controller, error) {
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
@@ -145,11 +170,9 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Opt
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agentpools"},
 		),
+		pods:  pods.Informer(),
+		pools: pools.Informer(),
 	}
-	c.podFactory = informers.NewSharedInformerFactoryWithOptions(kube, 0,
-		informers.WithNamespace(opts.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelPool }))
-	c.pods = c.podFactory.Core().V1().Pods().Informer()
 	if err := c.pods.AddIndexers(cache.Indexers{byPool: func(obj any) ([]string, error) {
 		p, ok := obj.(*corev1.Pod)
 		if !ok {
@@ -159,15 +182,13 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Opt
 	}}); err != nil {
 		return nil, fmt.Errorf("indexing pods by pool: %w", err)
 	}
-	c.poolFactory = dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, opts.Namespace, nil)
-	c.pools = c.poolFactory.ForResource(v1alpha1.GroupVersionResource).Informer()
 
 	if _, err := c.pools.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueuePool,
 		UpdateFunc: func(_, obj any) { c.enqueuePool(obj) },
 		DeleteFunc: c.enqueuePool,
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("watching AgentPools: %w", err)
 	}
 	if _, err := c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
@@ -196,7 +217,7 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Opt
 			}
 		},
 	}); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("watching pods: %w", err)
 	}
 
 	scheme := runtime.NewScheme()
@@ -228,8 +249,9 @@ func poolKeyOf(obj any) (string, *corev1.Pod, bool) {
 	return p.Namespace + "/" + p.Labels[LabelPool], p, true
 }
 
-// Run starts the informers, waits for their caches and works pools until
-// ctx ends; then it stops taking work and returns once workers finished.
+// Run starts the informers New built (NewController's caller starts its
+// own), waits for their caches and works pools until ctx ends; then it
+// stops taking work and returns once workers finished.
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.queue.ShutDown()
 	if !c.opts.DryRun {
@@ -237,10 +259,12 @@ func (c *Controller) Run(ctx context.Context) error {
 	}
 	c.events.StartStructuredLogging(4)
 	defer c.events.Shutdown()
-	c.podFactory.Start(ctx.Done())
-	c.poolFactory.Start(ctx.Done())
-	defer c.podFactory.Shutdown()
-	defer c.poolFactory.Shutdown()
+	if c.podFactory != nil {
+		c.podFactory.Start(ctx.Done())
+		c.poolFactory.Start(ctx.Done())
+		defer c.podFactory.Shutdown()
+		defer c.poolFactory.Shutdown()
+	}
 	c.log.Info("janitor starting", "namespace", c.opts.Namespace, "workers", c.opts.Workers, "dryRun", c.opts.DryRun)
 	if !cache.WaitForNamedCacheSync("janitor", ctx.Done(), c.pods.HasSynced, c.pools.HasSynced) {
 		return fmt.Errorf("waiting for informer caches: %w", context.Cause(ctx))

@@ -541,6 +541,8 @@ func (p *pass) annotate(want map[*corev1.Pod]bool) {
 	for pod := range want {
 		pods = append(pods, pod)
 	}
+	// In name order, not the map's: the same pass makes the same calls.
+	slices.SortFunc(pods, func(a, b *corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	parallel(p, pods, func(pod *corev1.Pod) {
 		var v1, v2 any // null removes the annotation
 		if want[pod] {

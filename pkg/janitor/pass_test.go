@@ -59,12 +59,10 @@ type passEnv struct {
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// newPassEnv creates the AgentPool ap (namespace "team") in the fake API
-// and starts a janitor's informers.
-func newPassEnv(t *testing.T, ap *v1alpha1.AgentPool) *passEnv {
+// newTestStore is a slot store on the test binary's redis-server, under a
+// key prefix of its own, and its client.
+func newTestStore(t *testing.T, ctx context.Context) (*slots.Store, *redis.Client, string) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	opts, err := redis.ParseURL(redistest.Standalone(t))
 	require.NoError(t, err)
 	rdb := redis.NewClient(opts)
@@ -72,7 +70,16 @@ func newPassEnv(t *testing.T, ap *v1alpha1.AgentPool) *passEnv {
 	prefix := redistest.Prefix(t)
 	st, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix, Logger: quietLog()})
 	require.NoError(t, err)
+	return st, rdb, prefix
+}
 
+// newPassEnv creates the AgentPool ap (namespace "team") in the fake API
+// and starts a janitor's informers.
+func newPassEnv(t *testing.T, ap *v1alpha1.AgentPool) *passEnv {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	st, rdb, prefix := newTestStore(t, ctx)
 	e := &passEnv{t: t, ctx: ctx, rdb: rdb, slots: st, store: st, prefix: prefix,
 		key: ap.Namespace + "/" + ap.Name, id: slots.PoolID{Namespace: ap.Namespace, Name: ap.Name}}
 	e.kube = kubefake.NewSimpleClientset()
