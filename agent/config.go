@@ -20,12 +20,11 @@ import (
 // (--redis-url / REDIS_URL). The chart fills POOL_NAMESPACE, POD_NAME and
 // POD_UID from the downward API.
 type Config struct {
+	config.Common
 	PoolNamespace     string
 	PoolName          string
 	PodName           string
 	PodUID            string
-	RedisURL          string
-	KeyPrefix         string
 	Executor          string
 	ExecutorEnv       []string
 	PlanTimeout       time.Duration
@@ -35,8 +34,6 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	RegisterTimeout   time.Duration
 	RedisTimeout      time.Duration
-	LogFormat         string
-	LogLevel          string
 
 	Pool slots.PoolID // from PoolNamespace and PoolName
 	// Warnings are settings that work but should change; logged at start.
@@ -70,8 +67,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.StringVar(&c.PoolName, "pool-name", "", "name of the AgentPool this agent serves")
 	fs.StringVar(&c.PodName, "pod-name", "", "this pod's name (the chart: metadata.name); empty: the host name")
 	fs.StringVar(&c.PodUID, "pod-uid", "", "this pod's UID (the chart: metadata.uid); required in managed pools, generated at start in static pools when empty")
-	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel:// (never passed to executors)")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", slots.DefaultPrefix, "Redis key prefix of this installation")
+	c.Common.Register(fs, "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel:// (never passed to executors)")
 	fs.StringVar(&c.Executor, "executor", "", "what runs each task phase: a command line split without a shell (e.g. \"/usr/local/bin/run-task --verbose\"), or builtin:sleep?min=1s&max=5s&fail=0.1")
 	fs.StringVar(&executorEnv, "executor-env", "", "comma-separated names of further variables passed from the agent's environment to executors (PATH, HOME, LANG and TZ always are)")
 	fs.DurationVar(&c.PlanTimeout, "plan-timeout", time.Hour, "a plan phase running longer is stopped (SIGTERM, then SIGKILL after --kill-grace) and fails with reason timeout")
@@ -81,8 +77,6 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "time between heartbeats; at most a third of the pool's heartbeat timeout")
 	fs.DurationVar(&c.RegisterTimeout, "register-timeout", 2*time.Minute, "how long start-up waits for Redis, the pool and (managed pools) the janitor's expected record before giving up")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", 5*time.Second, "bound on each Redis call (failed calls are retried)")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return Config{}, err
@@ -146,9 +140,7 @@ func (c *Config) validate(ownVars []string) error {
 	} else if !slices.Contains([]string{"redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "rediss+sentinel"}, u.Scheme) {
 		errs = append(errs, fmt.Errorf("--redis-url scheme %q: want redis, rediss, redis+cluster or redis+sentinel (an agent must share the slot store with the scaler)", u.Scheme))
 	}
-	if strings.ContainsAny(c.KeyPrefix, "{}") || c.KeyPrefix == "" {
-		errs = append(errs, fmt.Errorf("--key-prefix %q must be non-empty and must not contain braces", c.KeyPrefix))
-	}
+	errs = append(errs, c.Common.Validate())
 	if strings.TrimSpace(c.Executor) == "" {
 		errs = append(errs, missing("executor"))
 	}

@@ -14,18 +14,15 @@ import (
 // Config is every setting of the dashboard; each flag has an environment
 // twin (--redis-url / REDIS_URL).
 type Config struct {
+	config.Common
 	ListenAddress   string
 	MetricsAddress  string
-	RedisURL        string
-	KeyPrefix       string
 	APITokens       tokens
 	ReadAuth        bool
 	MaxPayload      int
 	PollInterval    time.Duration
 	LiveInterval    time.Duration
 	ShutdownTimeout time.Duration
-	LogFormat       string
-	LogLevel        string
 }
 
 // tokens maps a token's name to its secret. String never shows a secret, so
@@ -76,16 +73,13 @@ func parseConfigWith(args []string, lookup func(string) (string, bool), out io.W
 	}
 	fs.StringVar(&c.ListenAddress, "listen-address", ":8080", "HTTP address of the dashboard, the JSON API, /healthz and /readyz")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", ":8082", "HTTP address of /metrics (Prometheus); empty turns it off")
-	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://; empty runs an embedded in-memory Redis (local use only)")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", "ss", "Redis key prefix of this installation")
+	c.Common.Register(fs, "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://; empty runs an embedded in-memory Redis (local use only)")
 	fs.Var(&c.APITokens, "api-tokens", "bearer tokens for API writes, name=token,name2=token2 (the name is recorded as who approved, rejected or cancelled); none: writes are refused")
 	fs.BoolVar(&c.ReadAuth, "read-auth", false, "require a bearer token for API reads too")
 	fs.IntVar(&c.MaxPayload, "max-payload", 1<<20, "largest task payload in bytes (must match the slot store's limit)")
 	fs.DurationVar(&c.PollInterval, "events-poll-interval", 250*time.Millisecond, "how often a waiting events request re-reads the stream")
 	fs.DurationVar(&c.LiveInterval, "live-interval", 2*time.Second, "how often a watched pool is read for its live viewers (one Redis read per pool, whatever the number of viewers)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		return Config{}, err
 	}
@@ -93,7 +87,7 @@ func parseConfigWith(args []string, lookup func(string) (string, bool), out io.W
 }
 
 func (c Config) validate() error {
-	var errs []error
+	errs := []error{c.Common.Validate()}
 	if c.MaxPayload <= 0 {
 		errs = append(errs, fmt.Errorf("--max-payload %d must be positive", c.MaxPayload))
 	}

@@ -15,11 +15,10 @@ import (
 // Config is every setting of the scaler; each flag has an environment twin
 // (--redis-url / REDIS_URL).
 type Config struct {
+	config.Common
 	ListenAddress   string
 	HealthAddress   string
 	MetricsAddress  string
-	RedisURL        string
-	KeyPrefix       string
 	TLSCertFile     string
 	TLSKeyFile      string
 	TLSClientCAFile string
@@ -29,8 +28,6 @@ type Config struct {
 	RedisTimeout    time.Duration
 	ReapInterval    time.Duration
 	ShutdownTimeout time.Duration
-	LogFormat       string
-	LogLevel        string
 }
 
 func parseConfig(args []string, lookup func(string) (string, bool)) (Config, error) {
@@ -39,8 +36,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (Config, err
 	fs.StringVar(&c.ListenAddress, "listen-address", ":9090", "gRPC address KEDA calls (the external scaler)")
 	fs.StringVar(&c.HealthAddress, "health-address", ":9091", "plaintext gRPC health address (services liveness, readiness), for probes when the main port uses TLS")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", ":8081", "HTTP address of /metrics")
-	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://; empty runs an embedded in-memory Redis (local use only)")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", "ss", "Redis key prefix of this installation")
+	c.Common.Register(fs, "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://; empty runs an embedded in-memory Redis (local use only)")
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "server certificate (PEM) for the gRPC port; enables TLS")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "server private key (PEM)")
 	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", "", "CA (PEM) that client certificates must chain to; enables mTLS (KEDA's TriggerAuthentication tlsClientCert)")
@@ -50,8 +46,6 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (Config, err
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", time.Second, "bound on the Redis reads of one KEDA call (KEDA's own timeout is 3s by default)")
 	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool (0: off, e.g. when the janitor reaps); several reapers may run at once")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		return Config{}, err
 	}
@@ -59,7 +53,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (Config, err
 }
 
 func (c Config) validate() error {
-	var errs []error
+	errs := []error{c.Common.Validate()}
 	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
 		errs = append(errs, errors.New("--tls-cert-file and --tls-key-file go together"))
 	}
