@@ -106,14 +106,8 @@ type poolState struct {
 	expectedSince map[types.UID]time.Time
 	limiter       *rate.Limiter
 	limit         int
-	// Start failures: pods that ended without their agent registering back
-	// off the creation of replacements.
-	failures    int
-	lastFailure time.Time
-	nextCreate  time.Time
-	seenFailed  map[types.UID]bool
-	// lastFailureMsg describes the last start failure (Degraded's message).
-	lastFailureMsg string
+	// streak is the start-failure streak plan carries from pass to pass.
+	streak startStreak
 }
 
 const byPool = "pool"
@@ -310,7 +304,7 @@ func (c *Controller) poolState(key string) *poolState {
 	defer c.mu.Unlock()
 	st, ok := c.state[key]
 	if !ok {
-		st = &poolState{seenFailed: map[types.UID]bool{}}
+		st = &poolState{}
 		c.state[key] = st
 	}
 	return st

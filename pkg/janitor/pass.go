@@ -27,9 +27,6 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
-// maxStartBackoff caps the wait before replacing pods that could not start.
-const maxStartBackoff = 5 * time.Minute
-
 // pass is one sync of one pool.
 type pass struct {
 	c   *Controller
@@ -90,7 +87,9 @@ func (p *pass) run() (time.Duration, error) {
 		Generation: snap.Generation, Declared: snap.Declared, HeartbeatTimeout: s.Store.HeartbeatTimeout,
 		ExpectedSince: p.st.expectedSince,
 		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
+		Clock: p.now, Streak: p.st.streak,
 	})
+	p.st.streak = out.Streak
 	hold := !out.HoldUntil.IsZero()
 	if hold {
 		p.holding(snap, out.HoldUntil.Sub(now))
@@ -105,7 +104,7 @@ func (p *pass) run() (time.Duration, error) {
 	p.podOps("uncordon", "Uncordoned", out.Uncordon, c.store.Uncordon)
 	p.podOps("cordon", "Cordoned", out.Cordon, c.store.Cordon)
 	p.drainAndDelete(out.Drain, lim)
-	p.create(out.Create, s, hash, snap.Generation)
+	p.create(out.Create, out.Backoff, s, hash, snap.Generation)
 	p.annotate(out.Annotate)
 	p.after(out.WaitIdle)
 	p.after(out.WaitRegistration)
@@ -113,31 +112,14 @@ func (p *pass) run() (time.Duration, error) {
 		p.after(time.Duration(float64(time.Minute) / float64(s.MaxDeletionsPerMinute)))
 	}
 
-	// A start-failure streak ends when an agent registers after it.
-	for _, r := range snap.Pods {
-		if p.st.failures > 0 && !r.Registered.IsZero() && r.Registered.After(p.st.lastFailure) {
-			p.log.Info("pods start again", "after", p.st.failures)
-			p.st.failures, p.st.nextCreate = 0, time.Time{}
-			p.st.lastFailureMsg = ""
-		}
-	}
-	var degraded *metav1.Condition
-	if len(out.StartFailures) > 0 {
-		slices.Sort(out.StartFailures)
-		p.st.lastFailureMsg = out.StartFailures[0]
-		degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "PodsCannotStart",
-			Message: fmt.Sprintf("%d pods cannot start; %s", len(out.StartFailures), out.StartFailures[0])}
-	} else if p.st.failures > 0 {
-		// The failed pods are gone; the pool stays degraded until a pod of
-		// the template registers.
-		degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "PodsCannotStart",
-			Message: fmt.Sprintf("%d pods in a row ended before their agent registered (last: %s); replacements back off", p.st.failures, p.st.lastFailureMsg)}
+	if out.StreakEnded > 0 {
+		p.log.Info("pods start again", "after", out.StreakEnded)
 	}
 	for state, n := range map[string]int{"live": out.Status.Replicas, "busy": out.Status.Busy, "idle": out.Status.Idle,
 		"cordoned": out.Status.Cordoned, "draining": out.Status.Draining} {
 		c.m.Pods.WithLabelValues(p.id.Namespace, p.id.Name, state).Set(float64(n))
 	}
-	if err := p.updateStatus(out.Status, &s, degraded); apierrors.IsConflict(err) {
+	if err := p.updateStatus(out.Status, &s, out.Degraded); apierrors.IsConflict(err) {
 		// The HPA (or our own last write, not cached yet) changed the pool
 		// since the cache saw it: the next pass writes a fresh status.
 		p.log.Debug("status write conflicted; retrying", "err", err)
@@ -372,15 +354,6 @@ func (p *pass) remove(rs []removal) {
 // deleteDead deletes pods whose agent is gone. No drain: nothing runs there
 // any more that the deletion could hurt, and the deletion is the fence.
 func (p *pass) deleteDead(dead []deadPod) {
-	for _, d := range dead {
-		if !d.NeverStarted || p.st.seenFailed[d.Pod.UID] {
-			continue
-		}
-		p.st.seenFailed[d.Pod.UID] = true
-		p.st.failures++
-		p.st.lastFailure = p.now
-		p.st.nextCreate = p.now.Add(min(time.Second<<min(p.st.failures, 20), maxStartBackoff))
-	}
 	parallel(p, dead, func(d deadPod) {
 		if err := p.deletePod(d.Pod, d.Reason); err == nil {
 			p.event(p.ap, corev1.EventTypeWarning, "PodReplaced", "deleted pod %s: %s", d.Pod.Name, d.Reason)
@@ -474,13 +447,13 @@ func (p *pass) drainAndDelete(pods []*corev1.Pod, lim *rate.Limiter) {
 // create makes n pods in slow-start batches (1, 2, 4, …) like the
 // ReplicaSet controller, so a template that cannot be created fails once,
 // not n times. Each pod's expected record is written right after it exists.
-func (p *pass) create(n int, s settings, hash, generation string) {
+func (p *pass) create(n int, backoff createBackoff, s settings, hash, generation string) {
 	if n <= 0 {
 		return
 	}
-	if wait := p.st.nextCreate.Sub(p.now); wait > 0 {
-		p.log.Info("backing off pod creation: pods of this template could not start", "pods", n, "retryIn", wait, "failures", p.st.failures)
-		p.after(wait)
+	if backoff.Wait > 0 {
+		p.log.Info("backing off pod creation: pods of this template could not start", "pods", n, "retryIn", backoff.Wait, "failures", backoff.Failures)
+		p.after(backoff.Wait)
 		return
 	}
 	c := p.c

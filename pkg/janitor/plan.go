@@ -2,13 +2,16 @@ package janitor
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -59,6 +62,37 @@ type planInput struct {
 	DeleteBudget int
 	Pods         []*corev1.Pod
 	Records      []slots.PodSnapshot
+	// Clock is the janitor's own clock when the pass began: the
+	// start-failure streak is timed on it (see startFailures).
+	Clock time.Time
+	// Streak is the start-failure streak as the previous pass left it.
+	Streak startStreak
+}
+
+// maxStartBackoff caps the wait before replacing pods that could not start.
+const maxStartBackoff = 5 * time.Minute
+
+// startStreak is a run of pods that ended before their agent registered:
+// the template cannot start, so replacements back off (1s doubling, up to
+// maxStartBackoff) instead of being created as fast as they fail.
+type startStreak struct {
+	Failures int
+	// Last is when the last failure was counted, NextCreate when pods may
+	// be created again (Clock).
+	Last, NextCreate time.Time
+	// Counted holds the failed pods counted already: a failed pod stays in
+	// the cache, and in Dead, until its deletion shows.
+	Counted map[types.UID]bool
+	// Msg describes the last start failure seen (Degraded's message).
+	Msg string
+}
+
+// createBackoff is whether this pass may create pods.
+type createBackoff struct {
+	// Wait: create none for this long (0: create).
+	Wait time.Duration
+	// Failures is the length of the streak that decided Wait.
+	Failures int
 }
 
 // podRef names one incarnation of a pod.
@@ -112,8 +146,18 @@ type planOutput struct {
 	// meanwhile, and pods already draining (proven idle) may still go.
 	HoldUntil time.Time
 	Status    podCounts
-	// StartFailures describes pods whose agent never came up (Degraded).
+	// StartFailures describes pods whose agent never came up, sorted.
 	StartFailures []string
+	// Streak is the start-failure streak for the next pass; Backoff says
+	// whether this pass may create pods; StreakEnded is the length of the
+	// streak this pass ended (an agent registered after its last failure),
+	// or 0.
+	Streak      startStreak
+	Backoff     createBackoff
+	StreakEnded int
+	// Degraded is the pool's Degraded condition when its pods cannot
+	// start, or nil.
+	Degraded *metav1.Condition
 }
 
 // podCounts feed AgentPool status.
@@ -340,7 +384,64 @@ func plan(in planInput) planOutput {
 			out.Status.Ready++
 		}
 	}
+	slices.Sort(out.StartFailures)
+	startFailures(in, hold, &out)
 	return out
+}
+
+// startFailures carries the start-failure streak through the pass: it
+// counts the pods in out.Dead that never started (once each), decides
+// whether pods may be created, ends the streak when an agent registered
+// after its last failure, and says whether the pool is Degraded.
+//
+// A failure is counted when its pod is deleted, so not during a data-loss
+// hold, which deletes nothing. The streak is timed on the janitor's clock
+// and ended by registration times on Redis's: a skew between the two
+// only moves the end of a streak by as much, and pods of a template that
+// starts register again and again.
+func startFailures(in planInput, hold bool, out *planOutput) {
+	prev := in.Streak
+	next := startStreak{Failures: prev.Failures, Last: prev.Last, NextCreate: prev.NextCreate, Msg: prev.Msg,
+		Counted: map[types.UID]bool{}}
+	// Only pods still cached can show up in Dead again: the rest are
+	// forgotten, so the set does not grow with every failure.
+	for _, p := range in.Pods {
+		if prev.Counted[p.UID] {
+			next.Counted[p.UID] = true
+		}
+	}
+	if !hold {
+		for _, d := range out.Dead {
+			if !d.NeverStarted || next.Counted[d.Pod.UID] {
+				continue
+			}
+			next.Counted[d.Pod.UID] = true
+			next.Failures++
+			next.Last = in.Clock
+			next.NextCreate = in.Clock.Add(min(time.Second<<min(next.Failures, 20), maxStartBackoff))
+		}
+	}
+	out.Backoff = createBackoff{Wait: max(next.NextCreate.Sub(in.Clock), 0), Failures: next.Failures}
+	// Decided before the streak may end below: a registration lifts the
+	// backoff from the next pass on, within a sync interval.
+	if next.Failures > 0 && slices.ContainsFunc(in.Records, func(r slots.PodSnapshot) bool {
+		return !r.Registered.IsZero() && r.Registered.After(next.Last)
+	}) {
+		out.StreakEnded = next.Failures
+		next.Failures, next.NextCreate, next.Msg = 0, time.Time{}, ""
+	}
+	switch {
+	case len(out.StartFailures) > 0:
+		next.Msg = out.StartFailures[0]
+		out.Degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "PodsCannotStart",
+			Message: fmt.Sprintf("%d pods cannot start; %s", len(out.StartFailures), out.StartFailures[0])}
+	case next.Failures > 0:
+		// The failed pods are gone; the pool stays degraded until a pod of
+		// the template registers.
+		out.Degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "PodsCannotStart",
+			Message: fmt.Sprintf("%d pods in a row ended before their agent registered (last: %s); replacements back off", next.Failures, next.Msg)}
+	}
+	out.Streak = next
 }
 
 // dataLossHold returns until when (Redis clock) nothing may be deleted or

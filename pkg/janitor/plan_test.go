@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -934,6 +935,147 @@ func TestPlanStartFailureNamesPodAndReason(t *testing.T) {
 	require.Contains(t, out.StartFailures[0], "a: agent exited Error (3)")
 	require.Contains(t, out.StartFailures[1], "b: init ErrImagePull: no such image")
 	require.Contains(t, out.StartFailures[2], "c: Evicted: low on memory")
+}
+
+// streakOutcome is what plan decides about the start-failure streak;
+// Degraded is the message of the condition ("" when there is none).
+type streakOutcome struct {
+	Streak   startStreak
+	Backoff  createBackoff
+	Ended    int
+	Degraded string
+}
+
+func TestPlanStartFailureStreak(t *testing.T) {
+	failed := func(name string) *corev1.Pod { return pod(name, phase(corev1.PodFailed), exited("agent", "Error", 1)) }
+	exitMsg := func(name string) string { return name + ": agent exited Error (1)" }
+	counted := func(names ...string) map[types.UID]bool {
+		m := map[types.UID]bool{}
+		for _, n := range names {
+			m[types.UID(n+"-uid")] = true
+		}
+		return m
+	}
+	with := func(in planInput, prev startStreak) planInput { in.Streak = prev; return in }
+	registeredAgo := func(r slots.PodSnapshot, ago time.Duration) slots.PodSnapshot { r.Registered = t0.Add(-ago); return r }
+	long := startStreak{Failures: 2, Last: t0.Add(-time.Minute), NextCreate: t0.Add(3 * time.Second), Counted: counted(), Msg: "x: gone"}
+
+	cases := map[string]struct {
+		in   planInput
+		want streakOutcome
+	}{
+		"no failure, no streak": {
+			in:   input(1, pods(pod("a")), rec("a", slots.PodActive)),
+			want: streakOutcome{Streak: startStreak{Counted: counted()}},
+		},
+		"a pod that never started starts a streak and backs creation off 2s": {
+			in: input(1, pods(failed("a")), rec("a", slots.PodExpected)),
+			want: streakOutcome{
+				Streak:   startStreak{Failures: 1, Last: t0, NextCreate: t0.Add(2 * time.Second), Counted: counted("a"), Msg: exitMsg("a")},
+				Backoff:  createBackoff{Wait: 2 * time.Second, Failures: 1},
+				Degraded: "1 pods cannot start; " + exitMsg("a"),
+			},
+		},
+		"a failed pod is counted once however many passes see it": {
+			in: with(input(1, pods(failed("a")), rec("a", slots.PodExpected)),
+				startStreak{Failures: 1, Last: t0.Add(-time.Second), NextCreate: t0.Add(time.Second), Counted: counted("a"), Msg: exitMsg("a")}),
+			want: streakOutcome{
+				Streak:   startStreak{Failures: 1, Last: t0.Add(-time.Second), NextCreate: t0.Add(time.Second), Counted: counted("a"), Msg: exitMsg("a")},
+				Backoff:  createBackoff{Wait: time.Second, Failures: 1},
+				Degraded: "1 pods cannot start; " + exitMsg("a"),
+			},
+		},
+		"each failure in a row doubles the wait": {
+			in: with(input(1, pods(failed("b"))),
+				startStreak{Failures: 3, Last: t0.Add(-time.Minute), NextCreate: t0.Add(-52 * time.Second), Counted: counted(), Msg: exitMsg("a")}),
+			want: streakOutcome{
+				Streak:   startStreak{Failures: 4, Last: t0, NextCreate: t0.Add(16 * time.Second), Counted: counted("b"), Msg: exitMsg("b")},
+				Backoff:  createBackoff{Wait: 16 * time.Second, Failures: 4},
+				Degraded: "1 pods cannot start; " + exitMsg("b"),
+			},
+		},
+		"two failures in one pass count twice; the first by name is reported": {
+			in: input(2, pods(failed("b"), failed("a"))),
+			want: streakOutcome{
+				Streak:   startStreak{Failures: 2, Last: t0, NextCreate: t0.Add(4 * time.Second), Counted: counted("a", "b"), Msg: exitMsg("a")},
+				Backoff:  createBackoff{Wait: 4 * time.Second, Failures: 2},
+				Degraded: "2 pods cannot start; " + exitMsg("a"),
+			},
+		},
+		"the wait stops doubling at 5 minutes": {
+			in: with(input(1, pods(failed("a"))), startStreak{Failures: 8, Counted: counted()}),
+			want: streakOutcome{
+				Streak:   startStreak{Failures: 9, Last: t0, NextCreate: t0.Add(maxStartBackoff), Counted: counted("a"), Msg: exitMsg("a")},
+				Backoff:  createBackoff{Wait: maxStartBackoff, Failures: 9},
+				Degraded: "1 pods cannot start; " + exitMsg("a"),
+			},
+		},
+		"a very long streak waits 5 minutes too": {
+			in: with(input(1, pods(failed("a"))), startStreak{Failures: 70, Counted: counted()}),
+			want: streakOutcome{
+				Streak:   startStreak{Failures: 71, Last: t0, NextCreate: t0.Add(maxStartBackoff), Counted: counted("a"), Msg: exitMsg("a")},
+				Backoff:  createBackoff{Wait: maxStartBackoff, Failures: 71},
+				Degraded: "1 pods cannot start; " + exitMsg("a"),
+			},
+		},
+		"a data-loss hold deletes nothing, so counts nothing, but reports": {
+			in: afterLoss(input(2, pods(failed("a"), pod("b", generation(oldGen))), rec("a", slots.PodExpected)), 10*time.Second),
+			want: streakOutcome{
+				Streak:   startStreak{Counted: counted(), Msg: exitMsg("a")},
+				Degraded: "1 pods cannot start; " + exitMsg("a"),
+			},
+		},
+		"an agent registering after the last failure ends the streak, from the next pass on": {
+			in: with(input(1, pods(pod("b")), registeredAgo(rec("b", slots.PodActive), 30*time.Second)), long),
+			want: streakOutcome{
+				Streak:  startStreak{Last: t0.Add(-time.Minute), Counted: counted()},
+				Backoff: createBackoff{Wait: 3 * time.Second, Failures: 2},
+				Ended:   2,
+			},
+		},
+		"a registration before the last failure does not end it; the pool stays degraded": {
+			in: with(input(1, pods(pod("b")), rec("b", slots.PodActive)), long),
+			want: streakOutcome{
+				Streak:   long,
+				Backoff:  createBackoff{Wait: 3 * time.Second, Failures: 2},
+				Degraded: "2 pods in a row ended before their agent registered (last: x: gone); replacements back off",
+			},
+		},
+		"a pod that ended after its agent registered is no start failure": {
+			in:   input(1, pods(pod("a", phase(corev1.PodFailed))), rec("a", slots.PodActive)),
+			want: streakOutcome{Streak: startStreak{Counted: counted()}},
+		},
+		"a pod that cannot pull its image is reported, not counted (it is not deleted)": {
+			in: input(1, pods(pod("a", pending(), waiting("agent", "ImagePullBackOff"))), rec("a", slots.PodExpected)),
+			want: streakOutcome{
+				Streak:   startStreak{Counted: counted(), Msg: "a: agent ImagePullBackOff: back-off"},
+				Degraded: "1 pods cannot start; a: agent ImagePullBackOff: back-off",
+			},
+		},
+		"pods gone from the cache are forgotten": {
+			in: with(input(1, pods(failed("a"))),
+				startStreak{Failures: 2, Last: t0.Add(-time.Second), NextCreate: t0.Add(3 * time.Second), Counted: counted("a", "gone"), Msg: exitMsg("a")}),
+			want: streakOutcome{
+				Streak:   startStreak{Failures: 2, Last: t0.Add(-time.Second), NextCreate: t0.Add(3 * time.Second), Counted: counted("a"), Msg: exitMsg("a")},
+				Backoff:  createBackoff{Wait: 3 * time.Second, Failures: 2},
+				Degraded: "1 pods cannot start; " + exitMsg("a"),
+			},
+		},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			tc.in.Clock = t0
+			out := plan(tc.in)
+			got := streakOutcome{Streak: out.Streak, Backoff: out.Backoff, Ended: out.StreakEnded}
+			if d := out.Degraded; d != nil {
+				require.Equal(t, v1alpha1.ConditionDegraded, d.Type)
+				require.Equal(t, metav1.ConditionTrue, d.Status)
+				require.Equal(t, "PodsCannotStart", d.Reason)
+				got.Degraded = d.Message
+			}
+			require.Equal(t, tc.want, got)
+		})
+	}
 }
 
 // --- draining, cordoned and outdated pods -------------------------------------
