@@ -1,0 +1,95 @@
+package janitor
+
+import (
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// holding reports a data-loss hold: a warning and an event once per
+// generation (the hold itself is recomputed by every pass), and a look
+// again when it ends.
+func (p *pass) holding(snap slots.Snapshot, left time.Duration) {
+	p.after(left)
+	if p.st.heldGeneration == snap.Generation {
+		return
+	}
+	p.st.heldGeneration = snap.Generation
+	p.log.Warn("Redis lost this pool's data: rebuilding pod records and deleting nothing until the agents registered again",
+		"generation", snap.Generation, "declared", snap.Declared, "for", left)
+	p.event(p.ap, corev1.EventTypeWarning, "RedisDataLoss",
+		"pods predate the pool's generation in Redis (declared %s): rebuilding pod records, deleting nothing for %v",
+		snap.Declared.UTC().Format(time.RFC3339), left.Round(time.Millisecond))
+}
+
+func (p *pass) event(obj runtime.Object, typ, reason, msg string, args ...any) {
+	if p.c.opts.DryRun {
+		return
+	}
+	p.c.recorder.Eventf(obj, typ, reason, msg, args...)
+}
+
+// updateStatus writes the pool's status when it changed. s is nil for an
+// invalid spec.
+func (p *pass) updateStatus(n podCounts, s *settings, degraded *metav1.Condition) error {
+	ap := p.ap.DeepCopy()
+	st := &ap.Status
+	st.Replicas = int32(n.Replicas)
+	st.ReadyReplicas = int32(n.Ready)
+	st.BusyReplicas = int32(n.Busy)
+	st.IdleReplicas = int32(n.Idle)
+	st.CordonedReplicas = int32(n.Cordoned)
+	st.DrainingReplicas = int32(n.Draining)
+	st.Selector = LabelPool + "=" + ap.Name
+	st.ObservedGeneration = ap.Generation
+	if degraded == nil {
+		degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: "AsExpected", Message: "pods start"}
+	}
+	degraded.ObservedGeneration = ap.Generation
+	meta.SetStatusCondition(&st.Conditions, *degraded)
+	if s != nil {
+		pending := metav1.Condition{Type: v1alpha1.ConditionSlotPolicyPending, Status: metav1.ConditionFalse, Reason: "Applied",
+			ObservedGeneration: ap.Generation, Message: "the pool runs the slot policy of spec.slots"}
+		if p.st.policyPending != "" {
+			pending.Status, pending.Reason = metav1.ConditionTrue, "PoolHasPods"
+			pending.Message = fmt.Sprintf("spec.slots changed while the %s: the old slot policy stays until the pool has no pods (scale it to 0); every other setting is applied", p.st.policyPending)
+		}
+		meta.SetStatusCondition(&st.Conditions, pending)
+		ready := metav1.Condition{Type: v1alpha1.ConditionReady, Status: metav1.ConditionFalse, Reason: "PodsNotReady",
+			ObservedGeneration: ap.Generation, Message: fmt.Sprintf("%d of %d pods ready", n.Ready, s.Replicas)}
+		if n.Ready >= s.Replicas && n.Replicas == s.Replicas {
+			ready.Status, ready.Reason = metav1.ConditionTrue, "AllPodsReady"
+		}
+		meta.SetStatusCondition(&st.Conditions, ready)
+	}
+	if equality.Semantic.DeepEqual(p.ap.Status, ap.Status) {
+		return nil
+	}
+	if p.c.opts.DryRun {
+		p.log.Debug("dry-run: would update status", "replicas", st.Replicas)
+		return nil
+	}
+	obj, err := runtime.DefaultUnstructuredConverter.ToUnstructured(ap)
+	if err != nil {
+		return fmt.Errorf("encoding status of %s: %w", p.key, err)
+	}
+	_, err = p.c.dyn.Resource(v1alpha1.GroupVersionResource).Namespace(ap.Namespace).
+		UpdateStatus(p.ctx, &unstructured.Unstructured{Object: obj}, metav1.UpdateOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("updating status of %s: %w", p.key, err)
+	}
+	return nil
+}
