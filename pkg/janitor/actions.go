@@ -29,19 +29,42 @@ func (p *pass) act(action string, pod string, fn func() error) error {
 		return nil
 	}
 	err := fn()
-	result := resultSuccess
-	switch {
-	case errors.Is(err, slots.ErrPodBusy), errors.Is(err, slots.ErrSelfCordoned):
-		// Expected refusals: the store keeps a pod that got work, or whose
-		// own stopping agent cordoned it, whatever this pass decided.
-		result = resultRefused
-	case errors.Is(err, slots.ErrNotReplicated):
-		result = resultNotReplicated
-	case err != nil:
-		result = resultError
-	}
-	p.c.m.Actions.WithLabelValues(action, result).Inc()
+	p.c.m.Actions.WithLabelValues(action, resultOf(err)).Inc()
 	return err
+}
+
+// guards are the store's refusals that overrule a pass's decision to keep
+// a pod safe: a drain of a pod that got work since the snapshot
+// (ErrPodBusy), an uncordon of a pod its own stopping agent cordoned
+// (ErrSelfCordoned). They are the protocol working, not a fault.
+var guards = []error{slots.ErrPodBusy, slots.ErrSelfCordoned}
+
+// resultOf is an action's result label, from slots.Classify. Operators
+// read the labels, so they mean what they meant before the store had one
+// classification:
+//   - refused is a guard only. The other refusals these calls can get (no
+//     such pool or pod, another incarnation, a state that does not allow
+//     it, a tombstone, invalid input) mean the pass acted on a state the
+//     store no longer holds, which is worth an "error".
+//   - not-replicated stays apart from the other unavailable errors: the
+//     drain stands on the primary and the pod waits, which is not the
+//     store failing.
+//   - Everything else, the Kubernetes API's errors (never a refusal of the
+//     store) and a canceled context included, is an error.
+func resultOf(err error) string {
+	switch slots.Classify(err) {
+	case slots.KindNone:
+		return resultSuccess
+	case slots.KindRefused:
+		if slices.ContainsFunc(guards, func(g error) bool { return errors.Is(err, g) }) {
+			return resultRefused
+		}
+	case slots.KindUnavailable:
+		if errors.Is(err, slots.ErrNotReplicated) {
+			return resultNotReplicated
+		}
+	}
+	return resultError
 }
 
 // parallel runs fn for each item with bounded concurrency.
