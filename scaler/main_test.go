@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -25,26 +24,14 @@ import (
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/internal/testcerts"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
-
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 type running struct {
 	grpcAddr, healthAddr, metricsAddr string
 	stop                              func() error
-	logs                              *syncBuffer
+	logs                              *testutil.SyncBuffer
 }
 
 func listen(t *testing.T) net.Listener {
@@ -58,7 +45,7 @@ func start(t *testing.T, env map[string]string) *running {
 	t.Helper()
 	ls := &listeners{grpc: listen(t), health: listen(t), metrics: listen(t)}
 	r := &running{grpcAddr: ls.grpc.Addr().String(), healthAddr: ls.health.Addr().String(),
-		metricsAddr: ls.metrics.Addr().String(), logs: &syncBuffer{}}
+		metricsAddr: ls.metrics.Addr().String(), logs: &testutil.SyncBuffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
@@ -40,7 +41,7 @@ func (c *cluster) startJanitorBinary(identity, kubeconfig string) *exec.Cmd {
 	c.t.Helper()
 	cmd := exec.Command(scalerBin, "janitor")
 	cmd.Env = append(os.Environ(), "REDIS_URL="+c.redis, "KEY_PREFIX="+c.prefix, "KUBECONFIG="+kubeconfig,
-		"AGENT_REDIS_URL="+c.redis, "SYNC_INTERVAL=200ms", "LISTEN_ADDRESS="+freeAddr(c.t), "LOG_LEVEL=warn",
+		"AGENT_REDIS_URL="+c.redis, "SYNC_INTERVAL=200ms", "LISTEN_ADDRESS="+testutil.FreeAddr(c.t), "LOG_LEVEL=warn",
 		"LEADER_ELECT=true", "LEADER_ELECT_NAMESPACE="+releaseNamespace, "LEADER_ELECT_IDENTITY="+identity,
 		"LEADER_ELECT_LEASE_DURATION=2s", "REAP_INTERVAL=200ms")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -56,7 +57,6 @@ func (c *cluster) startJanitorBinary(identity, kubeconfig string) *exec.Cmd {
 // killed the other takes over; neither hand-over nor the pair ever create
 // more pods than asked for.
 func TestJanitorBinaryLeaderElection(t *testing.T) {
-	buildE2EBinaries(t)
 	c := newCluster(t)
 	kc := c.kubeconfig()
 	c.newPool("ns", "p", 3)

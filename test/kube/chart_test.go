@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
@@ -298,7 +299,6 @@ func TestChartHelmInstallAndUpgradeKeepTheRedisPassword(t *testing.T) {
 	ctx := context.Background()
 	kube := kubernetes.NewForConfigOrDie(admin)
 	createCRDs(t, admin, kedaCRDs(t)...)
-	renderChart(t, "--show-only", "templates/janitor-rbac.yaml") // builds helm (helmBin)
 	c := &cluster{t: t, ctx: ctx, admin: admin, kube: kube, dyn: dynamic.NewForConfigOrDie(admin)}
 	c.createNamespace("team-z") // a pool namespace outside the release's
 
@@ -312,7 +312,7 @@ func TestChartHelmInstallAndUpgradeKeepTheRedisPassword(t *testing.T) {
 	}, kubeconfig))
 	helmCmd := func(args ...string) string {
 		t.Helper()
-		cmd := exec.Command(helmBin, args...)
+		cmd := exec.Command(testutil.HelmBinary(t), args...)
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+kubeconfig, "HELM_CACHE_HOME="+home+"/cache",
 			"HELM_CONFIG_HOME="+home+"/config", "HELM_DATA_HOME="+home+"/data")
 		out, err := cmd.CombinedOutput()

@@ -26,48 +26,35 @@ import (
 	"k8s.io/kubernetes/pkg/controller/podautoscaler"
 	metricsclient "k8s.io/kubernetes/pkg/controller/podautoscaler/metrics"
 
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
 var (
-	binOnce             sync.Once
-	scalerBin, kedaPoll string
-	binErr              error
+	kedaPollOnce sync.Once
+	kedaPoll     string
+	kedaPollErr  error
 )
 
-// buildE2EBinaries builds the scaler (root module) and kedapoll (KEDA's
-// client, in the test/keda module: KEDA pins Kubernetes libraries this
-// module cannot share, so KEDA's client runs as a process).
-func buildE2EBinaries(t testing.TB) {
+// buildKedaPoll builds kedapoll, KEDA's client, in the test/keda module:
+// KEDA pins Kubernetes libraries this module cannot share, so KEDA's client
+// runs as a process. (TestMain built the scaler.)
+func buildKedaPoll(t testing.TB) {
 	t.Helper()
-	binOnce.Do(func() {
+	kedaPollOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "slotscaler-e2e-")
 		if err != nil {
-			binErr = err
+			kedaPollErr = err
 			return
 		}
-		scalerBin, kedaPoll = filepath.Join(dir, "scaler"), filepath.Join(dir, "kedapoll")
-		for _, b := range []struct{ dir, out, pkg string }{
-			{repoRoot, scalerBin, "./scaler"},
-			{filepath.Join(repoRoot, "test/keda"), kedaPoll, "./cmd/kedapoll"},
-		} {
-			cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
-			cmd.Dir = b.dir
-			if out, err := cmd.CombinedOutput(); err != nil {
-				binErr = fmt.Errorf("building %s: %v\n%s", b.pkg, err, out)
-				return
-			}
+		kedaPoll = filepath.Join(dir, "kedapoll")
+		cmd := exec.Command("go", "build", "-o", kedaPoll, "./cmd/kedapoll")
+		cmd.Dir = filepath.Join(repoRoot, "test/keda")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			kedaPollErr = fmt.Errorf("building kedapoll: %v\n%s", err, out)
 		}
 	})
-	require.NoError(t, binErr)
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	require.NoError(t, kedaPollErr)
 }
 
 // startScaler runs the scaler binary on the cluster's Redis.
@@ -79,10 +66,10 @@ func (c *cluster) startScaler() string {
 // startScalerWith runs the scaler binary on the Redis at redisURL.
 func (c *cluster) startScalerWith(redisURL string) string {
 	c.t.Helper()
-	addr := freeAddr(c.t)
+	addr := testutil.FreeAddr(c.t)
 	cmd := exec.Command(scalerBin)
 	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL, "KEY_PREFIX="+c.prefix, "LISTEN_ADDRESS="+addr,
-		"HEALTH_ADDRESS="+freeAddr(c.t), "METRICS_ADDRESS="+freeAddr(c.t), "LOG_LEVEL=warn")
+		"HEALTH_ADDRESS="+testutil.FreeAddr(c.t), "METRICS_ADDRESS="+testutil.FreeAddr(c.t), "LOG_LEVEL=warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	require.NoError(c.t, cmd.Start())
 	c.t.Cleanup(func() {
@@ -221,7 +208,7 @@ func (c *cluster) fillSlotZero(ns, pool string, n int) {
 // gets them; with scaleUp.tolerance 0 it gets 21; with the scaler's nudge it
 // gets 23. Either way the queued plan_and_apply runs on a new pod.
 func TestEndToEndHPAToleranceBand(t *testing.T) {
-	buildE2EBinaries(t)
+	buildKedaPoll(t)
 	c := newCluster(t)
 	scaler := c.startScaler()
 	m := &kedaMetrics{t: t, metadata: map[string]string{}, last: map[string]int64{}}

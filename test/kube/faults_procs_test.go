@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 )
 
@@ -53,7 +54,7 @@ func (j *janitorPair) start(id string) {
 	}
 	cmd := exec.Command(scalerBin, "janitor")
 	cmd.Env = append(os.Environ(), "REDIS_URL="+j.redisURL, "KEY_PREFIX="+j.c.prefix, "KUBECONFIG="+j.kubeconfig,
-		"AGENT_REDIS_URL="+j.agentURL, "SYNC_INTERVAL=300ms", "LISTEN_ADDRESS="+freeAddr(j.c.t), "LOG_LEVEL=warn",
+		"AGENT_REDIS_URL="+j.agentURL, "SYNC_INTERVAL=300ms", "LISTEN_ADDRESS="+testutil.FreeAddr(j.c.t), "LOG_LEVEL=warn",
 		"LEADER_ELECT=true", "LEADER_ELECT_NAMESPACE="+releaseNamespace, "LEADER_ELECT_IDENTITY="+id,
 		"LEADER_ELECT_LEASE_DURATION=2s", "REAP_INTERVAL=200ms", "REDIS_TIMEOUT=1s")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

@@ -60,7 +60,6 @@ func TestFaults(t *testing.T) {
 		}
 		dur = d
 	}
-	buildE2EBinaries(t)
 	for _, seed := range seeds {
 		dataLoss := seed%2 == 1
 		switch os.Getenv("SLOTSCALER_FAULTS_DATALOSS") {

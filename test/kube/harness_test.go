@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -39,6 +38,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -52,7 +52,8 @@ const (
 	repoRoot         = "../.."
 )
 
-var agentBin string
+// agentBin and scalerBin are the root module's binaries, as they ship.
+var agentBin, scalerBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "slotscaler-kube-")
@@ -60,12 +61,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	agentBin = filepath.Join(dir, "agent")
-	build := exec.Command("go", "build", "-o", agentBin, "./agent")
-	build.Dir = repoRoot // the root module's dependency versions: the binary that ships
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building the agent:", err)
+	agentBin, scalerBin = filepath.Join(dir, "agent"), filepath.Join(dir, "scaler")
+	if err := testutil.BuildBinaries(dir, "./agent", "./scaler"); err != nil {
+		fmt.Fprintln(os.Stderr, "building the binaries:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -206,39 +204,13 @@ func waitEstablished(t testing.TB, cs apiextensionsclient.Interface, name string
 	}, 30*time.Second, 50*time.Millisecond, "CRD %s not established", name)
 }
 
-var (
-	helmOnce sync.Once
-	helmBin  string
-	helmErr  error
-)
-
 // renderChart runs `helm template` on the chart (Helm built from the Go
 // module proxy, cached after the first build).
 func renderChart(t testing.TB, args ...string) []byte {
 	t.Helper()
-	helmOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "slotscaler-helm-")
-		if err != nil {
-			helmErr = err
-			return
-		}
-		// `go install pkg@version` builds Helm from the Go module proxy
-		// outside this module (cached after the first build).
-		cmd := exec.Command("go", "install", "helm.sh/helm/v3/cmd/helm@v3.22.0")
-		cmd.Env = append(os.Environ(), "GOBIN="+dir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			helmErr = fmt.Errorf("go install helm: %v\n%s", err, out)
-			return
-		}
-		helmBin = filepath.Join(dir, "helm")
-	})
-	require.NoError(t, helmErr)
 	full := append([]string{"template", "slotscaler", filepath.Join(repoRoot, "charts/slotscaler"), "--namespace", releaseNamespace}, args...)
-	cmd := exec.Command(helmBin, full...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	require.NoError(t, err, "helm %v: %s", full, stderr.String())
+	out, err := testutil.Helm(t, full...)
+	require.NoError(t, err)
 	return out
 }
 
