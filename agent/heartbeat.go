@@ -14,7 +14,9 @@ import (
 func (a *agent) heartbeatLoop(stop <-chan struct{}) {
 	t := time.NewTicker(a.cfg.HeartbeatInterval)
 	defer t.Stop()
-	failing := false
+	// A beat that fails is not retried: the next tick sends a fresh report.
+	beats := retrier{log: a.log, m: a.m, op: "heartbeat",
+		warn: "heartbeat failed; running phases continue, retrying", again: "heartbeats recorded again"}
 	for {
 		select {
 		case <-stop:
@@ -23,21 +25,20 @@ func (a *agent) heartbeatLoop(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
-		a.heartbeat(&failing)
+		a.heartbeat(&beats)
 	}
 }
 
-func (a *agent) heartbeat(failing *bool) {
+func (a *agent) heartbeat(beats *retrier) {
 	seq, report := a.report()
-	ctx, cancel := context.WithTimeout(a.work, a.cfg.RedisTimeout)
-	reply, err := a.store.HeartbeatNumbered(ctx, a.cfg.Pool, a.cfg.PodName, a.uid, seq, report)
-	cancel()
+	var reply slots.HeartbeatReply
+	err := a.storeCall(a.work, func(ctx context.Context) (err error) {
+		reply, err = a.store.HeartbeatNumbered(ctx, a.cfg.Pool, a.cfg.PodName, a.uid, seq, report)
+		return err
+	})
 	switch {
 	case err == nil:
-		if *failing {
-			a.log.Info("heartbeats recorded again")
-			*failing = false
-		}
+		beats.succeeded()
 		a.setPodState(reply.State)
 		for _, ref := range reply.Stop {
 			a.stopPhase(ref, errCancelRequested, "heartbeat")
@@ -54,11 +55,7 @@ func (a *agent) heartbeat(failing *bool) {
 			a.fatal(fmt.Errorf("registering again after the slot store lost this pod: %w", rerr))
 		}
 	default:
-		a.m.redisErrors.WithLabelValues("heartbeat").Inc()
-		if !*failing {
-			a.log.Warn("heartbeat failed; running phases continue, retrying", "err", err)
-			*failing = true
-		}
+		beats.failed(err)
 	}
 }
 

@@ -28,8 +28,9 @@ func (a *agent) quiet() (idle, held bool) {
 // is empty.
 func (a *agent) readLoop() {
 	handedBack, mayGetApply := false, false
-	var bo backoff
-	failing := false
+	// A failed Take is retried from the top of the loop, not in place, so
+	// a stop that begins while Redis is down still hands work back first.
+	takes := retrier{log: a.log, m: a.m, op: "take", warn: "reading the inbox failed; retrying", again: "reading the inbox again"}
 	for a.work.Err() == nil {
 		if a.hooks.beforeTake != nil {
 			a.hooks.beforeTake(a.work)
@@ -69,19 +70,11 @@ func (a *agent) readLoop() {
 				a.fatal(fmt.Errorf("taking work: %w", err))
 				return
 			}
-			a.m.redisErrors.WithLabelValues("take").Inc()
-			if !failing {
-				a.log.Warn("reading the inbox failed; retrying", "err", err)
-				failing = true
-			}
-			sleepCtx(a.work, bo.next())
+			takes.failed(err)
+			takes.pause(a.work) // the loop ends if work did
 			continue
 		}
-		if failing {
-			a.log.Info("reading the inbox again")
-			failing = false
-		}
-		bo.reset()
+		takes.succeeded()
 		if m == nil {
 			if idle, held := a.quiet(); handedBack && !claimed && idle && !held {
 				return // and the inbox was empty

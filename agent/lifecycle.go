@@ -208,28 +208,20 @@ func (e permanentError) Unwrap() error { return e.error }
 // connect opens Redis and the store and reads the pool's config, retrying
 // for --register-timeout while Redis or the pool is not there yet.
 func (a *agent) connect(sig context.Context) error {
-	deadline := time.Now().Add(a.cfg.RegisterTimeout)
-	var bo backoff
-	for warned := false; ; {
-		err := a.tryConnect(sig)
-		if err == nil {
-			return nil
-		}
-		var perm permanentError
-		if errors.As(err, &perm) {
-			return perm.error
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("gave up after --register-timeout %v: %w", a.cfg.RegisterTimeout, err)
-		}
-		if !warned {
-			a.log.Warn("slot store not ready; retrying", "err", err, "for", a.cfg.RegisterTimeout)
-			warned = true
-		}
-		if !sleepCtx(sig, bo.next()) {
-			return sig.Err()
-		}
+	r := retrier{log: a.log, op: "connect", warn: "slot store not ready; retrying", attrs: []any{"for", a.cfg.RegisterTimeout}}
+	permanent := func(err error) bool { var perm permanentError; return errors.As(err, &perm) }
+	err := r.do(sig, time.Now().Add(a.cfg.RegisterTimeout), permanent, func() error { return a.tryConnect(sig) })
+	var perm permanentError
+	var late lateError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &perm):
+		return perm.error
+	case errors.As(err, &late):
+		return fmt.Errorf("gave up after --register-timeout %v: %w", a.cfg.RegisterTimeout, late.last)
 	}
+	return err
 }
 
 func (a *agent) tryConnect(sig context.Context) error {
@@ -278,38 +270,37 @@ func (a *agent) tryConnect(sig context.Context) error {
 // its record), retrying for --register-timeout while the janitor's expected
 // record, the pool or Redis is missing.
 func (a *agent) register(ctx context.Context, orphans []int) error {
-	deadline := time.Now().Add(a.cfg.RegisterTimeout)
-	var bo backoff
-	for warned := false; ; {
-		rctx, cancel := context.WithTimeout(ctx, a.cfg.RedisTimeout)
-		register := a.store.RegisterPod
-		if a.stopping.Load() {
-			// Re-registering after data loss while stopping: straight into
-			// our own cordon, so no new work arrives that SIGKILL would end.
-			register = a.store.RegisterStoppingPod
-		}
-		st, err := register(rctx, a.cfg.Pool, a.cfg.PodName, a.uid, orphans...)
-		cancel()
-		if err == nil {
-			a.setPodState(st)
-			a.log.Info("registered", "uid", a.uid, "state", st, "orphan_slots", orphans)
-			return nil
-		}
+	r := retrier{log: a.log, op: "register", warn: "registration refused for now; retrying", attrs: []any{"for", a.cfg.RegisterTimeout}}
+	// The janitor may not have recorded the pod as expected yet, or not
+	// removed the incarnation this one replaces: both clear up. A
+	// tombstone is for good.
+	final := func(err error) bool {
 		retry := transient(err) || errors.Is(err, slots.ErrNotExpected) || errors.Is(err, slots.ErrPodConflict)
-		if !retry || errors.Is(err, slots.ErrTombstoned) {
-			return fmt.Errorf("registering: %w", err)
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("registering: gave up after --register-timeout %v: %w", a.cfg.RegisterTimeout, err)
-		}
-		if !warned {
-			a.log.Warn("registration refused for now; retrying", "err", err, "for", a.cfg.RegisterTimeout)
-			warned = true
-		}
-		if !sleepCtx(ctx, bo.next()) {
-			return ctx.Err()
-		}
+		return !retry || errors.Is(err, slots.ErrTombstoned)
 	}
+	var st slots.PodState
+	err := r.do(ctx, time.Now().Add(a.cfg.RegisterTimeout), final, func() error {
+		return a.storeCall(ctx, func(ctx context.Context) (err error) {
+			register := a.store.RegisterPod
+			if a.stopping.Load() {
+				// Re-registering after data loss while stopping: straight into
+				// our own cordon, so no new work arrives that SIGKILL would end.
+				register = a.store.RegisterStoppingPod
+			}
+			st, err = register(ctx, a.cfg.Pool, a.cfg.PodName, a.uid, orphans...)
+			return err
+		})
+	})
+	var late lateError
+	switch {
+	case err == nil:
+		a.setPodState(st)
+		a.log.Info("registered", "uid", a.uid, "state", st, "orphan_slots", orphans)
+		return nil
+	case errors.As(err, &late):
+		return fmt.Errorf("registering: gave up after --register-timeout %v: %w", a.cfg.RegisterTimeout, late.last)
+	}
+	return fmt.Errorf("registering: %w", err)
 }
 
 func (a *agent) setPodState(st slots.PodState) {

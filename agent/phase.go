@@ -297,31 +297,21 @@ func toResult(as *slots.Assignment, res executor.Result) slots.Result {
 // the store refused it for good (the phase is no longer this pod's) or the
 // agent is ending.
 func (a *agent) complete(r slots.Result, log *slog.Logger) (slots.TaskState, bool) {
-	var bo backoff
-	failing := false
-	for {
-		ctx, cancel := context.WithTimeout(a.work, a.cfg.RedisTimeout)
-		st, err := a.store.Complete(ctx, a.cfg.Pool, r)
-		cancel()
-		switch {
-		case err == nil:
-			if failing {
-				log.Info("result recorded after retries")
-			}
-			return st, true
-		case a.work.Err() != nil:
-			return "", false
-		case !transient(err):
-			log.Warn("the slot store refused the result; dropping it", "err", err)
-			return "", false
-		}
-		a.m.redisErrors.WithLabelValues("complete").Inc()
-		if !failing {
-			log.Warn("recording the result failed; keeping it and retrying until Redis takes it", "err", err)
-			failing = true
-		}
-		if !sleepCtx(a.work, bo.next()) {
-			return "", false
-		}
+	results := retrier{log: log, m: a.m, op: "complete",
+		warn: "recording the result failed; keeping it and retrying until Redis takes it", again: "result recorded after retries"}
+	var st slots.TaskState
+	err := results.do(a.work, time.Time{}, func(err error) bool { return !transient(err) }, func() error {
+		return a.storeCall(a.work, func(ctx context.Context) (err error) {
+			st, err = a.store.Complete(ctx, a.cfg.Pool, r)
+			return err
+		})
+	})
+	switch {
+	case err == nil:
+		return st, true
+	case a.work.Err() != nil:
+	default:
+		log.Warn("the slot store refused the result; dropping it", "err", err)
 	}
+	return "", false
 }

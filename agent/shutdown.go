@@ -9,27 +9,9 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
-// retry runs a store call until it succeeds, fails for good or ctx ends.
-func (a *agent) retry(ctx context.Context, op string, call func(ctx context.Context) error) error {
-	var bo backoff
-	for {
-		cctx, cancel := context.WithTimeout(ctx, a.cfg.RedisTimeout)
-		err := call(cctx)
-		cancel()
-		if err == nil || !transient(err) || ctx.Err() != nil {
-			return err
-		}
-		a.m.redisErrors.WithLabelValues(op).Inc()
-		a.log.Debug("retrying", "op", op, "err", err)
-		if !sleepCtx(ctx, bo.next()) {
-			return ctx.Err()
-		}
-	}
-}
-
 // cordon stops new work reaching the pod; false when the agent is ending.
 func (a *agent) cordon() bool {
-	err := a.retry(a.work, "cordon", func(ctx context.Context) error { return a.store.CordonSelf(ctx, a.cfg.Pool, a.cfg.PodName, a.uid) })
+	err := a.retryStore(a.work, "cordon", func(ctx context.Context) error { return a.store.CordonSelf(ctx, a.cfg.Pool, a.cfg.PodName, a.uid) })
 	switch {
 	case err == nil:
 		a.setPodState(slots.PodCordoned)
@@ -49,7 +31,7 @@ func (a *agent) cordon() bool {
 // attempt; false when the agent is ending.
 func (a *agent) handBack() bool {
 	var ids []string
-	err := a.retry(a.work, "handback", func(ctx context.Context) (err error) {
+	err := a.retryStore(a.work, "handback", func(ctx context.Context) (err error) {
 		ids, err = a.store.HandBack(ctx, a.cfg.Pool, a.cfg.PodName, a.uid)
 		return err
 	})
@@ -78,7 +60,7 @@ func (a *agent) releaseReservations() {
 	a.mu.Unlock()
 	slices.Sort(tasks)
 	for _, t := range tasks {
-		err := a.retry(a.work, "release", func(ctx context.Context) error {
+		err := a.retryStore(a.work, "release", func(ctx context.Context) error {
 			return a.store.ReleaseReservation(ctx, a.cfg.Pool, t, "agent-shutdown")
 		})
 		switch {
@@ -101,7 +83,7 @@ func (a *agent) releaseReservations() {
 func (a *agent) removeSelf() {
 	ctx, cancel := context.WithTimeout(a.work, a.cfg.RegisterTimeout)
 	defer cancel()
-	err := a.retry(ctx, "remove", func(ctx context.Context) error {
+	err := a.retryStore(ctx, "remove", func(ctx context.Context) error {
 		return a.store.RemovePod(ctx, a.cfg.Pool, a.cfg.PodName, a.uid, "agent-shutdown")
 	})
 	if err != nil {
