@@ -88,6 +88,9 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := config.Parse(fs, args, lookup); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, janitorHelp)
+		}
 		return JanitorConfig{}, err
 	}
 	if c.Identity == "" {
@@ -95,6 +98,16 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	}
 	return c, c.validate()
 }
+
+// janitorHelp follows the flags in --help. Like roles, no line starts with
+// "  --" or four spaces (the configuration reference reads those as flags).
+const janitorHelp = `
+The pool controller: makes each AgentPool's agent pods match spec.replicas. It
+declares the pool in the slot store, creates agent pods from its template, and
+removes only pods it drained in the slot store (proven idle, none reserved).
+The command, its metrics (slotscaler_janitor_*) and its Lease keep the name
+janitor: installations, dashboards and alerts refer to them.
+`
 
 func (c JanitorConfig) validate() error {
 	var errs []error
@@ -153,7 +166,8 @@ func (c JanitorConfig) restConfig() (*rest.Config, error) {
 	return rc, nil
 }
 
-// runJanitor is `scaler janitor`: the pool controller.
+// runJanitor is `scaler janitor`: the pool controller, which creates pods as
+// well as removing idle ones (see the package doc for why it keeps its name).
 func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup func(string) (string, bool), ln net.Listener) error {
 	cfg, err := parseJanitorConfig(args, stderr, lookup)
 	if err != nil {

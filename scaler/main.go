@@ -1,5 +1,3 @@
-// Command scaler is slotscaler's KEDA external scaler: it tells KEDA how many
-// pods each pool needs.
 package main
 
 import (
@@ -13,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -32,22 +31,47 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	var err error
-	switch {
-	case len(os.Args) > 1 && os.Args[1] == "janitor":
-		err = runJanitor(ctx, os.Args[2:], os.Stderr, os.LookupEnv, nil)
-	case len(os.Args) > 1 && os.Args[1] == "declare-pool":
-		err = runDeclarePool(ctx, os.Args[2:], os.Stderr, os.LookupEnv)
-	default:
-		err = run(ctx, os.Args[1:], os.Stderr, os.LookupEnv, nil)
-	}
-	if err != nil {
+	if err := dispatch(ctx, os.Args[1:], os.Stderr, os.LookupEnv); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
 		fmt.Fprintln(os.Stderr, "scaler:", err)
 		os.Exit(1)
 	}
+}
+
+// roles is printed by --help (after the scaler's own flags) and with an
+// unknown command. No line starts with "  --" or four spaces: the
+// configuration reference is generated from --help and reads those as
+// flags.
+const roles = `
+One binary, slotscaler's three control-plane roles:
+  scaler [flags]               the KEDA external scaler (no command): tells KEDA how many agent pods each pool needs
+  scaler janitor [flags]       the pool controller: creates each AgentPool's agent pods, removes only pods drained idle
+  scaler declare-pool [flags]  declares a static pool (agents outside Kubernetes) in the slot store and exits
+Each command's --help lists its flags.
+`
+
+// dispatch runs the role named by the first argument: janitor,
+// declare-pool, or none (a flag or nothing) for the external scaler.
+func dispatch(ctx context.Context, args []string, stderr io.Writer, lookup func(string) (string, bool)) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		err := run(ctx, args, stderr, lookup, nil)
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, roles)
+		}
+		return err
+	}
+	switch args[0] {
+	case "janitor":
+		return runJanitor(ctx, args[1:], stderr, lookup, nil)
+	case "declare-pool":
+		return runDeclarePool(ctx, args[1:], stderr, lookup)
+	}
+	// The external scaler takes no arguments: a word here was meant as a
+	// command.
+	fmt.Fprint(stderr, roles)
+	return fmt.Errorf("unknown command %q", args[0])
 }
 
 // listeners lets tests hand in their own listeners (bufconn); nil listens
