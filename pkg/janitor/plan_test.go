@@ -1002,15 +1002,7 @@ func TestPlanStartFailureStreak(t *testing.T) {
 				Degraded: "2 pods cannot start; " + exitMsg("a"),
 			},
 		},
-		"the wait stops doubling at 5 minutes": {
-			in: with(input(1, pods(failed("a"))), startStreak{Failures: 8, Counted: counted()}),
-			want: streakOutcome{
-				Streak:   startStreak{Failures: 9, Last: t0, NextCreate: t0.Add(maxStartBackoff), Counted: counted("a"), Msg: exitMsg("a")},
-				Backoff:  createBackoff{Wait: maxStartBackoff, Failures: 9},
-				Degraded: "1 pods cannot start; " + exitMsg("a"),
-			},
-		},
-		"a very long streak waits 5 minutes too": {
+		"the wait stops doubling at 5 minutes, however long the streak": {
 			in: with(input(1, pods(failed("a"))), startStreak{Failures: 70, Counted: counted()}),
 			want: streakOutcome{
 				Streak:   startStreak{Failures: 71, Last: t0, NextCreate: t0.Add(maxStartBackoff), Counted: counted("a"), Msg: exitMsg("a")},
