@@ -185,19 +185,12 @@ func fenced(err error) bool {
 	return errors.Is(err, slots.ErrTombstoned) || errors.Is(err, slots.ErrPodLost) || errors.Is(err, slots.ErrPodConflict)
 }
 
-// transient reports whether a failed store call is worth retrying: network
-// and Redis trouble, or a pool not (yet, again) declared. Other store
-// errors are answers that a retry will not change.
-func transient(err error) bool {
-	for _, s := range []error{slots.ErrStaleEpoch, slots.ErrTaskNotFound, slots.ErrNotStarted, slots.ErrTaskFinished,
-		slots.ErrInvalidTask, slots.ErrInvalidPod, slots.ErrInvalidPool, slots.ErrNotReserved, slots.ErrReservationLost,
-		slots.ErrTombstoned, slots.ErrPodLost, slots.ErrPodConflict, slots.ErrPodState, slots.ErrNotExpected,
-		slots.ErrPodNotFound, slots.ErrIncompatible} {
-		if errors.Is(err, s) {
-			return false
-		}
-	}
-	return true
+// refused reports whether a failed store call was answered for good: a
+// retry gets the same no. ErrPoolNotFound is a refusal the agent waits out
+// instead, as it waits for Redis itself: after Redis lost its data the pool
+// is back once the janitor declares it again.
+func refused(err error) bool {
+	return slots.IsRefusal(err) && !errors.Is(err, slots.ErrPoolNotFound)
 }
 
 // permanentError marks a start-up failure that waiting will not fix.
@@ -273,10 +266,9 @@ func (a *agent) register(ctx context.Context, orphans []int) error {
 	r := retrier{log: a.log, op: "register", warn: "registration refused for now; retrying", attrs: []any{"for", a.cfg.RegisterTimeout}}
 	// The janitor may not have recorded the pod as expected yet, or not
 	// removed the incarnation this one replaces: both clear up. A
-	// tombstone is for good.
+	// tombstone, like every other refusal, is for good.
 	final := func(err error) bool {
-		retry := transient(err) || errors.Is(err, slots.ErrNotExpected) || errors.Is(err, slots.ErrPodConflict)
-		return !retry || errors.Is(err, slots.ErrTombstoned)
+		return refused(err) && !errors.Is(err, slots.ErrNotExpected) && !errors.Is(err, slots.ErrPodConflict)
 	}
 	var st slots.PodState
 	err := r.do(ctx, time.Now().Add(a.cfg.RegisterTimeout), final, func() error {

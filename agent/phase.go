@@ -300,7 +300,7 @@ func (a *agent) complete(r slots.Result, log *slog.Logger) (slots.TaskState, boo
 	results := retrier{log: log, m: a.m, op: "complete",
 		warn: "recording the result failed; keeping it and retrying until Redis takes it", again: "result recorded after retries"}
 	var st slots.TaskState
-	err := results.do(a.work, time.Time{}, func(err error) bool { return !transient(err) }, func() error {
+	err := results.do(a.work, time.Time{}, refused, func() error {
 		return a.storeCall(a.work, func(ctx context.Context) (err error) {
 			st, err = a.store.Complete(ctx, a.cfg.Pool, r)
 			return err

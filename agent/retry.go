@@ -124,5 +124,5 @@ func (a *agent) storeCall(ctx context.Context, call func(ctx context.Context) er
 // or ctx ends.
 func (a *agent) retryStore(ctx context.Context, op string, call func(ctx context.Context) error) error {
 	r := retrier{log: a.log, m: a.m, op: op}
-	return r.do(ctx, time.Time{}, func(err error) bool { return !transient(err) }, func() error { return a.storeCall(ctx, call) })
+	return r.do(ctx, time.Time{}, refused, func() error { return a.storeCall(ctx, call) })
 }
