@@ -24,7 +24,7 @@ import (
 // real process.
 type agentProcess struct {
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *testutil.SyncBuffer
 	done chan struct{}
 }
 
@@ -41,7 +41,7 @@ func startProcess(t testing.TB, binary string, env map[string]string, asNobody b
 	if env["LISTEN_ADDRESS"] == "" {
 		cmd.Env = append(cmd.Env, "LISTEN_ADDRESS=127.0.0.1:0")
 	}
-	p := &agentProcess{cmd: cmd, logs: &syncBuffer{}, done: make(chan struct{})}
+	p := &agentProcess{cmd: cmd, logs: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if asNobody && os.Geteuid() == 0 {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -40,20 +39,6 @@ func TestMain(m *testing.M) {
 // patience bounds every wait, only so a broken test cannot hang; nothing
 // asserts how long anything takes.
 const patience = 60 * time.Second
-
-// syncBuffer is a log sink safe for the agent's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // testEnv is one pool in a real Redis, a directory for executor scripts and
 // their marker files, and the store as the platform and janitor use it.
@@ -192,7 +177,7 @@ func (e *testEnv) podState(t testing.TB, pod string) slots.PodState {
 type agentRun struct {
 	built  chan *agent
 	addr   string
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	stop   context.CancelFunc // what SIGTERM does
 	done   chan error
 	result *error
@@ -244,7 +229,7 @@ func (e *testEnv) start(t testing.TB, over map[string]string, h hooks) *agentRun
 	require.NoError(t, err)
 	env := e.settings(t, over)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &agentRun{addr: ln.Addr().String(), logs: &syncBuffer{}, stop: cancel, done: make(chan error, 1), built: make(chan *agent, 1)}
+	r := &agentRun{addr: ln.Addr().String(), logs: &testutil.SyncBuffer{}, stop: cancel, done: make(chan error, 1), built: make(chan *agent, 1)}
 	built := func(a *agent) { r.built <- a }
 	go func() {
 		r.done <- run(ctx, nil, r.logs, lookupIn(env), &runOptions{listener: ln, hooks: h, built: built})

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -307,7 +308,7 @@ func TestBadSettingsStopStartUpWithOneLineNamingThem(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			env := tc.env.settings(t, tc.over)
-			logs := &syncBuffer{}
+			logs := &testutil.SyncBuffer{}
 			ctx, cancel := context.WithTimeout(context.Background(), patience)
 			defer cancel()
 			err := run(ctx, nil, logs, lookupIn(env), &runOptions{listener: listen(t)})
@@ -320,7 +321,7 @@ func TestBadSettingsStopStartUpWithOneLineNamingThem(t *testing.T) {
 
 func TestHelpListsEverySettingWithItsEnvironmentTwin(t *testing.T) {
 	t.Parallel()
-	out := &syncBuffer{}
+	out := &testutil.SyncBuffer{}
 	err := run(context.Background(), []string{"--help"}, out, lookupIn(nil), nil)
 	require.ErrorIs(t, err, flag.ErrHelp)
 	for _, s := range []string{"--pool-namespace", "POOL_NAMESPACE", "--executor-env", "EXECUTOR_ENV", "--kill-grace", `(default "10s")`, "--listen-address", `(default ":8082")`} {
