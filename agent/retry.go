@@ -40,7 +40,7 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 // retrier is the state of one store call the agent repeats until it
 // succeeds: its backoff, and whether it is failing. A call that fails for
 // minutes (Redis down) logs one warning when it starts failing and one line
-// when it works again, not a line per attempt; every failure is counted.
+// when it works again, not a line per attempt.
 type retrier struct {
 	log *slog.Logger
 	m   *metrics // nil: failures are not counted
