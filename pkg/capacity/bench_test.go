@@ -4,7 +4,7 @@ import "testing"
 
 func BenchmarkDesiredDefaultPolicy(b *testing.B) {
 	in := Input{
-		Classes:    ClassesOf(defaultSlots),
+		Classes:    classesOf(defaultSlots),
 		BusyPods:   12,
 		FreeOnBusy: []int{2, 9},
 		Queued:     map[string]int{plan: 25, pa: 7},

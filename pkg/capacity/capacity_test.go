@@ -20,10 +20,16 @@ const (
 var defaultSlots = [][]string{{plan, pa}, {plan}, {plan}}
 
 // defaultClasses = [{plan, plan_and_apply}×1, {plan}×2].
-var defaultClasses = ClassesOf(defaultSlots)
+var defaultClasses = classesOf(defaultSlots)
+
+// classesOf is ClassesOf without the slot indexes.
+func classesOf(slots [][]string) []Class {
+	c, _ := ClassesOf(slots)
+	return c
+}
 
 func TestDesired(t *testing.T) {
-	threeClasses := ClassesOf([][]string{{"a", "b"}, {"b", "c"}, {"c"}}) // {a,b}×1, {b,c}×1, {c}×1
+	threeClasses := classesOf([][]string{{"a", "b"}, {"b", "c"}, {"c"}}) // {a,b}×1, {b,c}×1, {c}×1
 
 	tests := map[string]struct {
 		classes []Class // nil: default policy
@@ -133,22 +139,22 @@ func TestDesired(t *testing.T) {
 				Unschedulable: map[string]int{"apply": 2, "destroy": 1}},
 		},
 		"single slot running all types: one task per pod": {
-			classes: ClassesOf([][]string{{plan, pa}}),
+			classes: classesOf([][]string{{plan, pa}}),
 			in:      Input{BusyPods: 1, FreeOnBusy: []int{1}, Queued: map[string]int{plan: 2, pa: 3}},
 			want:    Result{Desired: 5, NewPods: 4, Active: true},
 		},
 		"four slots running all types: four tasks per pod": {
-			classes: ClassesOf([][]string{{plan, pa}, {pa, plan}, {plan, pa}, {plan, pa}}),
+			classes: classesOf([][]string{{plan, pa}, {pa, plan}, {plan, pa}, {plan, pa}}),
 			in:      Input{Queued: map[string]int{plan: 5, pa: 3}},
 			want:    Result{Desired: 2, NewPods: 2, Active: true},
 		},
 		"two classes where one type fits both": {
-			classes: ClassesOf([][]string{{"a"}, {"a", "b"}, {"a", "b"}}), // {a}×1, {a,b}×2
+			classes: classesOf([][]string{{"a"}, {"a", "b"}, {"a", "b"}}), // {a}×1, {a,b}×2
 			in:      Input{Queued: map[string]int{"a": 4, "b": 1}},
 			want:    Result{Desired: 2, NewPods: 2, Active: true},
 		},
 		"two classes where the narrower type alone binds": {
-			classes: ClassesOf([][]string{{"a"}, {"a", "b"}, {"a", "b"}}),
+			classes: classesOf([][]string{{"a"}, {"a", "b"}, {"a", "b"}}),
 			in:      Input{BusyPods: 1, FreeOnBusy: []int{1, 0}, Queued: map[string]int{"a": 1, "b": 5}},
 			want:    Result{Desired: 4, NewPods: 3, Active: true},
 		},
@@ -363,7 +369,7 @@ func typeName(i int) string { return "t" + string(rune('A'+i/26)) + string(rune(
 
 func ExampleDesired() {
 	res, _ := Desired(Input{
-		Classes:    ClassesOf([][]string{{"plan", "plan_and_apply"}, {"plan"}, {"plan"}}),
+		Classes:    classesOf([][]string{{"plan", "plan_and_apply"}, {"plan"}, {"plan"}}),
 		BusyPods:   2,
 		FreeOnBusy: []int{0, 3}, // both slot 0s busy, three plan-only slots idle
 		Queued:     map[string]int{"plan": 4, "plan_and_apply": 1},

@@ -30,7 +30,7 @@ func FuzzDesired(f *testing.F) {
 				}
 			}
 		}
-		classes := ClassesOf(slots)
+		classes := classesOf(slots)
 		if perPod != 0 && len(classes) > 0 {
 			classes[0].PerPod = perPod
 		}

@@ -95,7 +95,7 @@ func randomInput(r *rand.Rand) Input {
 			}
 		}
 	}
-	in := Input{Classes: ClassesOf(slots), BusyPods: r.IntN(4), Queued: map[string]int{}}
+	in := Input{Classes: classesOf(slots), BusyPods: r.IntN(4), Queued: map[string]int{}}
 	for range in.Classes {
 		in.FreeOnBusy = append(in.FreeOnBusy, r.IntN(4))
 	}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/slotscaler/slotscaler/pkg/capacity"
 )
 
 // PoolID names a pool: the namespace and name of its AgentPool. Two pools
@@ -118,20 +120,20 @@ type Class struct {
 // Classes groups the policy's slots by their (order-insensitive) type sets,
 // in order of first appearance, and returns each slot's class index.
 func (p SlotPolicy) Classes() (classes []Class, slotClass []int) {
-	keys := []string{}
-	for _, types := range p.Slots {
-		sorted := slices.Clone(types)
-		slices.Sort(sorted)
-		sorted = slices.Compact(sorted)
-		key := fmt.Sprint(sorted)
-		idx := slices.Index(keys, key)
-		if idx < 0 {
-			idx = len(keys)
-			keys = append(keys, key)
-			classes = append(classes, Class{Types: sorted})
+	bySlot := make([][]string, len(p.Slots))
+	for i, types := range p.Slots {
+		for _, t := range types {
+			bySlot[i] = append(bySlot[i], string(t))
 		}
-		classes[idx].PerPod++
-		slotClass = append(slotClass, idx)
+	}
+	grouped, slotClass := capacity.ClassesOf(bySlot)
+	classes = make([]Class, len(grouped))
+	for i, c := range grouped {
+		types := make([]TaskType, len(c.Types))
+		for j, t := range c.Types {
+			types[j] = TaskType(t)
+		}
+		classes[i] = Class{Types: types, PerPod: c.PerPod}
 	}
 	return classes, slotClass
 }
