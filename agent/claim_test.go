@@ -124,8 +124,11 @@ func TestASecondApplyOfATaskIsNeverRun(t *testing.T) {
 // The new phase waits until the slot's executor has ended.
 func TestSeed20261203TwoExecutorsNeverShareASlotWhateverTheStoreSays(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, redistest.Standalone(t))
-	r := e.start(t, nil, hooks{})
+	// The phase started by hand has an epoch the store never issued: a
+	// heartbeat would have the agent stop it (rightly) before the slot frees.
+	// One heartbeat, at registration, keeps this about the agent's own locks.
+	e := newEnv(t, redistest.Standalone(t), func(c *slots.PoolConfig) { c.HeartbeatTimeout = time.Hour })
+	r := e.start(t, map[string]string{"HEARTBEAT_INTERVAL": "10m"}, hooks{})
 	r.waitReady(t)
 	e.submit(t, "a", slots.Plan, `mark started-a; await release-a; mark ended-a`)
 	e.await(t, "started-a")
@@ -148,8 +151,11 @@ func TestSeed20261203TwoExecutorsNeverShareASlotWhateverTheStoreSays(t *testing.
 // waits for it.
 func TestSeed20261203APlanNeverRunsTwiceAtOnceInOneAgent(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, redistest.Standalone(t))
-	r := e.start(t, nil, hooks{})
+	// The phase started by hand has an epoch the store never issued: a
+	// heartbeat would have the agent stop it (rightly) before the slot frees.
+	// One heartbeat, at registration, keeps this about the agent's own locks.
+	e := newEnv(t, redistest.Standalone(t), func(c *slots.PoolConfig) { c.HeartbeatTimeout = time.Hour })
+	r := e.start(t, map[string]string{"HEARTBEAT_INTERVAL": "10m"}, hooks{})
 	r.waitReady(t)
 	e.submit(t, "a", slots.Plan, `mark "started-$TASK_EPOCH"; await release-a; mark "ended-$TASK_EPOCH"`)
 	tk := e.task(t, "a")
