@@ -17,14 +17,15 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/slotscaler/slotscaler/internal/hpa"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/capacity"
 )
 
-// The replica maths of the HPA controller (k8s.io/kubernetes
-// pkg/controller/podautoscaler, v1.37) for one External metric with an
-// AverageValue target, which is what KEDA makes of an external scaler:
-// GetExternalPerPodMetricReplicas, then the scale-down stabilization window
+// The replica maths of the HPA controller (Kubernetes v1.37) for one
+// External metric with an AverageValue target, which is what KEDA makes of
+// an external scaler: hpa.ExternalPerPodReplicas (the replica calculator's
+// GetExternalPerPodMetricReplicas), then the scale-down stabilization window
 // and the min/max clamp of normalizeDesiredReplicasWithBehaviors. Left out:
 // the scale-up/down rate policies (by default at most 4 pods or 100 % more
 // per 15 s), which only slow a demo down.
@@ -57,20 +58,6 @@ type hpaInput struct {
 	Now        time.Time
 }
 
-// externalPerPodReplicas is GetExternalPerPodMetricReplicas: inside the
-// tolerance band the proposal is status.replicas, else ceil(value/target).
-func externalPerPodReplicas(statusReplicas int32, usageMilli, targetMilli int64, tolUp, tolDown float64) int32 {
-	ratio := float64(usageMilli) / (float64(targetMilli) * float64(statusReplicas))
-	if 1-tolDown <= ratio && ratio <= 1+tolUp {
-		return statusReplicas
-	}
-	r := math.Ceil(float64(usageMilli) / float64(targetMilli))
-	if r > math.MaxInt32 {
-		return math.MaxInt32
-	}
-	return int32(r)
-}
-
 // hpaReplicas is one HPA sync: the replicas it writes to /scale (equal to
 // SpecReplicas when it changes nothing) and the history to pass next time.
 func hpaReplicas(in hpaInput) (int32, []recommendation) {
@@ -83,7 +70,8 @@ func hpaReplicas(in hpaInput) (int32, []recommendation) {
 	case in.SpecReplicas < in.Min:
 		return in.Min, in.History
 	}
-	proposal := externalPerPodReplicas(in.StatusReplicas, in.MetricMilli, in.TargetMilli, in.ToleranceUp, in.ToleranceDown)
+	proposal := hpa.ExternalPerPodReplicas(in.StatusReplicas, in.MetricMilli, in.TargetMilli,
+		hpa.Tolerance{Up: in.ToleranceUp, Down: in.ToleranceDown})
 
 	// stabilizeRecommendationWithBehaviors: the first sync records the
 	// current replicas; a scale-down goes no lower than the highest

@@ -46,8 +46,10 @@ import (
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
+	"github.com/slotscaler/slotscaler/internal/hpa"
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/capacity"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -1086,7 +1088,8 @@ func TestChartScaledObjectsGetTheTwentyFirstPod(t *testing.T) {
 					a.HorizontalPodAutoscalerConfig.Behavior.ScaleUp != nil && a.HorizontalPodAutoscalerConfig.Behavior.ScaleUp.Tolerance != nil {
 					tolerance = a.HorizontalPodAutoscalerConfig.Behavior.ScaleUp.Tolerance.AsApproximateFloat64()
 				}
-				got := hpaReplicas(20, values[0].Value.MilliValue(), ext.Target.AverageValue.MilliValue(), tolerance)
+				got := int(hpa.ExternalPerPodReplicas(20, values[0].Value.MilliValue(), ext.Target.AverageValue.MilliValue(),
+					hpa.Tolerance{Up: tolerance, Down: capacity.DefaultTolerance}))
 				assert.GreaterOrEqual(t, got, 21, "%s/%s: the HPA (tolerance %v) keeps 20 pods with a plan_and_apply queued", so.Namespace, so.Name, tolerance)
 			}
 		})

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 	v2 "k8s.io/api/autoscaling/v2"
 
+	"github.com/slotscaler/slotscaler/internal/hpa"
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/internal/testcerts"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -148,17 +148,6 @@ func kedaConfig(addr string, md map[string]string, auth map[string]string) *scal
 	}
 }
 
-// hpaReplicas is what the HPA computes for an external AverageValue metric
-// (k8s.io/kubernetes pkg/controller/podautoscaler, GetExternalPerPodMetricReplicas):
-// inside the tolerance band it keeps the current count, else ceil(usage/target).
-func hpaReplicas(current int, usageMilli, targetMilli int64, tolerance float64) int {
-	ratio := float64(usageMilli) / (float64(targetMilli) * float64(current))
-	if current != 0 && 1-tolerance <= ratio && ratio <= 1+tolerance {
-		return current
-	}
-	return int(math.Ceil(float64(usageMilli) / float64(targetMilli)))
-}
-
 // poll does what KEDA does on each cycle and returns the metric target,
 // the value, activity, and the replicas an HPA with tolerance would set.
 func poll(t *testing.T, cfg *scalersconfig.ScalerConfig, current int, tolerance float64) (int, bool) {
@@ -175,7 +164,8 @@ func poll(t *testing.T, cfg *scalersconfig.ScalerConfig, current int, tolerance 
 	values, active, err := s.GetMetricsAndActivity(context.Background(), ext.Metric.Name)
 	require.NoError(t, err)
 	require.Len(t, values, 1)
-	return hpaReplicas(current, values[0].Value.MilliValue(), ext.Target.AverageValue.MilliValue(), tolerance), active
+	return int(hpa.ExternalPerPodReplicas(int32(current), values[0].Value.MilliValue(), ext.Target.AverageValue.MilliValue(),
+		hpa.Symmetric(tolerance))), active
 }
 
 func TestKEDAClientReadsDesiredPodsOverTCP(t *testing.T) {
