@@ -11,10 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/slotscaler/slotscaler/pkg/config"
 	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -23,12 +22,9 @@ import (
 // (POOL_NAMESPACE, POOL_NAME), so a static pool's agents and the command
 // that declares it can share one environment.
 type DeclareConfig struct {
-	RedisURL  string
-	KeyPrefix string
-	Pool      slots.PoolID
-	Store     slots.PoolConfig
-	LogFormat string
-	LogLevel  string
+	config.Common
+	Pool  slots.PoolID
+	Store slots.PoolConfig
 }
 
 func parseDeclareConfig(args []string, stderr io.Writer, lookup func(string) (string, bool)) (DeclareConfig, error) {
@@ -39,8 +35,7 @@ func parseDeclareConfig(args []string, stderr io.Writer, lookup func(string) (st
 	// The flag package prints the whole usage with every parse error: keep
 	// bad input to the one line main prints, and the usage for --help.
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis (required): redis://, rediss://, redis+cluster://, redis+sentinel://")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", slots.DefaultPrefix, "Redis key prefix of this installation (the agents' --key-prefix)")
+	c.Common.Register(fs, "slot store Redis (required): redis://, rediss://, redis+cluster://, redis+sentinel://")
 	fs.StringVar(&c.Pool.Namespace, "pool-namespace", "", "namespace of the pool (required; the agents' --pool-namespace)")
 	fs.StringVar(&c.Pool.Name, "pool-name", "", "name of the pool (required; the agents' --pool-name)")
 	fs.StringVar(&policy, "slots", policy, "slot `policy`: the task types each slot of a pod may run, slots separated by ';', types by ',' (types: "+typeList()+")")
@@ -52,8 +47,6 @@ func parseDeclareConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.DurationVar(&c.Store.Retention, "retention", def.Retention, "how long finished tasks are kept")
 	fs.IntVar(&c.Store.RetentionCount, "retention-count", def.RetentionCount, "at most this many finished tasks are kept")
 	fs.BoolVar(&c.Store.Managed, "managed", def.Managed, "declare a managed pool, whose agents register only against pod records the janitor writes; false (the default) declares a static pool, whose agents self-register. Kubernetes pools are declared by the janitor (scaler janitor) from their AgentPool, not by this command")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -85,6 +78,9 @@ turn one into a static pool.
 func (c DeclareConfig) validate() error {
 	if c.RedisURL == "" {
 		return errors.New("--redis-url (REDIS_URL) is required: the pool is declared in the slot store the scaler and agents share (an embedded Redis would vanish with this command)")
+	}
+	if err := c.Common.Validate(); err != nil {
+		return err
 	}
 	if c.Pool.Namespace == "" || c.Pool.Name == "" {
 		return errors.New("--pool-namespace (POOL_NAMESPACE) and --pool-name (POOL_NAME) are required")
@@ -172,7 +168,7 @@ func runDeclarePool(ctx context.Context, args []string, stderr io.Writer, lookup
 	// go-redis reports each failed dial through its global logger before
 	// Open returns the same failure as its error: only at debug here (a
 	// successful Open routes it to infra).
-	redis.SetLogger(redisDebugLog{base.With("component", "go-redis")})
+	redisconn.RouteLogs(base, slog.LevelDebug)
 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -202,11 +198,4 @@ func runDeclarePool(ctx context.Context, args []string, stderr io.Writer, lookup
 	log.Info(msg, "pool", cfg.Pool.String(), "generation", gen, "slots", formatPolicy(cfg.Store.Policy),
 		"managed", cfg.Store.Managed, "heartbeat_timeout", cfg.Store.HeartbeatTimeout.String(), "key_prefix", cfg.KeyPrefix)
 	return nil
-}
-
-// redisDebugLog is go-redis's internal logger at debug level.
-type redisDebugLog struct{ log *slog.Logger }
-
-func (l redisDebugLog) Printf(ctx context.Context, format string, v ...any) {
-	l.log.DebugContext(ctx, fmt.Sprintf(format, v...))
 }

@@ -37,8 +37,7 @@ import (
 // JanitorConfig is every setting of `scaler janitor`; each flag has an
 // environment twin.
 type JanitorConfig struct {
-	RedisURL         string
-	KeyPrefix        string
+	config.Common
 	Kubeconfig       string
 	Namespace        string
 	Workers          int
@@ -57,16 +56,13 @@ type JanitorConfig struct {
 	LeaseDuration    time.Duration
 	ListenAddress    string
 	ReapInterval     time.Duration
-	LogFormat        string
-	LogLevel         string
 }
 
 func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (string, bool)) (JanitorConfig, error) {
 	var c JanitorConfig
 	fs := flag.NewFlagSet("scaler janitor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", slots.DefaultPrefix, "Redis key prefix of this installation (also given to agents)")
+	c.Common.Register(fs, "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: the in-cluster service account")
 	fs.StringVar(&c.Namespace, "namespace", "", "watch AgentPools and pods of this namespace only (empty: all namespaces)")
 	fs.IntVar(&c.Workers, "workers", 4, "pools worked on at once")
@@ -85,8 +81,6 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal")
 	fs.StringVar(&c.ListenAddress, "listen-address", ":8083", "HTTP address of /healthz, /readyz and /metrics")
 	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool while leading (0: off, when the scaler reaps); reapers may run beside the scaler's")
-	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
-	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, janitorHelp)
@@ -110,7 +104,7 @@ janitor: installations, dashboards and alerts refer to them.
 `
 
 func (c JanitorConfig) validate() error {
-	var errs []error
+	errs := []error{c.Common.Validate()}
 	if c.RedisURL == "" {
 		errs = append(errs, errors.New("--redis-url is required: the janitor shares the slot store with the scaler and agents"))
 	}

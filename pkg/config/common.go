@@ -50,7 +50,7 @@ func (r *Redis) Register(fs *flag.FlagSet, redisURLUsage string) {
 // a brace in the prefix would move keys to another Redis Cluster slot.
 func (r Redis) Validate() error {
 	if r.KeyPrefix == "" || strings.ContainsAny(r.KeyPrefix, "{} ") {
-		return fmt.Errorf("--key-prefix %q: want a non-empty prefix without braces or blanks", r.KeyPrefix)
+		return fmt.Errorf("--key-prefix %q must be non-empty and must not contain braces or blanks", r.KeyPrefix)
 	}
 	return nil
 }
