@@ -17,8 +17,10 @@ import (
 // Config is every setting of the demo; each flag has an environment twin
 // (--redis-url / REDIS_URL).
 type Config struct {
-	RedisURL         string
-	KeyPrefix        string
+	// The slot store as every command takes it; the demo's own key prefix
+	// keeps it apart from a real installation in the same Redis. The demo
+	// has --verbose instead of --log-level.
+	config.Redis
 	BinDir           string
 	DashboardAddress string
 	Duration         time.Duration
@@ -31,11 +33,10 @@ type Config struct {
 }
 
 func parseConfig(args []string, stderr io.Writer, lookup func(string) (string, bool)) (Config, error) {
-	c := Config{Profile: defaultProfile()}
+	c := Config{Redis: config.Redis{KeyPrefix: "demo"}, Profile: defaultProfile()}
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.RedisURL, "redis-url", "", "slot store Redis shared by every process (redis://, redis+cluster://, …); empty starts an embedded miniredis on a free loopback port")
-	fs.StringVar(&c.KeyPrefix, "key-prefix", "demo", "Redis key prefix of the demo's installation (keeps it apart from another one in the same Redis)")
+	c.Redis.Register(fs, "slot store Redis shared by every process (redis://, redis+cluster://, …); empty starts an embedded miniredis on a free loopback port")
 	fs.StringVar(&c.BinDir, "bin-dir", "", "folder holding the scaler, agent and dashboard binaries (make binaries); empty: the folder of this program when they are there (make demo runs bin/demo), else bin/ of the repository this runs in")
 	fs.StringVar(&c.DashboardAddress, "dashboard-address", "127.0.0.1:8080", "HTTP address of the dashboard")
 	fs.DurationVar(&c.Duration, "duration", 0, "stop by itself after this long (0: run until Ctrl-C)")
@@ -58,9 +59,7 @@ func (c Config) validate() error {
 	if _, _, err := net.SplitHostPort(c.DashboardAddress); err != nil {
 		errs = append(errs, fmt.Errorf("--dashboard-address %q: want host:port (%v)", c.DashboardAddress, err))
 	}
-	if c.KeyPrefix == "" || strings.ContainsAny(c.KeyPrefix, "{} ") {
-		errs = append(errs, fmt.Errorf("--key-prefix %q: want a non-empty prefix without braces or blanks", c.KeyPrefix))
-	}
+	errs = append(errs, c.Redis.Validate())
 	return errors.Join(errs...)
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/capacity"
+	"github.com/slotscaler/slotscaler/pkg/config"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -241,7 +242,7 @@ func TestDemoScalesAPoolUpAndDownWithoutRemovingBusyPods(t *testing.T) {
 	bins := buildBinaries(t)
 	addr, err := freeLoopback()
 	require.NoError(t, err)
-	cfg := Config{KeyPrefix: "demotest", BinDir: bins, DashboardAddress: addr, LogFormat: "text", Profile: fastProfile()}
+	cfg := Config{Redis: config.Redis{KeyPrefix: "demotest"}, BinDir: bins, DashboardAddress: addr, LogFormat: "text", Profile: fastProfile()}
 	out := &testutil.SyncBuffer{}
 	d := newDemo(cfg, out)
 
