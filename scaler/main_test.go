@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -178,4 +179,26 @@ func TestBinaryReapsExpiredReservations(t *testing.T) {
 		tk, err := store.Task(ctx, pool, "pa")
 		return err == nil && tk.State == slots.StateExpired
 	}, 20*time.Second, 50*time.Millisecond, "the scaler's reaper expires the reservation")
+}
+
+func TestDispatchNamesTheThreeRoles(t *testing.T) {
+	cases := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{"help", []string{"--help"}, "help requested"},
+		{"unknown command", []string{"janitr"}, `unknown command "janitr"`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := dispatch(context.Background(), tc.args, &out, testutil.Env(nil))
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.wantErr)
+			for _, role := range []string{"scaler [flags]", "scaler janitor [flags]", "scaler declare-pool [flags]"} {
+				assert.Contains(t, out.String(), role)
+			}
+		})
+	}
 }
