@@ -21,7 +21,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,6 +47,7 @@ import (
 
 	"github.com/slotscaler/slotscaler/internal/hpa"
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/capacity"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -57,55 +57,15 @@ const (
 	chartDir         = "../../charts/slotscaler"
 	chartRelease     = "slotscaler"
 	chartNamespace   = "slotscaler"
-	helmModule       = "helm.sh/helm/v3/cmd/helm@v3.22.0"
 	restrictedUID    = 65532 // the image's user (Dockerfile)
 	redisUID         = 999   // the Redis image's redis user
 	janitorGraceSecs = 60    // pkg/janitor's graceMargin: kill grace and recording the result
 )
 
-var (
-	helmOnce sync.Once
-	helmPath string
-	helmErr  error
-)
-
-// helmBinary builds Helm from the Go module proxy into a per-user cache
-// directory (go install is a quick no-op once it is there).
-func helmBinary(t *testing.T) string {
-	t.Helper()
-	helmOnce.Do(func() {
-		dir, err := os.UserCacheDir()
-		if err != nil {
-			dir = os.TempDir()
-		}
-		dir = filepath.Join(dir, "slotscaler-test", "helm-v3.22.0")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			helmErr = err
-			return
-		}
-		cmd := exec.Command("go", "install", helmModule)
-		cmd.Env = append(os.Environ(), "GOBIN="+dir)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			helmErr = fmt.Errorf("go install %s: %v\n%s", helmModule, err, out)
-			return
-		}
-		helmPath = filepath.Join(dir, "helm")
-	})
-	require.NoError(t, helmErr)
-	return helmPath
-}
-
 // helm runs helm and returns its stdout; err carries stderr.
 func helm(t *testing.T, args ...string) ([]byte, error) {
 	t.Helper()
-	cmd := exec.Command(helmBinary(t), args...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return out, fmt.Errorf("helm %s: %v: %s", strings.Join(args, " "), err, stderr.String())
-	}
-	return out, nil
+	return testutil.Helm(t, args...)
 }
 
 // render is `helm template` of the chart with a CI values file and more flags.

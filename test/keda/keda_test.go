@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -27,6 +25,7 @@ import (
 	"github.com/slotscaler/slotscaler/internal/hpa"
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/internal/testcerts"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -40,10 +39,7 @@ func TestMain(m *testing.M) {
 	scalerBin = filepath.Join(dir, "scaler")
 	// Built in the root module, with its dependency versions: the binary
 	// this test runs is the one that ships, not one built against KEDA's pins.
-	build := exec.Command("go", "build", "-o", scalerBin, "./scaler")
-	build.Dir = filepath.Join("..", "..")
-	build.Stdout, build.Stderr = os.Stdout, os.Stderr
-	if err := build.Run(); err != nil {
+	if err := testutil.BuildBinaries(dir, "./scaler"); err != nil {
 		fmt.Fprintln(os.Stderr, "building the scaler:", err)
 		os.Exit(1)
 	}
@@ -52,44 +48,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // startScaler runs the scaler binary and waits until it accepts connections.
 func startScaler(t *testing.T, env ...string) string {
 	t.Helper()
-	addr := freeAddr(t)
-	cmd := exec.Command(scalerBin)
-	cmd.Env = append(os.Environ(), append([]string{
-		"LISTEN_ADDRESS=" + addr, "HEALTH_ADDRESS=" + freeAddr(t), "METRICS_ADDRESS=" + freeAddr(t),
-	}, env...)...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			assert.NoError(t, err, "the scaler exits 0 on SIGINT")
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Error("the scaler did not stop within 10s")
-		}
-	})
-	require.Eventually(t, func() bool {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-		}
-		return err == nil
-	}, 20*time.Second, 50*time.Millisecond)
-	return addr
+	return testutil.StartScaler(t, scalerBin, env...)
 }
 
 type world struct {

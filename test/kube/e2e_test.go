@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,24 +65,7 @@ func (c *cluster) startScaler() string {
 // startScalerWith runs the scaler binary on the Redis at redisURL.
 func (c *cluster) startScalerWith(redisURL string) string {
 	c.t.Helper()
-	addr := testutil.FreeAddr(c.t)
-	cmd := exec.Command(scalerBin)
-	cmd.Env = append(os.Environ(), "REDIS_URL="+redisURL, "KEY_PREFIX="+c.prefix, "LISTEN_ADDRESS="+addr,
-		"HEALTH_ADDRESS="+testutil.FreeAddr(c.t), "METRICS_ADDRESS="+testutil.FreeAddr(c.t), "LOG_LEVEL=warn")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	require.NoError(c.t, cmd.Start())
-	c.t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-	})
-	require.Eventually(c.t, func() bool {
-		conn, err := net.Dial("tcp", addr)
-		if err == nil {
-			conn.Close()
-		}
-		return err == nil
-	}, 30*time.Second, 20*time.Millisecond)
-	return addr
+	return testutil.StartScaler(c.t, scalerBin, "REDIS_URL="+redisURL, "KEY_PREFIX="+c.prefix, "LOG_LEVEL=warn")
 }
 
 // kedaMetrics is the HPA's external metrics source: KEDA's metrics adapter
