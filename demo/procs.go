@@ -11,6 +11,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/slotscaler/slotscaler/internal/childproc"
 )
 
 // console is the demo's terminal: whole lines from many goroutines and
@@ -115,7 +117,7 @@ func startChild(con *console, name, bin string, env []string) (*child, error) {
 	c.cmd.SysProcAttr = sysProcAttr()
 	// A grandchild holding the output pipe must not keep Wait forever.
 	c.cmd.WaitDelay = 2 * time.Second
-	if err := c.cmd.Start(); err != nil {
+	if err := childproc.Start(c.cmd); err != nil { // its parent-death signal fires only when the demo ends
 		return nil, fmt.Errorf("starting %s (%s): %w", name, bin, err)
 	}
 	go func() {
