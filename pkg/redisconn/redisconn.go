@@ -87,7 +87,7 @@ func parse(rawURL string) (*Conn, error) {
 	}
 	u, err := url.Parse(rawURL)
 	if err != nil {
-		return nil, fmt.Errorf("parsing redis url %s: %w", Redact(rawURL), err)
+		return nil, fmt.Errorf("parsing redis url: %w", withoutURL(err))
 	}
 	base, mode, _ := strings.Cut(u.Scheme, "+")
 	if base != "redis" && base != "rediss" {
@@ -122,6 +122,21 @@ func parse(rawURL string) (*Conn, error) {
 		return &Conn{Client: redis.NewFailoverClient(o), Kind: "sentinel"}, nil
 	}
 	return nil, fmt.Errorf("redis url %s: unknown mode %q (want cluster or sentinel)", Redact(rawURL), mode)
+}
+
+// withoutURL strips the URL from a url.Parse error, whose message quotes the
+// whole input, password included. A bad percent-escape is not quoted either:
+// it may be three characters of the password.
+func withoutURL(err error) error {
+	var uerr *url.Error
+	if !errors.As(err, &uerr) {
+		return err
+	}
+	var esc url.EscapeError
+	if errors.As(uerr.Err, &esc) {
+		return errors.New("invalid percent-escape (a password holding '%', '@', '/', ':' or '#' must be percent-encoded)")
+	}
+	return uerr.Err
 }
 
 // Redact hides the password of a Redis URL, for logs and errors.

@@ -45,6 +45,13 @@ func TestOpenRejectsBadURLsWithoutLeakingPassword(t *testing.T) {
 		"unknown mode":            "redis+ring://user:s3cret@localhost:6379",
 		"sentinel without master": "redis+sentinel://user:s3cret@localhost:26379",
 		"bad query":               "redis://user:s3cret@localhost:6379?bogus=1",
+		// url.Parse's own error quotes the whole URL: these leaked it.
+		"bad escape in password": "redis://user:s3cret%zz@localhost:6379/0",
+		"blank in host":          "redis://user:s3cret@local host:6379/0",
+		"unclosed ipv6 host":     "redis://user:s3cret@[::1/0",
+		"control character":      "redis://user:s3cret@localhost:6379/0\n",
+		"bad database":           "redis://user:s3cret@localhost:6379/zero",
+		"bad cluster query":      "redis+cluster://user:s3cret@localhost:6379?addr=%zz",
 	}
 	for name, u := range cases {
 		t.Run(name, func(t *testing.T) {
