@@ -24,6 +24,7 @@ type Config struct {
 	TLSClientCAFile string
 	NudgeTolerance  bool
 	StreamPoll      time.Duration
+	MaxStreams      int
 	ConfigCacheTTL  time.Duration
 	RedisTimeout    time.Duration
 	ReapInterval    time.Duration
@@ -42,6 +43,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (Config, err
 	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", "", "CA (PEM) that client certificates must chain to; enables mTLS (KEDA's TriggerAuthentication tlsClientCert)")
 	fs.BoolVar(&c.NudgeTolerance, "nudge-tolerance", false, "default for the nudgeTolerance trigger metadata: nudge scale-ups inside the HPA's tolerance band (for clusters that cannot set behavior.scaleUp.tolerance)")
 	fs.DurationVar(&c.StreamPoll, "stream-poll-interval", 500*time.Millisecond, "how often StreamIsActive re-reads a pool")
+	fs.IntVar(&c.MaxStreams, "max-streams-per-client", 1000, "StreamIsActive streams one client (its mTLS certificate's subject, else its IP) may hold open; KEDA holds one per external-push ScaledObject")
 	fs.DurationVar(&c.ConfigCacheTTL, "config-cache-ttl", 30*time.Second, "how long a pool's slot policy is cached")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", time.Second, "bound on the Redis reads of one KEDA call (KEDA's own timeout is 3s by default)")
 	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool (0: off, e.g. when the janitor reaps); several reapers may run at once")
@@ -59,6 +61,9 @@ func (c Config) validate() error {
 	}
 	if c.TLSClientCAFile != "" && c.TLSCertFile == "" {
 		errs = append(errs, errors.New("--tls-client-ca-file needs --tls-cert-file and --tls-key-file"))
+	}
+	if c.MaxStreams < 1 {
+		errs = append(errs, fmt.Errorf("--max-streams-per-client %d: want at least 1", c.MaxStreams))
 	}
 	if c.StreamPoll < 10*time.Millisecond || c.StreamPoll > time.Second {
 		errs = append(errs, fmt.Errorf("--stream-poll-interval %v: want 10ms-1s (KEDA expects activity within a second)", c.StreamPoll))

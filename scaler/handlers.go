@@ -40,6 +40,7 @@ type handler struct {
 	nudge      bool          // default for metaNudge
 	streamPoll time.Duration // how often StreamIsActive re-reads a pool
 	configs    *slots.ConfigCache
+	streams    *streamLimiter // nil: unbounded (tests that do not care)
 	// redisTimeout bounds each read, well inside KEDA's own call timeout, so
 	// an unreachable Redis is reported as Unavailable rather than a timeout.
 	redisTimeout time.Duration
@@ -209,6 +210,14 @@ func (h *handler) StreamIsActive(ref *pb.ScaledObjectRef, stream pb.ExternalScal
 		return err
 	}
 	ctx := stream.Context()
+	if h.streams != nil {
+		client := clientOf(ctx)
+		if !h.streams.acquire(client) {
+			h.log.Warn("refused a StreamIsActive stream: the client holds the most allowed", "client", client, "pool", r.pool, "max", h.streams.max)
+			return status.Errorf(codes.ResourceExhausted, "this client already holds %d StreamIsActive streams (--max-streams-per-client)", h.streams.max)
+		}
+		defer h.streams.release(client)
+	}
 	ticker := time.NewTicker(h.streamPoll)
 	defer ticker.Stop()
 	sent, last := false, false

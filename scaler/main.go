@@ -117,7 +117,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 
 	m := newMetrics()
 	h := &handler{store: store, log: log, metrics: m, nudge: cfg.NudgeTolerance,
-		streamPoll: cfg.StreamPoll, redisTimeout: cfg.RedisTimeout, configs: slots.NewConfigCache(store.Pool, cfg.ConfigCacheTTL)}
+		streamPoll: cfg.StreamPoll, streams: newStreamLimiter(cfg.MaxStreams), redisTimeout: cfg.RedisTimeout, configs: slots.NewConfigCache(store.Pool, cfg.ConfigCacheTTL)}
 	hs := health.NewServer()
 	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(m.unaryInterceptor), grpc.ChainStreamInterceptor(m.streamInterceptor)}
 	if tlsCfg != nil {

@@ -202,3 +202,48 @@ func TestDispatchNamesTheThreeRoles(t *testing.T) {
 		})
 	}
 }
+
+func TestStreamsPerClientAreBounded(t *testing.T) {
+	url, prefix := redistest.Standalone(t), redistest.Prefix(t)
+	ctx := context.Background()
+	opts, err := redis.ParseURL(url)
+	require.NoError(t, err)
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	store, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix, Logger: quiet()})
+	require.NoError(t, err)
+	_, err = store.DeclarePool(ctx, slots.PoolID{Namespace: "ns", Name: "p"}, slots.DefaultPoolConfig())
+	require.NoError(t, err)
+	r := start(t, map[string]string{"REDIS_URL": url, "KEY_PREFIX": prefix, "MAX_STREAMS_PER_CLIENT": "2"})
+
+	ref := &pb.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{"pool": "p"}}
+	// Each stream on its own connection: the bound is per client (its IP),
+	// not per connection, so new connections do not get around it.
+	open := func() (context.CancelFunc, error) {
+		conn, err := grpc.NewClient(r.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		sctx, cancel := context.WithCancel(ctx)
+		stream, err := pb.NewExternalScalerClient(conn).StreamIsActive(sctx, ref)
+		require.NoError(t, err)
+		_, err = stream.Recv()
+		return cancel, err
+	}
+	cancel1, err := open()
+	require.NoError(t, err)
+	cancel2, err := open()
+	require.NoError(t, err)
+	defer cancel2()
+	_, err = open()
+	assert.Equal(t, codes.ResourceExhausted, status.Code(err), "a third stream from the same client is refused: %v", err)
+	assert.Contains(t, r.logs.String(), "refused a StreamIsActive stream")
+
+	cancel1()
+	require.Eventually(t, func() bool {
+		cancel, err := open()
+		if err == nil {
+			cancel()
+		}
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond, "a closed stream frees its place")
+}
