@@ -83,6 +83,10 @@ type Assignment struct {
 	Attempt int
 	Epoch   string
 	Payload []byte
+	// WorkspaceDigest is, for an apply, the digest of the plan's workspace
+	// the store kept with the task (Result.WorkspaceDigest); the agent
+	// checks the workspace against it before it runs the apply.
+	WorkspaceDigest string
 }
 
 // Take waits up to wait for the pod's next inbox message: one blocking
@@ -179,7 +183,7 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 			s.log.Debug("dropped stale inbox entry", "pool", pool, "pod", pod, "task", id, "epoch", epoch)
 			return nil, nil
 		}
-		if len(arr) != 6 {
+		if len(arr) != 7 {
 			return nil, fmt.Errorf("claiming task %s: unexpected reply %v", id, res)
 		}
 		a := &Assignment{Task: id, Epoch: epoch}
@@ -188,6 +192,7 @@ func (s *Store) Take(ctx context.Context, pool PoolID, pod, uid string, wait tim
 		a.Slot, _ = strconv.Atoi(asString(arr[2]))
 		a.Attempt = int(asInt(arr[3]))
 		a.Payload = []byte(asString(arr[4]))
+		a.WorkspaceDigest = asString(arr[6])
 		return &Message{Kind: MsgAssignment, Task: id, Epoch: epoch, Assignment: a}, nil
 	default:
 		// Not ours to interpret: drop it rather than block the inbox forever.
@@ -218,7 +223,13 @@ type Result struct {
 	ExitCode int
 	Reason   string // for failures; "exit-code" when empty
 	Output   []byte // the tail is kept, up to the store's MaxOutput
+	// WorkspaceDigest is the digest of the task's workspace when a plan
+	// ended (empty when not computed); kept with the task for the apply.
+	WorkspaceDigest string
 }
+
+// MaxWorkspaceDigest bounds Result.WorkspaceDigest.
+const MaxWorkspaceDigest = 128
 
 // Complete records the outcome of a started phase and returns the task's
 // new state: reserved after a successful plan of a plan_and_apply, else
@@ -237,11 +248,14 @@ func (s *Store) Complete(ctx context.Context, pool PoolID, r Result) (TaskState,
 	if r.Epoch == "" {
 		return "", fmt.Errorf("%w: task %s: epoch is required", ErrInvalidTask, r.Task)
 	}
+	if len(r.WorkspaceDigest) > MaxWorkspaceDigest {
+		return "", fmt.Errorf("%w: task %s: workspace digest is %d bytes, limit %d", ErrInvalidTask, r.Task, len(r.WorkspaceDigest), MaxWorkspaceDigest)
+	}
 	out := r.Output
 	if len(out) > s.maxOutput {
 		out = out[len(out)-s.maxOutput:]
 	}
-	res, err := s.run(ctx, "complete", pool, r.Task, r.Epoch, string(r.Outcome), r.ExitCode, r.Reason, out)
+	res, err := s.run(ctx, "complete", pool, r.Task, r.Epoch, string(r.Outcome), r.ExitCode, r.Reason, out, r.WorkspaceDigest)
 	if err != nil {
 		return "", fmt.Errorf("completing task %s epoch %s in %s: %w", r.Task, r.Epoch, pool, err)
 	}
@@ -354,6 +368,7 @@ func (s *Store) Task(ctx context.Context, pool PoolID, id string) (Task, error) 
 		By:              h["by"],
 		Payload:         []byte(h["payload"]),
 		CancelRequested: h["cx"] == "1",
+		WorkspaceDigest: h["wsd"],
 		Created:         msTime(h["created"]),
 		Updated:         msTime(h["upd"]),
 	}

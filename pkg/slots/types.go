@@ -214,6 +214,10 @@ type Task struct {
 	Updated  time.Time
 	// CancelRequested is set while a cancel waits for the agent to stop the executor.
 	CancelRequested bool
+	// WorkspaceDigest is the digest of the task's workspace when its plan
+	// ended (empty when the agent computed none): an apply runs only in a
+	// workspace with this digest.
+	WorkspaceDigest string
 	History         []HistoryEntry
 }
 

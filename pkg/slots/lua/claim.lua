@@ -8,7 +8,8 @@
 -- ARGV[1] pod, ARGV[2] uid, ARGV[3] task, ARGV[4] epoch, ARGV[5] the entry,
 -- ARGV[6] the first heartbeat report number that includes the phase (hbs;
 -- 0 when the agent does not number its reports)
--- Returns {type, phase, slot, attempt, payload, left}, or {"", left} for a
+-- Returns {type, phase, slot, attempt, payload, left, workspace digest}
+-- (the digest its plan's agent recorded, "" when none), or {"", left} for a
 -- stale entry; left is how many entries the processing list still holds
 -- (an entry whose move reply was lost: the caller looks at the list again).
 local c = load_cfg()
@@ -24,11 +25,11 @@ end
 if ph[2] == 'lost' then return fail('lost', 'pod ' .. pod) end
 redis.call('LREM', K .. KEY_PROC .. pod, 1, ARGV[5])
 local left = redis.call('LLEN', K .. KEY_PROC .. pod)
-local t = redis.call('HMGET', tkey(id), 'st', 'ep', 'started', 'pod', 'type', 'phase', 'slot', 'attempt', 'payload')
+local t = redis.call('HMGET', tkey(id), 'st', 'ep', 'started', 'pod', 'type', 'phase', 'slot', 'attempt', 'payload', 'wsd')
 if t[1] == 'running' and t[2] == ep and t[3] == '1' and t[4] == pod then
   -- The pod's one reader retrying a claim that landed but whose reply was
   -- lost: the same assignment again, no second start.
-  return {t[5], t[6], t[7], tonumber(t[8]), t[9], left}
+  return {t[5], t[6], t[7], tonumber(t[8]), t[9], left, t[10] or ''}
 end
 if t[1] ~= 'running' or t[2] ~= ep or t[3] ~= '0' or t[4] ~= pod then return {'', left} end
 local now = now_ms()
@@ -36,4 +37,4 @@ local attempt = redis.call('HINCRBY', tkey(id), 'attempt', 1)
 redis.call('HSET', tkey(id), 'started', '1', 'upd', now, 'sat', now, 'hbs', tonumber(ARGV[6]) or 0)
 hist(id, now, 'started', t[6] .. ' attempt ' .. attempt)
 emit(c, now, 'task', id, 'st', 'started', 'phase', t[6], 'pod', pod, 'slot', t[7], 'ep', ep)
-return {t[5], t[6], t[7], attempt, t[9], left}
+return {t[5], t[6], t[7], attempt, t[9], left, t[10] or ''}

@@ -7,7 +7,8 @@
 -- task ends cancelled instead of reserving its slot for an apply nobody wants.
 -- KEYS[1] cfg
 -- ARGV[1] task, ARGV[2] epoch, ARGV[3] outcome (success|failure|timeout|cancelled),
--- ARGV[4] exit code, ARGV[5] reason, ARGV[6] output tail
+-- ARGV[4] exit code, ARGV[5] reason, ARGV[6] output tail, ARGV[7] the
+-- workspace digest when a plan ended (optional; kept as "wsd" for the apply)
 -- Returns the task's resulting state.
 local c = load_cfg()
 if c == nil then return fail('nopool') end
@@ -21,6 +22,9 @@ local now = now_ms()
 count('run:' .. class_of(c, t.slot), -1)
 redis.call('HSET', tkey(id), 'exit', ARGV[4], 'out', ARGV[6])
 local plan_of_pa = t.type == 'plan_and_apply' and t.phase == 'plan'
+if t.phase == 'plan' and ARGV[7] and ARGV[7] ~= '' then
+  redis.call('HSET', tkey(id), 'wsd', ARGV[7])
+end
 local st, reason = 'succeeded', ''
 if outcome == 'success' and plan_of_pa and t.cx == '1' then
   st = 'cancelled'
