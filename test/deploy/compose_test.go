@@ -231,6 +231,15 @@ var composeChecks = map[string]composeCheck{
 		}
 		return problems
 	},
+	"every pulled image is pinned by digest": func(p *types.Project, _ composeFacts) []string {
+		var problems []string
+		for _, s := range sortedServices(p) {
+			if s.Build == nil && !strings.Contains(s.Image, "@sha256:") {
+				problems = append(problems, fmt.Sprintf("%s: image %s is pulled by tag only (want image:tag@sha256:…)", s.Name, s.Image))
+			}
+		}
+		return problems
+	},
 	"every Go service runs a binary make binaries builds": func(p *types.Project, f composeFacts) []string {
 		var problems []string
 		for _, s := range sortedServices(p) {
@@ -451,6 +460,10 @@ func TestComposeChecksReportMutations(t *testing.T) {
 		"redis without healthcheck": {
 			mutate: func(t *testing.T, doc map[string]any) { delete(service(t, doc, "redis"), "healthcheck") },
 			want:   "no redis-cli ping healthcheck",
+		},
+		"redis by tag only": {
+			mutate: func(t *testing.T, doc map[string]any) { service(t, doc, "redis")["image"] = "redis:7.4" },
+			want:   "redis: image redis:7.4 is pulled by tag only",
 		},
 		"redis as root": {
 			mutate: func(t *testing.T, doc map[string]any) { service(t, doc, "redis")["user"] = "0:0" },

@@ -130,6 +130,17 @@ var dockerfileChecks = map[string]dockerfileCheck{
 		}
 		return problems
 	},
+	"base images pinned by digest": func(d *dockerfile, _ buildOutput, _ string) []string {
+		// A tag can be moved to other bytes; a digest cannot. The tag stays
+		// in front of it for people.
+		var problems []string
+		for _, s := range d.Stages {
+			if d.stage(s.BaseName) == nil && !strings.Contains(s.BaseName, "@sha256:") {
+				problems = append(problems, fmt.Sprintf("stage %q: base image %s is not pinned by digest (image:tag@sha256:…)", s.Name, s.BaseName))
+			}
+		}
+		return problems
+	},
 	"build stage runs make binaries": func(d *dockerfile, _ buildOutput, _ string) []string {
 		refs := buildStages(d)
 		if len(refs) == 0 {
@@ -268,7 +279,7 @@ func TestDockerfile(t *testing.T) {
 // (and of the make target's output) to the same checks.
 func TestDockerfileChecksReportMutations(t *testing.T) {
 	const (
-		finalFrom = "FROM gcr.io/distroless/static-debian12:nonroot\n"
+		finalFrom = "FROM gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639\n"
 		copyBins  = "COPY --from=build /src/bin/scaler /src/bin/agent /src/bin/dashboard /usr/local/bin/\n"
 	)
 	real := makeBinaries(t)
@@ -329,9 +340,13 @@ func TestDockerfileChecksReportMutations(t *testing.T) {
 			want:   "shell form",
 		},
 		"no entrypoint":      {mutate: swap(`ENTRYPOINT ["/usr/local/bin/scaler"]`+"\n", ""), want: "no ENTRYPOINT"},
+		"final image by tag only": {
+			mutate: swap("nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639", "nonroot"),
+			want:   "not pinned by digest",
+		},
 		"scaler port hidden": {mutate: swap("EXPOSE 8080 8081 8082 9090 9091", "EXPOSE 8080 8081 8082 9091"), want: "port 9090 is not EXPOSEd"},
 		"lint: lower-case as": {
-			mutate: swap("FROM golang:1.26-bookworm AS build", "FROM golang:1.26-bookworm as build"),
+			mutate: swap(" AS build", " as build"),
 			want:   "FromAsCasing",
 		},
 	}
