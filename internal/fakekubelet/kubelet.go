@@ -171,7 +171,15 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) error {
 			return err
 		}
 	}
-	cmd := exec.Command(k.cfg.Bin)
+	// The agent container's args, as a kubelet passes them (its image's
+	// command is the agent binary).
+	var args []string
+	if i := slices.IndexFunc(pod.Spec.Containers, func(c corev1.Container) bool { return c.Name == janitor.AgentContainer }); i >= 0 {
+		args = pod.Spec.Containers[i].Args
+	} else if len(pod.Spec.Containers) > 0 {
+		args = pod.Spec.Containers[0].Args
+	}
+	cmd := exec.Command(k.cfg.Bin, args...)
 	cmd.Env = slices.Concat(k.cfg.BaseEnv, env, k.cfg.ExtraEnv)
 	if out != nil {
 		cmd.Stdout, cmd.Stderr = out, out
@@ -252,6 +260,8 @@ func (k *Kubelet) ContainerEnv(ctx context.Context, pod *corev1.Pod) ([]string, 
 					v = pod.Namespace
 				case "metadata.uid":
 					v = string(pod.UID)
+				case fmt.Sprintf("metadata.labels['%s']", janitor.LabelPool):
+					v = pod.Labels[janitor.LabelPool]
 				default:
 					return nil, fmt.Errorf("env %s: fieldRef %s is not supported by the fake kubelet", e.Name, s.FieldRef.FieldPath)
 				}

@@ -255,7 +255,15 @@ func (p *pass) create(n int, backoff createBackoff, s settings, hash, generation
 		batch = min(batch, n-created)
 		pods := make([]*corev1.Pod, batch)
 		for i := range pods {
-			pods[i] = newPod(p.ap, s, hash, generation, c.opts.Inject)
+			pod, err := allowedPod(p.ap, s, hash, generation, c.opts.Inject, c.opts.PodPolicy)
+			if err != nil {
+				// checkTemplate refused the same template before plan, so
+				// plan asked for none; a pod differing from that check by its
+				// name or generation still never goes unchecked.
+				p.log.Error("pod refused by the pod policy", "err", err)
+				return
+			}
+			pods[i] = pod
 		}
 		var failed atomic.Int32
 		if !c.opts.DryRun {

@@ -26,6 +26,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/podpolicy"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -56,6 +57,11 @@ type Options struct {
 	DryRun bool
 	// Inject is added to every agent container.
 	Inject Injection
+	// PodPolicy is what every pod must satisfy before the janitor creates
+	// it; a pool whose template it refuses gets no pod. The zero value is
+	// podpolicy.Default() (restricted, only the default ServiceAccount, no
+	// token).
+	PodPolicy podpolicy.Policy
 	// ReplicaWait bounds the WAIT for a replica after a drain.
 	ReplicaWait time.Duration
 	// Parallelism bounds concurrent API calls within one pass (creates,
@@ -108,6 +114,9 @@ type poolState struct {
 	limit         int
 	// streak is the start-failure streak plan carries from pass to pass.
 	streak startStreak
+	// refusedHash is the template hash whose refusal by the pod policy was
+	// reported ("" while the template is allowed).
+	refusedHash string
 }
 
 const byPool = "pool"
@@ -150,6 +159,12 @@ func NewController(kube kubernetes.Interface, dyn dynamic.Interface, pods corein
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.PodPolicy.Level == "" {
+		opts.PodPolicy = podpolicy.Default()
+	}
+	if err := opts.PodPolicy.Validate(); err != nil {
+		return nil, err
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
@@ -259,7 +274,9 @@ func (c *Controller) Run(ctx context.Context) error {
 		defer c.podFactory.Shutdown()
 		defer c.poolFactory.Shutdown()
 	}
-	c.log.Info("janitor starting", "namespace", c.opts.Namespace, "workers", c.opts.Workers, "dryRun", c.opts.DryRun)
+	c.log.Info("janitor starting", "namespace", c.opts.Namespace, "workers", c.opts.Workers, "dryRun", c.opts.DryRun,
+		"podPolicy", c.opts.PodPolicy.Level, "allowedServiceAccounts", c.opts.PodPolicy.AllowedServiceAccounts,
+		"allowServiceAccountToken", c.opts.PodPolicy.AllowServiceAccountToken)
 	if !cache.WaitForNamedCacheSync("janitor", ctx.Done(), c.pods.HasSynced, c.pools.HasSynced) {
 		return fmt.Errorf("waiting for informer caches: %w", context.Cause(ctx))
 	}

@@ -30,6 +30,9 @@ type pass struct {
 
 	mu   sync.Mutex    // guards next: actions run in parallel
 	next time.Duration // when to look again (0: SyncInterval)
+
+	// refused is the pod policy's refusal of the pool's template, or nil.
+	refused error
 }
 
 func (p *pass) after(d time.Duration) {
@@ -71,13 +74,14 @@ func (p *pass) run() (time.Duration, error) {
 	}
 	lim := p.limiter(s.MaxDeletionsPerMinute)
 	hash := templateHash(p.ap, s, c.opts.Inject)
+	p.checkTemplate(s, hash)
 	p.st.expectedSince = observeExpected(p.st.expectedSince, pods, snap.Pods, now)
 	out := plan(planInput{
 		Now: now, Replicas: s.Replicas, TemplateHash: hash, IdleFor: s.IdleFor,
 		Generation: snap.Generation, Declared: snap.Declared, HeartbeatTimeout: s.Store.HeartbeatTimeout,
 		ExpectedSince: p.st.expectedSince,
 		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
-		Clock: p.now, Streak: p.st.streak,
+		Clock: p.now, Streak: p.st.streak, TemplateRefused: p.refused != nil,
 	})
 	p.st.streak = out.Streak
 	hold := !out.HoldUntil.IsZero()

@@ -67,6 +67,11 @@ type planInput struct {
 	Clock time.Time
 	// Streak is the start-failure streak as the previous pass left it.
 	Streak startStreak
+	// TemplateRefused: the pod policy refuses the template, so no pod can
+	// be created. Pods are then not replaced either (an outdated pod would
+	// go without a successor): they count as current, and only surplus
+	// goes, idle, as always.
+	TemplateRefused bool
 }
 
 // maxStartBackoff caps the wait before replacing pods that could not start.
@@ -287,7 +292,7 @@ func plan(in planInput) planOutput {
 				out.Status.Idle++
 			}
 		}
-		if p.Labels[LabelTemplateHash] != in.TemplateHash {
+		if p.Labels[LabelTemplateHash] != in.TemplateHash && !in.TemplateRefused {
 			outdated = append(outdated, m)
 			continue
 		}
@@ -338,7 +343,7 @@ func plan(in planInput) planOutput {
 	// rise; the rest, once idle, are drained.
 	slices.SortFunc(cordoned, func(a, b *member) int { return cmp.Compare(b.busySlots(), a.busySlots()) })
 	for _, m := range cordoned {
-		if deficit > 0 && m.pod.Labels[LabelTemplateHash] == in.TemplateHash {
+		if deficit > 0 && (m.pod.Labels[LabelTemplateHash] == in.TemplateHash || in.TemplateRefused) {
 			out.Uncordon = append(out.Uncordon, m.pod)
 			current = append(current, m)
 			deficit--
@@ -348,7 +353,7 @@ func plan(in planInput) planOutput {
 			drain(m)
 		}
 	}
-	if deficit > 0 {
+	if deficit > 0 && !in.TemplateRefused {
 		out.Create = deficit
 	}
 

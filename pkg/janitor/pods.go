@@ -6,9 +6,37 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/podpolicy"
 )
+
+// Identity variables: the pod's identity from sources the template cannot
+// change (the pod's own metadata and the pool label the janitor sets). The
+// agent refuses to start when the identity it was configured with (flags
+// or env, which the template can set) disagrees with them.
+const (
+	EnvIdentityNamespace = "SLOTSCALER_POD_IDENTITY_NAMESPACE"
+	EnvIdentityPool      = "SLOTSCALER_POD_IDENTITY_POOL"
+	EnvIdentityName      = "SLOTSCALER_POD_IDENTITY_NAME"
+	EnvIdentityUID       = "SLOTSCALER_POD_IDENTITY_UID"
+)
+
+// templateField is where the pod spec lies in an AgentPool: the policy's
+// messages name fields under it.
+var templateField = field.NewPath("spec", "template", "spec")
+
+// allowedPod is the pod newPod builds, with the policy's defaults, or the
+// policy's refusal.
+func allowedPod(ap *v1alpha1.AgentPool, s settings, hash, generation string, inj Injection, pol podpolicy.Policy) (*corev1.Pod, error) {
+	pod := newPod(ap, s, hash, generation, inj)
+	pol.Default(&pod.Spec)
+	if err := pol.Check(&pod.ObjectMeta, &pod.Spec, templateField).Err(); err != nil {
+		return nil, err
+	}
+	return pod, nil
+}
 
 // Injection is what the janitor adds to every agent container besides the
 // pool's identity.
@@ -80,6 +108,13 @@ func newPod(ap *v1alpha1.AgentPool, s settings, hash, generation string, inj Inj
 	setEnv(c, corev1.EnvVar{Name: "POOL_NAME", Value: ap.Name})
 	setEnv(c, corev1.EnvVar{Name: "POD_NAME", ValueFrom: fieldRef("metadata.name")})
 	setEnv(c, corev1.EnvVar{Name: "POD_UID", ValueFrom: fieldRef("metadata.uid")})
+	// The same identity again, from sources only the janitor controls: the
+	// template's args may override the variables above (a flag wins over its
+	// env twin), never these.
+	setEnv(c, corev1.EnvVar{Name: EnvIdentityNamespace, ValueFrom: fieldRef("metadata.namespace")})
+	setEnv(c, corev1.EnvVar{Name: EnvIdentityPool, ValueFrom: fieldRef("metadata.labels['" + LabelPool + "']")})
+	setEnv(c, corev1.EnvVar{Name: EnvIdentityName, ValueFrom: fieldRef("metadata.name")})
+	setEnv(c, corev1.EnvVar{Name: EnvIdentityUID, ValueFrom: fieldRef("metadata.uid")})
 	setEnv(c, corev1.EnvVar{Name: "PLAN_TIMEOUT", Value: s.PlanTimeout.String()})
 	setEnv(c, corev1.EnvVar{Name: "APPLY_TIMEOUT", Value: s.ApplyTimeout.String()})
 	if inj.KeyPrefix != "" {

@@ -155,14 +155,18 @@ func TestNewPodInjectsEnvIntoAgentContainer(t *testing.T) {
 					continue
 				}
 				require.Equal(t, map[string]corev1.EnvVar{
-					"POOL_NAMESPACE": fieldEnv("POOL_NAMESPACE", "metadata.namespace"),
-					"POOL_NAME":      {Name: "POOL_NAME", Value: "pool-a"},
-					"POD_NAME":       fieldEnv("POD_NAME", "metadata.name"),
-					"POD_UID":        fieldEnv("POD_UID", "metadata.uid"),
-					"PLAN_TIMEOUT":   {Name: "PLAN_TIMEOUT", Value: "1h0m0s"},
-					"APPLY_TIMEOUT":  {Name: "APPLY_TIMEOUT", Value: "1h0m0s"},
-					"KEY_PREFIX":     {Name: "KEY_PREFIX", Value: "ss"},
-					"REDIS_URL":      {Name: "REDIS_URL", Value: "redis://redis:6379"},
+					"POOL_NAMESPACE":     fieldEnv("POOL_NAMESPACE", "metadata.namespace"),
+					"POOL_NAME":          {Name: "POOL_NAME", Value: "pool-a"},
+					"POD_NAME":           fieldEnv("POD_NAME", "metadata.name"),
+					"POD_UID":            fieldEnv("POD_UID", "metadata.uid"),
+					EnvIdentityNamespace: fieldEnv(EnvIdentityNamespace, "metadata.namespace"),
+					EnvIdentityPool:      fieldEnv(EnvIdentityPool, "metadata.labels['slotscaler.io/pool']"),
+					EnvIdentityName:      fieldEnv(EnvIdentityName, "metadata.name"),
+					EnvIdentityUID:       fieldEnv(EnvIdentityUID, "metadata.uid"),
+					"PLAN_TIMEOUT":       {Name: "PLAN_TIMEOUT", Value: "1h0m0s"},
+					"APPLY_TIMEOUT":      {Name: "APPLY_TIMEOUT", Value: "1h0m0s"},
+					"KEY_PREFIX":         {Name: "KEY_PREFIX", Value: "ss"},
+					"REDIS_URL":          {Name: "REDIS_URL", Value: "redis://redis:6379"},
 				}, envOf(t, c))
 			}
 		})
@@ -177,8 +181,12 @@ func TestNewPodIdentityOverridesTemplateEnv(t *testing.T) {
 		corev1.EnvVar{Name: "POD_NAME", Value: "someone-else"},
 		corev1.EnvVar{Name: "POD_UID", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{Key: "uid"}}},
 		corev1.EnvVar{Name: "PLAN_TIMEOUT", Value: "1s"},
+		corev1.EnvVar{Name: EnvIdentityPool, Value: "other-pool"},
+		corev1.EnvVar{Name: EnvIdentityName, Value: "someone-else"},
 	))
 	env := envOf(t, newPod(ap, defaultSettings(t), "h", "gen-1", Injection{}).Spec.Containers[0])
+	require.Equal(t, fieldEnv(EnvIdentityPool, "metadata.labels['slotscaler.io/pool']"), env[EnvIdentityPool])
+	require.Equal(t, fieldEnv(EnvIdentityName, "metadata.name"), env[EnvIdentityName])
 	require.Equal(t, corev1.EnvVar{Name: "FOO", Value: "bar"}, env["FOO"])
 	require.Equal(t, fieldEnv("POOL_NAMESPACE", "metadata.namespace"), env["POOL_NAMESPACE"])
 	require.Equal(t, corev1.EnvVar{Name: "POOL_NAME", Value: "pool-a"}, env["POOL_NAME"])

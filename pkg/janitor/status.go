@@ -39,6 +39,31 @@ func (p *pass) event(obj runtime.Object, typ, reason, msg string, args ...any) {
 	p.c.recorder.Eventf(obj, typ, reason, msg, args...)
 }
 
+// checkTemplate judges the pod the template would make with the pod
+// policy. A refusal is logged and reported by a Warning event once per
+// template; pods are then neither created nor replaced (plan keeps the
+// existing ones, and removes idle surplus as before), and the status says
+// why (TemplateAllowed False, Degraded). A fixed template is reported once.
+func (p *pass) checkTemplate(s settings, hash string) {
+	_, err := allowedPod(p.ap, s, hash, "", p.c.opts.Inject, p.c.opts.PodPolicy)
+	p.refused = err
+	if err == nil {
+		if p.st.refusedHash != "" {
+			p.st.refusedHash = ""
+			p.log.Info("pod template allowed by the pod policy again: pods are created")
+			p.event(p.ap, corev1.EventTypeNormal, "TemplateAllowed", "spec.template satisfies the pod policy (%s): pods are created", p.c.opts.PodPolicy.Level)
+		}
+		return
+	}
+	if p.st.refusedHash == hash {
+		return
+	}
+	p.st.refusedHash = hash
+	p.log.Warn("pod template refused by the pod policy: creating no pod, keeping the existing ones",
+		"policy", p.c.opts.PodPolicy.Level, "violations", err.Error())
+	p.event(p.ap, corev1.EventTypeWarning, "PolicyViolation", "no pod is created: %v", err)
+}
+
 // updateStatus writes the pool's status when it changed. s is nil for an
 // invalid spec.
 func (p *pass) updateStatus(n podCounts, s *settings, degraded *metav1.Condition) error {
@@ -52,6 +77,16 @@ func (p *pass) updateStatus(n podCounts, s *settings, degraded *metav1.Condition
 	st.DrainingReplicas = int32(n.Draining)
 	st.Selector = LabelPool + "=" + ap.Name
 	st.ObservedGeneration = ap.Generation
+	if s != nil {
+		allowed := metav1.Condition{Type: v1alpha1.ConditionTemplateAllowed, Status: metav1.ConditionTrue, Reason: "Allowed",
+			ObservedGeneration: ap.Generation, Message: fmt.Sprintf("spec.template satisfies the pod policy (%s)", p.c.opts.PodPolicy.Level)}
+		if p.refused != nil {
+			allowed.Status, allowed.Reason = metav1.ConditionFalse, "PolicyViolation"
+			allowed.Message = fmt.Sprintf("no pod is created from spec.template (pod policy %s): %v", p.c.opts.PodPolicy.Level, p.refused)
+			degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "PolicyViolation", Message: allowed.Message}
+		}
+		meta.SetStatusCondition(&st.Conditions, allowed)
+	}
 	if degraded == nil {
 		degraded = &metav1.Condition{Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionFalse, Reason: "AsExpected", Message: "pods start"}
 	}

@@ -170,6 +170,9 @@ const (
 	// ConditionSlotPolicyPending is True while a spec.slots change waits for
 	// the pool to have no pods.
 	ConditionSlotPolicyPending = "SlotPolicyPending"
+	// ConditionTemplateAllowed is False while the janitor's pod policy
+	// refuses spec.template: no pod is created from it, existing pods stay.
+	ConditionTemplateAllowed = "TemplateAllowed"
 )
 
 // AgentPoolList is a list of AgentPools.
