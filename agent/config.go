@@ -34,6 +34,8 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	RegisterTimeout   time.Duration
 	RedisTimeout      time.Duration
+	// WorkspaceRoot holds a private directory per task (TASK_WORKDIR).
+	WorkspaceRoot string
 
 	Pool slots.PoolID // from PoolNamespace and PoolName
 	// Warnings are settings that work but should change; logged at start.
@@ -45,7 +47,7 @@ type Config struct {
 var alwaysPassed = []string{"PATH", "HOME", "LANG", "TZ"}
 
 // taskVars are set by the agent for each phase.
-var taskVars = []string{"TASK_ID", "TASK_TYPE", "TASK_PHASE", "TASK_ATTEMPT", "TASK_EPOCH", "SLOT", "POOL", "POD_NAME"}
+var taskVars = []string{"TASK_ID", "TASK_TYPE", "TASK_PHASE", "TASK_ATTEMPT", "TASK_EPOCH", "SLOT", "POOL", "POD_NAME", "TASK_WORKDIR"}
 
 var (
 	envName      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -77,6 +79,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "time between heartbeats; at most a third of the pool's heartbeat timeout")
 	fs.DurationVar(&c.RegisterTimeout, "register-timeout", 2*time.Minute, "how long start-up waits for Redis, the pool and (managed pools) the janitor's expected record before giving up")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", 5*time.Second, "bound on each Redis call (failed calls are retried)")
+	fs.StringVar(&c.WorkspaceRoot, "workspace-root", defaultWorkspaceRoot(), "directory holding each task's private workspace (TASK_WORKDIR, mode 0700); one agent per directory, whose other contents it deletes")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return Config{}, err

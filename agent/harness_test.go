@@ -198,6 +198,7 @@ func (e *testEnv) settings(t testing.TB, over map[string]string) map[string]stri
 		"KILL_GRACE":         "500ms",
 		"REDIS_TIMEOUT":      "2s",
 		"LOG_LEVEL":          "debug",
+		"WORKSPACE_ROOT":     workspaceRoot(t),
 	}
 	for k, v := range over {
 		if v == "" {
@@ -207,6 +208,17 @@ func (e *testEnv) settings(t testing.TB, over map[string]string) map[string]stri
 		}
 	}
 	return env
+}
+
+// workspaceRoot is a fresh workspace root for one agent, in a directory
+// any user may create it in (an agent running as nobody too), like /tmp.
+func workspaceRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "slotscaler-ws-test-")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(dir, 0o1777))
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return filepath.Join(dir, "ws")
 }
 
 func listen(t testing.TB) net.Listener {

@@ -26,6 +26,9 @@ func (a *agent) heartbeatLoop(stop <-chan struct{}) {
 		case <-t.C:
 		}
 		a.heartbeat(&beats)
+		// In the background: a sweep reads the store (a reservation's
+		// task) and deletes files, neither of which may delay a beat.
+		go a.sweepWorkspaces()
 	}
 }
 

@@ -38,6 +38,7 @@ type agent struct {
 	log      *slog.Logger
 	storeLog *slog.Logger
 	runner   executor.Runner
+	ws       *workspaces // each task's private directory (workspace.go); nil in unit tests
 	baseEnv  []string
 	m        *metrics
 	hooks    hooks

@@ -77,8 +77,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		}
 	}
 
+	ws, err := openWorkspaces(cfg.WorkspaceRoot, log)
+	if err != nil {
+		return err
+	}
+	// Once the agent is done nothing of it can use a workspace again: a
+	// new start is a new incarnation, whose reservations the store ends.
+	defer func() { ws.clear(log); ws.Close() }()
+
 	m := newMetrics()
 	a := newAgent(cfg, log, base, runner, executorEnv(cfg, lookup), m, opts.hooks)
+	a.ws = ws
 	if opts.built != nil {
 		opts.built(a)
 	}

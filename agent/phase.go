@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"slices"
 	"strconv"
@@ -132,6 +133,7 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 		timeout = a.cfg.ApplyTimeout
 	}
 	var res executor.Result
+	var wsReason, digest string // a refusal over the workspace; the plan's workspace digest
 	if p.refused {
 		now := time.Now()
 		res = executor.Result{Outcome: executor.Failure, ExitCode: -1, Started: now, Exited: now,
@@ -143,10 +145,7 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 		res = executor.Result{Outcome: executor.Cancelled, ExitCode: -1, Started: now, Exited: now,
 			Output: []byte("[slotscaler: cancelled before the executor started]\n")}
 	} else {
-		log.Info("phase started")
-		a.m.busySlots.Inc()
-		res = a.runner.Run(ctx, executor.Job{Env: a.phaseEnv(as), Stdin: as.Payload, Timeout: timeout})
-		a.m.busySlots.Dec()
+		res, wsReason, digest = a.runInWorkspace(ctx, as, timeout, log)
 		a.releaseSlot(as.Task, as.Slot)
 	}
 	if errors.Is(context.Cause(ctx), errFenced) {
@@ -155,8 +154,12 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 		return
 	}
 	r := toResult(as, res)
-	if p.refused {
+	r.WorkspaceDigest = digest
+	switch {
+	case p.refused:
 		r.Reason = "apply-already-started"
+	case wsReason != "":
+		r.Reason = wsReason
 	}
 	a.mu.Lock()
 	p.finished = true
@@ -169,6 +172,11 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 
 	st, ok := a.complete(r, log)
 	a.m.pendingResults.Dec()
+	if keepsWorkspace(as, res) && !(ok && st == slots.StateReserved) {
+		// The plan succeeded but no apply follows (cancelled meanwhile,
+		// its pod declared lost, or the result never recorded).
+		a.removeWorkspace(as.Task, log)
+	}
 	a.mu.Lock()
 	delete(a.phases, p.ref)
 	if ok && st == slots.StateReserved && !a.runsTask(as.Task) {
@@ -184,6 +192,78 @@ func (a *agent) runPhase(ctx context.Context, p *phase) {
 			a.hooks.recorded(timing)
 		}
 	}
+}
+
+// keepsWorkspace reports whether a phase's workspace outlives it: the
+// successful plan of a plan_and_apply leaves it for the apply.
+func keepsWorkspace(as *slots.Assignment, res executor.Result) bool {
+	return as.Type == slots.PlanAndApply && as.Phase == slots.PhasePlan && res.Outcome == executor.Success
+}
+
+// runInWorkspace runs the executor in the task's workspace: a fresh one
+// for a plan; for an apply, the one its plan left, and only if its digest
+// is still the one the store kept with the task (else the apply is refused
+// with reason workspace-changed, its executor never started). It returns
+// the plan's workspace digest for a plan_and_apply, and removes the
+// workspace unless an apply follows.
+func (a *agent) runInWorkspace(ctx context.Context, as *slots.Assignment, timeout time.Duration, log *slog.Logger) (res executor.Result, reason, digest string) {
+	job := executor.Job{Env: a.phaseEnv(as), Stdin: as.Payload, Timeout: timeout}
+	if a.ws != nil {
+		var dir string
+		var err error
+		if as.Phase == slots.PhaseApply {
+			found, derr := a.ws.digest(as.Task)
+			if !verifiable(as.WorkspaceDigest) || found != as.WorkspaceDigest {
+				log.Error("refusing to run the apply: its workspace is not the one its plan left",
+					"recorded_digest", as.WorkspaceDigest, "found_digest", found, "err", derr)
+				a.removeWorkspace(as.Task, log)
+				now := time.Now()
+				return executor.Result{Outcome: executor.Failure, ExitCode: -1, Started: now, Exited: now,
+					Output: fmt.Appendf(nil, "[slotscaler: the apply did not run: its workspace changed since its plan ended (recorded %s, found %s)]\n",
+						orNone(as.WorkspaceDigest), found)}, "workspace-changed", ""
+			}
+			dir, err = a.ws.dir(as.Task)
+		} else {
+			dir, err = a.ws.create(as.Task)
+		}
+		if err != nil {
+			log.Error("could not prepare the task's workspace", "err", err)
+			a.removeWorkspace(as.Task, log)
+			now := time.Now()
+			return executor.Result{Outcome: executor.Failure, ExitCode: -1, Err: err, Started: now, Exited: now,
+				Output: fmt.Appendf(nil, "[slotscaler: could not prepare the task's workspace: %v]\n", err)}, "", ""
+		}
+		job.Dir = dir
+		job.Env = append(job.Env, "TASK_WORKDIR="+dir)
+	}
+	log.Info("phase started", "workdir", job.Dir)
+	a.m.busySlots.Inc()
+	res = a.runner.Run(ctx, job)
+	a.m.busySlots.Dec()
+	if a.ws == nil {
+		return res, "", ""
+	}
+	if keepsWorkspace(as, res) {
+		// The executor's whole process tree is gone (the runner ends it):
+		// nothing of this phase changes the workspace after this.
+		var err error
+		digest, err = a.ws.digest(as.Task)
+		if err != nil {
+			log.Warn("the plan's workspace has no digest: its apply will refuse to run", "digest", digest, "err", err)
+		} else {
+			log.Info("plan workspace digest", "digest", digest)
+		}
+		return res, "", digest
+	}
+	a.removeWorkspace(as.Task, log)
+	return res, "", ""
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // acquireSlot waits until no executor of this agent runs in the slot; false

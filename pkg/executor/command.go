@@ -75,6 +75,7 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 	if cmd.Env == nil {
 		cmd.Env = []string{} // nil would inherit the agent's environment
 	}
+	cmd.Dir = job.Dir
 	cmd.Stdin = inR
 	cmd.Stdout = outW // the same *os.File for both: one ordered stream, no copying goroutines
 	cmd.Stderr = outW

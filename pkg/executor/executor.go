@@ -52,6 +52,8 @@ const DefaultKillGrace = 10 * time.Second
 type Job struct {
 	// Env is the complete environment, "NAME=value"; nothing is inherited.
 	Env []string
+	// Dir is the working directory ("" for the runner's own).
+	Dir string
 	// Stdin is written to the process's standard input, which is then closed.
 	Stdin []byte
 	// Timeout stops the run when it passes (0: no limit).
