@@ -134,7 +134,8 @@ const (
 	KindRefused
 	// KindUnavailable: no answer, or an answer that says "not now": the
 	// network, a timeout, a closed or exhausted client, a server loading
-	// its data or not a primary, a write no replica acknowledged. The call
+	// its data or not a primary, a write no replica acknowledged,
+	// credentials Redis does not accept (yet). The call
 	// may or may not have taken effect; store calls are safe to retry.
 	KindUnavailable
 	// KindCanceled: the caller's context was canceled.
@@ -175,7 +176,12 @@ func Classify(err error) Kind {
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, redis.ErrClosed), errors.Is(err, redis.ErrPoolTimeout),
 		redis.IsLoadingError(err), redis.IsReadOnlyError(err), redis.IsMasterDownError(err),
-		redis.IsClusterDownError(err), redis.IsTryAgainError(err):
+		redis.IsClusterDownError(err), redis.IsTryAgainError(err),
+		// Credentials not (yet) accepted: NOAUTH/WRONGPASS, or NOPERM.
+		// With per-pool Redis users the janitor creates them, and creates
+		// them again after Redis restarted without them: waiting is the way
+		// on, as for a Redis that is down.
+		redis.IsAuthError(err), redis.IsPermissionError(err):
 		return KindUnavailable
 	}
 	return KindInternal

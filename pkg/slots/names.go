@@ -1,6 +1,7 @@
 package slots
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -106,6 +107,74 @@ func luaPrelude() string {
 	b.WriteString("-- Generated from names.go when the scripts are built: the names Go and Lua share.\n")
 	for _, n := range luaNames {
 		b.WriteString("local " + n.lua + " = " + strconv.Quote(n.value) + "\n")
+	}
+	return b.String()
+}
+
+// A pool's Redis ACL: what an agent of the pool may do, next to the key
+// names it must cover. PoolACL builds the rules; TestPoolACLCoversScripts
+// fails when a script calls a command the list lacks, and the agent's tests
+// run it under these rules (any NOPERM fails them).
+
+// poolACLCommands are the commands an agent sends: on connect (HELLO and
+// AUTH need no permission; go-redis adds CLIENT SETINFO, SELECT for a
+// database other than 0, and a cluster client asks for the topology and the
+// commands' key positions), when the store opens (GET of the data-model
+// version, SCRIPT LOAD), directly (Pool's HGETALL, Take's LINDEX, BLMOVE and
+// LREM, INFO replication to count replicas and WAIT for one), and inside the scripts,
+// whose redis.call is checked against the caller's ACL too.
+var poolACLCommands = []string{
+	// connection and topology
+	"ping", "select", "client|setname", "command", "cluster|slots", "cluster|shards",
+	// store start-up and direct calls
+	"get", "script|load", "evalsha", "eval", "hgetall", "lindex", "blmove", "lrem", "wait",
+	// INFO only with "replication" as its first section (connectedReplicas):
+	// claims wait for a replica when there is one. A rule on the first
+	// argument cannot stop further sections ("INFO replication server"):
+	// the user can read the server's statistics, never a key or a setting.
+	"info|replication",
+	// the scripts' calls (lua/*.lua)
+	"del", "hdel", "hget", "hincrby", "hkeys", "hmget", "hset", "llen", "rpush", "time", "xadd",
+	"zadd", "zcard", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
+}
+
+// PoolACL returns the ACL SETUSER rules (after the user name, without its
+// passwords or "on") that confine a user to one pool of the installation
+// with this key prefix: read and write the pool's keys
+// "<prefix>:v1:{ns/name}:*", read (never write) "<prefix>:datamodel", run
+// only poolACLCommands, no Pub/Sub channel. The rules start with "reset", so
+// applying them again replaces whatever the user had (idempotent). Needs
+// Redis 7 (the %R~ read-only key selector).
+func PoolACL(prefix string, pool PoolID) ([]string, error) {
+	if err := pool.Validate(); err != nil {
+		return nil, err
+	}
+	if prefix == "" || strings.ContainsAny(prefix, "{} \t\r\n") {
+		return nil, fmt.Errorf("key prefix %q must be non-empty, without braces or blanks", prefix)
+	}
+	rules := []string{
+		"reset", // off, no passwords, no keys, no channels, -@all
+		"~" + aclGlobEscape(prefix+":v1:{"+pool.String()+"}:") + "*",
+		"%R~" + aclGlobEscape(prefix+":datamodel"),
+		"resetchannels",
+		"-@all",
+	}
+	for _, c := range poolACLCommands {
+		rules = append(rules, "+"+c)
+	}
+	return rules, nil
+}
+
+// aclGlobEscape escapes the characters Redis's glob (stringmatchlen) treats
+// as special, so a key prefix matches itself only. Braces are not special.
+func aclGlobEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
 	}
 	return b.String()
 }

@@ -39,7 +39,12 @@ func (s *Store) DrainReplicated(ctx context.Context, pool PoolID, pod, uid strin
 	return acked, nil
 }
 
-// connectedReplicas reads connected_slaves from INFO replication.
+// connectedReplicas reads connected_slaves from INFO replication. A pool's
+// Redis user may run INFO with the replication section first and nothing
+// else of @dangerous (PoolACL): WAIT 0 0 cannot stand in for it, since it
+// counts only the replicas that acknowledged the master's offset at the
+// connection's previous command, so under writes it answers 0 while
+// replicas stream, and claims would skip the wait exactly when it matters.
 func connectedReplicas(ctx context.Context, c *redis.Client) (int, error) {
 	info, err := c.Info(ctx, "replication").Result()
 	var rerr redis.Error

@@ -114,12 +114,18 @@ func New(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, 
 	return s, nil
 }
 
+// checkVersion reads the data-model version and writes it only when it is
+// missing: a pool's agents may read it but not write it (PoolACL), and find
+// it written by the control plane.
 func (s *Store) checkVersion(ctx context.Context) error {
 	key := s.prefix + ":datamodel"
-	if err := s.rdb.SetNX(ctx, key, DataModelVersion, 0).Err(); err != nil {
-		return fmt.Errorf("checking data model version: %w", err)
-	}
 	v, err := s.rdb.Get(ctx, key).Result()
+	if errors.Is(err, redis.Nil) {
+		if err := s.rdb.SetNX(ctx, key, DataModelVersion, 0).Err(); err != nil {
+			return fmt.Errorf("checking data model version: %w", err)
+		}
+		v, err = s.rdb.Get(ctx, key).Result()
+	}
 	if err != nil {
 		return fmt.Errorf("checking data model version: %w", err)
 	}
