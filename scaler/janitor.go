@@ -30,6 +30,7 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/config"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
 	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/podpolicy"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -39,7 +40,7 @@ import (
 type JanitorConfig struct {
 	config.Common
 	Kubeconfig       string
-	Namespace        string
+	Namespaces       commaList
 	Workers          int
 	SyncInterval     time.Duration
 	DryRun           bool
@@ -56,6 +57,25 @@ type JanitorConfig struct {
 	LeaseDuration    time.Duration
 	ListenAddress    string
 	ReapInterval     time.Duration
+	// The pod policy every agent pod must satisfy (pkg/podpolicy).
+	PodPolicy                string
+	AllowedServiceAccounts   commaList
+	AllowServiceAccountToken bool
+}
+
+// commaList is a flag holding a comma-separated list (blanks dropped).
+type commaList []string
+
+func (l *commaList) String() string { return strings.Join(*l, ",") }
+
+func (l *commaList) Set(s string) error {
+	*l = nil
+	for v := range strings.SplitSeq(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
 }
 
 func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (string, bool)) (JanitorConfig, error) {
@@ -64,7 +84,7 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.SetOutput(stderr)
 	c.Common.Register(fs, "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: the in-cluster service account")
-	fs.StringVar(&c.Namespace, "namespace", "", "watch AgentPools and pods of this namespace only (empty: all namespaces)")
+	fs.Var(&c.Namespaces, "namespace", "watch AgentPools and pods of these comma-separated namespaces only (empty: all namespaces; the chart then grants a Role in each instead of a ClusterRole)")
 	fs.IntVar(&c.Workers, "workers", 4, "pools worked on at once")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", 5*time.Second, "how often each pool is looked at without a Kubernetes event (slots becoming idle are Redis changes)")
 	fs.BoolVar(&c.DryRun, "dry-run", false, "decide and log, change nothing (no Kubernetes or Redis writes)")
@@ -81,6 +101,10 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal")
 	fs.StringVar(&c.ListenAddress, "listen-address", ":8083", "HTTP address of /healthz, /readyz and /metrics")
 	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool while leading (0: off, when the scaler reaps); reapers may run beside the scaler's")
+	fs.StringVar(&c.PodPolicy, "pod-policy", string(podpolicy.Restricted), "Pod Security Standard every agent pod must meet before the janitor creates it: restricted, baseline, or privileged (no check at all: anyone who may create an AgentPool may then run any pod; unsafe)")
+	c.AllowedServiceAccounts = commaList{podpolicy.DefaultServiceAccount}
+	fs.Var(&c.AllowedServiceAccounts, "allowed-service-accounts", "comma-separated ServiceAccounts agent pods may run as (a template naming another is refused)")
+	fs.BoolVar(&c.AllowServiceAccountToken, "allow-service-account-token", false, "allow templates to set automountServiceAccountToken: true (otherwise an unset one becomes false and true is refused)")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, janitorHelp)
@@ -129,6 +153,14 @@ func (c JanitorConfig) validate() error {
 			errs = append(errs, fmt.Errorf("--agent-redis-secret %q: want secret-name/key", c.AgentRedisSecret))
 		}
 	}
+	for _, ns := range c.Namespaces {
+		if len(validation.IsDNS1123Label(ns)) > 0 {
+			errs = append(errs, fmt.Errorf("--namespace %q: want comma-separated namespace names", ns))
+		}
+	}
+	if _, err := c.podPolicy(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.LeaderElect && (c.LeaseNamespace == "" || c.Identity == "") {
 		errs = append(errs, errors.New("--leader-elect needs --leader-elect-namespace and --leader-elect-identity"))
 	}
@@ -142,6 +174,18 @@ func (c JanitorConfig) injection() janitor.Injection {
 	inj := janitor.Injection{KeyPrefix: c.KeyPrefix, RedisURL: c.AgentRedisURL}
 	inj.RedisSecretName, inj.RedisSecretKey, _ = strings.Cut(c.AgentRedisSecret, "/")
 	return inj
+}
+
+func (c JanitorConfig) podPolicy() (podpolicy.Policy, error) {
+	level, err := podpolicy.ParseLevel(c.PodPolicy)
+	if err != nil {
+		return podpolicy.Policy{}, fmt.Errorf("--pod-policy: %w", err)
+	}
+	p := podpolicy.Policy{Level: level, AllowedServiceAccounts: c.AllowedServiceAccounts, AllowServiceAccountToken: c.AllowServiceAccountToken}
+	if err := p.Validate(); err != nil {
+		return podpolicy.Policy{}, fmt.Errorf("--pod-policy, --allowed-service-accounts: %w", err)
+	}
+	return p, nil
 }
 
 func (c JanitorConfig) restConfig() (*rest.Config, error) {
@@ -189,10 +233,18 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 	}
 	defer conn.Close()
 
+	pol, err := cfg.podPolicy()
+	if err != nil {
+		return err
+	}
+	if pol.Level == podpolicy.Privileged {
+		log.Warn("--pod-policy privileged: agent pod templates are not checked; anyone who may create an AgentPool may run any pod through the janitor")
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ctrl, err := janitor.New(kube, dyn, store, janitor.Options{
-		Namespace: cfg.Namespace, Workers: cfg.Workers, SyncInterval: cfg.SyncInterval, DryRun: cfg.DryRun,
+		Namespaces: cfg.Namespaces, PodPolicy: pol, Workers: cfg.Workers, SyncInterval: cfg.SyncInterval, DryRun: cfg.DryRun,
 		Inject: cfg.injection(), ReplicaWait: cfg.ReplicaWait, Parallelism: cfg.Parallelism,
 		Logger: log, Metrics: janitor.NewMetrics(reg),
 	})

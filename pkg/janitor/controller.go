@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -44,8 +45,10 @@ type Store interface {
 
 // Options tune a Controller.
 type Options struct {
-	// Namespace limits the janitor to one namespace ("" watches all).
-	Namespace string
+	// Namespaces limits the janitor to these namespaces (none: all). Each
+	// gets informers of its own: client-go lists and watches one namespace
+	// or all, and a janitor bound by per-namespace Roles may not list all.
+	Namespaces []string
 	// Workers is how many pools are worked on at once (one pool is never
 	// worked on by two workers).
 	Workers int
@@ -80,16 +83,12 @@ type Controller struct {
 	log   *slog.Logger
 	m     *Metrics
 
-	// The factories New built, started by Run; nil when the caller owns
-	// the informers (NewController).
-	podFactory  informers.SharedInformerFactory
-	poolFactory dynamicinformer.DynamicSharedInformerFactory
-	pods        cache.SharedIndexInformer
-	pools       cache.SharedIndexInformer
-	queue       workqueue.TypedRateLimitingInterface[string]
-	exp         *expectations
-	events      record.EventBroadcaster
-	recorder    record.EventRecorder
+	// watches are the informers of each watched namespace.
+	watches  []watch
+	queue    workqueue.TypedRateLimitingInterface[string]
+	exp      *expectations
+	events   record.EventBroadcaster
+	recorder record.EventRecorder
 
 	mu    sync.Mutex
 	state map[string]*poolState
@@ -121,19 +120,78 @@ type poolState struct {
 
 const byPool = "pool"
 
-// New builds a controller with its own informers, over the pods labelled
-// with LabelPool and the AgentPools of opts.Namespace. Run starts them.
-func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Options) (*Controller, error) {
-	podFactory := informers.NewSharedInformerFactoryWithOptions(kube, 0,
-		informers.WithNamespace(opts.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelPool }))
-	poolFactory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, opts.Namespace, nil)
-	c, err := NewController(kube, dyn, podFactory.Core().V1().Pods(), poolFactory.ForResource(v1alpha1.GroupVersionResource), store, opts)
-	if err != nil {
-		return nil, err
+// watch is the informers of one watched namespace ("": all).
+type watch struct {
+	ns          string
+	pods, pools cache.SharedIndexInformer
+	start       func(stop <-chan struct{}) // nil when the caller owns the informers
+	shutdown    func()
+}
+
+// watchOf is the watch holding namespace ns, or nil when it is not watched.
+func (c *Controller) watchOf(ns string) *watch {
+	for i := range c.watches {
+		if w := &c.watches[i]; w.ns == ns || w.ns == metav1.NamespaceAll {
+			return w
+		}
 	}
-	c.podFactory, c.poolFactory = podFactory, poolFactory
-	return c, nil
+	return nil
+}
+
+// startInformers starts the informers New built.
+func (c *Controller) startInformers(stop <-chan struct{}) {
+	for _, w := range c.watches {
+		if w.start != nil {
+			w.start(stop)
+		}
+	}
+}
+
+func (c *Controller) shutdownInformers() {
+	for _, w := range c.watches {
+		if w.shutdown != nil {
+			w.shutdown()
+		}
+	}
+}
+
+func (c *Controller) informersSynced() []cache.InformerSynced {
+	var synced []cache.InformerSynced
+	for _, w := range c.watches {
+		synced = append(synced, w.pods.HasSynced, w.pools.HasSynced)
+	}
+	return synced
+}
+
+// New builds a controller with its own informers, over the pods labelled
+// with LabelPool and the AgentPools of opts.Namespaces (one pair of
+// informers per namespace, or one for all). Run starts them.
+func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Options) (*Controller, error) {
+	namespaces := slices.Compact(slices.Sorted(slices.Values(opts.Namespaces)))
+	if len(namespaces) == 0 || slices.Contains(namespaces, metav1.NamespaceAll) {
+		namespaces = []string{metav1.NamespaceAll}
+	}
+	var watches []watch
+	for _, ns := range namespaces {
+		podFactory := informers.NewSharedInformerFactoryWithOptions(kube, 0,
+			informers.WithNamespace(ns),
+			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelPool }))
+		poolFactory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, ns, nil)
+		watches = append(watches, watch{
+			ns:    ns,
+			pods:  podFactory.Core().V1().Pods().Informer(),
+			pools: poolFactory.ForResource(v1alpha1.GroupVersionResource).Informer(),
+			start: func(stop <-chan struct{}) {
+				podFactory.Start(stop)
+				poolFactory.Start(stop)
+			},
+			shutdown: func() {
+				podFactory.Shutdown()
+				poolFactory.Shutdown()
+			},
+		})
+	}
+	return newController(kube, dyn, watches, store, opts)
 }
 
 // NewController builds a controller over informers the caller owns, as
@@ -145,6 +203,10 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Opt
 // the controller adds an index and event handlers.
 func NewController(kube kubernetes.Interface, dyn dynamic.Interface, pods coreinformers.PodInformer, pools informers.GenericInformer,
 	store Store, opts Options) (*Controller, error) {
+	return newController(kube, dyn, []watch{{ns: metav1.NamespaceAll, pods: pods.Informer(), pools: pools.Informer()}}, store, opts)
+}
+
+func newController(kube kubernetes.Interface, dyn dynamic.Interface, watches []watch, store Store, opts Options) (*Controller, error) {
 	if opts.Workers <= 0 {
 		opts.Workers = 4
 	}
@@ -179,27 +241,43 @@ func NewController(kube kubernetes.Interface, dyn dynamic.Interface, pods corein
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agentpools"},
 		),
-		pods:  pods.Informer(),
-		pools: pools.Informer(),
+		watches: watches,
 	}
-	if err := c.pods.AddIndexers(cache.Indexers{byPool: func(obj any) ([]string, error) {
+	for _, w := range watches {
+		if err := c.handle(w); err != nil {
+			return nil, err
+		}
+	}
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(v1alpha1.AddToScheme(scheme))
+	c.events = record.NewBroadcaster(record.WithContext(context.Background()))
+	c.recorder = c.events.NewRecorder(scheme, corev1.EventSource{Component: "slotscaler-janitor"})
+	return c, nil
+}
+
+// handle indexes one watch's pods by pool and queues the pools their
+// events concern.
+func (c *Controller) handle(w watch) error {
+	if err := w.pods.AddIndexers(cache.Indexers{byPool: func(obj any) ([]string, error) {
 		p, ok := obj.(*corev1.Pod)
 		if !ok {
 			return nil, nil
 		}
 		return []string{p.Namespace + "/" + p.Labels[LabelPool]}, nil
 	}}); err != nil {
-		return nil, fmt.Errorf("indexing pods by pool: %w", err)
+		return fmt.Errorf("indexing pods by pool: %w", err)
 	}
 
-	if _, err := c.pools.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := w.pools.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    c.enqueuePool,
 		UpdateFunc: func(_, obj any) { c.enqueuePool(obj) },
 		DeleteFunc: c.enqueuePool,
 	}); err != nil {
-		return nil, fmt.Errorf("watching AgentPools: %w", err)
+		return fmt.Errorf("watching AgentPools: %w", err)
 	}
-	if _, err := c.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
+	if _, err := w.pods.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc: func(obj any) {
 			if key, _, ok := poolKeyOf(obj); ok {
 				c.exp.CreationObserved(key)
@@ -226,15 +304,9 @@ func NewController(kube kubernetes.Interface, dyn dynamic.Interface, pods corein
 			}
 		},
 	}); err != nil {
-		return nil, fmt.Errorf("watching pods: %w", err)
+		return fmt.Errorf("watching pods: %w", err)
 	}
-
-	scheme := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(v1alpha1.AddToScheme(scheme))
-	c.events = record.NewBroadcaster(record.WithContext(context.Background()))
-	c.recorder = c.events.NewRecorder(scheme, corev1.EventSource{Component: "slotscaler-janitor"})
-	return c, nil
+	return nil
 }
 
 func (c *Controller) enqueuePool(obj any) {
@@ -264,20 +336,17 @@ func poolKeyOf(obj any) (string, *corev1.Pod, bool) {
 func (c *Controller) Run(ctx context.Context) error {
 	defer c.queue.ShutDown()
 	if !c.opts.DryRun {
-		c.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events(c.opts.Namespace)})
+		// The sink writes each event into its object's namespace.
+		c.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.kube.CoreV1().Events(metav1.NamespaceAll)})
 	}
 	c.events.StartStructuredLogging(4)
 	defer c.events.Shutdown()
-	if c.podFactory != nil {
-		c.podFactory.Start(ctx.Done())
-		c.poolFactory.Start(ctx.Done())
-		defer c.podFactory.Shutdown()
-		defer c.poolFactory.Shutdown()
-	}
-	c.log.Info("janitor starting", "namespace", c.opts.Namespace, "workers", c.opts.Workers, "dryRun", c.opts.DryRun,
+	c.startInformers(ctx.Done())
+	defer c.shutdownInformers()
+	c.log.Info("janitor starting", "namespaces", c.opts.Namespaces, "workers", c.opts.Workers, "dryRun", c.opts.DryRun,
 		"podPolicy", c.opts.PodPolicy.Level, "allowedServiceAccounts", c.opts.PodPolicy.AllowedServiceAccounts,
 		"allowServiceAccountToken", c.opts.PodPolicy.AllowServiceAccountToken)
-	if !cache.WaitForNamedCacheSync("janitor", ctx.Done(), c.pods.HasSynced, c.pools.HasSynced) {
+	if !cache.WaitForNamedCacheSync("janitor", ctx.Done(), c.informersSynced()...) {
 		return fmt.Errorf("waiting for informer caches: %w", context.Cause(ctx))
 	}
 	var wg sync.WaitGroup
@@ -333,7 +402,11 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	if err != nil {
 		return 0, nil // not a key we made; nothing to retry
 	}
-	obj, exists, err := c.pools.GetIndexer().GetByKey(key)
+	w := c.watchOf(ns)
+	if w == nil {
+		return 0, nil // a namespace not watched: no key we made
+	}
+	obj, exists, err := w.pools.GetIndexer().GetByKey(key)
 	if err != nil {
 		return 0, fmt.Errorf("reading pool %s from cache: %w", key, err)
 	}
@@ -356,7 +429,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		return 0, fmt.Errorf("decoding pool %s: %w", key, err)
 	}
 	ap.SetGroupVersionKind(v1alpha1.GroupVersionKind)
-	p := &pass{c: c, ctx: ctx, key: key, ap: ap, id: slots.PoolID{Namespace: ns, Name: name},
+	p := &pass{c: c, w: w, ctx: ctx, key: key, ap: ap, id: slots.PoolID{Namespace: ns, Name: name},
 		st: c.poolState(key), now: time.Now(), log: c.log.With("pool", key)}
 	return p.run()
 }

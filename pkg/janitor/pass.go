@@ -20,6 +20,7 @@ import (
 // pass is one sync of one pool.
 type pass struct {
 	c   *Controller
+	w   *watch // the informers of the pool's namespace
 	ctx context.Context
 	key string
 	ap  *v1alpha1.AgentPool
@@ -131,7 +132,7 @@ func (p *pass) run() (time.Duration, error) {
 // controlled by this AgentPool (a pod left by a deleted pool of the same
 // name is not ours).
 func (p *pass) podsOf() []*corev1.Pod {
-	objs, err := p.c.pods.GetIndexer().ByIndex(byPool, p.key)
+	objs, err := p.w.pods.GetIndexer().ByIndex(byPool, p.key)
 	if err != nil {
 		p.log.Error("listing pods from cache", "err", err)
 		return nil

@@ -117,14 +117,12 @@ func (e *passEnv) startJanitor() {
 	e.events = record.NewFakeRecorder(1000)
 	c.recorder = e.events
 	ctx, cancel := context.WithCancel(e.ctx)
-	c.podFactory.Start(ctx.Done())
-	c.poolFactory.Start(ctx.Done())
-	require.True(e.t, cache.WaitForCacheSync(ctx.Done(), c.pods.HasSynced, c.pools.HasSynced))
+	c.startInformers(ctx.Done())
+	require.True(e.t, cache.WaitForCacheSync(ctx.Done(), c.informersSynced()...))
 	e.c = c
 	e.stopCtl = func() {
 		cancel()
-		c.podFactory.Shutdown()
-		c.poolFactory.Shutdown()
+		c.shutdownInformers()
 	}
 	e.t.Cleanup(e.stopCtl)
 }
@@ -140,11 +138,11 @@ func (e *passEnv) pass() {
 
 func (e *passEnv) cachesCurrent() bool {
 	list, err := e.kube.CoreV1().Pods(e.id.Namespace).List(e.ctx, metav1.ListOptions{})
-	if err != nil || len(list.Items) != len(e.c.pods.GetIndexer().List()) {
+	if err != nil || len(list.Items) != len(e.c.watchOf(e.id.Namespace).pods.GetIndexer().List()) {
 		return false
 	}
 	for i := range list.Items {
-		got, ok, _ := e.c.pods.GetIndexer().GetByKey(e.id.Namespace + "/" + list.Items[i].Name)
+		got, ok, _ := e.c.watchOf(e.id.Namespace).pods.GetIndexer().GetByKey(e.id.Namespace + "/" + list.Items[i].Name)
 		if !ok || !equality.Semantic.DeepEqual(got, &list.Items[i]) {
 			return false
 		}
@@ -153,7 +151,7 @@ func (e *passEnv) cachesCurrent() bool {
 	if err != nil {
 		return false
 	}
-	got, ok, _ := e.c.pools.GetIndexer().GetByKey(e.key)
+	got, ok, _ := e.c.watchOf(e.id.Namespace).pools.GetIndexer().GetByKey(e.key)
 	return ok && equality.Semantic.DeepEqual(got, u)
 }
 
