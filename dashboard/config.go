@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -23,6 +24,51 @@ type Config struct {
 	PollInterval    time.Duration
 	LiveInterval    time.Duration
 	ShutdownTimeout time.Duration
+	// Session cookies of the pages' login (read auth).
+	SecureCookie       bool
+	SessionLifetime    time.Duration
+	SessionIdleTimeout time.Duration
+	// Abuse bounds, per client IP (or token name for streams).
+	TrustedProxies        cidrs
+	AuthFailuresPerMinute int
+	MaxStreamsPerClient   int
+}
+
+// cidrs is a comma-separated list of networks (a bare address is a /32 or /128).
+type cidrs []netip.Prefix
+
+func (c cidrs) String() string {
+	parts := make([]string, 0, len(c))
+	for _, p := range c {
+		parts = append(parts, p.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+// Set parses "10.0.0.0/8,192.168.1.7".
+func (c *cidrs) Set(s string) error {
+	var out cidrs
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if !strings.Contains(part, "/") {
+			a, err := netip.ParseAddr(part)
+			if err != nil {
+				return fmt.Errorf("trusted proxies: %q is neither an address nor a CIDR", part)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(part)
+		if err != nil {
+			return fmt.Errorf("trusted proxies: %q is not a CIDR (want e.g. 10.0.0.0/8)", part)
+		}
+		out = append(out, p.Masked())
+	}
+	*c = out
+	return nil
 }
 
 // tokens maps a token's name to its secret. String never shows a secret, so
@@ -75,11 +121,17 @@ func parseConfigWith(args []string, lookup func(string) (string, bool), out io.W
 	fs.StringVar(&c.MetricsAddress, "metrics-address", ":8082", "HTTP address of /metrics (Prometheus); empty turns it off")
 	c.Common.Register(fs, "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://; empty runs an embedded in-memory Redis (local use only)")
 	fs.Var(&c.APITokens, "api-tokens", "bearer tokens for API writes, name=token,name2=token2 (the name is recorded as who approved, rejected or cancelled); none: writes are refused")
-	fs.BoolVar(&c.ReadAuth, "read-auth", false, "require a bearer token for API reads too")
+	fs.BoolVar(&c.ReadAuth, "read-auth", true, "require a bearer token (or the pages' login session) for pages and API reads too: task payloads and output may hold secrets; without --api-tokens nobody can read; false serves reads to anyone who reaches the port")
 	fs.IntVar(&c.MaxPayload, "max-payload", 1<<20, "largest task payload in bytes (must match the slot store's limit)")
 	fs.DurationVar(&c.PollInterval, "events-poll-interval", 250*time.Millisecond, "how often a waiting events request re-reads the stream")
 	fs.DurationVar(&c.LiveInterval, "live-interval", 2*time.Second, "how often a watched pool is read for its live viewers (one Redis read per pool, whatever the number of viewers)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
+	fs.BoolVar(&c.SecureCookie, "secure-cookie", true, "mark the login session cookie Secure (browsers send it over HTTPS only, also when TLS ends at an Ingress); false only for plain-HTTP local use (make demo)")
+	fs.DurationVar(&c.SessionLifetime, "session-lifetime", 12*time.Hour, "how long a page login lasts at most")
+	fs.DurationVar(&c.SessionIdleTimeout, "session-idle-timeout", time.Hour, "a page login ends after this long without a request")
+	fs.Var(&c.TrustedProxies, "trusted-proxies", "CIDRs of reverse proxies (e.g. the Ingress controller's pods) whose X-Forwarded-For / X-Real-IP name the client; empty: the TCP peer is the client, forwarding headers are ignored")
+	fs.IntVar(&c.AuthFailuresPerMinute, "auth-failures-per-minute", 10, "failed logins and bearer checks a client IP may make per minute; beyond: 429 with Retry-After (successes never count)")
+	fs.IntVar(&c.MaxStreamsPerClient, "max-streams-per-client", 32, "open live grids (SSE) plus waiting events requests per client (token name when authenticated, else IP); beyond: 429")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		return Config{}, err
 	}
@@ -96,6 +148,18 @@ func (c Config) validate() error {
 	}
 	if c.LiveInterval < 100*time.Millisecond || c.LiveInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("--live-interval %v: want 100ms-1m", c.LiveInterval))
+	}
+	if c.SessionLifetime < time.Minute {
+		errs = append(errs, fmt.Errorf("--session-lifetime %v: want at least 1m", c.SessionLifetime))
+	}
+	if c.SessionIdleTimeout < time.Minute || c.SessionIdleTimeout > c.SessionLifetime {
+		errs = append(errs, fmt.Errorf("--session-idle-timeout %v: want 1m up to --session-lifetime (%v)", c.SessionIdleTimeout, c.SessionLifetime))
+	}
+	if c.AuthFailuresPerMinute < 1 {
+		errs = append(errs, fmt.Errorf("--auth-failures-per-minute %d must be positive", c.AuthFailuresPerMinute))
+	}
+	if c.MaxStreamsPerClient < 1 {
+		errs = append(errs, fmt.Errorf("--max-streams-per-client %d must be positive", c.MaxStreamsPerClient))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be positive", c.ShutdownTimeout))

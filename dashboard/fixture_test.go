@@ -35,6 +35,9 @@ type fixture struct {
 	http  *httptest.Server
 	pool  slots.PoolID
 	pods  int
+	rdb   *redis.Client
+	// prefix is the key prefix of the store and the login sessions.
+	prefix string
 }
 
 type fixtureOption func(*server)
@@ -62,21 +65,32 @@ func newFixtureOn(t testing.TB, url string, opts ...fixtureOption) *fixture {
 	opt.DialerRetries, opt.MaxRetries = 1, -1
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { _ = rdb.Close() })
-	store, err := slots.New(ctx, rdb, slots.Options{Prefix: redistest.Prefix(t), MaxPayload: testMaxPayload, Logger: quiet()})
+	prefix := redistest.Prefix(t)
+	store, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix, MaxPayload: testMaxPayload, Logger: quiet()})
 	require.NoError(t, err)
-	f := &fixture{t: t, ctx: ctx, store: store, pool: slots.PoolID{Namespace: "ci", Name: "terraform"}}
+	f := &fixture{t: t, ctx: ctx, store: store, pool: slots.PoolID{Namespace: "ci", Name: "terraform"}, rdb: rdb, prefix: prefix}
 	f.declare(f.pool, nil)
-	f.srv = &server{store: store, log: quiet(), tokens: tokens{testTokenName: testToken, "other": "other-token"},
+	f.srv, f.http = f.newReplica(opts...)
+	return f
+}
+
+// newReplica starts one more dashboard server on the fixture's Redis, key
+// prefix and slot store (the fixture's own is the first).
+func (f *fixture) newReplica(opts ...fixtureOption) (*server, *httptest.Server) {
+	f.t.Helper()
+	rdb := f.rdb
+	s := &server{store: f.store, log: quiet(), tokens: tokens{testTokenName: testToken, "other": "other-token"},
 		maxPayload: testMaxPayload, pollInterval: 20 * time.Millisecond, maxWait: maxWait, stopping: make(chan struct{}),
 		ping: func(ctx context.Context) error { return redisconn.Ping(ctx, rdb, 2*time.Second) }}
-	f.srv.hub = newPoolHub(store, 20*time.Millisecond, quiet())
-	f.srv.configs = slots.NewConfigCache(store.Pool, time.Minute)
+	s.hub = newPoolHub(f.store, 20*time.Millisecond, quiet())
+	s.configs = slots.NewConfigCache(f.store.Pool, time.Minute)
+	s.sessions = newSessionManager(newRedisSessionStore(rdb, f.prefix), sessionSettings{Secure: true, Lifetime: 12 * time.Hour, IdleTimeout: time.Hour})
 	for _, o := range opts {
-		o(f.srv)
+		o(s)
 	}
-	f.http = httptest.NewServer(f.srv.routes())
-	t.Cleanup(f.http.Close)
-	return f
+	h := httptest.NewServer(s.routes())
+	f.t.Cleanup(h.Close)
+	return s, h
 }
 
 func newFixture(t testing.TB, opts ...fixtureOption) *fixture {

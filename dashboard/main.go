@@ -39,6 +39,19 @@ const maxWait = 30 * time.Second
 
 // run serves until ctx ends. ln, when not nil, is used instead of listening
 // on the configured address (tests).
+// newHTTPServer bounds every request of the public port: slow headers,
+// slow bodies, slow readers, idle keep-alives. The live grids and waiting
+// events requests move their own deadlines (live, longPollDeadlines).
+func newHTTPServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second, // the largest task payload, on a slow link
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
+
 func run(ctx context.Context, args []string, stderr io.Writer, lookup func(string) (string, bool), ln net.Listener) error {
 	cfg, err := parseConfig(args, lookup)
 	if err != nil {
@@ -61,8 +74,17 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	if err != nil {
 		return fmt.Errorf("opening slot store: %w", err)
 	}
-	if len(cfg.APITokens) == 0 {
+	switch {
+	case len(cfg.APITokens) == 0 && cfg.ReadAuth:
+		log.Warn("no API tokens configured (--api-tokens): API writes are refused, and so are pages and API reads (--read-auth); configure tokens, or pass --read-auth=false to open reads to anyone who reaches the port")
+	case len(cfg.APITokens) == 0:
 		log.Warn("no API tokens configured (--api-tokens): API writes are refused")
+	}
+	if !cfg.ReadAuth {
+		log.Warn("read auth is off (--read-auth=false): anyone who reaches the port reads every task's payload and output")
+	}
+	if cfg.ReadAuth && !cfg.SecureCookie {
+		log.Warn("the login cookie is not Secure (--secure-cookie=false): browsers send it over plain HTTP; for local use only")
 	}
 
 	if ln == nil {
@@ -73,11 +95,16 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	stopping := make(chan struct{})
 	s := &server{stopping: stopping, store: store, log: log, tokens: cfg.APITokens, readAuth: cfg.ReadAuth, maxPayload: cfg.MaxPayload,
 		pollInterval: cfg.PollInterval, maxWait: maxWait, hub: newPoolHub(store, cfg.LiveInterval, log),
-		configs: slots.NewConfigCache(store.Pool, 30*time.Second),
-		ping:    func(ctx context.Context) error { return redisconn.Ping(ctx, conn.Client, 2*time.Second) }}
-	// No WriteTimeout: events requests wait up to maxWait and live streams
-	// last as long as their viewer, by design.
-	srv := &http.Server{Handler: s.routes(), ReadHeaderTimeout: 5 * time.Second, IdleTimeout: 2 * time.Minute}
+		configs:   slots.NewConfigCache(store.Pool, 30*time.Second),
+		clientIPs: clientIPs{trusted: cfg.TrustedProxies},
+		failures:  newFailureLimiter(cfg.AuthFailuresPerMinute),
+		streams:   newStreamCaps(cfg.MaxStreamsPerClient),
+		ping:      func(ctx context.Context) error { return redisconn.Ping(ctx, conn.Client, 2*time.Second) }}
+	if cfg.ReadAuth {
+		s.sessions = newSessionManager(newRedisSessionStore(conn.Client, cfg.KeyPrefix),
+			sessionSettings{Secure: cfg.SecureCookie, Lifetime: cfg.SessionLifetime, IdleTimeout: cfg.SessionIdleTimeout})
+	}
+	srv := newHTTPServer(s.routes())
 	var msrv *http.Server
 	var mln net.Listener
 	if cfg.MetricsAddress != "" {

@@ -8,9 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -25,29 +27,69 @@ func TestRunServesUntilCancelledAndNeverLogsTokens(t *testing.T) {
 	require.NoError(t, err)
 	metricsAddr := mln.Addr().String()
 	require.NoError(t, mln.Close())
+	redisURL, prefix := redistest.Standalone(t), redistest.Prefix(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	logs := &testutil.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--log-level=debug"}, logs, testutil.Env(map[string]string{
-			"REDIS_URL":       redistest.Standalone(t),
-			"KEY_PREFIX":      redistest.Prefix(t),
+			"REDIS_URL":       redisURL,
+			"KEY_PREFIX":      prefix,
 			"API_TOKENS":      "ci=very-secret-1,ops=very-secret-2",
 			"METRICS_ADDRESS": metricsAddr,
 		}), ln)
 	}()
 	base := "http://" + ln.Addr().String()
-	for _, path := range []string{"/healthz", "/readyz", "/", "/api/v1/pools"} {
+	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get(base + path)
 		require.NoError(t, err)
 		_, _ = io.Copy(io.Discard, resp.Body)
 		_ = resp.Body.Close()
 		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
 	}
-	req, err := http.NewRequest("POST", base+"/api/v1/pools/ci/nope/tasks", strings.NewReader(`{"id":"a","type":"plan"}`))
+	// Read auth is on by default: pages and API reads want a token.
+	for _, path := range []string{"/", "/api/v1/pools"} {
+		resp, err := http.Get(base + path)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, path)
+		req, err := http.NewRequest("GET", base+path, nil)
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer very-secret-1")
+		resp, err = http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+	}
+	// A page login: a Secure session cookie (the default), kept in Redis.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noRedirect.PostForm(base+"/login", url.Values{"token": {"very-secret-1"}, "next": {"/"}})
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
+	require.Len(t, resp.Cookies(), 1)
+	session := resp.Cookies()[0]
+	assert.True(t, session.Secure)
+	req, err := http.NewRequest("GET", base+"/", nil)
+	require.NoError(t, err)
+	req.AddCookie(session)
+	resp, err = http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusOK, resp.StatusCode, "the session opens the pages")
+	resp, err = noRedirect.PostForm(base+"/login", url.Values{"token": {"very-secret-wrong"}})
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	rdb := redis.NewClient(mustParseRedisURL(t, redisURL))
+	defer rdb.Close()
+	n, err := rdb.Keys(t.Context(), prefix+":dashboard:session:*").Result()
+	require.NoError(t, err)
+	assert.Len(t, n, 1, "the session is in the installation's Redis, under its prefix")
+	req, err = http.NewRequest("POST", base+"/api/v1/pools/ci/nope/tasks", strings.NewReader(`{"id":"a","type":"plan"}`))
 	require.NoError(t, err)
 	req.Header.Set("Authorization", "Bearer very-secret-2")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err = http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode, "the token from API_TOKENS is accepted")
@@ -116,4 +158,11 @@ func TestConfigRejectsBadSettings(t *testing.T) {
 	require.ErrorContains(t, err, "--max-payload")
 	_, err = parseConfig(nil, testutil.Env(map[string]string{"API_TOKENS": "nope"}))
 	require.ErrorContains(t, err, "API_TOKENS")
+}
+
+func mustParseRedisURL(t *testing.T, u string) *redis.Options {
+	t.Helper()
+	o, err := redis.ParseURL(u)
+	require.NoError(t, err)
+	return o
 }

@@ -57,8 +57,18 @@ func (m *metrics) observe(r *http.Request, code int, seconds float64) {
 	if rc := chi.RouteContext(r.Context()); rc != nil && rc.RoutePattern() != "" {
 		route = rc.RoutePattern()
 	}
-	m.requests.WithLabelValues(route, r.Method, strconv.Itoa(code)).Inc()
+	m.requests.WithLabelValues(route, methodLabel(r.Method), strconv.Itoa(code)).Inc()
 	if route != "/pools/{ns}/{name}/live" {
 		m.duration.WithLabelValues(route).Observe(seconds)
 	}
+}
+
+// methodLabel maps the request method to a fixed set: any client can send
+// any token as a method, and each new one would be a new time series.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/a-h/templ"
@@ -259,60 +258,10 @@ func (s *server) taskPage(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, web.TaskPage(taskPageView(t)))
 }
 
-// tokenCookie holds a read token in the browser after POST /login.
-const tokenCookie = "token"
-
-// requirePageToken guards the HTML pages when --read-auth is on: a bearer
-// header or the login cookie; else a 401 page with the login form.
-func (s *server) requirePageToken(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, ok := s.authenticate(r.Header.Get("Authorization"))
-		if c, err := r.Cookie(tokenCookie); !ok && err == nil {
-			_, ok = s.authenticateToken(c.Value)
-		}
-		if !ok {
-			s.unauthorized(w, r, r.URL.RequestURI(), "")
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
-}
-
-func (s *server) unauthorized(w http.ResponseWriter, r *http.Request, next, msg string) {
-	w.Header().Set("WWW-Authenticate", `Bearer realm="slotscaler"`)
-	s.render(w, r, http.StatusUnauthorized, web.UnauthorizedPage(web.LoginView{Next: next, Error: msg}))
-}
-
-// localPath keeps a redirect target on this site ("/x", not "//evil" or "http://…").
-func localPath(p string) string {
-	if !strings.HasPrefix(p, "/") || strings.HasPrefix(p, "//") || strings.HasPrefix(p, "/\\") {
-		return "/"
-	}
-	return p
-}
-
-// login checks a token posted by the 401 page's form and keeps it in an
-// HttpOnly, SameSite=Strict cookie, then sends the browser back.
-func (s *server) login(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
-	if err := r.ParseForm(); err != nil {
-		s.render(w, r, http.StatusBadRequest, web.ErrorPage(http.StatusBadRequest, "bad login form"))
-		return
-	}
-	next := localPath(r.PostForm.Get("next"))
-	token := r.PostForm.Get("token")
-	if _, ok := s.authenticateToken(token); !ok {
-		s.unauthorized(w, r, next, "That token is not valid.")
-		return
-	}
-	http.SetCookie(w, &http.Cookie{Name: tokenCookie, Value: token, Path: "/", HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil, MaxAge: int((12 * time.Hour).Seconds())})
-	http.Redirect(w, r, next, http.StatusSeeOther)
-}
-
 // live streams the pool's grid fragment over SSE (event "grid") each time
-// the pool hub reads the pool. It has no timeout: it ends when the viewer
-// leaves or the server stops.
+// the pool hub reads the pool. It has no overall timeout: it ends when the
+// viewer leaves or the server stops (--max-streams-per-client bounds how
+// many one client holds).
 func (s *server) live(w http.ResponseWriter, r *http.Request) {
 	pool, err := poolOf(r)
 	if err == nil {
@@ -324,6 +273,11 @@ func (s *server) live(w http.ResponseWriter, r *http.Request) {
 	}
 	q := parseGridQuery(r)
 	rc := http.NewResponseController(w)
+	// The server's read and write timeouts would cut the stream: no read
+	// deadline (nothing more to read), and a write deadline per event so a
+	// viewer that stops reading is dropped.
+	_ = rc.SetReadDeadline(time.Time{})
+	_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -345,6 +299,7 @@ func (s *server) live(w http.ResponseWriter, r *http.Request) {
 			if err := web.Grid(gridView(snap, q)).Render(r.Context(), &buf); err != nil {
 				return
 			}
+			_ = rc.SetWriteDeadline(time.Now().Add(sseWriteTimeout))
 			if err := writeSSE(w, "grid", buf.Bytes()); err != nil {
 				return
 			}

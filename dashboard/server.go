@@ -5,11 +5,15 @@ import (
 	"crypto/subtle"
 	"log/slog"
 	"net/http"
+	"fmt"
 	"strings"
 	"time"
 
+	"github.com/alexedwards/scs/v2"
+	"github.com/alexedwards/scs/v2/memstore"
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/go-chi/httprate"
 
 	"github.com/slotscaler/slotscaler/pkg/slots"
 	"github.com/slotscaler/slotscaler/web"
@@ -44,6 +48,14 @@ type server struct {
 	// one Stats round trip for every pool instead of one more per pool.
 	configs *slots.ConfigCache
 	metrics *metrics
+	// sessions holds the pages' login sessions (read auth only).
+	sessions *scs.SessionManager
+	// clientIPs says which peers' forwarding headers name the client.
+	clientIPs clientIPs
+	// failures bounds failed logins and bearer checks per client IP.
+	failures *failureLimiter
+	// streams bounds the live grids and waiting events requests per client.
+	streams *streamCaps
 	// stopping closes when the server shuts down, so waiting events
 	// requests answer at once instead of holding the shutdown.
 	stopping <-chan struct{}
@@ -59,8 +71,21 @@ func (s *server) routes() chi.Router {
 	if s.metrics == nil {
 		s.metrics = newMetrics(s.hub)
 	}
+	if s.failures == nil {
+		s.failures = newFailureLimiter(defaultAuthFailuresPerMinute)
+	}
+	if s.streams == nil {
+		s.streams = newStreamCaps(defaultMaxStreamsPerClient)
+	}
+	if s.sessions == nil && s.readAuth {
+		// Tests and single-process use; run() always passes the Redis store.
+		s.sessions = newSessionManager(memstore.New(), sessionSettings{Secure: true, Lifetime: 12 * time.Hour, IdleTimeout: time.Hour})
+	}
+	if s.sessions != nil {
+		s.sessions.ErrorFunc = s.sessionError
+	}
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, middleware.RealIP, s.requestLogger, middleware.Recoverer)
+	r.Use(securityHeaders, middleware.RequestID, s.clientIPs.middleware, s.requestLogger, middleware.Recoverer)
 
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -70,16 +95,22 @@ func (s *server) routes() chi.Router {
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(web.Static)))
 	r.Group(func(r chi.Router) {
 		if s.readAuth {
-			r.Use(s.requirePageToken)
+			r.Use(s.sessions.LoadAndSave, s.requirePageToken)
 		}
 		r.Get("/", s.overviewPage)
 		r.Get("/pools/{ns}/{name}", s.poolPage)
 		r.Get("/pools/{ns}/{name}/grid", s.poolGrid)
-		r.Get("/pools/{ns}/{name}/live", s.live)
+		r.With(s.capStreams(false)).Get("/pools/{ns}/{name}/live", s.live)
 		r.Get("/pools/{ns}/{name}/tasks/{id}", s.taskPage)
 	})
 	if s.readAuth {
-		r.Post("/login", s.login)
+		r.Group(func(r chi.Router) {
+			r.Use(s.sessions.LoadAndSave)
+			r.With(httprate.Limit(loginPostsPerMinute, time.Minute,
+				httprate.WithKeyFuncs(func(r *http.Request) (string, error) { return clientIP(r), nil }),
+				httprate.WithLimitHandler(s.tooManyLoginsPage))).Post("/login", s.login)
+			r.Post("/logout", s.logout)
+		})
 	}
 
 	r.Route(apiPrefix, func(r chi.Router) {
@@ -90,7 +121,7 @@ func (s *server) routes() chi.Router {
 			}
 			r.Get("/pools", s.listPools)
 			r.Get("/pools/{ns}/{name}", s.getPool)
-			r.Get("/pools/{ns}/{name}/events", s.events)
+			r.With(s.capStreams(true), s.longPollDeadlines).Get("/pools/{ns}/{name}/events", s.events)
 			r.Get("/pools/{ns}/{name}/tasks/{id}", s.getTask)
 		})
 		r.Group(func(r chi.Router) {
@@ -134,7 +165,7 @@ func (s *server) requestLogger(next http.Handler) http.Handler {
 			s.log.LogAttrs(r.Context(), lvl, "request",
 				slog.String("method", r.Method), slog.String("path", r.URL.Path),
 				slog.Int("status", ww.Status()), slog.Int("bytes", ww.BytesWritten()),
-				slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr),
+				slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr), slog.String("client", clientIP(r)),
 				slog.String("request_id", middleware.GetReqID(r.Context())))
 		}()
 		next.ServeHTTP(ww, r)
@@ -147,8 +178,15 @@ type ctxKey struct{}
 // tokens and records the token's name in the context.
 func (s *server) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.failures.blocked(w, r, tooManyFailuresAPI) {
+			return
+		}
 		name, ok := s.authenticate(r.Header.Get("Authorization"))
 		if !ok {
+			// No header at all is not a guess; a wrong one is.
+			if r.Header.Get("Authorization") != "" {
+				s.failures.failed(r)
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="slotscaler"`)
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token")
 			return
@@ -185,4 +223,50 @@ func (s *server) authenticateToken(token string) (string, bool) {
 func tokenName(ctx context.Context) string {
 	n, _ := ctx.Value(ctxKey{}).(string)
 	return n
+}
+
+func tooManyFailuresAPI(w http.ResponseWriter, _ *http.Request) {
+	writeError(w, http.StatusTooManyRequests, "too_many_auth_failures", "too many failed bearer checks from this address; retry after the Retry-After header")
+}
+
+func (s *server) tooManyLoginsPage(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Retry-After", "60")
+	s.render(w, r, http.StatusTooManyRequests, web.ErrorPage(http.StatusTooManyRequests, "Too many logins from your address: wait a minute."))
+}
+
+// capStreams refuses a long-lived request (a live grid; an events request
+// that waits) beyond --max-streams-per-client for its client, with a 429.
+func (s *server) capStreams(api bool) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if api && (r.URL.Query().Get("wait") == "" || r.URL.Query().Get("wait") == "0") {
+				next.ServeHTTP(w, r) // answers at once: not a stream
+				return
+			}
+			release, ok := s.streams.acquire(streamKey(r))
+			if !ok {
+				w.Header().Set("Retry-After", "5")
+				msg := fmt.Sprintf("this client holds %d open streams (live grids and waiting events requests), the most it may", s.streams.max)
+				if api {
+					writeError(w, http.StatusTooManyRequests, "too_many_streams", msg)
+				} else {
+					s.render(w, r, http.StatusTooManyRequests, web.ErrorPage(http.StatusTooManyRequests, msg))
+				}
+				return
+			}
+			defer release()
+			next.ServeHTTP(w, r)
+		})
+	}
+}
+
+// longPollDeadlines lets an events request outlive the server's read and
+// write timeouts by its longest wait, no more.
+func (s *server) longPollDeadlines(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Time{})
+		_ = rc.SetWriteDeadline(time.Now().Add(s.maxWait + sseWriteTimeout))
+		next.ServeHTTP(w, r)
+	})
 }

@@ -143,58 +143,6 @@ func (f *fixture) postForm(path string, form url.Values) *http.Response {
 	return resp
 }
 
-func TestLoginFormSetsAStrictHttpOnlyCookieThatOpensThePages(t *testing.T) {
-	f := newFixture(t, withReadAuth)
-	f.submit("t1", slots.Plan)
-
-	doc := f.page("/pools/ci/terraform/tasks/t1", http.StatusUnauthorized)
-	form := doc.Find(testid("login"))
-	require.Equal(t, "/login", form.AttrOr("action", ""))
-	assert.Equal(t, "/pools/ci/terraform/tasks/t1", form.Find(`input[name="next"]`).AttrOr("value", ""))
-
-	resp := f.postForm("/login", url.Values{"token": {"wrong"}, "next": {"/"}})
-	require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
-	assert.Empty(t, resp.Cookies(), "no cookie for a wrong token")
-	assert.Contains(t, readAll(t, resp), `data-testid="login-error"`)
-
-	resp = f.postForm("/login", url.Values{"token": {testToken}, "next": {"/pools/ci/terraform/tasks/t1"}})
-	require.Equal(t, http.StatusSeeOther, resp.StatusCode)
-	assert.Equal(t, "/pools/ci/terraform/tasks/t1", resp.Header.Get("Location"))
-	require.Len(t, resp.Cookies(), 1)
-	c := resp.Cookies()[0]
-	assert.Equal(t, tokenCookie, c.Name)
-	assert.True(t, c.HttpOnly)
-	assert.Equal(t, http.SameSiteStrictMode, c.SameSite)
-	assert.Equal(t, "/", c.Path)
-
-	withCookie := func(path string, cookie *http.Cookie) int {
-		req, err := http.NewRequestWithContext(f.ctx, "GET", f.http.URL+path, nil)
-		require.NoError(t, err)
-		req.AddCookie(cookie)
-		r, err := f.http.Client().Do(req)
-		require.NoError(t, err)
-		_ = r.Body.Close()
-		return r.StatusCode
-	}
-	assert.Equal(t, http.StatusOK, withCookie("/pools/ci/terraform/tasks/t1", c))
-	assert.Equal(t, http.StatusOK, withCookie("/", c))
-	assert.Equal(t, http.StatusUnauthorized, withCookie("/", &http.Cookie{Name: tokenCookie, Value: "forged"}))
-	// The cookie is for pages only: the API keeps wanting the bearer header.
-	assert.Equal(t, http.StatusUnauthorized, withCookie("/api/v1/pools", c))
-}
-
-func TestLoginRedirectsOnlyWithinTheSite(t *testing.T) {
-	f := newFixture(t, withReadAuth)
-	for name, next := range map[string]string{"absolute URL": "https://evil.example/", "scheme-relative": "//evil.example/",
-		"backslash": `/\evil.example`, "empty": "", "relative": "pools"} {
-		t.Run(name, func(t *testing.T) {
-			resp := f.postForm("/login", url.Values{"token": {testToken}, "next": {next}})
-			require.Equal(t, http.StatusSeeOther, resp.StatusCode)
-			assert.Equal(t, "/", resp.Header.Get("Location"))
-		})
-	}
-}
-
 func TestLoginExistsOnlyWithReadAuth(t *testing.T) {
 	f := newFixture(t)
 	resp := f.postForm("/login", url.Values{"token": {testToken}})
