@@ -65,6 +65,9 @@ type Options struct {
 	// podpolicy.Default() (restricted, only the default ServiceAccount, no
 	// token).
 	PodPolicy podpolicy.Policy
+	// Credentials, when set, gives each pool a Redis user of its own and its
+	// agents that user's URL (credentials.go); nil: agents get Inject's.
+	Credentials PoolCredentials
 	// ReplicaWait bounds the WAIT for a replica after a drain.
 	ReplicaWait time.Duration
 	// Parallelism bounds concurrent API calls within one pass (creates,
@@ -417,6 +420,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		delete(c.state, key)
 		c.mu.Unlock()
 		c.m.Pods.DeletePartialMatch(map[string]string{"namespace": ns, "pool": name})
+		c.removeCredentials(ctx, slots.PoolID{Namespace: ns, Name: name})
 		c.log.Info("pool deleted", "pool", key)
 		return 0, nil
 	}

@@ -67,6 +67,9 @@ func (p *pass) run() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	if err := p.ensureCredentials(); err != nil {
+		return 0, err
+	}
 	// Times in the snapshot are Redis's: plan compares them with Redis's
 	// clock, never the janitor's (no skew between the two).
 	now := snap.At

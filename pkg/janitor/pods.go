@@ -49,6 +49,12 @@ type Injection struct {
 	// RedisSecret, "name/key" of a Secret in the pool's namespace, is
 	// referenced as REDIS_URL unless the template sets REDIS_URL.
 	RedisSecretName, RedisSecretKey string
+	// PoolSecretName, set when pools have Redis users of their own
+	// (Options.Credentials), is the Secret in the pool's namespace whose key
+	// <pool name> holds the pool's URL; referenced as REDIS_URL, before
+	// RedisSecret and RedisURL, unless the template sets REDIS_URL. Empty
+	// leaves the template hash of existing pods as it was.
+	PoolSecretName string `json:",omitempty"`
 }
 
 // AgentContainer is the container the janitor injects the agent's settings
@@ -122,6 +128,13 @@ func newPod(ap *v1alpha1.AgentPool, s settings, hash, generation string, inj Inj
 	}
 	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "REDIS_URL" }) {
 		switch {
+		case inj.PoolSecretName != "":
+			setEnv(c, corev1.EnvVar{Name: "REDIS_URL", ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{
+					LocalObjectReference: corev1.LocalObjectReference{Name: inj.PoolSecretName},
+					Key:                  ap.Name,
+				},
+			}})
 		case inj.RedisSecretName != "":
 			setEnv(c, corev1.EnvVar{Name: "REDIS_URL", ValueFrom: &corev1.EnvVarSource{
 				SecretKeyRef: &corev1.SecretKeySelector{
