@@ -10,8 +10,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/slotscaler/slotscaler/internal/childproc"
 )
 
 // Command runs a program per phase, in its own process group.
@@ -46,8 +44,8 @@ func (c *Command) String() string {
 }
 
 // drainWait bounds how long Run waits for the output pipe to close after
-// the process group is gone: only a process that left the group (setsid)
-// can still hold it.
+// the run is over: only a process that escaped it (outside Linux: one that
+// left the group with setsid) can still hold it.
 const drainWait = 2 * time.Second
 
 // Run starts the program and waits for it; see the package comment.
@@ -70,17 +68,7 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 	var closeIn sync.Once
 	defer closeIn.Do(func() { inW.Close() })
 
-	cmd := exec.Command(c.Path, c.Args...)
-	cmd.Env = job.Env
-	if cmd.Env == nil {
-		cmd.Env = []string{} // nil would inherit the agent's environment
-	}
-	cmd.Dir = job.Dir
-	cmd.Stdin = inR
-	cmd.Stdout = outW // the same *os.File for both: one ordered stream, no copying goroutines
-	cmd.Stderr = outW
-	cmd.SysProcAttr = sysProcAttr()
-	err = childproc.Start(cmd)
+	l, err := c.launch(job, inR, outW)
 	inR.Close()
 	outW.Close()
 	if err != nil {
@@ -90,7 +78,6 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 	if job.Started != nil {
 		job.Started(res.Started)
 	}
-	pgid := cmd.Process.Pid
 
 	go func() {
 		_, _ = inW.Write(job.Stdin) // fails with EPIPE when the program does not read it
@@ -109,7 +96,7 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 		}
 	}()
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	go func() { exited <- l.wait() }()
 
 	var timeout <-chan time.Time
 	if job.Timeout > 0 {
@@ -131,44 +118,43 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 		stopped = Cancelled
 	}
 	if stopped != 0 {
-		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		l.terminate()
 		deadline := time.Now().Add(c.KillGrace)
 		grace := time.NewTimer(c.KillGrace)
 		select {
 		case waitErr = <-exited:
 			// The leader is gone; the rest of its group gets what is left
 			// of the grace to finish too.
-			for groupAlive(pgid) && time.Now().Before(deadline) {
+			for l.groupAlive() && time.Now().Before(deadline) {
 				time.Sleep(20 * time.Millisecond)
 			}
-			killed = groupAlive(pgid)
+			killed = l.groupAlive()
 		case <-grace.C:
 			killed = true
-			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+			l.kill()
 			waitErr = <-exited
 		}
 		grace.Stop()
 	}
 	res.Exited = time.Now()
-	// Whatever the leader left in its group goes with it.
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	// Whatever the leader left behind goes with it.
+	l.kill()
 	closeIn.Do(func() { inW.Close() })
 	select {
 	case <-drained:
 	case <-time.After(drainWait):
-		outR.Close() // a process that left the group holds the pipe: stop reading
+		outR.Close() // a process that escaped holds the pipe: stop reading
 		<-drained
 	}
 
-	res.ExitCode = -1
-	if st := cmd.ProcessState; st != nil {
-		res.ExitCode = st.ExitCode()
-		if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			res.Signal = ws.Signal()
-			res.ExitCode = 128 + int(res.Signal)
-		}
-	} else if waitErr != nil {
-		res.Err = waitErr
+	res.ExitCode, res.Signal, res.Err = -1, 0, nil
+	if st, ok := l.status(waitErr); ok {
+		res.ExitCode, res.Signal = st.code, st.signal
+	} else if st.err != nil {
+		res.Err = st.err
+		res.Output = out.Bytes(fmt.Sprintf("[slotscaler: could not start %s: %v]\n", c.Path, st.err))
+		res.Outcome = Failure
+		return res
 	}
 	switch {
 	case stopped != 0:
@@ -192,4 +178,51 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 	}
 	res.Output = out.Bytes(note)
 	return res
+}
+
+// launched is a started run: on Linux the supervisor that runs the
+// executor (supervise_linux.go), elsewhere the executor itself.
+type launched interface {
+	// wait waits for the started process.
+	wait() error
+	// terminate sends SIGTERM to the executor's process group.
+	terminate()
+	// kill ends at once (SIGKILL) whatever of the run is left.
+	kill()
+	// groupAlive reports whether anything of the executor's process group
+	// still runs (after a stop: the rest of the grace is waited for it).
+	groupAlive() bool
+	// status is the executor's exit status; false when it has none (it
+	// could not be started: err says why).
+	status(waitErr error) (exitStatus, bool)
+}
+
+// exitStatus is how the executor ended: its exit code (128+n after signal
+// n), or err when it could not be started.
+type exitStatus struct {
+	code   int
+	signal syscall.Signal
+	err    error
+}
+
+// statusOf reads an exit status from a wait status.
+func statusOf(ws syscall.WaitStatus) exitStatus {
+	if ws.Signaled() {
+		return exitStatus{code: 128 + int(ws.Signal()), signal: ws.Signal()}
+	}
+	return exitStatus{code: ws.ExitStatus()}
+}
+
+// processStatus is the exit status of a process Run started itself.
+func processStatus(cmd *exec.Cmd, waitErr error) (exitStatus, bool) {
+	if cmd.ProcessState == nil {
+		if waitErr == nil {
+			waitErr = errors.New("no exit status")
+		}
+		return exitStatus{code: -1, err: waitErr}, false
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok {
+		return statusOf(ws), true
+	}
+	return exitStatus{code: cmd.ProcessState.ExitCode()}, true
 }

@@ -318,3 +318,58 @@ while :; do sleep 0.02; done`), Options{KillGrace: time.Hour})
 	assert.Equal(t, syscall.SIGTERM, res.Signal)
 	assert.NotContains(t, string(res.Output), "SIGKILL")
 }
+
+// daemonScript starts a daemon that leaves the executor's process group
+// and session (setsid), waits until it wrote its pid, then runs tail.
+func daemonScript(dir, tail string) string {
+	return `setsid sh -c 'echo $$ > ` + dir + `/daemon.pid.tmp; mv ` + dir + `/daemon.pid.tmp ` + dir + `/daemon.pid; exec sleep 1000' >/dev/null 2>&1 &
+while [ ! -e ` + dir + `/daemon.pid ]; do sleep 0.01; done
+` + tail
+}
+
+// Nothing an executor starts outlives its run, not even a daemon in a
+// session of its own: when Run returns it is gone (no waiting here).
+func TestASetsidDaemonOfTheExecutorDoesNotOutliveTheRun(t *testing.T) {
+	cases := map[string]struct {
+		tail    string
+		timeout time.Duration
+		cancel  bool
+		want    Outcome
+	}{
+		"the executor exits":        {tail: "echo done", want: Success},
+		"the executor times out":    {tail: "sleep 1000", timeout: 300 * time.Millisecond, want: Timeout},
+		"the executor is cancelled": {tail: "touch " + "DIR/ready; sleep 1000", cancel: true, want: Cancelled},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			tail := strings.ReplaceAll(tc.tail, "DIR", dir)
+			c := command(t, script(t, dir, daemonScript(dir, tail)), Options{KillGrace: 200 * time.Millisecond})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.cancel {
+				go func() { waitFile(t, dir+"/ready"); cancel() }()
+			}
+			res := c.Run(ctx, Job{Env: []string{"PATH=/usr/bin:/bin"}, Timeout: tc.timeout})
+			assert.Equal(t, tc.want, res.Outcome, string(res.Output))
+			pid := readPid(t, dir+"/daemon.pid")
+			assert.False(t, alive(pid), "the setsid daemon (pid %d) outlived the run", pid)
+			assert.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "the daemon is reaped too, not left a zombie")
+		})
+	}
+}
+
+// A double fork (the classic daemon) is reparented to the supervisor, not
+// to init, and ends with the run too.
+func TestADoubleForkedDaemonDoesNotOutliveTheRun(t *testing.T) {
+	dir := t.TempDir()
+	// The subshell that starts it exits at once: the daemon loses its
+	// parent.
+	c := command(t, script(t, dir, `( setsid sh -c 'echo $$ > `+dir+`/daemon.pid.tmp; mv `+dir+`/daemon.pid.tmp `+dir+`/daemon.pid; exec sleep 1000' >/dev/null 2>&1 & )
+while [ ! -e `+dir+`/daemon.pid ]; do sleep 0.01; done
+echo done`), Options{})
+	res := c.Run(context.Background(), Job{Env: []string{"PATH=/usr/bin:/bin"}})
+	assert.Equal(t, Success, res.Outcome, string(res.Output))
+	pid := readPid(t, dir+"/daemon.pid")
+	assert.False(t, alive(pid), "the double-forked daemon (pid %d) outlived the run", pid)
+}

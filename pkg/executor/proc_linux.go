@@ -1,38 +1,152 @@
 package executor
 
 import (
+	"bufio"
 	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
+
+	"github.com/slotscaler/slotscaler/internal/childproc"
 )
 
-func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{
-		Setpgid:   true,            // its own group: signals reach its children too
-		Pdeathsig: syscall.SIGKILL, // dies with the agent (see childproc.Start)
+// launch starts the supervisor (this binary again, see supervise_linux.go),
+// which runs the executor and ends its whole process tree with it. The
+// supervisor gets the executor's environment, working directory, stdin
+// and output, and reports on fd 3.
+func (c *Command) launch(job Job, stdin, stdout *os.File) (launched, error) {
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, err
 	}
+	// /proc/self/exe is this very binary, even if its file was replaced
+	// since the agent started.
+	cmd := exec.Command("/proc/self/exe")
+	cmd.Args = append([]string{superviseArg0, strconv.Itoa(os.Getpid()), c.Path}, c.Args...)
+	cmd.Env = job.Env
+	if cmd.Env == nil {
+		cmd.Env = []string{} // nil would inherit the agent's environment
+	}
+	cmd.Dir = job.Dir
+	cmd.Stdin = stdin
+	cmd.Stdout = stdout // the same *os.File for both: one ordered stream, no copying goroutines
+	cmd.Stderr = stdout
+	cmd.ExtraFiles = []*os.File{statusW}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		Setpgid: true, // not in the agent's group: a terminal's ^C is the agent's to handle
+		// The agent died: the supervisor kills the whole tree, then exits.
+		Pdeathsig: superviseAgentGone,
+	}
+	err = childproc.Start(cmd) // Pdeathsig tied to a thread that lives as long as the agent
+	statusW.Close()
+	if err != nil {
+		statusR.Close()
+		return nil, err
+	}
+	return &supervised{cmd: cmd, statusR: statusR}, nil
+}
+
+// supervised is a run under its supervisor.
+type supervised struct {
+	cmd     *exec.Cmd
+	statusR *os.File
+	report  map[string]string // the supervisor's lines, by first word
+}
+
+func (s *supervised) wait() error {
+	err := s.cmd.Wait()
+	// The supervisor has exited: its end of the pipe is closed (the
+	// executor never had it: close-on-exec). The deadline only guards
+	// against a broken supervisor.
+	_ = s.statusR.SetReadDeadline(time.Now().Add(2 * time.Second))
+	s.report = map[string]string{}
+	sc := bufio.NewScanner(s.statusR)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), " ")
+		s.report[k] = v
+	}
+	s.statusR.Close()
+	return err
+}
+
+// signal goes through the process's pidfd: once the supervisor is reaped
+// it fails, and never reaches a process that reused its pid.
+func (s *supervised) signal(sig syscall.Signal) { _ = s.cmd.Process.Signal(sig) }
+
+// terminate asks the supervisor to send SIGTERM to the executor's group.
+func (s *supervised) terminate() { s.signal(superviseTerm) }
+
+// kill asks the supervisor to SIGKILL the whole tree now.
+func (s *supervised) kill() { s.signal(superviseKill) }
+
+// groupAlive: the supervisor exits only once the executor's group is gone
+// (after a stop it waits for it, until kill).
+func (s *supervised) groupAlive() bool { return false }
+
+func (s *supervised) status(waitErr error) (exitStatus, bool) {
+	if msg, ok := s.report["error"]; ok {
+		return exitStatus{code: -1, err: fmt.Errorf("%s", msg)}, false
+	}
+	if v, ok := s.report["exit"]; ok {
+		n, err := strconv.Atoi(v)
+		if err == nil {
+			return exitStatus{code: n}, true
+		}
+	}
+	if v, ok := s.report["signal"]; ok {
+		n, err := strconv.Atoi(v)
+		if err == nil {
+			return exitStatus{code: 128 + n, signal: syscall.Signal(n)}, true
+		}
+	}
+	// No report: the supervisor itself was killed (by the executor, which
+	// runs as the same user, or the OOM killer): its status is the run's.
+	return processStatus(s.cmd, waitErr)
 }
 
 // groupAlive reports whether a live process is left in the group. Zombies
-// do not count: an orphan that died waits for init to reap it, and waiting
-// for that would spend the whole grace for nothing.
+// do not count: an orphan that died waits for its reaper, and waiting for
+// that would spend the whole grace for nothing.
 func groupAlive(pgid int) bool {
 	if syscall.Kill(-pgid, 0) != nil {
 		return false
 	}
-	entries, err := os.ReadDir("/proc")
+	procs, err := listProcs()
 	if err != nil {
 		return true
 	}
-	want := []byte(strconv.Itoa(pgid))
+	for _, p := range procs {
+		if p.pgrp == pgid && p.live {
+			return true
+		}
+	}
+	return false
+}
+
+// proc is one line of /proc/<pid>/stat, the parts that matter here.
+type proc struct {
+	pid, ppid, pgrp int
+	live            bool // not a zombie
+}
+
+func listProcs() ([]proc, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]proc, 0, len(entries))
 	for _, e := range entries {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
 		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
 		if err != nil {
-			continue
+			continue // gone meanwhile
 		}
 		// "pid (comm) state ppid pgrp ..."; comm may hold spaces and ')'.
 		i := bytes.LastIndexByte(b, ')')
@@ -40,9 +154,12 @@ func groupAlive(pgid int) bool {
 			continue
 		}
 		f := bytes.Fields(b[i+1:])
-		if len(f) >= 3 && bytes.Equal(f[2], want) && f[0][0] != 'Z' && f[0][0] != 'X' {
-			return true
+		if len(f) < 3 {
+			continue
 		}
+		ppid, _ := strconv.Atoi(string(f[1]))
+		pgrp, _ := strconv.Atoi(string(f[2]))
+		out = append(out, proc{pid: pid, ppid: ppid, pgrp: pgrp, live: f[0][0] != 'Z' && f[0][0] != 'X'})
 	}
-	return false
+	return out, nil
 }
