@@ -105,7 +105,42 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	})
 	var own []string
 	fs.VisitAll(func(f *flag.Flag) { own = append(own, config.EnvName(f.Name)) })
-	return c, c.validate(own)
+	if err := c.validate(own); err != nil {
+		return c, err
+	}
+	return c, c.checkIdentity(lookup)
+}
+
+// identityVars are the pod's identity as the janitor injects it, from
+// sources a pool's template cannot change (the downward API: the pod's
+// namespace, name, UID and the pool label the janitor sets), paired with
+// the setting each must agree with. The template can set the agent's
+// flags; without this check, args could make an agent serve another
+// pool, or register as another pod.
+var identityVars = []struct{ env, flag string }{
+	{"SLOTSCALER_POD_IDENTITY_NAMESPACE", "pool-namespace"},
+	{"SLOTSCALER_POD_IDENTITY_POOL", "pool-name"},
+	{"SLOTSCALER_POD_IDENTITY_NAME", "pod-name"},
+	{"SLOTSCALER_POD_IDENTITY_UID", "pod-uid"},
+}
+
+// checkIdentity refuses settings that disagree with the identity the
+// janitor injected. Static pools (no janitor) have no such variables and
+// are not checked.
+func (c *Config) checkIdentity(lookup func(string) (string, bool)) error {
+	effective := map[string]string{"pool-namespace": c.PoolNamespace, "pool-name": c.PoolName, "pod-name": c.PodName, "pod-uid": c.PodUID}
+	var errs []error
+	for _, v := range identityVars {
+		want, ok := lookup(v.env)
+		if !ok || want == "" {
+			continue
+		}
+		if got := effective[v.flag]; got != want {
+			errs = append(errs, fmt.Errorf("--%s %q disagrees with this pod's identity %q (%s, set by the janitor): the pool's template must not override the identity the janitor gives its agents",
+				v.flag, got, want, v.env))
+		}
+	}
+	return oneLine(errors.Join(errs...))
 }
 
 // validate reports every bad setting, on one line.
