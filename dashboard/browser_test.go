@@ -5,10 +5,18 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/page"
+	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -71,6 +79,7 @@ func TestBrowserSeesSlotsChangeWithoutReload(t *testing.T) {
 	f := newFixture(t)
 	pod, uid := f.addPod()
 	ctx := newBrowser(t)
+	watch := watchBrowser(t, ctx)
 
 	require.NoError(t, chromedp.Do(ctx,
 		chromedp.Navigate(f.http.URL+"/pools/ci/terraform"),
@@ -115,6 +124,7 @@ func TestBrowserSeesSlotsChangeWithoutReload(t *testing.T) {
 	noReload, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__noReload === true`))
 	require.NoError(t, err)
 	require.True(t, noReload, "the page changed without a reload")
+	assert.Empty(t, watch.seen(), "the browser reported problems (CSP violations, errors)")
 }
 
 // TestPagesFitAPhoneViewport: at 375 px wide no page scrolls sideways as a
@@ -131,4 +141,115 @@ func TestPagesFitAPhoneViewport(t *testing.T) {
 		require.NoError(t, err)
 		require.LessOrEqual(t, width, 375, "%s overflows a phone-sized viewport", path)
 	}
+}
+
+// cspWatch collects, from now on, what the browser reports against the
+// pages: Content-Security-Policy violations (the securitypolicyviolation
+// event of every document, and the console lines Chromium logs for them),
+// console errors and uncaught exceptions.
+type cspWatch struct {
+	mu       sync.Mutex
+	problems []string
+}
+
+// cspRecorder runs in every new document before its own scripts.
+const cspRecorder = `document.addEventListener("securitypolicyviolation", (e) => {
+	console.error("CSP violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline") + " at " + e.sourceFile + ":" + e.lineNumber);
+});`
+
+func watchBrowser(t testing.TB, ctx context.Context) *cspWatch {
+	t.Helper()
+	w := &cspWatch{}
+	require.NoError(t, chromedp.Listen(ctx, func(ev any) {
+		var p string
+		switch e := ev.(type) {
+		case *cdplog.EventEntryAdded:
+			// Network lines are the 401 before the login and the favicon's
+			// 404: answers the test expects, not the page misbehaving.
+			if e.Entry.Source != cdplog.EntrySourceNetwork && e.Entry.Level == cdplog.EntryLevelError || strings.Contains(e.Entry.Text, "Content Security Policy") {
+				p = "log: " + e.Entry.Text + " " + e.Entry.URL
+			}
+		case *cdpruntime.EventConsoleAPICalled:
+			if e.Type == cdpruntime.ConsoleAPICalledTypeError || e.Type == cdpruntime.ConsoleAPICalledTypeWarning {
+				var parts []string
+				for _, a := range e.Args {
+					parts = append(parts, strings.Trim(string(a.Value), `"`)+a.Description)
+				}
+				p = "console." + string(e.Type) + ": " + strings.Join(parts, " ")
+			}
+		case *cdpruntime.EventExceptionThrown:
+			p = "exception: " + e.ExceptionDetails.Text
+			if e.ExceptionDetails.Exception != nil {
+				p += " " + e.ExceptionDetails.Exception.Description
+			}
+		}
+		if p != "" {
+			w.mu.Lock()
+			w.problems = append(w.problems, p)
+			w.mu.Unlock()
+		}
+	}))
+	require.NoError(t, chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: cspRecorder})
+		return err
+	})))
+	return w
+}
+
+func (w *cspWatch) seen() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.problems)
+}
+
+// TestBrowserLogsInAndWatchesLiveUnderTheCSP: with read auth, a browser
+// logs in through the form, the live grid updates over SSE (htmx and its
+// sse extension under the Content-Security-Policy), the logout button ends
+// the session; the browser reports no CSP violation, console error or
+// exception on the way.
+func TestBrowserLogsInAndWatchesLiveUnderTheCSP(t *testing.T) {
+	f := newFixture(t, withReadAuth)
+	pod, _ := f.addPod()
+	ctx := newBrowser(t)
+	watch := watchBrowser(t, ctx)
+
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Navigate(f.http.URL+"/pools/ci/terraform"),
+		chromedp.WaitVisible(`[data-testid="login"]`),
+		chromedp.SendKeys(`input[name="token"]`, testToken),
+		chromedp.Submit(`[data-testid="login"]`),
+		chromedp.WaitVisible(`[data-testid="grid"]`),
+		chromedp.WaitVisible(`[data-testid="logout"]`),
+	))
+	url, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname`))
+	require.NoError(t, err)
+	assert.Equal(t, "/pools/ci/terraform", url, "back on the page that asked for the login")
+	cookieJS, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.cookie`))
+	require.NoError(t, err)
+	assert.NotContains(t, cookieJS, "session", "the session cookie is HttpOnly")
+	_, err = chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__noReload = true`))
+	require.NoError(t, err)
+
+	resp := f.do("POST", "/api/v1/pools/ci/terraform/tasks", `{"id":"tf1","type":"plan_and_apply"}`, testToken)
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	waitFor(t, ctx, "the task on slot 0 over SSE",
+		slotJS(pod, 0)+`?.dataset.state === "assigned" && `+slotJS(pod, 0)+`.querySelector('[data-testid="slot-task"]').textContent === "tf1"`)
+	noReload, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__noReload === true`))
+	require.NoError(t, err)
+	require.True(t, noReload, "the grid changed without a reload")
+	configured, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`htmx.config.includeIndicatorStyles === false && htmx.config.allowEval === false`))
+	require.NoError(t, err)
+	assert.True(t, configured, "htmx took the config of the meta tag")
+	styles, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll("style").length`))
+	require.NoError(t, err)
+	assert.Zero(t, styles, "nothing injected an inline <style>")
+
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(`[data-testid="logout"] button`),
+		chromedp.WaitVisible(`[data-testid="login"]`),
+	))
+	require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(f.http.URL+"/pools/ci/terraform"), chromedp.WaitVisible(`[data-testid="login"]`)))
+	// Let late reports arrive.
+	time.Sleep(200 * time.Millisecond)
+	assert.Empty(t, watch.seen(), "the browser reported problems")
 }
