@@ -31,6 +31,7 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/janitor"
 	"github.com/slotscaler/slotscaler/pkg/logging"
 	"github.com/slotscaler/slotscaler/pkg/podpolicy"
+	"github.com/slotscaler/slotscaler/pkg/poolcreds"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -61,6 +62,10 @@ type JanitorConfig struct {
 	PodPolicy                string
 	AllowedServiceAccounts   commaList
 	AllowServiceAccountToken bool
+	// Pool credentials (pkg/poolcreds): a Redis user per pool.
+	PoolCredsKeyFile         string
+	PoolCredsPreviousKeyFile string
+	PoolCredsSecret          string
 }
 
 // commaList is a flag holding a comma-separated list (blanks dropped).
@@ -105,6 +110,9 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	c.AllowedServiceAccounts = commaList{podpolicy.DefaultServiceAccount}
 	fs.Var(&c.AllowedServiceAccounts, "allowed-service-accounts", "comma-separated ServiceAccounts agent pods may run as (a template naming another is refused)")
 	fs.BoolVar(&c.AllowServiceAccountToken, "allow-service-account-token", false, "allow templates to set automountServiceAccountToken: true (otherwise an unset one becomes false and true is refused)")
+	fs.StringVar(&c.PoolCredsKeyFile, "pool-credentials-key-file", "", "file holding the master key (at least 32 bytes) each pool's Redis password derives from: every pool gets a Redis user confined to its keys, and its agents that user's URL (key <pool> of --pool-credentials-secret); empty: agents get --agent-redis-secret or --agent-redis-url as they are")
+	fs.StringVar(&c.PoolCredsPreviousKeyFile, "pool-credentials-previous-key-file", "", "file holding the master key before a rotation: pool users accept its passwords too until it is removed (once every agent pod started after the rotation)")
+	fs.StringVar(&c.PoolCredsSecret, "pool-credentials-secret", poolcreds.DefaultSecretName, "Secret the janitor writes (server-side apply, never reads) in each pool namespace: one key per pool, its agents' REDIS_URL")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, janitorHelp)
@@ -153,6 +161,12 @@ func (c JanitorConfig) validate() error {
 			errs = append(errs, fmt.Errorf("--agent-redis-secret %q: want secret-name/key", c.AgentRedisSecret))
 		}
 	}
+	if c.PoolCredsKeyFile == "" && c.PoolCredsPreviousKeyFile != "" {
+		errs = append(errs, errors.New("--pool-credentials-previous-key-file needs --pool-credentials-key-file"))
+	}
+	if c.PoolCredsKeyFile != "" && len(validation.IsDNS1123Subdomain(c.PoolCredsSecret)) > 0 {
+		errs = append(errs, fmt.Errorf("--pool-credentials-secret %q: want a Secret name", c.PoolCredsSecret))
+	}
 	for _, ns := range c.Namespaces {
 		if len(validation.IsDNS1123Label(ns)) > 0 {
 			errs = append(errs, fmt.Errorf("--namespace %q: want comma-separated namespace names", ns))
@@ -173,6 +187,9 @@ func (c JanitorConfig) validate() error {
 func (c JanitorConfig) injection() janitor.Injection {
 	inj := janitor.Injection{KeyPrefix: c.KeyPrefix, RedisURL: c.AgentRedisURL}
 	inj.RedisSecretName, inj.RedisSecretKey, _ = strings.Cut(c.AgentRedisSecret, "/")
+	if c.PoolCredsKeyFile != "" {
+		inj.PoolSecretName = c.PoolCredsSecret
+	}
 	return inj
 }
 
@@ -186,6 +203,42 @@ func (c JanitorConfig) podPolicy() (podpolicy.Policy, error) {
 		return podpolicy.Policy{}, fmt.Errorf("--pod-policy, --allowed-service-accounts: %w", err)
 	}
 	return p, nil
+}
+
+// poolCredentials is the pool users' manager, or nil when
+// --pool-credentials-key-file is not set. Agents get --agent-redis-url, or
+// the janitor's own URL, with the pool's user and password in it.
+func (c JanitorConfig) poolCredentials(conn *redisconn.Conn, kube kubernetes.Interface, log *slog.Logger) (*poolcreds.Manager, error) {
+	if c.PoolCredsKeyFile == "" {
+		return nil, nil
+	}
+	if conn.Embedded != nil {
+		return nil, errors.New("--pool-credentials-key-file needs a real Redis (7 or later), not the embedded one")
+	}
+	keys, err := poolcreds.LoadKeys(c.PoolCredsKeyFile, c.PoolCredsPreviousKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	agentURL := c.AgentRedisURL
+	if agentURL == "" {
+		agentURL = c.RedisURL
+	}
+	m, err := poolcreds.New(conn.Client, kube, poolcreds.Options{
+		Prefix: c.KeyPrefix, Keys: keys, AgentURL: agentURL, SecretName: c.PoolCredsSecret, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	log.Info("pool credentials on: each pool gets a Redis user of its own", "secret", c.PoolCredsSecret, "rotating", keys.Previous != nil)
+	return m, nil
+}
+
+// credentialsOption keeps a nil *Manager a nil interface.
+func credentialsOption(m *poolcreds.Manager) janitor.PoolCredentials {
+	if m == nil {
+		return nil
+	}
+	return m
 }
 
 func (c JanitorConfig) restConfig() (*rest.Config, error) {
@@ -241,12 +294,20 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 		log.Warn("--pod-policy privileged: agent pod templates are not checked; anyone who may create an AgentPool may run any pod through the janitor")
 	}
 
+	creds, err := cfg.poolCredentials(conn, kube, log)
+	if err != nil {
+		return err
+	}
+	if creds != nil {
+		defer creds.Close()
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ctrl, err := janitor.New(kube, dyn, store, janitor.Options{
 		Namespaces: cfg.Namespaces, PodPolicy: pol, Workers: cfg.Workers, SyncInterval: cfg.SyncInterval, DryRun: cfg.DryRun,
 		Inject: cfg.injection(), ReplicaWait: cfg.ReplicaWait, Parallelism: cfg.Parallelism,
-		Logger: log, Metrics: janitor.NewMetrics(reg),
+		Logger: log, Metrics: janitor.NewMetrics(reg), Credentials: credentialsOption(creds),
 	})
 	if err != nil {
 		return err

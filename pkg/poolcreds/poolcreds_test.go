@@ -70,6 +70,7 @@ type fixture struct {
 	pool   slots.PoolID
 	url    string // the janitor's
 	conn   *redisconn.Conn
+	store  *slots.Store // the janitor's
 	kube   *fake.Clientset
 	nodes  []*redis.Client
 }
@@ -84,9 +85,9 @@ func newFixture(t *testing.T, rawURL string, addrs ...string) *fixture {
 	require.NoError(t, err)
 	t.Cleanup(func() { f.conn.Close() })
 	// The control plane declares the pool (and writes the data-model version).
-	s, err := slots.New(f.ctx, f.conn.Client, slots.Options{Prefix: f.prefix, Logger: quiet()})
+	f.store, err = slots.New(f.ctx, f.conn.Client, slots.Options{Prefix: f.prefix, Logger: quiet()})
 	require.NoError(t, err)
-	_, err = s.DeclarePool(f.ctx, f.pool, slots.DefaultPoolConfig())
+	_, err = f.store.DeclarePool(f.ctx, f.pool, slots.DefaultPoolConfig())
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		for _, n := range f.nodes {
@@ -205,12 +206,14 @@ func TestUsersAreBackAfterRedisRestartedEmpty(t *testing.T) {
 	require.Error(t, err)
 	assert.Equal(t, slots.KindUnavailable, slots.Classify(err), "agents wait for their user: %v", err)
 
-	require.NoError(t, m.Ensure(f.ctx, f.pool), "the janitor's next pass")
-	// The control plane writes the data-model version again (the janitor's
-	// store does when it declares the pool).
-	_, err = slots.New(f.ctx, f.conn.Client, slots.Options{Prefix: f.prefix, Logger: quiet()})
+	// The janitor's next pass: the pool is missing, declared again, and
+	// the user set again.
+	_, err = f.store.DeclarePool(f.ctx, f.pool, slots.DefaultPoolConfig())
 	require.NoError(t, err)
-	_, err = f.agentStore(t, agentURL)
+	require.NoError(t, m.Ensure(f.ctx, f.pool))
+	s, err := f.agentStore(t, agentURL)
+	require.NoError(t, err, "the data-model version is back too: agents may read it, not write it")
+	_, err = s.RegisterPod(f.ctx, f.pool, "agent-0", "uid-0")
 	assert.NoError(t, err)
 }
 

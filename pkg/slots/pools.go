@@ -112,6 +112,12 @@ func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (Dec
 	if err := s.rdb.SAdd(ctx, s.poolsKey(), id.String()).Err(); err != nil {
 		return Declaration{}, fmt.Errorf("registering pool %s: %w", id, err)
 	}
+	// A Redis that lost its data lost the data-model version too, which a
+	// pool's agents may read but not write (PoolACL): the declaring control
+	// plane writes it again, or they would wait for it forever.
+	if err := s.checkVersion(ctx); err != nil {
+		return Declaration{}, fmt.Errorf("declaring pool %s: %w", id, err)
+	}
 	if d.PolicyPending {
 		// Debug: a controller declares again on every pass while a change
 		// is pending, and reports it itself.
