@@ -38,6 +38,7 @@ type taskView struct {
 	By              string        `json:"by,omitempty"`
 	Payload         string        `json:"payload"`
 	CancelRequested bool          `json:"cancel_requested"`
+	WorkspaceDigest string        `json:"workspace_digest,omitempty"`
 	Created         time.Time     `json:"created"`
 	Updated         time.Time     `json:"updated"`
 	History         []historyView `json:"history"`
@@ -60,7 +61,8 @@ func viewTask(t slots.Task) taskView {
 	v := taskView{ID: t.ID, Pool: t.Pool.String(), Type: string(t.Type), State: string(t.State), Phase: string(t.Phase),
 		Pod: t.Pod, Slot: slotPtr(t.Slot), Epoch: t.Epoch, Attempt: t.Attempt, Reason: t.Reason, ExitCode: t.ExitCode,
 		Output: t.Output, By: t.By, Payload: string(t.Payload), CancelRequested: t.CancelRequested,
-		Created: t.Created, Updated: t.Updated, History: []historyView{}}
+		WorkspaceDigest: t.WorkspaceDigest,
+		Created:         t.Created, Updated: t.Updated, History: []historyView{}}
 	for _, h := range t.History {
 		v.History = append(v.History, historyView{At: h.At, State: h.State, Detail: h.Detail})
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -47,4 +48,32 @@ func TestOpenAPIIsServed(t *testing.T) {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Equal(t, "application/json", resp.Header.Get("Content-Type"))
 	assert.JSONEq(t, string(openAPI), readAll(t, resp))
+}
+
+// The Task schema names every field the API renders for a task, and only
+// those.
+func TestOpenAPITaskSchemaMatchesTheTaskObject(t *testing.T) {
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	require.NoError(t, json.Unmarshal(openAPI, &doc))
+	task, ok := doc.Components.Schemas["Task"]
+	require.True(t, ok, "a Task schema")
+	var documented, rendered []string
+	for name := range task.Properties {
+		documented = append(documented, name)
+	}
+	typ := reflect.TypeFor[taskView]()
+	for i := range typ.NumField() {
+		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
+		rendered = append(rendered, name)
+	}
+	slices.Sort(documented)
+	slices.Sort(rendered)
+	assert.Equal(t, rendered, documented)
+	assert.Contains(t, documented, "workspace_digest")
 }

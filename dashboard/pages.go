@@ -223,7 +223,7 @@ const outputTail = 64 << 10
 func taskPageView(t slots.Task) web.TaskView {
 	v := web.TaskView{Pool: t.Pool.String(), PoolHref: poolHref(t.Pool), ID: t.ID, Type: string(t.Type),
 		State: string(t.State), Phase: string(t.Phase), Pod: t.Pod, Attempt: t.Attempt, Reason: t.Reason,
-		By: t.By, CancelRequested: t.CancelRequested, PayloadSize: len(t.Payload),
+		By: t.By, CancelRequested: t.CancelRequested, PayloadSize: len(t.Payload), WorkspaceDigest: t.WorkspaceDigest,
 		Created: stamp(t.Created), Updated: stamp(t.Updated), Output: t.Output}
 	if t.Slot >= 0 && t.Pod != "" {
 		v.Slot = strconv.Itoa(t.Slot)

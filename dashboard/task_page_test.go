@@ -148,3 +148,30 @@ func TestLoginExistsOnlyWithReadAuth(t *testing.T) {
 	resp := f.postForm("/login", url.Values{"token": {testToken}})
 	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
 }
+
+// The plan's workspace digest, kept with the task, is on the task page and
+// in the API's task object; a task without one shows none.
+func TestTaskPageAndAPIShowThePlansWorkspaceDigest(t *testing.T) {
+	f := newFixture(t)
+	pod, uid := f.addPod()
+	f.submit("pa", slots.PlanAndApply)
+	msg, err := f.store.Take(f.ctx, f.pool, pod, uid, time.Second, nil)
+	require.NoError(t, err)
+	require.NotNil(t, msg)
+	const digest = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	_, err = f.store.Complete(f.ctx, f.pool, slots.Result{Task: "pa", Epoch: msg.Epoch, Outcome: slots.OutcomeSuccess, WorkspaceDigest: digest})
+	require.NoError(t, err)
+
+	doc := f.page("/pools/ci/terraform/tasks/pa", http.StatusOK)
+	assert.Equal(t, digest, doc.Find(testid("workspace-digest")).Text())
+	resp := f.do("GET", "/api/v1/pools/ci/terraform/tasks/pa", "", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, digest, decode(t, resp)["workspace_digest"])
+
+	f.submit("p", slots.Plan)
+	doc = f.page("/pools/ci/terraform/tasks/p", http.StatusOK)
+	assert.Equal(t, 0, doc.Find(testid("workspace-digest")).Length())
+	resp = f.do("GET", "/api/v1/pools/ci/terraform/tasks/p", "", "")
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.NotContains(t, decode(t, resp), "workspace_digest")
+}

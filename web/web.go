@@ -125,6 +125,7 @@ type TaskView struct {
 	By              string // who approved, rejected or cancelled
 	CancelRequested bool
 	PayloadSize     int
+	WorkspaceDigest string // the plan's workspace digest; "" when none was recorded
 	Created         string
 	Updated         string
 	History         []HistoryRow
