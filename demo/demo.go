@@ -189,7 +189,10 @@ func (d *demo) run(ctx context.Context) (result, error) {
 	cleanups = append(cleanups, func() { scaler.stop(context.Background(), 10*time.Second) })
 	d.apiToken = rand.String(24)
 	dash, err := startChild(d.con, "dashboard", bins.Dashboard, env("LISTEN_ADDRESS="+d.cfg.DashboardAddress,
-		"METRICS_ADDRESS=", "LIVE_INTERVAL=1s", "API_TOKENS=you="+d.apiToken))
+		"METRICS_ADDRESS=", "LIVE_INTERVAL=1s", "API_TOKENS=you="+d.apiToken,
+		// Read auth stays on, as in production; the page login's cookie
+		// goes without Secure, as the demo serves plain http://127.0.0.1.
+		"READ_AUTH=true", "SECURE_COOKIE=false"))
 	if err != nil {
 		return result{}, err
 	}

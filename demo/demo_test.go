@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -282,9 +284,23 @@ func TestDemoScalesAPoolUpAndDownWithoutRemovingBusyPods(t *testing.T) {
 		return downAfterPeak
 	}, 3*time.Minute, 100*time.Millisecond, "pool-a never scaled to ≥2 pods and back down (peak %d)", peak)
 
-	// The dashboard serves the overview and the pool page.
+	// The dashboard asks for the printed token, and its login works in a
+	// browser on the demo's plain http:// (a cookie jar, as a browser's,
+	// sends no Secure cookie there): then it serves the overview and the
+	// pool pages.
+	resp, err := http.Get(d.dashboardURL)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusUnauthorized, resp.StatusCode, "read auth is on in the demo")
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	browser := &http.Client{Jar: jar}
+	resp, err = browser.PostForm(d.dashboardURL+"login", url.Values{"token": {d.apiToken}, "next": {"/"}})
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "the login leads to the overview")
 	for _, page := range []string{"", "pools/team-a/pool-a", "pools/team-b/pool-b"} {
-		resp, err := http.Get(d.dashboardURL + page)
+		resp, err := browser.Get(d.dashboardURL + page)
 		require.NoError(t, err)
 		body, _ := io.ReadAll(resp.Body)
 		_ = resp.Body.Close()

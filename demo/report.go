@@ -42,7 +42,8 @@ func (d *demo) banner(redisDesc, scalerAddr string, bins binaries) {
 		pages = append(pages, "pools/"+p.Namespace+"/"+p.Name)
 	}
 	c.Printf("  dashboard    %s  (pool pages: %s)", d.dashboardURL, strings.Join(pages, ", "))
-	c.Printf("  API          %sapi/v1 (writes: Authorization: Bearer %s; approvals are recorded as \"you\")", d.dashboardURL, d.apiToken)
+	c.Printf("  token        %s  (the pages' login form asks for it; API: Authorization: Bearer <token>; approvals are recorded as \"you\")", d.apiToken)
+	c.Printf("  API          %sapi/v1", d.dashboardURL)
 	c.Printf("  redis        %s (key prefix %q)", redisDesc, d.cfg.KeyPrefix)
 	c.Printf("  scaler       %s: KEDA external scaler on %s", shortPath(bins.Scaler), scalerAddr)
 	c.Printf("  kubernetes   in-memory API (client-go fakes); the janitor (pkg/janitor) keeps each pool's pods;")
