@@ -148,7 +148,8 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 	}
 
 	res.ExitCode, res.Signal, res.Err = -1, 0, nil
-	if st, ok := l.status(waitErr); ok {
+	st, ok := l.status(waitErr)
+	if ok {
 		res.ExitCode, res.Signal = st.code, st.signal
 	} else if st.err != nil {
 		res.Err = st.err
@@ -175,6 +176,9 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 		if res.Signal != 0 {
 			note = fmt.Sprintf("[slotscaler: executor died of signal %d (%v)]\n", int(res.Signal), res.Signal)
 		}
+	}
+	if st.unsupervised {
+		note += "[slotscaler: the executor's supervisor was killed: processes the executor started may still run]\n"
 	}
 	res.Output = out.Bytes(note)
 	return res
@@ -203,6 +207,9 @@ type exitStatus struct {
 	code   int
 	signal syscall.Signal
 	err    error
+	// unsupervised: the supervisor was killed before it reported (by the
+	// executor itself: same user); what the executor started may still run.
+	unsupervised bool
 }
 
 // statusOf reads an exit status from a wait status.

@@ -373,3 +373,17 @@ echo done`), Options{})
 	pid := readPid(t, dir+"/daemon.pid")
 	assert.False(t, alive(pid), "the double-forked daemon (pid %d) outlived the run", pid)
 }
+
+// An executor runs as the agent's user and can kill its own supervisor:
+// the run then says that what it started may still run (the one way out of
+// the process-tree rule, in the README).
+func TestAKilledSupervisorIsReported(t *testing.T) {
+	dir := t.TempDir()
+	c := command(t, script(t, dir, daemonScript(dir, `kill -9 $PPID; exit 3`)), Options{})
+	res := c.Run(context.Background(), Job{Env: []string{"PATH=/usr/bin:/bin"}})
+	pid := readPid(t, dir+"/daemon.pid")
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
+	assert.Equal(t, Failure, res.Outcome)
+	assert.Equal(t, syscall.SIGKILL, res.Signal)
+	assert.Contains(t, string(res.Output), "[slotscaler: the executor's supervisor was killed: processes the executor started may still run]")
+}

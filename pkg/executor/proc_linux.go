@@ -104,8 +104,11 @@ func (s *supervised) status(waitErr error) (exitStatus, bool) {
 		}
 	}
 	// No report: the supervisor itself was killed (by the executor, which
-	// runs as the same user, or the OOM killer): its status is the run's.
-	return processStatus(s.cmd, waitErr)
+	// runs as the same user, or the OOM killer): its status is the run's,
+	// and the tree it watched over is no longer watched.
+	st, ok := processStatus(s.cmd, waitErr)
+	st.unsupervised = ok
+	return st, ok
 }
 
 // groupAlive reports whether a live process is left in the group. Zombies
