@@ -111,7 +111,7 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.Var(&c.AllowedServiceAccounts, "allowed-service-accounts", "comma-separated ServiceAccounts agent pods may run as (a template naming another is refused)")
 	fs.BoolVar(&c.AllowServiceAccountToken, "allow-service-account-token", false, "allow templates to set automountServiceAccountToken: true (otherwise an unset one becomes false and true is refused)")
 	fs.StringVar(&c.PoolCredsKeyFile, "pool-credentials-key-file", "", "file holding the master key (at least 32 bytes) each pool's Redis password derives from: every pool gets a Redis user confined to its keys, and its agents that user's URL (key <pool> of --pool-credentials-secret); empty: agents get --agent-redis-secret or --agent-redis-url as they are")
-	fs.StringVar(&c.PoolCredsPreviousKeyFile, "pool-credentials-previous-key-file", "", "file holding the master key before a rotation: pool users accept its passwords too until it is removed (once every agent pod started after the rotation)")
+	fs.StringVar(&c.PoolCredsPreviousKeyFile, "pool-credentials-previous-key-file", "", "file holding the master key before a rotation (absent or empty: no rotation under way): pool users accept its passwords too until it is removed (once every agent pod started after the rotation)")
 	fs.StringVar(&c.PoolCredsSecret, "pool-credentials-secret", poolcreds.DefaultSecretName, "Secret the janitor writes (server-side apply, never reads) in each pool namespace: one key per pool, its agents' REDIS_URL")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -25,6 +25,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/url"
@@ -58,7 +59,9 @@ type Keys struct {
 }
 
 // LoadKeys reads the master keys from files (surrounding whitespace is not
-// part of a key). previousFile may be empty.
+// part of a key). previousFile may be empty, missing or hold nothing: no
+// rotation is under way (the chart mounts the key Secret whole, and its
+// previousKey exists only during a rotation).
 func LoadKeys(currentFile, previousFile string) (Keys, error) {
 	var k Keys
 	var err error
@@ -66,6 +69,10 @@ func LoadKeys(currentFile, previousFile string) (Keys, error) {
 		return Keys{}, err
 	}
 	if previousFile != "" {
+		b, err := os.ReadFile(previousFile)
+		if errors.Is(err, fs.ErrNotExist) || (err == nil && len(bytes.TrimSpace(b)) == 0) {
+			return k, nil
+		}
 		if k.Previous, err = readKey(previousFile); err != nil {
 			return Keys{}, err
 		}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -277,6 +278,21 @@ func TestPasswordsAndKeys(t *testing.T) {
 	assert.Error(t, err)
 	_, err = LoadKeys(t.TempDir()+"/missing", "")
 	assert.Error(t, err)
+
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(dir+"/key", append(k, '\n'), 0o600))
+	require.NoError(t, os.WriteFile(dir+"/short", []byte("x"), 0o600))
+	require.NoError(t, os.WriteFile(dir+"/empty", nil, 0o600))
+	keys, err := LoadKeys(dir+"/key", dir+"/absent")
+	require.NoError(t, err)
+	assert.Equal(t, Keys{Current: k}, keys, "no previous key: no rotation under way")
+	keys, err = LoadKeys(dir+"/key", dir+"/empty")
+	require.NoError(t, err)
+	assert.Nil(t, keys.Previous)
+	_, err = LoadKeys(dir+"/key", dir+"/short")
+	assert.ErrorContains(t, err, "at least 32")
+	_, err = LoadKeys(dir+"/short", "")
+	assert.ErrorContains(t, err, "at least 32")
 }
 
 // BenchmarkEnsureUser is the cost of one pass's ACL SETUSER on a
