@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -172,5 +173,41 @@ func TestWorkspaceNamesNeverLeaveTheRoot(t *testing.T) {
 		n, err := workspaceName(id)
 		require.NoError(t, err)
 		assert.Equal(t, "task-"+id, n, "a valid id is one path element")
+	}
+}
+
+// The apply is checked against the digest the store kept, not against
+// anything the agent remembers: with the workspace untouched, a record
+// that says otherwise (or says nothing: a plan recorded without one) stops
+// the apply all the same.
+func TestTheApplyIsCheckedAgainstTheStoresDigest(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, redistest.Standalone(t))
+	root := workspaceRoot(t)
+	r := e.start(t, map[string]string{"WORKSPACE_ROOT": root}, hooks{})
+	r.waitReady(t)
+	conn, err := redisconn.Open(context.Background(), e.url, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+
+	for id, record := range map[string]func(key string) error{
+		"other-digest": func(key string) error {
+			return conn.Client.HSet(context.Background(), key, "wsd", "sha256:"+strings.Repeat("0", 64)).Err()
+		},
+		"no-digest": func(key string) error { return conn.Client.HDel(context.Background(), key, "wsd").Err() },
+	} {
+		e.submit(t, id, slots.PlanAndApply, paPayload)
+		require.True(t, strings.HasPrefix(e.waitTask(t, id, slots.StateReserved).WorkspaceDigest, "sha256:"))
+		keys, err := conn.Client.Keys(context.Background(), e.prefix+"*t:"+id).Result()
+		require.NoError(t, err)
+		require.Len(t, keys, 1, "the task's hash")
+		require.NoError(t, record(keys[0]))
+
+		_, err = e.store.Approve(context.Background(), e.pool, id, "alice")
+		require.NoError(t, err)
+		tk := e.waitTask(t, id, slots.StateFailed, slots.StateSucceeded)
+		assert.Equal(t, slots.StateFailed, tk.State, id)
+		assert.Equal(t, "workspace-changed", tk.Reason, id)
+		assert.NoFileExists(t, filepath.Join(e.dir, "applied-"+id))
 	}
 }
