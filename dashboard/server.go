@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 	"log/slog"
 	"net/http"
-	"fmt"
 	"strings"
 	"time"
 
