@@ -66,6 +66,7 @@ type JanitorConfig struct {
 	PoolCredsKeyFile         string
 	PoolCredsPreviousKeyFile string
 	PoolCredsSecret          string
+	PoolCredsRedisURL        string
 }
 
 // commaList is a flag holding a comma-separated list (blanks dropped).
@@ -113,6 +114,7 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.StringVar(&c.PoolCredsKeyFile, "pool-credentials-key-file", "", "file holding the master key (at least 32 bytes) each pool's Redis password derives from: every pool gets a Redis user confined to its keys, and its agents that user's URL (key <pool> of --pool-credentials-secret); empty: agents get --agent-redis-secret or --agent-redis-url as they are")
 	fs.StringVar(&c.PoolCredsPreviousKeyFile, "pool-credentials-previous-key-file", "", "file holding the master key before a rotation (absent or empty: no rotation under way): pool users accept its passwords too until it is removed (once every agent pod started after the rotation)")
 	fs.StringVar(&c.PoolCredsSecret, "pool-credentials-secret", poolcreds.DefaultSecretName, "Secret the janitor writes (server-side apply, never reads) in each pool namespace: one key per pool, its agents' REDIS_URL")
+	fs.StringVar(&c.PoolCredsRedisURL, "pool-credentials-redis-url", "", "Redis URL of the user pool users are managed as (ACL SETUSER, DELUSER, GETUSER and INFO; see docs/security.md); empty: --redis-url, whose user then needs those rights too")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, janitorHelp)
@@ -161,8 +163,8 @@ func (c JanitorConfig) validate() error {
 			errs = append(errs, fmt.Errorf("--agent-redis-secret %q: want secret-name/key", c.AgentRedisSecret))
 		}
 	}
-	if c.PoolCredsKeyFile == "" && c.PoolCredsPreviousKeyFile != "" {
-		errs = append(errs, errors.New("--pool-credentials-previous-key-file needs --pool-credentials-key-file"))
+	if c.PoolCredsKeyFile == "" && (c.PoolCredsPreviousKeyFile != "" || c.PoolCredsRedisURL != "") {
+		errs = append(errs, errors.New("--pool-credentials-previous-key-file and --pool-credentials-redis-url need --pool-credentials-key-file"))
 	}
 	if c.PoolCredsKeyFile != "" && len(validation.IsDNS1123Subdomain(c.PoolCredsSecret)) > 0 {
 		errs = append(errs, fmt.Errorf("--pool-credentials-secret %q: want a Secret name", c.PoolCredsSecret))
@@ -208,29 +210,42 @@ func (c JanitorConfig) podPolicy() (podpolicy.Policy, error) {
 // poolCredentials is the pool users' manager, or nil when
 // --pool-credentials-key-file is not set. Agents get --agent-redis-url, or
 // the janitor's own URL, with the pool's user and password in it.
-func (c JanitorConfig) poolCredentials(conn *redisconn.Conn, kube kubernetes.Interface, log *slog.Logger) (*poolcreds.Manager, error) {
+func (c JanitorConfig) poolCredentials(ctx context.Context, conn *redisconn.Conn, kube kubernetes.Interface, log *slog.Logger) (*poolcreds.Manager, func(), error) {
+	none := func() {}
 	if c.PoolCredsKeyFile == "" {
-		return nil, nil
+		return nil, none, nil
 	}
 	if conn.Embedded != nil {
-		return nil, errors.New("--pool-credentials-key-file needs a real Redis (7 or later), not the embedded one")
+		return nil, none, errors.New("--pool-credentials-key-file needs a real Redis (7 or later), not the embedded one")
 	}
 	keys, err := poolcreds.LoadKeys(c.PoolCredsKeyFile, c.PoolCredsPreviousKeyFile)
 	if err != nil {
-		return nil, err
+		return nil, none, err
 	}
 	agentURL := c.AgentRedisURL
 	if agentURL == "" {
 		agentURL = c.RedisURL
 	}
-	m, err := poolcreds.New(conn.Client, kube, poolcreds.Options{
+	admin := conn
+	if c.PoolCredsRedisURL != "" {
+		if admin, err = redisconn.Open(ctx, c.PoolCredsRedisURL, nil); err != nil {
+			return nil, none, fmt.Errorf("--pool-credentials-redis-url: %w", err)
+		}
+	}
+	closeAll := func() {
+		if admin != conn {
+			_ = admin.Close()
+		}
+	}
+	m, err := poolcreds.New(admin.Client, kube, poolcreds.Options{
 		Prefix: c.KeyPrefix, Keys: keys, AgentURL: agentURL, SecretName: c.PoolCredsSecret, Logger: log,
 	})
 	if err != nil {
-		return nil, err
+		closeAll()
+		return nil, none, err
 	}
 	log.Info("pool credentials on: each pool gets a Redis user of its own", "secret", c.PoolCredsSecret, "rotating", keys.Previous != nil)
-	return m, nil
+	return m, func() { _ = m.Close(); closeAll() }, nil
 }
 
 // credentialsOption keeps a nil *Manager a nil interface.
@@ -294,13 +309,11 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 		log.Warn("--pod-policy privileged: agent pod templates are not checked; anyone who may create an AgentPool may run any pod through the janitor")
 	}
 
-	creds, err := cfg.poolCredentials(conn, kube, log)
+	creds, closeCreds, err := cfg.poolCredentials(ctx, conn, kube, log)
 	if err != nil {
 		return err
 	}
-	if creds != nil {
-		defer creds.Close()
-	}
+	defer closeCreds()
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -156,8 +156,7 @@ type applied struct {
 	at  time.Time
 }
 
-// New returns a Manager using rdb (the janitor's control-plane connection,
-// allowed ACL SETUSER, DELUSER and GETUSER) and kube (allowed to create
+// New returns a Manager using rdb (a connection allowed ManagerACL) and kube (allowed to create
 // Secrets and patch the one named SecretName).
 func New(rdb redis.UniversalClient, kube kubernetes.Interface, opts Options) (*Manager, error) {
 	if len(opts.Keys.Current) < MinKeyLen {
@@ -393,21 +392,24 @@ func (m *Manager) Close() error {
 }
 
 // ControlPlaneACL are the rules (after ACL SETUSER <user>, before "on" and
-// the password) of the scaler's and dashboard's Redis user: every key of the
-// installation, every command but @dangerous ones, except INFO (a drain
-// counts replicas with INFO replication before it waits for one). Redis
-// 7 or later.
+// the password) of the scaler's, dashboard's and janitor's slot-store user:
+// every key of the installation, every command but @dangerous ones, except
+// INFO (a drain counts replicas with INFO replication before it waits for
+// one). Redis 7 or later.
 func ControlPlaneACL(prefix string) []string {
 	return []string{"reset", "~" + globEscape(prefix) + ":*", "resetchannels",
 		"+@all", "-@dangerous", "+info", "-script|flush", "-function|flush", "-function|delete", "-function|restore"}
 }
 
-// JanitorACL are the rules of the janitor's Redis user: the control plane's
-// and the three ACL subcommands that manage pool users. A user that may set
-// users may give one every permission: the janitor's Redis credentials are
-// as sensitive as an administrator's.
-func JanitorACL(prefix string) []string {
-	return append(ControlPlaneACL(prefix), "+acl|setuser", "+acl|deluser", "+acl|getuser")
+// ManagerACL are the rules of the user the janitor manages pool users as
+// (--pool-credentials-redis-url): ACL SETUSER, DELUSER and GETUSER, INFO
+// (to find a primary's replicas), what a client needs to connect, and no
+// key. A user that may set users may give one every permission: these
+// credentials are as sensitive as an administrator's, and only the
+// janitor has them.
+func ManagerACL() []string {
+	return []string{"reset", "resetchannels", "-@all", "+acl|setuser", "+acl|deluser", "+acl|getuser",
+		"+info", "+ping", "+select", "+client|setname", "+command", "+cluster|slots", "+cluster|shards"}
 }
 
 // globEscape escapes what Redis's glob treats as special.

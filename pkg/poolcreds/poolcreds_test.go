@@ -44,14 +44,14 @@ func nodeClients(t testing.TB, addrs ...string) []*redis.Client {
 	return out
 }
 
-// janitorURL creates the janitor's Redis user (JanitorACL) on every node and
-// returns url with its credentials: the Manager runs with exactly the rights
-// the chart gives the janitor.
+// janitorURL creates the user the janitor manages pool users as
+// (ManagerACL) on every node and returns url with its credentials: the
+// Manager runs with exactly the rights the chart gives it.
 func janitorURL(t testing.TB, rawURL, prefix string, nodes []*redis.Client) string {
 	t.Helper()
 	user, pw := "janitor-"+prefix, "pw-janitor-"+prefix
 	args := []any{"ACL", "SETUSER", user}
-	for _, r := range JanitorACL(prefix) {
+	for _, r := range ManagerACL() {
 		args = append(args, r)
 	}
 	args = append(args, "on", ">"+pw)
@@ -69,8 +69,8 @@ type fixture struct {
 	ctx    context.Context
 	prefix string
 	pool   slots.PoolID
-	url    string // the janitor's
-	conn   *redisconn.Conn
+	url    string // the control plane's (the default user: the tests' administrator)
+	conn   *redisconn.Conn // the janitor's pool-user manager's (ManagerACL)
 	store  *slots.Store // the janitor's
 	kube   *fake.Clientset
 	nodes  []*redis.Client
@@ -80,13 +80,16 @@ func newFixture(t *testing.T, rawURL string, addrs ...string) *fixture {
 	t.Helper()
 	f := &fixture{ctx: context.Background(), prefix: redistest.Prefix(t), pool: slots.PoolID{Namespace: "team-a", Name: "pool-1"},
 		kube: fake.NewClientset(), nodes: nodeClients(t, addrs...)}
-	f.url = janitorURL(t, rawURL, f.prefix, f.nodes)
+	f.url = rawURL
 	var err error
-	f.conn, err = redisconn.Open(f.ctx, f.url, nil)
+	f.conn, err = redisconn.Open(f.ctx, janitorURL(t, rawURL, f.prefix, f.nodes), nil)
 	require.NoError(t, err)
 	t.Cleanup(func() { f.conn.Close() })
+	cp, err := redisconn.Open(f.ctx, rawURL, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { cp.Close() })
 	// The control plane declares the pool (and writes the data-model version).
-	f.store, err = slots.New(f.ctx, f.conn.Client, slots.Options{Prefix: f.prefix, Logger: quiet()})
+	f.store, err = slots.New(f.ctx, cp.Client, slots.Options{Prefix: f.prefix, Logger: quiet()})
 	require.NoError(t, err)
 	_, err = f.store.DeclarePool(f.ctx, f.pool, slots.DefaultPoolConfig())
 	require.NoError(t, err)
@@ -311,5 +314,55 @@ func BenchmarkEnsureUser(b *testing.B) {
 		if err := m.EnsureUser(context.Background(), pool); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The chart's control-plane user (scaler, dashboard, janitor's store) does
+// the control plane's work and nothing dangerous; the manager's user can
+// manage users and read no key.
+func TestControlPlaneAndManagerRules(t *testing.T) {
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	admin := nodeClients(t, srv.Addr())[0]
+	prefix := redistest.Prefix(t)
+	setUser := func(user string, rules []string) *redis.Client {
+		args := []any{"ACL", "SETUSER", user}
+		for _, r := range rules {
+			args = append(args, r)
+		}
+		require.NoError(t, admin.Do(ctx, append(args, "on", ">pw")...).Err())
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr(), Username: user, Password: "pw"})
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	cp := setUser("control", ControlPlaneACL(prefix))
+	s, err := slots.New(ctx, cp, slots.Options{Prefix: prefix, Logger: quiet()})
+	require.NoError(t, err)
+	pool := slots.PoolID{Namespace: "ns", Name: "p"}
+	_, err = s.DeclarePool(ctx, pool, slots.DefaultPoolConfig())
+	require.NoError(t, err)
+	require.NoError(t, s.ExpectPod(ctx, pool, "a", "uid-a"))
+	_, err = s.RegisterPod(ctx, pool, "a", "uid-a")
+	require.NoError(t, err)
+	_, err = s.DrainReplicated(ctx, pool, "a", "uid-a", time.Second)
+	require.NoError(t, err, "a drain counts replicas with INFO")
+	_, err = s.Snapshot(ctx, pool)
+	require.NoError(t, err)
+	for _, cmd := range [][]any{{"FLUSHALL"}, {"CONFIG", "SET", "maxmemory", "1"}, {"KEYS", "*"}, {"ACL", "SETUSER", "x"},
+		{"SCRIPT", "FLUSH"}, {"SHUTDOWN"}, {"DEBUG", "SLEEP", "0"}, {"GET", "other:key"}} {
+		err := cp.Do(ctx, cmd...).Err()
+		require.Error(t, err, "%v", cmd)
+		dry, derr := admin.Do(ctx, append([]any{"ACL", "DRYRUN", "control"}, cmd...)...).Text()
+		require.NoError(t, derr)
+		assert.NotEqual(t, "OK", dry, "%v", cmd)
+	}
+
+	mgr := setUser("manager", ManagerACL())
+	require.NoError(t, mgr.Do(ctx, "ACL", "SETUSER", "someone", "reset").Err())
+	require.NoError(t, mgr.Do(ctx, "ACL", "DELUSER", "someone").Err())
+	for _, cmd := range [][]any{{"GET", prefix + ":datamodel"}, {"FLUSHALL"}, {"CONFIG", "SET", "maxmemory", "1"}, {"ACL", "LIST"}, {"KEYS", "*"}} {
+		err := mgr.Do(ctx, cmd...).Err()
+		require.Error(t, err, "%v", cmd)
+		assert.True(t, redis.IsPermissionError(err), "%v: %v", cmd, err)
 	}
 }
