@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/slotscaler/slotscaler/internal/childproc"
 )
@@ -57,20 +56,26 @@ type supervised struct {
 	report  map[string]string // the supervisor's lines, by first word
 }
 
+// wait returns once the supervisor reported how the executor ended (its
+// tree is gone by then) or exited without a report. What the supervisor
+// still does after its report is exit: it is reaped in the background
+// (a race-detector build sleeps a second at exit).
 func (s *supervised) wait() error {
-	err := s.cmd.Wait()
-	// The supervisor has exited: its end of the pipe is closed (the
-	// executor never had it: close-on-exec). The deadline only guards
-	// against a broken supervisor.
-	_ = s.statusR.SetReadDeadline(time.Now().Add(2 * time.Second))
 	s.report = map[string]string{}
 	sc := bufio.NewScanner(s.statusR)
 	for sc.Scan() {
 		k, v, _ := strings.Cut(sc.Text(), " ")
 		s.report[k] = v
+		if k == "exit" || k == "signal" || k == "error" {
+			s.statusR.Close()
+			go func() { _ = s.cmd.Wait() }()
+			return nil
+		}
 	}
+	// End of file without a report: the supervisor died (the executor
+	// never had the pipe: close-on-exec).
 	s.statusR.Close()
-	return err
+	return s.cmd.Wait()
 }
 
 // signal goes through the process's pidfd: once the supervisor is reaped
