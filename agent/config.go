@@ -79,7 +79,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "time between heartbeats; at most a third of the pool's heartbeat timeout")
 	fs.DurationVar(&c.RegisterTimeout, "register-timeout", 2*time.Minute, "how long start-up waits for Redis, the pool and (managed pools) the janitor's expected record before giving up")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", 5*time.Second, "bound on each Redis call (failed calls are retried)")
-	fs.StringVar(&c.WorkspaceRoot, "workspace-root", defaultWorkspaceRoot(), "directory holding each task's private workspace (TASK_WORKDIR, mode 0700); one agent per directory, whose other contents it deletes")
+	fs.StringVar(&c.WorkspaceRoot, "workspace-root", "", "directory holding each task's private workspace (TASK_WORKDIR, mode 0700); one agent per directory, whose other contents it deletes; empty: $TMPDIR/slotscaler-workspaces/NAMESPACE_POOL_POD (this agent's pool namespace, pool name and pod name)")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return Config{}, err

@@ -77,7 +77,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		}
 	}
 
-	ws, err := openWorkspaces(cfg.WorkspaceRoot, log)
+	ws, err := openWorkspaces(resolveWorkspaceRoot(cfg), log)
 	if err != nil {
 		return err
 	}

@@ -37,8 +37,16 @@ const trashPrefix = ".trash-"
 
 var workspaceTaskID = regexp.MustCompile(`^[A-Za-z0-9._-]{1,128}$`)
 
-func defaultWorkspaceRoot() string {
-	return filepath.Join(os.TempDir(), "slotscaler-workspaces")
+// resolveWorkspaceRoot is --workspace-root, or by default a directory of this
+// agent's own under the temporary directory: agents sharing a host (a
+// static pool, the demo) each get one, and a restarted agent finds, and
+// deletes, what its predecessor left. The pool and pod names are DNS
+// names: "_" cannot occur in them, so the name is unambiguous.
+func resolveWorkspaceRoot(cfg Config) string {
+	if cfg.WorkspaceRoot != "" {
+		return cfg.WorkspaceRoot
+	}
+	return filepath.Join(os.TempDir(), "slotscaler-workspaces", cfg.PoolNamespace+"_"+cfg.PoolName+"_"+cfg.PodName)
 }
 
 // workspaces is the agent's workspace root.
@@ -64,17 +72,16 @@ func openWorkspaces(path string, log *slog.Logger) (*workspaces, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("--workspace-root: creating %s: %w", abs, err)
 	}
-	fi, err := os.Lstat(abs)
-	if err != nil {
+	// Under a shared directory (/tmp) another user could have made the
+	// root first, or could swap it for another directory through its
+	// parent: the root must be this user's, and its parent this user's,
+	// root's, or at least not writable by others (the sticky bit of /tmp
+	// keeps others from renaming what is not theirs).
+	if err := checkOwnDir(abs, false); err != nil {
 		return nil, fmt.Errorf("--workspace-root %s: %w", abs, err)
 	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("--workspace-root %s is not a directory (a symbolic link is refused)", abs)
-	}
-	// Under a shared directory (/tmp) another user could have made the
-	// root first: it must be this user's.
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
-		return nil, fmt.Errorf("--workspace-root %s belongs to uid %d, not to this agent's uid %d", abs, st.Uid, os.Geteuid())
+	if err := checkOwnDir(filepath.Dir(abs), true); err != nil {
+		return nil, fmt.Errorf("--workspace-root %s: %w", abs, err)
 	}
 	if err := os.Chmod(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("--workspace-root %s: %w", abs, err)
@@ -116,6 +123,32 @@ func (w *workspaces) clear(log *slog.Logger) error {
 		}
 	}
 	return nil
+}
+
+// checkOwnDir refuses a directory another user controls: a symbolic link,
+// one of another user's; for a parent, one of another user's unless that
+// is root and nobody else may write it, or its sticky bit protects what is
+// not theirs (/tmp).
+func checkOwnDir(d string, parent bool) error {
+	fi, err := os.Lstat(d)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory (a symbolic link is refused)", d)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || int(st.Uid) == os.Geteuid() {
+		return nil
+	}
+	switch {
+	case !parent:
+		return fmt.Errorf("%s belongs to uid %d, not to this agent's uid %d", d, st.Uid, os.Geteuid())
+	case st.Uid == 0 && (fi.Mode()&fs.ModeSticky != 0 || fi.Mode()&0o022 == 0):
+		return nil
+	default:
+		return fmt.Errorf("%s belongs to uid %d, who could replace what it holds", d, st.Uid)
+	}
 }
 
 // Close releases the root and its lock.

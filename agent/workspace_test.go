@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,5 +210,30 @@ func TestTheApplyIsCheckedAgainstTheStoresDigest(t *testing.T) {
 		assert.Equal(t, slots.StateFailed, tk.State, id)
 		assert.Equal(t, "workspace-changed", tk.Reason, id)
 		assert.NoFileExists(t, filepath.Join(e.dir, "applied-"+id))
+	}
+}
+
+// Agents sharing a host each get a root of their own by default; a root
+// another user could swap is refused.
+func TestDefaultWorkspaceRootsAreOnePerAgentAndForeignRootsAreRefused(t *testing.T) {
+	a := Config{PoolNamespace: "team-a", PoolName: "pool-a", PodName: "agent-1"}
+	b := Config{PoolNamespace: "team-a", PoolName: "pool-a", PodName: "agent-2"}
+	assert.NotEqual(t, resolveWorkspaceRoot(a), resolveWorkspaceRoot(b))
+	assert.Equal(t, filepath.Join(os.TempDir(), "slotscaler-workspaces", "team-a_pool-a_agent-1"), resolveWorkspaceRoot(a))
+	a.WorkspaceRoot = "/somewhere"
+	assert.Equal(t, "/somewhere", resolveWorkspaceRoot(a))
+
+	dir := t.TempDir()
+	require.NoError(t, os.Symlink(t.TempDir(), filepath.Join(dir, "link")))
+	_, err := openWorkspaces(filepath.Join(dir, "link"), slog.New(slog.DiscardHandler))
+	require.ErrorContains(t, err, "symbolic link is refused")
+	if os.Geteuid() == 0 {
+		foreign := filepath.Join(dir, "foreign")
+		require.NoError(t, os.Mkdir(foreign, 0o700))
+		require.NoError(t, os.Chown(foreign, 65534, 65534))
+		_, err = openWorkspaces(foreign, slog.New(slog.DiscardHandler))
+		require.ErrorContains(t, err, "belongs to uid 65534")
+		_, err = openWorkspaces(filepath.Join(foreign, "ws"), slog.New(slog.DiscardHandler))
+		require.ErrorContains(t, err, "belongs to uid 65534, who could replace what it holds")
 	}
 }
