@@ -126,6 +126,16 @@ included, unlike sprig's merge): maps are merged key by key, everything else
 {{- end -}}
 
 {{/*
+The namespaces the janitor watches, as a JSON list ([] = every namespace):
+janitor.watchNamespaces, plus janitor.watchNamespace (the older single value,
+still honoured).
+*/}}
+{{- define "slotscaler.janitorNamespaces" -}}
+{{- $j := .Values.janitor -}}
+{{- concat (default list $j.watchNamespaces) (compact (list (default "" $j.watchNamespace))) | uniq | sortAlpha | toJson -}}
+{{- end -}}
+
+{{/*
 The pools with poolDefaults applied and checked, as a YAML list (fromYamlArray).
 Every pool gets "namespace" and "graceSeconds".
 */}}
@@ -143,8 +153,11 @@ Every pool gets "namespace" and "graceSeconds".
 {{- fail (printf "pools[%d]: pool %s is listed twice" $i $key) -}}
 {{- end -}}
 {{- $_ := set $seen $key true -}}
-{{- if and $root.Values.janitor.watchNamespace (ne $ns $root.Values.janitor.watchNamespace) -}}
-{{- fail (printf "pools[%d] %s: the janitor watches namespace %q only (janitor.watchNamespace): it would never create this pool's pods" $i $key $root.Values.janitor.watchNamespace) -}}
+{{- $watched := include "slotscaler.janitorNamespaces" $root | fromJsonArray -}}
+{{- if and $watched (not (has $ns $watched)) -}}
+{{- $quoted := list -}}
+{{- range $watched }}{{ $quoted = append $quoted (quote .) }}{{ end -}}
+{{- fail (printf "pools[%d] %s: the janitor watches namespace %s only (janitor.watchNamespaces): it would never create this pool's pods" $i $key (join ", " $quoted)) -}}
 {{- end -}}
 {{- $timeouts := default dict (get $p "phaseTimeouts") -}}
 {{- $plan := include "slotscaler.seconds" (default "1h" (get $timeouts "plan")) | int64 -}}
