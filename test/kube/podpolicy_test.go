@@ -22,11 +22,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
+	"github.com/slotscaler/slotscaler/pkg/podpolicy"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -268,4 +270,30 @@ func TestAgentRefusesAPoolIdentityItsTemplateOverrides(t *testing.T) {
 	}
 	_, err = c.store.Snapshot(c.ctx, slots.PoolID{Namespace: "ns", Name: "other"})
 	require.ErrorIs(t, err, slots.ErrPoolNotFound)
+}
+
+// The AgentPools the chart renders from `pools:` pass the janitor's default
+// pod policy as rendered (the chart's own security contexts), for every CI
+// values file.
+func TestChartPoolTemplatesPassTheDefaultPodPolicy(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(repoRoot, "charts/slotscaler/ci/*.yaml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	pools := 0
+	for _, f := range files {
+		for _, u := range splitManifests(t, renderChart(t, "-f", f)) {
+			if u.GetKind() != v1alpha1.Kind {
+				continue
+			}
+			pools++
+			ap := &v1alpha1.AgentPool{}
+			require.NoError(t, runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, ap))
+			spec := ap.Spec.Template.Spec.DeepCopy()
+			pol := podpolicy.Default()
+			pol.Default(spec)
+			require.Empty(t, pol.Check(&ap.Spec.Template.ObjectMeta, spec, field.NewPath("spec", "template", "spec")),
+				"%s: %s/%s", filepath.Base(f), ap.Namespace, ap.Name)
+		}
+	}
+	require.NotZero(t, pools)
 }
