@@ -90,7 +90,7 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.SetOutput(stderr)
 	c.Common.Register(fs, "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file; empty: the in-cluster service account")
-	fs.Var(&c.Namespaces, "namespace", "watch AgentPools and pods of these comma-separated namespaces only (empty: all namespaces; the chart then grants a Role in each instead of a ClusterRole)")
+	fs.Var(&c.Namespaces, "namespace", "watch AgentPools and pods of these comma-separated namespaces only, with one informer per namespace (the chart then grants a Role in each instead of a ClusterRole); empty: all namespaces")
 	fs.IntVar(&c.Workers, "workers", 4, "pools worked on at once")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", 5*time.Second, "how often each pool is looked at without a Kubernetes event (slots becoming idle are Redis changes)")
 	fs.BoolVar(&c.DryRun, "dry-run", false, "decide and log, change nothing (no Kubernetes or Redis writes)")
