@@ -25,4 +25,13 @@
 // gives it work), wait for a replica to have the drain, delete the pod object
 // with a UID precondition, and only after the object is gone remove its
 // record.
+//
+// Whoever may create an AgentPool chooses the template of pods the janitor
+// creates with its own rights, so every pod is checked against the pod
+// policy (pkg/podpolicy, Options.PodPolicy) before it is created: a refused
+// template gets no pod (TemplateAllowed False, a Warning event naming the
+// field), while its existing pods are kept and only idle surplus goes. The
+// pod's identity is injected twice, the second time from the downward API
+// only (SLOTSCALER_POD_IDENTITY_*), so the agent can refuse template args
+// that claim another pool or pod.
 package janitor
