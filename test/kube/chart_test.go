@@ -25,6 +25,7 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -327,19 +328,40 @@ func TestChartHelmInstallAndUpgradeKeepTheRedisPassword(t *testing.T) {
 	_, err := apiextensionsclient.NewForConfigOrDie(admin).ApiextensionsV1().CustomResourceDefinitions().Get(ctx, "agentpools.slotscaler.io", metav1.GetOptions{})
 	require.NoError(t, err, "helm installs the chart's CRD")
 
-	secret := func(ns string) (url, password string) {
-		s, err := kube.CoreV1().Secrets(ns).Get(ctx, "demo-redis-url", metav1.GetOptions{})
+	secret := func(ns, name string) map[string]string {
+		s, err := kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
 		require.NoError(t, err)
-		return string(s.Data["url"]), string(s.Data["password"])
+		out := map[string]string{}
+		for k, v := range s.Data {
+			out[k] = string(v)
+		}
+		return out
 	}
-	url, password := secret("demo")
-	require.Len(t, password, 32)
-	assert.Equal(t, "redis://:"+password+"@demo-redis.demo.svc:6379/0", url)
-	copied, _ := secret("team-z")
-	assert.Equal(t, url, copied, "agents in team-z reference the Secret in their own namespace")
+	// Pool credentials (the default): the internal Redis' control-plane and
+	// ACL-manager users, and the master key of the pools' passwords.
+	urls := secret("demo", "demo-redis-url")
+	require.Len(t, urls["control-password"], 32)
+	require.Len(t, urls["manager-password"], 32)
+	assert.NotContains(t, urls, "password", "the default user is off: no password of its own")
+	assert.Equal(t, "redis://slotscaler-control:"+urls["control-password"]+"@demo-redis.demo.svc:6379/0", urls["url"])
+	assert.Equal(t, "redis://slotscaler-acl-manager:"+urls["manager-password"]+"@demo-redis.demo.svc:6379/0", urls["manager-url"])
+	keys := secret("demo", "demo-pool-credentials")
+	require.GreaterOrEqual(t, len(keys["key"]), 32)
+	_, err = kube.CoreV1().Secrets("team-z").Get(ctx, "demo-redis-url", metav1.GetOptions{})
+	assert.True(t, apierrors.IsNotFound(err), "no shared URL in a pool namespace: its agents get their pool's own (%v)", err)
 
 	helmCmd(append([]string{"upgrade", "demo", filepath.Join(repoRoot, "charts/slotscaler")}, values...)...)
-	url2, password2 := secret("demo")
-	assert.Equal(t, password, password2, "an upgrade must keep the Redis password (the running Redis has it)")
-	assert.Equal(t, url, url2)
+	assert.Equal(t, urls, secret("demo", "demo-redis-url"), "an upgrade must keep the Redis passwords (the running Redis has them)")
+	assert.Equal(t, keys, secret("demo", "demo-pool-credentials"), "an upgrade must keep the master key (pods hold passwords derived from it)")
+
+	// Without pool credentials: one password, the URL copied into every
+	// pool namespace.
+	values = append(values, "--set", "janitor.poolCredentials.enabled=false")
+	helmCmd(append([]string{"upgrade", "demo", filepath.Join(repoRoot, "charts/slotscaler")}, values...)...)
+	urls = secret("demo", "demo-redis-url")
+	require.Len(t, urls["password"], 32)
+	assert.Equal(t, "redis://:"+urls["password"]+"@demo-redis.demo.svc:6379/0", urls["url"])
+	assert.Equal(t, urls["url"], secret("team-z", "demo-redis-url")["url"], "agents in team-z reference the Secret in their own namespace")
+	helmCmd(append([]string{"upgrade", "demo", filepath.Join(repoRoot, "charts/slotscaler")}, values...)...)
+	assert.Equal(t, urls, secret("demo", "demo-redis-url"), "an upgrade must keep the Redis password")
 }
