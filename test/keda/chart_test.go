@@ -411,8 +411,22 @@ func checkChart(m *manifests, tc chartCase) []string {
 	if got := envValue(jc, "NAMESPACE"); got != tc.watchNamespace {
 		add("janitor NAMESPACE %q: want %q", got, tc.watchNamespace)
 	}
-	if got := envValue(jc, "AGENT_REDIS_SECRET"); got != tc.redisSecret {
-		add("janitor AGENT_REDIS_SECRET %q: want %q (agents reference the same Secret in their namespace)", got, tc.redisSecret)
+	// Pool credentials (janitor.poolCredentials, the default): agents get
+	// their pool's own URL from the Secret the janitor writes, not the
+	// shared one.
+	poolCreds := findSecret(m, chartNamespace, "slotscaler-pool-credentials") != nil
+	if want := tc.redisSecret; poolCreds {
+		if got := envValue(jc, "AGENT_REDIS_SECRET"); got != "" {
+			add("janitor AGENT_REDIS_SECRET %q with pool credentials: agents must not get the shared URL", got)
+		}
+		if got := envValue(jc, "POOL_CREDENTIALS_SECRET"); got != "slotscaler-pool-redis" {
+			add("janitor POOL_CREDENTIALS_SECRET %q: want slotscaler-pool-redis", got)
+		}
+		if envValue(jc, "POOL_CREDENTIALS_KEY_FILE") == "" {
+			add("janitor: POOL_CREDENTIALS_KEY_FILE not set")
+		}
+	} else if got := envValue(jc, "AGENT_REDIS_SECRET"); got != want {
+		add("janitor AGENT_REDIS_SECRET %q: want %q (agents reference the same Secret in their namespace)", got, want)
 	}
 	for _, name := range []string{"KUBE_API_QPS", "KUBE_API_BURST"} {
 		if envValue(jc, name) == "" {
@@ -434,6 +448,14 @@ func checkChart(m *manifests, tc chartCase) []string {
 	// every pool namespace, or (existingSecret) not at all.
 	if tc.chartSecret {
 		want := append([]string{chartNamespace}, tc.poolNamespaces...)
+		if poolCreds {
+			want = []string{chartNamespace}
+			for _, s := range m.secrets {
+				if s.Name == secretName && s.Namespace != chartNamespace {
+					add("Secret %s/%s: the shared URL copied into a pool namespace with pool credentials", s.Namespace, s.Name)
+				}
+			}
+		}
 		for _, ns := range want {
 			s := findSecret(m, ns, secretName)
 			if s == nil || len(s.Data[secretKey]) == 0 {
@@ -532,7 +554,8 @@ var urlWithPassword = regexp.MustCompile(`^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]+@`)
 // envProblems: settings that hold secrets come from a Secret, and no plain
 // value is a URL with a password.
 func envProblems(where string, e corev1.EnvVar) []string {
-	sensitive := map[string]bool{"REDIS_URL": true, "API_TOKENS": true, "REDIS_PASSWORD": true, "REDISCLI_AUTH": true}
+	sensitive := map[string]bool{"REDIS_URL": true, "API_TOKENS": true, "REDIS_PASSWORD": true, "REDISCLI_AUTH": true,
+		"REDIS_CONTROL_PASSWORD": true, "REDIS_MANAGER_PASSWORD": true, "POOL_CREDENTIALS_REDIS_URL": true}
 	switch {
 	case sensitive[e.Name] && (e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil):
 		return []string{fmt.Sprintf("%s: %s must come from a Secret (secretKeyRef)", where, e.Name)}
@@ -550,6 +573,13 @@ func rbacProblems(m *manifests, tc chartCase) []string {
 		{APIGroups: []string{"slotscaler.io"}, Resources: []string{"agentpools"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"slotscaler.io"}, Resources: []string{"agentpools/status"}, Verbs: []string{"update"}},
 		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+	}
+	poolCreds := findSecret(m, chartNamespace, "slotscaler-pool-credentials") != nil
+	if poolCreds {
+		// It writes one Secret of pool URLs per namespace and reads none.
+		want = append(want,
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}},
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, ResourceNames: []string{"slotscaler-pool-redis"}, Verbs: []string{"patch"}})
 	}
 	subject := rbacv1.Subject{Kind: "ServiceAccount", Name: "slotscaler-janitor", Namespace: chartNamespace}
 	var rules []rbacv1.PolicyRule
@@ -593,7 +623,8 @@ func rbacProblems(m *manifests, tc chartCase) []string {
 	}
 	for _, r := range m.clusterRoles {
 		for _, rule := range r.Rules {
-			if slices.Contains(rule.Resources, "secrets") || slices.Contains(rule.Verbs, "*") {
+			poolCredsRule := poolCreds && slices.ContainsFunc(want, func(w rbacv1.PolicyRule) bool { return equalJSON(w, rule) })
+			if (slices.Contains(rule.Resources, "secrets") && !poolCredsRule) || slices.Contains(rule.Verbs, "*") {
 				p = append(p, fmt.Sprintf("ClusterRole %s: %+v is more than the janitor needs", r.Name, rule))
 			}
 		}
