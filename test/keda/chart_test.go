@@ -10,10 +10,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,11 +30,17 @@ import (
 
 	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
 	"github.com/kedacore/keda/v2/pkg/scalers"
+	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/kedacore/keda/v2/pkg/scalers/scalersconfig"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	yamlv3 "go.yaml.in/yaml/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	v2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -47,6 +57,7 @@ import (
 
 	"github.com/slotscaler/slotscaler/internal/hpa"
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testcerts"
 	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/capacity"
@@ -94,6 +105,10 @@ type manifests struct {
 	ingresses           []networkingv1.Ingress
 	pdbs                []policyv1.PodDisruptionBudget
 	scaledObjects       []kedav1alpha1.ScaledObject
+	triggerAuths        []kedav1alpha1.TriggerAuthentication
+	networkPolicies     []networkingv1.NetworkPolicy
+	admissionPolicies   []admissionregistrationv1.ValidatingAdmissionPolicy
+	admissionBindings   []admissionregistrationv1.ValidatingAdmissionPolicyBinding
 	agentPools          []v1alpha1.AgentPool
 	serviceMonitors     []unstructured.Unstructured
 }
@@ -173,6 +188,14 @@ func decodeManifests(out []byte) (*manifests, error) {
 			derr = decodeInto(doc, &m.pdbs)
 		case "keda.sh/v1alpha1/ScaledObject":
 			derr = decodeInto(doc, &m.scaledObjects)
+		case "keda.sh/v1alpha1/TriggerAuthentication":
+			derr = decodeInto(doc, &m.triggerAuths)
+		case "networking.k8s.io/v1/NetworkPolicy":
+			derr = decodeInto(doc, &m.networkPolicies)
+		case "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy":
+			derr = decodeInto(doc, &m.admissionPolicies)
+		case "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding":
+			derr = decodeInto(doc, &m.admissionBindings)
 		case "slotscaler.io/v1alpha1/AgentPool":
 			derr = decodeInto(doc, &m.agentPools)
 		case "monitoring.coreos.com/v1/ServiceMonitor":
@@ -261,6 +284,10 @@ type chartCase struct {
 	chartSecret    bool     // the chart renders that Secret (in every pool namespace too)
 	secrets        []string // strings that must appear in no workload
 	kinds          []string // kinds this file must render
+	// scalerTLSGenerated: the chart generates the scaler's certificate and
+	// gives KEDA its CA (else the values name a Secret and a
+	// TriggerAuthentication of the operator's).
+	scalerTLSGenerated bool
 }
 
 var chartCases = map[string]chartCase{
@@ -268,7 +295,8 @@ var chartCases = map[string]chartCase{
 		file: "internal-redis-values.yaml", hpaTolerance: true,
 		poolNamespaces: []string{chartNamespace},
 		redisSecret:    "slotscaler-redis-url/url", chartSecret: true,
-		kinds: []string{"StatefulSet", "ScaledObject", "AgentPool", "ClusterRole", "PodDisruptionBudget"},
+		kinds:              []string{"StatefulSet", "ScaledObject", "AgentPool", "ClusterRole", "PodDisruptionBudget", "TriggerAuthentication", "NetworkPolicy"},
+		scalerTLSGenerated: true,
 	},
 	"external Redis, two pools in two namespaces, ingress, service monitor": {
 		file: "multi-pool-values.yaml", hpaTolerance: true, leaderElect: true,
@@ -280,8 +308,9 @@ var chartCases = map[string]chartCase{
 		file: "single-namespace-values.yaml", watchNamespace: "team-a",
 		poolNamespaces: []string{"team-a", "team-a"},
 		redisSecret:    "slotscaler-redis-url/url", chartSecret: true,
-		secrets: []string{"not-a-real-token", "not-a-real-token-either"},
-		kinds:   []string{"StatefulSet", "ScaledObject", "AgentPool", "Role"},
+		secrets:            []string{"not-a-real-token", "not-a-real-token-either"},
+		kinds:              []string{"StatefulSet", "ScaledObject", "AgentPool", "Role", "TriggerAuthentication", "NetworkPolicy"},
+		scalerTLSGenerated: true,
 	},
 }
 
@@ -314,7 +343,7 @@ func checkChart(m *manifests, tc chartCase) []string {
 	// Every namespaced object names its namespace (kubectl's context must not decide).
 	for id := range m.raw {
 		kind, ref, _ := strings.Cut(id, " ")
-		clusterScoped := kind == "ClusterRole" || kind == "ClusterRoleBinding"
+		clusterScoped := slices.Contains([]string{"ClusterRole", "ClusterRoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}, kind)
 		if ns, _, _ := strings.Cut(ref, "/"); clusterScoped != (ns == "") {
 			add("%s: namespace %q", id, ns)
 		}
@@ -488,6 +517,132 @@ func checkChart(m *manifests, tc chartCase) []string {
 	}
 	for _, so := range m.scaledObjects {
 		p = append(p, scaledObjectProblems(m, so, tc)...)
+	}
+	p = append(p, scalerTLSProblems(m, tc)...)
+	p = append(p, networkPolicyProblems(m)...)
+	return p
+}
+
+// scalerTLSProblems: by default the scaler serves TLS with a certificate the
+// chart generates, valid for the name the ScaledObjects dial and signed by the
+// CA each pool namespace's TriggerAuthentication gives KEDA.
+func scalerTLSProblems(m *manifests, tc chartCase) []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	scaler := findDeployment(m, "slotscaler-scaler")
+	if scaler == nil {
+		return nil
+	}
+	if envValue(scaler.Spec.Template.Spec.Containers[0], "TLS_CERT_FILE") == "" {
+		add("the scaler serves plaintext gRPC: TLS is the chart's default")
+		return p
+	}
+	if !tc.scalerTLSGenerated {
+		return p
+	}
+	s := findSecret(m, chartNamespace, "slotscaler-scaler-tls")
+	if s == nil || s.Type != corev1.SecretTypeTLS {
+		add("Secret %s/slotscaler-scaler-tls (kubernetes.io/tls): not rendered", chartNamespace)
+		return p
+	}
+	if _, err := tls.X509KeyPair(s.Data["tls.crt"], s.Data["tls.key"]); err != nil {
+		add("the scaler's key pair: %v", err)
+	}
+	for _, so := range m.scaledObjects {
+		host, _, _ := strings.Cut(so.Spec.Triggers[0].Metadata["scalerAddress"], ":")
+		ta := findTriggerAuth(m, so.Namespace, so.Spec.Triggers[0].AuthenticationRef.Name)
+		if ta == nil {
+			continue // scaledObjectProblems says so
+		}
+		ca, err := caOf(m, ta)
+		if err != nil {
+			continue // idem
+		}
+		if err := verifyFor(s.Data["tls.crt"], ca, host); err != nil {
+			add("ScaledObject %s/%s: KEDA would refuse the scaler's certificate: %v", so.Namespace, so.Name, err)
+		}
+	}
+	return p
+}
+
+// verifyFor checks a PEM certificate chains to the PEM CA for host.
+func verifyFor(certPEM, caPEM []byte, host string) error {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return errors.New("the CA is not PEM")
+	}
+	block, _ := pem.Decode(certPEM)
+	if block == nil {
+		return errors.New("the certificate is not PEM")
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return err
+	}
+	_, err = cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: host})
+	return err
+}
+
+// networkPolicyProblems: every pod the chart runs is selected by a
+// NetworkPolicy of its namespace limiting ingress, and each policy opens only
+// ports its pods serve.
+func networkPolicyProblems(m *manifests) []string {
+	var p []string
+	add := func(format string, args ...any) { p = append(p, fmt.Sprintf(format, args...)) }
+	type workload struct {
+		id, ns string
+		labels map[string]string
+		spec   corev1.PodSpec
+	}
+	var ws []workload
+	for _, d := range m.deployments {
+		ws = append(ws, workload{"Deployment " + d.Name, d.Namespace, d.Spec.Template.Labels, d.Spec.Template.Spec})
+	}
+	for _, s := range m.statefulSets {
+		ws = append(ws, workload{"StatefulSet " + s.Name, s.Namespace, s.Spec.Template.Labels, s.Spec.Template.Spec})
+	}
+	for _, ap := range m.agentPools {
+		// The janitor adds the pool label to every pod it creates.
+		l := maps.Clone(ap.Spec.Template.Labels)
+		if l == nil {
+			l = map[string]string{}
+		}
+		l["slotscaler.io/pool"] = ap.Name
+		ws = append(ws, workload{"AgentPool " + ap.Namespace + "/" + ap.Name, ap.Namespace, l, ap.Spec.Template.Spec})
+	}
+	for _, w := range ws {
+		var selecting []networkingv1.NetworkPolicy
+		for _, np := range m.networkPolicies {
+			sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+			if err != nil {
+				add("NetworkPolicy %s/%s: selector: %v", np.Namespace, np.Name, err)
+				continue
+			}
+			if np.Namespace == w.ns && sel.Matches(labels.Set(w.labels)) && slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
+				selecting = append(selecting, np)
+			}
+		}
+		if len(selecting) == 0 {
+			add("%s: no NetworkPolicy limits its ingress", w.id)
+		}
+		served := map[int32]bool{}
+		for _, c := range w.spec.Containers {
+			for _, cp := range c.Ports {
+				served[cp.ContainerPort] = true
+			}
+		}
+		for _, np := range selecting {
+			for _, rule := range np.Spec.Ingress {
+				if len(rule.Ports) == 0 {
+					add("NetworkPolicy %s/%s: a rule opens every port of %s", np.Namespace, np.Name, w.id)
+				}
+				for _, port := range rule.Ports {
+					if port.Port == nil || port.Port.Type != intstr.Int || !served[port.Port.IntVal] {
+						add("NetworkPolicy %s/%s opens port %v, which %s does not serve", np.Namespace, np.Name, port.Port, w.id)
+					}
+				}
+			}
+		}
 	}
 	return p
 }
@@ -801,6 +956,20 @@ func scaledObjectProblems(m *manifests, so kedav1alpha1.ScaledObject, tc chartCa
 	if md["pool"] != ref.Name {
 		add("trigger metadata pool %q: want the AgentPool %q", md["pool"], ref.Name)
 	}
+	if scaler := findDeployment(m, "slotscaler-scaler"); scaler != nil && envValue(scaler.Spec.Template.Spec.Containers[0], "TLS_CERT_FILE") != "" {
+		if md["enableTLS"] != "true" {
+			add("the scaler serves TLS: want enableTLS \"true\", have %q", md["enableTLS"])
+		}
+		if tr.AuthenticationRef == nil {
+			add("the scaler serves TLS: want an authenticationRef giving KEDA its CA")
+		} else if ta := findTriggerAuth(m, so.Namespace, tr.AuthenticationRef.Name); ta == nil {
+			if tc.scalerTLSGenerated {
+				add("authenticationRef %s: no such TriggerAuthentication rendered in %s", tr.AuthenticationRef.Name, so.Namespace)
+			}
+		} else if _, err := caOf(m, ta); err != nil {
+			add("authenticationRef %s: %v", ta.Name, err)
+		}
+	}
 	if tc.hpaTolerance {
 		if tolerance == nil || *tolerance != "0" {
 			add("behavior.scaleUp.tolerance %v: want 0", deref(tolerance))
@@ -817,6 +986,31 @@ func scaledObjectProblems(m *manifests, so kedav1alpha1.ScaledObject, tc chartCa
 		}
 	}
 	return p
+}
+
+func findTriggerAuth(m *manifests, ns, name string) *kedav1alpha1.TriggerAuthentication {
+	for i := range m.triggerAuths {
+		if ta := &m.triggerAuths[i]; ta.Namespace == ns && ta.Name == name {
+			return ta
+		}
+	}
+	return nil
+}
+
+// caOf is the caCert a rendered TriggerAuthentication gives KEDA, read from
+// the rendered Secret it names in its own namespace.
+func caOf(m *manifests, ta *kedav1alpha1.TriggerAuthentication) ([]byte, error) {
+	for _, ref := range ta.Spec.SecretTargetRef {
+		if ref.Parameter != "caCert" {
+			continue
+		}
+		s := findSecret(m, ta.Namespace, ref.Name)
+		if s == nil || len(s.Data[ref.Key]) == 0 {
+			return nil, fmt.Errorf("caCert from Secret %s/%s key %s: not rendered", ta.Namespace, ref.Name, ref.Key)
+		}
+		return s.Data[ref.Key], nil
+	}
+	return nil, errors.New("no caCert parameter")
 }
 
 // Values that must break the render, or one of the promises above.
@@ -843,6 +1037,22 @@ func TestChartRejectsBrokenValues(t *testing.T) {
 		"plaintext Redis password in an env value": {
 			file: "multi-pool-values.yaml", args: []string{"--set", "dashboard.extraEnv[0].name=BACKUP_URL,dashboard.extraEnv[0].value=redis://:hunter2@redis:6379"},
 			problem: "BACKUP_URL is a URL with a password in plain text",
+		},
+		"scaler in plaintext": {
+			file: "internal-redis-values.yaml", args: []string{"--set", "scaler.tls.enabled=false"},
+			problem: "the scaler serves plaintext gRPC",
+		},
+		"no network policies": {
+			file: "internal-redis-values.yaml", args: []string{"--set", "networkPolicy.enabled=false"},
+			problem: "Deployment slotscaler-scaler: no NetworkPolicy limits its ingress",
+		},
+		"a network policy opening every port": {
+			file: "single-namespace-values.yaml", args: []string{"--set", "networkPolicy.extraIngress[0].from[0].podSelector.matchLabels.a=b"},
+			problem: "a rule opens every port",
+		},
+		"client certificates without a CA to check them": {
+			file: "internal-redis-values.yaml", args: []string{"--set", "scaler.tls.clientCA=true"},
+			helmErr: "scaler.tls.clientCA needs scaler.tls.secretName",
 		},
 		"grace period below the phase timeout": {
 			file: "multi-pool-values.yaml", args: []string{"--set", "pools[1].terminationGracePeriodSeconds=600"},
@@ -1021,15 +1231,17 @@ func TestChartScaledObjectsGetTheTwentyFirstPod(t *testing.T) {
 
 			prefix := redistest.Prefix(t)
 			var env []string
-			for _, e := range findDeployment(m, "slotscaler-scaler").Spec.Template.Spec.Containers[0].Env {
+			sc := findDeployment(m, "slotscaler-scaler").Spec.Template.Spec.Containers[0]
+			for _, e := range sc.Env {
 				switch {
 				case e.ValueFrom != nil, strings.HasSuffix(e.Name, "_ADDRESS"), strings.HasPrefix(e.Name, "TLS_"):
-					// Secrets, ports (startScaler picks free ones), and TLS files
-					// (TestKEDAClientOverMTLS covers TLS).
+					// Secrets, ports (startScaler picks free ones), and TLS
+					// files (below).
 				default:
 					env = append(env, e.Name+"="+e.Value)
 				}
 			}
+			env, auth, extraMeta := scalerTLSFor(t, m, tc, sc, env)
 			addr := startScaler(t, append(env, "REDIS_URL="+url, "KEY_PREFIX="+prefix)...)
 			store, err := slots.New(context.Background(), rdb, slots.Options{Prefix: prefix, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 			require.NoError(t, err)
@@ -1054,9 +1266,10 @@ func TestChartScaledObjectsGetTheTwentyFirstPod(t *testing.T) {
 					meta[k] = v
 				}
 				meta["scalerAddress"] = addr // the rendered one is checked by checkChart
+				maps.Copy(meta, extraMeta)
 				cfg := &scalersconfig.ScalerConfig{
 					ScalableObjectName: so.Name, ScalableObjectNamespace: so.Namespace, ScalableObjectType: "ScaledObject",
-					TriggerType: tr.Type, TriggerMetadata: meta, GlobalHTTPTimeout: 3 * time.Second, MetricType: v2.AverageValueMetricType,
+					TriggerType: tr.Type, TriggerMetadata: meta, AuthParams: auth, GlobalHTTPTimeout: 3 * time.Second, MetricType: v2.AverageValueMetricType,
 				}
 				var s scalers.Scaler
 				if tr.Type == "external-push" {
@@ -1085,6 +1298,74 @@ func TestChartScaledObjectsGetTheTwentyFirstPod(t *testing.T) {
 			}
 		})
 	}
+}
+
+// scalerTLSFor gives the scaler the TLS files the chart mounts and KEDA's
+// client what the ScaledObjects' TriggerAuthentication gives it. The
+// chart-generated certificate is used as rendered; KEDA dials 127.0.0.1 here,
+// which the certificate does not name, so the name check is skipped for that
+// one (TestChartScalerCertificateServesTheServiceName does it with the
+// rendered name). A Secret the values only name is stood in for by a test PKI.
+func scalerTLSFor(t *testing.T, m *manifests, tc chartCase, sc corev1.Container, env []string) ([]string, map[string]string, map[string]string) {
+	t.Helper()
+	if envValue(sc, "TLS_CERT_FILE") == "" {
+		return env, nil, nil
+	}
+	mtls := envValue(sc, "TLS_CLIENT_CA_FILE") != ""
+	if !tc.scalerTLSGenerated {
+		pki := testcerts.New(t)
+		env = append(env, "TLS_CERT_FILE="+pki.ServerCertFile, "TLS_KEY_FILE="+pki.ServerKeyFile)
+		auth := map[string]string{"caCert": pki.CA}
+		if mtls {
+			env = append(env, "TLS_CLIENT_CA_FILE="+pki.CAFile)
+			auth["tlsClientCert"], auth["tlsClientKey"] = pki.ClientCert, pki.ClientKey
+		}
+		return env, auth, nil
+	}
+	require.False(t, mtls, "the chart generates a server certificate only")
+	s := findSecret(m, chartNamespace, "slotscaler-scaler-tls")
+	require.NotNil(t, s)
+	dir := t.TempDir()
+	for _, k := range []string{"tls.crt", "tls.key"} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, k), s.Data[k], 0o600))
+	}
+	env = append(env, "TLS_CERT_FILE="+filepath.Join(dir, "tls.crt"), "TLS_KEY_FILE="+filepath.Join(dir, "tls.key"))
+	so := m.scaledObjects[0]
+	ca, err := caOf(m, findTriggerAuth(m, so.Namespace, so.Spec.Triggers[0].AuthenticationRef.Name))
+	require.NoError(t, err)
+	return env, map[string]string{"caCert": string(ca)}, map[string]string{"unsafeSsl": "true"}
+}
+
+// The chart's generated certificate serves the name the rendered
+// ScaledObjects dial, under the CA their TriggerAuthentication gives KEDA: a
+// real handshake against the scaler binary with that server name, and none
+// with another CA or another name.
+func TestChartScalerCertificateServesTheServiceName(t *testing.T) {
+	out, err := render(t, "internal-redis-values.yaml")
+	require.NoError(t, err)
+	m, err := decodeManifests(out)
+	require.NoError(t, err)
+	require.NotEmpty(t, m.scaledObjects)
+	so := m.scaledObjects[0]
+	sc := findDeployment(m, "slotscaler-scaler").Spec.Template.Spec.Containers[0]
+	env, auth, _ := scalerTLSFor(t, m, chartCases[caseOf("internal-redis-values.yaml")], sc, nil)
+	addr := startScaler(t, append(env, "REDIS_URL="+redistest.Standalone(t), "KEY_PREFIX="+redistest.Prefix(t))...)
+	host, _, _ := strings.Cut(so.Spec.Triggers[0].Metadata["scalerAddress"], ":")
+
+	call := func(ca []byte, serverName string) error {
+		roots := x509.NewCertPool()
+		require.True(t, roots.AppendCertsFromPEM(ca))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: serverName})))
+		require.NoError(t, err)
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err = pb.NewExternalScalerClient(conn).IsActive(ctx, &pb.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{"pool": "missing"}})
+		return err
+	}
+	assert.Equal(t, codes.NotFound, status.Code(call([]byte(auth["caCert"]), host)), "the handshake with the rendered CA and name reaches the handler")
+	assert.Equal(t, codes.Unavailable, status.Code(call([]byte(auth["caCert"]), "elsewhere.example")), "another name is refused")
+	assert.Equal(t, codes.Unavailable, status.Code(call([]byte(testcerts.New(t).CA), host)), "another CA is refused")
 }
 
 // Every value in values.yaml carries a `# --` comment, appears in the

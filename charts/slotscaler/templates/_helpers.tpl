@@ -38,7 +38,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "slotscaler.image" -}}
 {{- $img := .Values.image -}}
 {{- if $img.digest -}}
-{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- printf "%s:%s@%s" $img.repository (default .Chart.AppVersion $img.tag) $img.digest -}}
 {{- else -}}
 {{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) -}}
 {{- end -}}
@@ -196,6 +196,24 @@ Every pool gets "namespace" and "graceSeconds".
 {{- $nss | uniq | sortAlpha | toYaml -}}
 {{- end -}}
 
+{{/* Every namespace holding a pool, the release's own included when a pool is there. */}}
+{{- define "slotscaler.allPoolNamespaces" -}}
+{{- $nss := list -}}
+{{- range $p := include "slotscaler.pools" . | fromYamlArray -}}
+{{- $nss = append $nss $p.namespace -}}
+{{- end -}}
+{{- $nss | uniq | sortAlpha | toYaml -}}
+{{- end -}}
+
+{{/* The scaler's TLS Secret: the one named in scaler.tls.secretName, else the one the chart generates. */}}
+{{- define "slotscaler.scalerTLSSecretName" -}}
+{{- if .Values.scaler.tls.secretName -}}
+{{- .Values.scaler.tls.secretName -}}
+{{- else -}}
+{{- printf "%s-tls" (include "slotscaler.componentName" (dict "root" . "component" "scaler")) -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Checks that span several values; rendered once (from the scaler's Deployment). */}}
 {{- define "slotscaler.validate" -}}
 {{- $r := .Values.redis -}}
@@ -209,8 +227,8 @@ Every pool gets "namespace" and "graceSeconds".
 {{- if not (or $external $r.internal.enabled) -}}
 {{- fail "redis: no slot store: set redis.external.url, redis.external.existingSecret, or redis.internal.enabled=true" -}}
 {{- end -}}
-{{- if and .Values.scaler.tls.enabled (not .Values.scaler.tls.secretName) -}}
-{{- fail "scaler.tls.enabled needs scaler.tls.secretName (a kubernetes.io/tls Secret)" -}}
+{{- if and .Values.scaler.tls.clientCA (not .Values.scaler.tls.secretName) -}}
+{{- fail "scaler.tls.clientCA needs scaler.tls.secretName (a kubernetes.io/tls Secret with ca.crt): the chart generates a server certificate only" -}}
 {{- end -}}
 {{- if and .Values.dashboard.ingress.enabled (not .Values.dashboard.enabled) -}}
 {{- fail "dashboard.ingress.enabled needs dashboard.enabled" -}}
