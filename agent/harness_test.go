@@ -216,7 +216,7 @@ func workspaceRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "slotscaler-ws-test-")
 	require.NoError(t, err)
-	require.NoError(t, os.Chmod(dir, 0o1777))
+	require.NoError(t, os.Chmod(dir, 0o777|os.ModeSticky))
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return filepath.Join(dir, "ws")
 }

@@ -75,9 +75,9 @@ func (a *agent) endFinishedReservations() {
 	held := maps.Clone(a.reservations)
 	a.mu.Unlock()
 	for task, epoch := range held {
-		var t slots.Task
+		var t slots.TaskPlacement
 		err := a.storeCall(a.work, func(ctx context.Context) (err error) {
-			t, err = a.store.Task(ctx, a.cfg.Pool, task)
+			t, err = a.store.Placement(ctx, a.cfg.Pool, task)
 			return err
 		})
 		switch {
@@ -95,7 +95,7 @@ func (a *agent) endFinishedReservations() {
 		}
 		a.mu.Unlock()
 		if ended {
-			a.log.Info("reservation ended without an apply here; its workspace goes", "task", task, "state", t.State, "reason", t.Reason)
+			a.log.Info("reservation ended without an apply here; its workspace goes", "task", task, "state", t.State)
 		}
 	}
 }

@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/pkg/poolcreds"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -236,4 +238,27 @@ func TestDefaultWorkspaceRootsAreOnePerAgentAndForeignRootsAreRefused(t *testing
 		_, err = openWorkspaces(filepath.Join(foreign, "ws"), slog.New(slog.DiscardHandler))
 		require.ErrorContains(t, err, "belongs to uid 65534, who could replace what it holds")
 	}
+}
+
+// The agent learns that a reservation ended with what its pool's Redis
+// user may do: held over many heartbeats and then rejected, the workspace
+// goes and Redis refused the agent nothing.
+func TestReservationWatchNeedsNothingBeyondThePoolsRedisUser(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	admin := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { admin.Close() })
+	e := newEnv(t, srv.URL())
+	_, agentURL := poolUser(t, e, admin)
+	root := workspaceRoot(t)
+	r := e.start(t, map[string]string{"REDIS_URL": agentURL, "WORKSPACE_ROOT": root}, hooks{})
+	r.waitReady(t)
+
+	e.submit(t, "pa", slots.PlanAndApply, paPayload)
+	e.waitTask(t, "pa", slots.StateReserved)
+	time.Sleep(time.Second) // five heartbeats, each followed by a sweep reading the reservation
+	require.DirExists(t, e.workdir(t, root, "pa"), "a held reservation keeps its workspace")
+	require.NoError(t, e.store.Reject(context.Background(), e.pool, "pa", "bob"))
+	require.Eventually(t, gone(e.workdir(t, root, "pa")), patience, 10*time.Millisecond)
+	assert.Empty(t, aclDenials(t, admin, poolcreds.UserName(e.prefix, e.pool)))
 }

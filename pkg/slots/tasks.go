@@ -387,6 +387,34 @@ func (s *Store) Task(ctx context.Context, pool PoolID, id string) (Task, error) 
 	return t, nil
 }
 
+// TaskPlacement is where a task stands: its state, its current phase and
+// the pod holding it (or the last one), in one HMGET, a command an agent's
+// pool user may send. An agent holding a reservation asks it to learn
+// whether the reservation ended without an apply on its pod.
+type TaskPlacement struct {
+	State TaskState
+	Phase Phase
+	Pod   string
+}
+
+// Placement reads a task's TaskPlacement; ErrTaskNotFound when it is gone.
+func (s *Store) Placement(ctx context.Context, pool PoolID, id string) (TaskPlacement, error) {
+	if err := pool.Validate(); err != nil {
+		return TaskPlacement{}, err
+	}
+	if err := ValidateTaskID(id); err != nil {
+		return TaskPlacement{}, err
+	}
+	v, err := s.rdb.HMGet(ctx, s.base(pool)+keyTask+id, "st", "phase", "pod").Result()
+	if err != nil {
+		return TaskPlacement{}, fmt.Errorf("reading where task %s in %s stands: %w", id, pool, err)
+	}
+	if len(v) != 3 || asString(v[0]) == "" {
+		return TaskPlacement{}, fmt.Errorf("%w: %s in %s", ErrTaskNotFound, id, pool)
+	}
+	return TaskPlacement{State: TaskState(asString(v[0])), Phase: Phase(asString(v[1])), Pod: asString(v[2])}, nil
+}
+
 func msTime(s string) time.Time {
 	v, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || v == 0 {

@@ -46,3 +46,24 @@ func TestOversizedWorkspaceDigestIsRefused(t *testing.T) {
 	require.ErrorIs(t, err, ErrInvalidTask)
 	assert.Equal(t, StateRunning, e.task("pa").State)
 }
+
+func TestPlacementSaysWhereATaskStands(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		uid := e.pod("agent-0")
+		e.submit("pa", PlanAndApply)
+		plan := e.take("agent-0", uid)
+		require.Equal(t, StateReserved, e.complete(plan, OutcomeSuccess))
+		p, err := e.s.Placement(e.ctx, e.pool, "pa")
+		require.NoError(t, err)
+		assert.Equal(t, TaskPlacement{State: StateReserved, Phase: PhasePlan, Pod: "agent-0"}, p)
+		require.NoError(t, e.s.Reject(e.ctx, e.pool, "pa", "bob"))
+		p, err = e.s.Placement(e.ctx, e.pool, "pa")
+		require.NoError(t, err)
+		assert.Equal(t, StateRejected, p.State)
+		_, err = e.s.Placement(e.ctx, e.pool, "nope")
+		require.ErrorIs(t, err, ErrTaskNotFound)
+		_, err = e.s.Placement(e.ctx, e.pool, "../x")
+		require.Error(t, err)
+	})
+}
