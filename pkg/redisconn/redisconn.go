@@ -95,6 +95,10 @@ func parse(rawURL string) (*Conn, error) {
 	}
 	u.Scheme = base
 	plain := u.String()
+	// Every client below skips go-redis's CLIENT SETINFO on connect
+	// (DisableIdentity): a pool's Redis user may run only the agent's own
+	// commands, and a refused SETINFO would fill the ACL log on every
+	// connection (Redis 7.0 cannot even name client|setinfo in a rule).
 	switch mode {
 	case "":
 		o, err := redis.ParseURL(plain)
@@ -102,6 +106,7 @@ func parse(rawURL string) (*Conn, error) {
 			return nil, fmt.Errorf("redis url %s: %w", Redact(rawURL), err)
 		}
 		o.ContextTimeoutEnabled = true
+		o.DisableIdentity = true
 		return &Conn{Client: redis.NewClient(o), Kind: "standalone"}, nil
 	case "cluster":
 		o, err := redis.ParseClusterURL(plain)
@@ -109,6 +114,7 @@ func parse(rawURL string) (*Conn, error) {
 			return nil, fmt.Errorf("redis cluster url %s: %w", Redact(rawURL), err)
 		}
 		o.ContextTimeoutEnabled = true
+		o.DisableIdentity = true
 		return &Conn{Client: redis.NewClusterClient(o), Kind: "cluster"}, nil
 	case "sentinel":
 		o, err := redis.ParseFailoverURL(plain)
@@ -119,6 +125,7 @@ func parse(rawURL string) (*Conn, error) {
 			return nil, fmt.Errorf("redis sentinel url %s: master_name is required", Redact(rawURL))
 		}
 		o.ContextTimeoutEnabled = true
+		o.DisableIdentity = true
 		return &Conn{Client: redis.NewFailoverClient(o), Kind: "sentinel"}, nil
 	}
 	return nil, fmt.Errorf("redis url %s: unknown mode %q (want cluster or sentinel)", Redact(rawURL), mode)
