@@ -4,7 +4,6 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/go-chi/httprate"
@@ -57,39 +56,6 @@ func (discardHeaders) WriteHeader(int)             {}
 // wrong: each good one writes a session to Redis.
 const loginPostsPerMinute = 30
 
-// streamCaps bounds the long-lived requests (live grids, waiting events
-// requests) one client may hold open: each holds a goroutine, a connection
-// and, for a grid, a hub subscription.
-type streamCaps struct {
-	max  int
-	mu   sync.Mutex
-	open map[string]int
-}
-
-func newStreamCaps(max int) *streamCaps {
-	return &streamCaps{max: max, open: map[string]int{}}
-}
-
-// acquire takes a place for key; release gives it back.
-func (c *streamCaps) acquire(key string) (release func(), ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.open[key] >= c.max {
-		return nil, false
-	}
-	c.open[key]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			c.mu.Lock()
-			defer c.mu.Unlock()
-			if c.open[key]--; c.open[key] <= 0 {
-				delete(c.open, key)
-			}
-		})
-	}, true
-}
-
 // streamKey is who a stream counts against: the token's name when the
 // request authenticated (so one token cannot fan out over many addresses),
 // else the client IP.
@@ -109,10 +75,3 @@ const (
 // sseWriteTimeout bounds one write of a stream (an SSE event, an events
 // answer): a client that stops reading is dropped after it.
 const sseWriteTimeout = 30 * time.Second
-
-// count is how many places key holds.
-func (c *streamCaps) count(key string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.open[key]
-}

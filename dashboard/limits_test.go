@@ -12,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/slotscaler/slotscaler/pkg/perclient"
 )
 
 func withFailureLimit(n int) fixtureOption {
@@ -27,7 +29,7 @@ func withTrustedProxies(cidrs ...string) fixtureOption {
 }
 
 func withStreamCap(n int) fixtureOption {
-	return func(s *server) { s.streams = newStreamCaps(n) }
+	return func(s *server) { s.streams = perclient.New(n) }
 }
 
 // get sends GET path with a bearer token ("" none) and extra headers.
@@ -226,7 +228,7 @@ func TestEventWaitsAreCappedPerTokenWhenAuthenticated(t *testing.T) {
 	// The waits come from two addresses: they count against the token.
 	_, hangUp := f.openStreamFrom(path, testToken, "203.0.113.1")
 	f.openStreamFrom(path, testToken, "203.0.113.2")
-	require.Eventually(t, func() bool { return f.srv.streams.count("token:"+testTokenName) == 2 }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return f.srv.streams.Count("token:"+testTokenName) == 2 }, 5*time.Second, 10*time.Millisecond)
 	resp := f.get(path, testToken, nil)
 	require.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
 	assert.Equal(t, "5", resp.Header.Get("Retry-After"))
@@ -235,7 +237,7 @@ func TestEventWaitsAreCappedPerTokenWhenAuthenticated(t *testing.T) {
 	assert.Equal(t, http.StatusOK, f.get("/api/v1/pools/ci/terraform/events?wait=0", "other-token", nil).StatusCode)
 
 	hangUp()
-	require.Eventually(t, func() bool { return f.srv.streams.count("token:"+testTokenName) == 1 }, 5*time.Second, 10*time.Millisecond,
+	require.Eventually(t, func() bool { return f.srv.streams.Count("token:"+testTokenName) == 1 }, 5*time.Second, 10*time.Millisecond,
 		"a client that hangs up frees its place")
 	s, _ := f.openStreamFrom("/api/v1/pools/ci/terraform/events?wait=1", testToken, "203.0.113.9")
 	assert.Equal(t, http.StatusOK, s)

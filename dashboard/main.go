@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -98,7 +99,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		configs:   slots.NewConfigCache(store.Pool, 30*time.Second),
 		clientIPs: clientIPs{trusted: cfg.TrustedProxies},
 		failures:  newFailureLimiter(cfg.AuthFailuresPerMinute),
-		streams:   newStreamCaps(cfg.MaxStreamsPerClient),
+		streams:   perclient.New(cfg.MaxStreamsPerClient),
 		ping:      func(ctx context.Context) error { return redisconn.Ping(ctx, conn.Client, 2*time.Second) }}
 	if cfg.ReadAuth {
 		s.sessions = newSessionManager(newRedisSessionStore(conn.Client, cfg.KeyPrefix),

@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5/middleware"
 	"github.com/go-chi/httprate"
 
+	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 	"github.com/slotscaler/slotscaler/web"
 )
@@ -55,7 +56,7 @@ type server struct {
 	// failures bounds failed logins and bearer checks per client IP.
 	failures *failureLimiter
 	// streams bounds the live grids and waiting events requests per client.
-	streams *streamCaps
+	streams *perclient.Limiter
 	// stopping closes when the server shuts down, so waiting events
 	// requests answer at once instead of holding the shutdown.
 	stopping <-chan struct{}
@@ -75,7 +76,7 @@ func (s *server) routes() chi.Router {
 		s.failures = newFailureLimiter(defaultAuthFailuresPerMinute)
 	}
 	if s.streams == nil {
-		s.streams = newStreamCaps(defaultMaxStreamsPerClient)
+		s.streams = perclient.New(defaultMaxStreamsPerClient)
 	}
 	if s.sessions == nil && s.readAuth {
 		// Tests and single-process use; run() always passes the Redis store.
@@ -243,10 +244,10 @@ func (s *server) capStreams(api bool) func(http.Handler) http.Handler {
 				next.ServeHTTP(w, r) // answers at once: not a stream
 				return
 			}
-			release, ok := s.streams.acquire(streamKey(r))
+			release, ok := s.streams.Acquire(streamKey(r))
 			if !ok {
 				w.Header().Set("Retry-After", "5")
-				msg := fmt.Sprintf("this client holds %d open streams (live grids and waiting events requests), the most it may", s.streams.max)
+				msg := fmt.Sprintf("this client holds %d open streams (live grids and waiting events requests), the most it may", s.streams.Max())
 				if api {
 					writeError(w, http.StatusTooManyRequests, "too_many_streams", msg)
 				} else {

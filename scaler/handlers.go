@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/slotscaler/slotscaler/pkg/capacity"
+	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -40,7 +41,11 @@ type handler struct {
 	nudge      bool          // default for metaNudge
 	streamPoll time.Duration // how often StreamIsActive re-reads a pool
 	configs    *slots.ConfigCache
-	streams    *streamLimiter // nil: unbounded (tests that do not care)
+	// streams bounds the StreamIsActive streams one client holds open:
+	// each polls Redis every streamPoll until the client hangs up. KEDA
+	// opens one per external-push ScaledObject trigger. nil: unbounded
+	// (tests that do not care).
+	streams *perclient.Limiter
 	// redisTimeout bounds each read, well inside KEDA's own call timeout, so
 	// an unreachable Redis is reported as Unavailable rather than a timeout.
 	redisTimeout time.Duration
@@ -212,11 +217,12 @@ func (h *handler) StreamIsActive(ref *pb.ScaledObjectRef, stream pb.ExternalScal
 	ctx := stream.Context()
 	if h.streams != nil {
 		client := clientOf(ctx)
-		if !h.streams.acquire(client) {
-			h.log.Warn("refused a StreamIsActive stream: the client holds the most allowed", "client", client, "pool", r.pool, "max", h.streams.max)
-			return status.Errorf(codes.ResourceExhausted, "this client already holds %d StreamIsActive streams (--max-streams-per-client)", h.streams.max)
+		release, ok := h.streams.Acquire(client)
+		if !ok {
+			h.log.Warn("refused a StreamIsActive stream: the client holds the most allowed", "client", client, "pool", r.pool, "max", h.streams.Max())
+			return status.Errorf(codes.ResourceExhausted, "this client already holds %d StreamIsActive streams (--max-streams-per-client)", h.streams.Max())
 		}
-		defer h.streams.release(client)
+		defer release()
 	}
 	ticker := time.NewTicker(h.streamPoll)
 	defer ticker.Stop()

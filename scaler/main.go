@@ -24,6 +24,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -117,7 +118,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 
 	m := newMetrics()
 	h := &handler{store: store, log: log, metrics: m, nudge: cfg.NudgeTolerance,
-		streamPoll: cfg.StreamPoll, streams: newStreamLimiter(cfg.MaxStreams), redisTimeout: cfg.RedisTimeout, configs: slots.NewConfigCache(store.Pool, cfg.ConfigCacheTTL)}
+		streamPoll: cfg.StreamPoll, streams: perclient.New(cfg.MaxStreams), redisTimeout: cfg.RedisTimeout, configs: slots.NewConfigCache(store.Pool, cfg.ConfigCacheTTL)}
 	hs := health.NewServer()
 	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(m.unaryInterceptor), grpc.ChainStreamInterceptor(m.streamInterceptor)}
 	if tlsCfg != nil {

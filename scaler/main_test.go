@@ -154,18 +154,11 @@ func TestMTLSRequiresAClientCertificateFromTheCA(t *testing.T) {
 func TestBinaryReapsExpiredReservations(t *testing.T) {
 	url, prefix := redistest.Standalone(t), redistest.Prefix(t)
 	ctx := context.Background()
-	opts, err := redis.ParseURL(url)
-	require.NoError(t, err)
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
-	store, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix, Logger: quiet()})
-	require.NoError(t, err)
 	pool := slots.PoolID{Namespace: "ns", Name: "p"}
 	cfg := slots.DefaultPoolConfig()
 	cfg.ReservationTTL = 100 * time.Millisecond
-	_, err = store.DeclarePool(ctx, pool, cfg)
-	require.NoError(t, err)
-	_, err = store.RegisterPod(ctx, pool, "agent-0", "u0")
+	store := declared(t, url, prefix, pool, cfg)
+	_, err := store.RegisterPod(ctx, pool, "agent-0", "u0")
 	require.NoError(t, err)
 	_, err = store.Submit(ctx, pool, slots.TaskSpec{ID: "pa", Type: slots.PlanAndApply})
 	require.NoError(t, err)
@@ -206,14 +199,7 @@ func TestDispatchNamesTheThreeRoles(t *testing.T) {
 func TestStreamsPerClientAreBounded(t *testing.T) {
 	url, prefix := redistest.Standalone(t), redistest.Prefix(t)
 	ctx := context.Background()
-	opts, err := redis.ParseURL(url)
-	require.NoError(t, err)
-	rdb := redis.NewClient(opts)
-	defer rdb.Close()
-	store, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix, Logger: quiet()})
-	require.NoError(t, err)
-	_, err = store.DeclarePool(ctx, slots.PoolID{Namespace: "ns", Name: "p"}, slots.DefaultPoolConfig())
-	require.NoError(t, err)
+	declared(t, url, prefix, slots.PoolID{Namespace: "ns", Name: "p"}, slots.DefaultPoolConfig())
 	r := start(t, map[string]string{"REDIS_URL": url, "KEY_PREFIX": prefix, "MAX_STREAMS_PER_CLIENT": "2"})
 
 	ref := &pb.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{"pool": "p"}}
@@ -246,4 +232,18 @@ func TestStreamsPerClientAreBounded(t *testing.T) {
 		}
 		return err == nil
 	}, 10*time.Second, 50*time.Millisecond, "a closed stream frees its place")
+}
+
+// declared is a store on url under prefix holding pool, declared with cfg.
+func declared(t *testing.T, url, prefix string, pool slots.PoolID, cfg slots.PoolConfig) *slots.Store {
+	t.Helper()
+	opts, err := redis.ParseURL(url)
+	require.NoError(t, err)
+	rdb := redis.NewClient(opts)
+	t.Cleanup(func() { _ = rdb.Close() })
+	store, err := slots.New(context.Background(), rdb, slots.Options{Prefix: prefix, Logger: quiet()})
+	require.NoError(t, err)
+	_, err = store.DeclarePool(context.Background(), pool, cfg)
+	require.NoError(t, err)
+	return store
 }
