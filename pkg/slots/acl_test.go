@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,11 +97,14 @@ func poolUserClient(t testing.TB, admin redis.UniversalClient, user, password st
 func aclDenials(t testing.TB, rdb redis.UniversalClient, user string) []string {
 	t.Helper()
 	var out []string
+	var mu sync.Mutex // ForEachShard reads the nodes concurrently
 	read := func(c *redis.Client) error {
 		entries, err := c.ACLLog(context.Background(), 100).Result()
 		if err != nil {
 			return err
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		for _, e := range entries {
 			if e.Username == user {
 				out = append(out, fmt.Sprintf("%s %s %s", e.Reason, e.Context, e.Object))
@@ -234,18 +238,30 @@ func aclRefusal(err error) bool {
 	return redis.IsPermissionError(err) || strings.Contains(err.Error(), "The user executing the script can't")
 }
 
-// aclDryRun asks Redis whether user may run cmd (ACL DRYRUN, on any node:
-// the users are the same on every node).
+// aclDryRun asks Redis whether user may run cmd (ACL DRYRUN). On a
+// Cluster it asks every node (ForEachShard calls them concurrently) and
+// requires one answer: the users must be the same on every node.
 func aclDryRun(ctx context.Context, rdb redis.UniversalClient, user string, cmd []any) (string, error) {
 	args := append([]any{"ACL", "DRYRUN", user}, cmd...)
 	if c, ok := rdb.(*redis.ClusterClient); ok {
-		var out string
+		var mu sync.Mutex
+		answers := map[string]bool{}
 		err := c.ForEachShard(ctx, func(ctx context.Context, n *redis.Client) error {
-			var err error
-			out, err = n.Do(ctx, args...).Text()
+			out, err := n.Do(ctx, args...).Text()
+			mu.Lock()
+			answers[out] = true
+			mu.Unlock()
 			return err
 		})
-		return out, err
+		if err != nil {
+			return "", err
+		}
+		if len(answers) != 1 {
+			return "", fmt.Errorf("the nodes disagree on %v: %v", cmd, answers)
+		}
+		for out := range answers {
+			return out, nil
+		}
 	}
 	return rdb.Do(ctx, args...).Text()
 }
