@@ -19,7 +19,7 @@ RUN make binaries
 # and tzdata for rediss:// and TZ. The agent's builtin executor needs nothing
 # else; an agent image running a real tool (terraform, …) adds it on top.
 FROM gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639
-COPY --from=build /src/bin/scaler /src/bin/agent /src/bin/dashboard /usr/local/bin/
+COPY --from=build /src/bin/scaler /src/bin/agent /src/bin/slotscaler-supervisor /src/bin/dashboard /usr/local/bin/
 # distroless's nonroot user, numeric so runAsNonRoot can verify it.
 USER 65532:65532
 # scaler: 9090 gRPC (KEDA), 9091 gRPC health, 8081 metrics.

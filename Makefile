@@ -19,8 +19,8 @@ build: ## Compile every package
 BUILD = CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o bin/
 
 .PHONY: binaries
-binaries: ## Static, trimmed binaries of scaler, agent and dashboard in bin/ (what the Dockerfile builds)
-	$(BUILD) ./scaler ./agent ./dashboard
+binaries: ## Static, trimmed binaries of scaler, agent (+ its slotscaler-supervisor) and dashboard in bin/ (what the Dockerfile builds)
+	$(BUILD) ./scaler ./agent ./cmd/slotscaler-supervisor ./dashboard
 
 .PHONY: demo
 demo: ## The whole system locally, in the foreground: embedded Redis, scaler, janitor + fake kubelet on an in-memory Kubernetes API, KEDA/HPA maths, two pools under load, dashboard on http://127.0.0.1:8080/ (Ctrl-C stops; DEMO_ARGS=--help)

@@ -30,6 +30,7 @@ type Config struct {
 	PlanTimeout       time.Duration
 	ApplyTimeout      time.Duration
 	KillGrace         time.Duration
+	Supervisor        string
 	ListenAddress     string
 	HeartbeatInterval time.Duration
 	RegisterTimeout   time.Duration
@@ -74,6 +75,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), out io.Write
 	fs.StringVar(&executorEnv, "executor-env", "", "comma-separated names of further variables passed from the agent's environment to executors (PATH, HOME, LANG and TZ always are)")
 	fs.DurationVar(&c.PlanTimeout, "plan-timeout", time.Hour, "a plan phase running longer is stopped (SIGTERM, then SIGKILL after --kill-grace) and fails with reason timeout")
 	fs.DurationVar(&c.ApplyTimeout, "apply-timeout", time.Hour, "the same for an apply phase")
+	fs.StringVar(&c.Supervisor, "supervisor", "", "the executor supervisor binary each phase runs under (it ends the phase's whole process tree); empty: slotscaler-supervisor next to the agent's own executable, or the agent itself run again when that file is absent (slower to start a phase); \"self\": the agent itself")
 	fs.DurationVar(&c.KillGrace, "kill-grace", 10*time.Second, "time between SIGTERM and SIGKILL when a phase is stopped (timeout, cancel)")
 	fs.StringVar(&c.ListenAddress, "listen-address", ":8082", "HTTP address of /healthz, /readyz and /metrics")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat-interval", 5*time.Second, "time between heartbeats; at most a third of the pool's heartbeat timeout")

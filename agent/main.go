@@ -66,7 +66,16 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	for _, w := range cfg.Warnings {
 		log.Warn(w)
 	}
-	runner, err := executor.New(cfg.Executor, executor.Options{KillGrace: cfg.KillGrace})
+	supervisor, err := executor.FindSupervisor(cfg.Supervisor)
+	if err != nil {
+		return fmt.Errorf("--supervisor: %w", err)
+	}
+	if supervisor == "" {
+		log.Info("executor supervisor", "supervisor", "self")
+	} else {
+		log.Info("executor supervisor", "supervisor", supervisor)
+	}
+	runner, err := executor.New(cfg.Executor, executor.Options{KillGrace: cfg.KillGrace, Supervisor: supervisor})
 	if err != nil {
 		return fmt.Errorf("--executor %q: %w", cfg.Executor, err)
 	}

@@ -18,6 +18,9 @@ type Command struct {
 	Args      []string // argv[1:]
 	KillGrace time.Duration
 	MaxOutput int
+	// Supervisor is the dedicated supervisor binary; empty: this binary
+	// run again (see Options.Supervisor).
+	Supervisor string
 }
 
 // NewCommand resolves argv[0] in PATH (or checks it when it names a file)
@@ -36,7 +39,7 @@ func NewCommand(argv []string, opts Options) (*Command, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Command{Path: path, Args: argv[1:], KillGrace: opts.KillGrace, MaxOutput: opts.MaxOutput}, nil
+	return &Command{Path: path, Args: argv[1:], KillGrace: opts.KillGrace, MaxOutput: opts.MaxOutput, Supervisor: opts.Supervisor}, nil
 }
 
 func (c *Command) String() string {

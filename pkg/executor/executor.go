@@ -95,6 +95,9 @@ type Runner interface {
 type Options struct {
 	KillGrace time.Duration // DefaultKillGrace when 0
 	MaxOutput int           // DefaultMaxOutput when 0
+	// Supervisor is the dedicated supervisor binary (FindSupervisor);
+	// empty: this binary, run again. Linux only.
+	Supervisor string
 }
 
 // New builds a runner from a spec: "builtin:sleep?min=1s&max=5s&fail=0.1",

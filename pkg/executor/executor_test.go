@@ -27,6 +27,7 @@ func script(t *testing.T, dir, body string) string {
 
 func command(t *testing.T, path string, opts Options) *Command {
 	t.Helper()
+	opts.Supervisor = supervisorUnderTest
 	c, err := NewCommand([]string{path}, opts)
 	require.NoError(t, err)
 	return c
@@ -121,7 +122,7 @@ func TestTailKeepsTheEndAndSaysWhatItDropped(t *testing.T) {
 	assert.LessOrEqual(t, len(huge.Bytes("a note longer than ten bytes")), 10, "the bound holds whatever the note")
 }
 
-func TestCommandSeesOnlyTheGivenEnvironmentAndReadsThePayload(t *testing.T) {
+func testCommandSeesOnlyTheGivenEnvironmentAndReadsThePayload(t *testing.T) {
 	t.Setenv("SLOTSCALER_TEST_SECRET", "hunter2")
 	dir := t.TempDir()
 	c := command(t, script(t, dir, `env; echo "--- stdin:"; cat`), Options{})
@@ -144,7 +145,7 @@ func TestCommandSeesOnlyTheGivenEnvironmentAndReadsThePayload(t *testing.T) {
 	assert.False(t, res.Exited.Before(res.Started))
 }
 
-func TestCommandFailureKeepsExitCodeAndTheTailOfTheOutput(t *testing.T) {
+func testCommandFailureKeepsExitCodeAndTheTailOfTheOutput(t *testing.T) {
 	dir := t.TempDir()
 	c := command(t, script(t, dir, `i=0; while [ $i -lt 2000 ]; do echo "line $i of noise noise noise noise noise"; i=$((i+1)); done; echo "error: the last words" >&2; exit 3`),
 		Options{MaxOutput: 4096})
@@ -157,7 +158,7 @@ func TestCommandFailureKeepsExitCodeAndTheTailOfTheOutput(t *testing.T) {
 	assert.True(t, bytes.HasPrefix(res.Output, []byte("[slotscaler: ")), "the dropped head is marked")
 }
 
-func TestTimeoutTermsThenKillsAGroupThatIgnoresTERMChildrenIncluded(t *testing.T) {
+func testTimeoutTermsThenKillsAGroupThatIgnoresTERMChildrenIncluded(t *testing.T) {
 	dir := t.TempDir()
 	// trap '' sets SIG_IGN, which the background sleep inherits: only
 	// SIGKILL ends either of them.
@@ -176,7 +177,7 @@ while :; do sleep 1; done`), Options{KillGrace: 300 * time.Millisecond})
 	eventuallyDead(t, readPid(t, dir+"/child.pid"), "the executor's child")
 }
 
-func TestCancelSendsTERMAndAGracefulExecutorExitsOnIt(t *testing.T) {
+func testCancelSendsTERMAndAGracefulExecutorExitsOnIt(t *testing.T) {
 	dir := t.TempDir()
 	c := command(t, script(t, dir, `trap 'echo "got TERM, cleaning up"; exit 143' TERM
 touch `+dir+`/ready
@@ -192,7 +193,7 @@ while :; do sleep 0.05; done`), Options{KillGrace: time.Minute})
 	assert.NotContains(t, out, "SIGKILL", "it exited within the grace")
 }
 
-func TestCancelKillsTheWholeGroupAfterTheGrace(t *testing.T) {
+func testCancelKillsTheWholeGroupAfterTheGrace(t *testing.T) {
 	dir := t.TempDir()
 	// The leader exits on TERM at once; its child ignores TERM and must be
 	// killed when the grace ends.
@@ -208,7 +209,7 @@ wait`), Options{KillGrace: 300 * time.Millisecond})
 	eventuallyDead(t, readPid(t, dir+"/child.pid"), "the executor's child")
 }
 
-func TestExecutorKilledBySignal9IsAFailure(t *testing.T) {
+func testExecutorKilledBySignal9IsAFailure(t *testing.T) {
 	dir := t.TempDir()
 	c := command(t, script(t, dir, `echo "about to die"; kill -9 $$`), Options{})
 	res := c.Run(context.Background(), Job{Env: []string{"PATH=/usr/bin:/bin"}})
@@ -218,7 +219,7 @@ func TestExecutorKilledBySignal9IsAFailure(t *testing.T) {
 	assert.Contains(t, string(res.Output), "about to die\n[slotscaler: executor died of signal 9 (killed)]\n")
 }
 
-func TestWhatTheExecutorLeavesBehindIsKilledAndDoesNotHoldTheRun(t *testing.T) {
+func testWhatTheExecutorLeavesBehindIsKilledAndDoesNotHoldTheRun(t *testing.T) {
 	dir := t.TempDir()
 	// The background sleep keeps the output pipe open: Run must not wait for it.
 	c := command(t, script(t, dir, `sleep 1000 &
@@ -230,13 +231,13 @@ echo done`), Options{})
 	eventuallyDead(t, readPid(t, dir+"/child.pid"), "the executor's leftover child")
 }
 
-func TestAPayloadTheExecutorNeverReadsDoesNotBlock(t *testing.T) {
+func testAPayloadTheExecutorNeverReadsDoesNotBlock(t *testing.T) {
 	c := command(t, script(t, t.TempDir(), `echo ignoring stdin`), Options{})
 	res := c.Run(context.Background(), Job{Env: []string{"PATH=/usr/bin:/bin"}, Stdin: bytes.Repeat([]byte("p"), 1<<20)})
 	assert.Equal(t, Success, res.Outcome)
 }
 
-func TestAnExecutorThatCannotStartIsAFailure(t *testing.T) {
+func testAnExecutorThatCannotStartIsAFailure(t *testing.T) {
 	_, err := NewCommand([]string{"/nonexistent/run-task"}, Options{})
 	require.Error(t, err, "a missing program is refused at start-up")
 
@@ -304,7 +305,7 @@ func TestBuiltinSleepSucceedsFailsAndHonoursTimeoutAndCancel(t *testing.T) {
 	assert.Equal(t, Cancelled, res.Outcome)
 }
 
-func TestAnExecutorThatDiesOnTERMIsNotWaitedForUntilTheGraceEnds(t *testing.T) {
+func testAnExecutorThatDiesOnTERMIsNotWaitedForUntilTheGraceEnds(t *testing.T) {
 	dir := t.TempDir()
 	// No trap: the shell dies of TERM at once and its foreground sleep is
 	// orphaned as a zombie until init reaps it. A zombie is not a process
@@ -329,7 +330,7 @@ while [ ! -e ` + dir + `/daemon.pid ]; do sleep 0.01; done
 
 // Nothing an executor starts outlives its run, not even a daemon in a
 // session of its own: when Run returns it is gone (no waiting here).
-func TestASetsidDaemonOfTheExecutorDoesNotOutliveTheRun(t *testing.T) {
+func testASetsidDaemonOfTheExecutorDoesNotOutliveTheRun(t *testing.T) {
 	cases := map[string]struct {
 		tail    string
 		timeout time.Duration
@@ -361,7 +362,7 @@ func TestASetsidDaemonOfTheExecutorDoesNotOutliveTheRun(t *testing.T) {
 
 // A double fork (the classic daemon) is reparented to the supervisor, not
 // to init, and ends with the run too.
-func TestADoubleForkedDaemonDoesNotOutliveTheRun(t *testing.T) {
+func testADoubleForkedDaemonDoesNotOutliveTheRun(t *testing.T) {
 	dir := t.TempDir()
 	// The subshell that starts it exits at once: the daemon loses its
 	// parent.
@@ -377,7 +378,7 @@ echo done`), Options{})
 // An executor runs as the agent's user and can kill its own supervisor:
 // the run then says that what it started may still run (the one way out of
 // the process-tree rule, in the README).
-func TestAKilledSupervisorIsReported(t *testing.T) {
+func testAKilledSupervisorIsReported(t *testing.T) {
 	dir := t.TempDir()
 	c := command(t, script(t, dir, daemonScript(dir, `kill -9 $PPID; exit 3`)), Options{})
 	res := c.Run(context.Background(), Job{Env: []string{"PATH=/usr/bin:/bin"}})

@@ -2,7 +2,6 @@ package executor
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,12 +10,14 @@ import (
 	"syscall"
 
 	"github.com/slotscaler/slotscaler/internal/childproc"
+	"github.com/slotscaler/slotscaler/pkg/executor/supervise"
 )
 
-// launch starts the supervisor (this binary again, see supervise_linux.go),
-// which runs the executor and ends its whole process tree with it. The
-// supervisor gets the executor's environment, working directory, stdin
-// and output, and reports on fd 3.
+// launch starts the supervisor (package supervise): the dedicated binary
+// c.Supervisor, or this binary again when it is empty. It runs the
+// executor and ends its whole process tree with it. The supervisor gets
+// the executor's environment, working directory, stdin and output, and
+// reports on fd 3.
 func (c *Command) launch(job Job, stdin, stdout *os.File) (launched, error) {
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
@@ -24,8 +25,12 @@ func (c *Command) launch(job Job, stdin, stdout *os.File) (launched, error) {
 	}
 	// /proc/self/exe is this very binary, even if its file was replaced
 	// since the agent started.
-	cmd := exec.Command("/proc/self/exe")
-	cmd.Args = append([]string{superviseArg0, strconv.Itoa(os.Getpid()), c.Path}, c.Args...)
+	path := "/proc/self/exe"
+	if c.Supervisor != "" {
+		path = c.Supervisor
+	}
+	cmd := exec.Command(path)
+	cmd.Args = append([]string{supervise.Arg0, strconv.Itoa(os.Getpid()), c.Path}, c.Args...)
 	cmd.Env = job.Env
 	if cmd.Env == nil {
 		cmd.Env = []string{} // nil would inherit the agent's environment
@@ -38,7 +43,7 @@ func (c *Command) launch(job Job, stdin, stdout *os.File) (launched, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		Setpgid: true, // not in the agent's group: a terminal's ^C is the agent's to handle
 		// The agent died: the supervisor kills the whole tree, then exits.
-		Pdeathsig: superviseAgentGone,
+		Pdeathsig: supervise.AgentGone,
 	}
 	err = childproc.Start(cmd) // Pdeathsig tied to a thread that lives as long as the agent
 	statusW.Close()
@@ -83,10 +88,10 @@ func (s *supervised) wait() error {
 func (s *supervised) signal(sig syscall.Signal) { _ = s.cmd.Process.Signal(sig) }
 
 // terminate asks the supervisor to send SIGTERM to the executor's group.
-func (s *supervised) terminate() { s.signal(superviseTerm) }
+func (s *supervised) terminate() { s.signal(supervise.Term) }
 
 // kill asks the supervisor to SIGKILL the whole tree now.
-func (s *supervised) kill() { s.signal(superviseKill) }
+func (s *supervised) kill() { s.signal(supervise.Kill) }
 
 // groupAlive: the supervisor exits only once the executor's group is gone
 // (after a stop it waits for it, until kill).
@@ -114,60 +119,4 @@ func (s *supervised) status(waitErr error) (exitStatus, bool) {
 	st, ok := processStatus(s.cmd, waitErr)
 	st.unsupervised = ok
 	return st, ok
-}
-
-// groupAlive reports whether a live process is left in the group. Zombies
-// do not count: an orphan that died waits for its reaper, and waiting for
-// that would spend the whole grace for nothing.
-func groupAlive(pgid int) bool {
-	if syscall.Kill(-pgid, 0) != nil {
-		return false
-	}
-	procs, err := listProcs()
-	if err != nil {
-		return true
-	}
-	for _, p := range procs {
-		if p.pgrp == pgid && p.live {
-			return true
-		}
-	}
-	return false
-}
-
-// proc is one line of /proc/<pid>/stat, the parts that matter here.
-type proc struct {
-	pid, ppid, pgrp int
-	live            bool // not a zombie
-}
-
-func listProcs() ([]proc, error) {
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]proc, 0, len(entries))
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone meanwhile
-		}
-		// "pid (comm) state ppid pgrp ..."; comm may hold spaces and ')'.
-		i := bytes.LastIndexByte(b, ')')
-		if i < 0 {
-			continue
-		}
-		f := bytes.Fields(b[i+1:])
-		if len(f) < 3 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(string(f[1]))
-		pgrp, _ := strconv.Atoi(string(f[2]))
-		out = append(out, proc{pid: pid, ppid: ppid, pgrp: pgrp, live: f[0][0] != 'Z' && f[0][0] != 'X'})
-	}
-	return out, nil
 }

@@ -64,6 +64,7 @@ func goMinor(t *testing.T) string {
 type buildOutput struct {
 	Dir      string   // the -o directory, cleaned ("bin")
 	Binaries []string // base names of the built commands, sorted
+	Packages []string // the built packages as named ("./cmd/slotscaler-supervisor"), sorted
 	Static   bool     // CGO_ENABLED=0
 	Trimpath bool
 }
@@ -97,6 +98,7 @@ func parseMakeBinaries(out string) (buildOutput, []string) {
 			a := args[j]
 			if !strings.HasPrefix(a, "-") {
 				bo.Binaries = append(bo.Binaries, path.Base(a))
+				bo.Packages = append(bo.Packages, a)
 				continue
 			}
 			name, value, hasValue := strings.Cut(a, "=")
@@ -127,6 +129,7 @@ func parseMakeBinaries(out string) (buildOutput, []string) {
 		problems = append(problems, "go build names no packages")
 	}
 	slices.Sort(bo.Binaries)
+	slices.Sort(bo.Packages)
 	return bo, problems
 }
 
@@ -167,11 +170,11 @@ func isNonRootUser(u string) (bool, string) {
 func TestMakeBinariesBuildsStaticTrimmedCommands(t *testing.T) {
 	bo := makeBinaries(t)
 	require.Equal(t, "bin", bo.Dir)
-	require.Equal(t, []string{"agent", "dashboard", "scaler"}, bo.Binaries)
+	require.Equal(t, []string{"agent", "dashboard", "scaler", "slotscaler-supervisor"}, bo.Binaries)
 	require.True(t, bo.Static, "CGO_ENABLED=0")
 	require.True(t, bo.Trimpath, "-trimpath")
-	for _, b := range bo.Binaries {
-		require.DirExists(t, filepath.Join(repoRoot(t), b), "a package main folder per binary")
+	for _, p := range bo.Packages {
+		require.DirExists(t, filepath.Join(repoRoot(t), p), "a package main folder per binary")
 	}
 }
 
@@ -182,12 +185,13 @@ func TestParseMakeBinariesReportsBrokenTargets(t *testing.T) {
 		wantProbl string
 	}{
 		"the real shape": {
-			out:  "CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/ ./scaler ./agent ./dashboard\n",
-			want: buildOutput{Dir: "bin", Binaries: []string{"agent", "dashboard", "scaler"}, Static: true, Trimpath: true},
+			out: "CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o bin/ ./scaler ./agent ./cmd/slotscaler-supervisor ./dashboard\n",
+			want: buildOutput{Dir: "bin", Binaries: []string{"agent", "dashboard", "scaler", "slotscaler-supervisor"},
+				Packages: []string{"./agent", "./cmd/slotscaler-supervisor", "./dashboard", "./scaler"}, Static: true, Trimpath: true},
 		},
 		"flag values given separately": {
 			out:  "/usr/local/go/bin/go build -ldflags '-s -w' -tags netgo -o out/ ./scaler\n",
-			want: buildOutput{Dir: "out", Binaries: []string{"scaler"}},
+			want: buildOutput{Dir: "out", Binaries: []string{"scaler"}, Packages: []string{"./scaler"}},
 		},
 		"no go build":         {out: "echo nothing\n", wantProbl: "no go build command"},
 		"-o is a file":        {out: "go build -o bin/scaler ./scaler\n", wantProbl: "not a directory"},

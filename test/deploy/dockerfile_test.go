@@ -271,6 +271,8 @@ func TestDockerfile(t *testing.T) {
 		require.Equal(t, []string{"/usr/local/bin/scaler"}, f.Entrypoint)
 		require.Equal(t, map[string]string{
 			"/usr/local/bin/agent": "agent", "/usr/local/bin/dashboard": "dashboard", "/usr/local/bin/scaler": "scaler",
+			// next to the agent, which looks for it there
+			"/usr/local/bin/slotscaler-supervisor": "slotscaler-supervisor",
 		}, f.Binaries)
 	})
 }
@@ -280,7 +282,7 @@ func TestDockerfile(t *testing.T) {
 func TestDockerfileChecksReportMutations(t *testing.T) {
 	const (
 		finalFrom = "FROM gcr.io/distroless/static-debian12:nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639\n"
-		copyBins  = "COPY --from=build /src/bin/scaler /src/bin/agent /src/bin/dashboard /usr/local/bin/\n"
+		copyBins  = "COPY --from=build /src/bin/scaler /src/bin/agent /src/bin/slotscaler-supervisor /src/bin/dashboard /usr/local/bin/\n"
 	)
 	real := makeBinaries(t)
 	tests := map[string]struct {
@@ -289,7 +291,7 @@ func TestDockerfileChecksReportMutations(t *testing.T) {
 		want   string
 	}{
 		"single stage": {
-			mutate: swap(finalFrom+copyBins, "RUN cp bin/scaler bin/agent bin/dashboard /usr/local/bin/\n"),
+			mutate: swap(finalFrom+copyBins, "RUN cp bin/scaler bin/agent bin/slotscaler-supervisor bin/dashboard /usr/local/bin/\n"),
 			want:   "1 stage(s)",
 		},
 		"USER root":    {mutate: swap("USER 65532:65532", "USER root"), want: `user "root" is root`},
@@ -304,7 +306,7 @@ func TestDockerfileChecksReportMutations(t *testing.T) {
 			want: "final stage: no user",
 		},
 		"go build instead of make binaries": {
-			mutate: swap("RUN make binaries", "RUN CGO_ENABLED=0 go build -o bin/ ./scaler ./agent ./dashboard"),
+			mutate: swap("RUN make binaries", "RUN CGO_ENABLED=0 go build -o bin/ ./scaler ./agent ./cmd/slotscaler-supervisor ./dashboard"),
 			want:   "does not RUN make binaries",
 		},
 		"source copied before the module download": {
@@ -328,8 +330,12 @@ func TestDockerfileChecksReportMutations(t *testing.T) {
 			want: "/src/bin/dashboard: not a binary make binaries builds",
 		},
 		"a built binary left out of the image": {
-			mutate: swap(" /src/bin/agent /src/bin/dashboard", " /src/bin/dashboard"),
+			mutate: swap(" /src/bin/agent /src/bin/slotscaler-supervisor", " /src/bin/slotscaler-supervisor"),
 			want:   "binary agent is built but not copied",
+		},
+		"the supervisor left out of the image": {
+			mutate: swap(" /src/bin/slotscaler-supervisor /src/bin/dashboard", " /src/bin/dashboard"),
+			want:   "binary slotscaler-supervisor is built but not copied",
 		},
 		"entrypoint not copied": {
 			mutate: swap(`ENTRYPOINT ["/usr/local/bin/scaler"]`, `ENTRYPOINT ["/usr/local/bin/janitor"]`),
@@ -339,7 +345,7 @@ func TestDockerfileChecksReportMutations(t *testing.T) {
 			mutate: swap(`ENTRYPOINT ["/usr/local/bin/scaler"]`, `ENTRYPOINT /usr/local/bin/scaler`),
 			want:   "shell form",
 		},
-		"no entrypoint":      {mutate: swap(`ENTRYPOINT ["/usr/local/bin/scaler"]`+"\n", ""), want: "no ENTRYPOINT"},
+		"no entrypoint": {mutate: swap(`ENTRYPOINT ["/usr/local/bin/scaler"]`+"\n", ""), want: "no ENTRYPOINT"},
 		"final image by tag only": {
 			mutate: swap("nonroot@sha256:d093aa3e30dbadd3efe1310db061a14da60299baff8450a17fe0ccc514a16639", "nonroot"),
 			want:   "not pinned by digest",
