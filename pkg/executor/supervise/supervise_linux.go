@@ -66,20 +66,21 @@ func Main(args []string) int {
 		return 2
 	}
 
+	// syscall.ForkExec rather than os.StartProcess: the os package probes
+	// pidfd support with an extra fork first, a cost on every phase.
 	path, argv := args[1], args[1:]
-	p, err := os.StartProcess(path, argv, &os.ProcAttr{
+	execPid, err := syscall.ForkExec(path, argv, &syscall.ProcAttr{
 		Env:   os.Environ(),
-		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+		Files: []uintptr{0, 1, 2},
 		Sys: &syscall.SysProcAttr{
 			Setpgid:   true,            // its own group: SIGTERM reaches its children too
 			Pdeathsig: syscall.SIGKILL, // dies with the supervisor
 		},
 	})
 	if err != nil {
-		say("error %v", err)
+		say("error fork/exec %s: %v", path, err)
 		return 0
 	}
-	execPid := p.Pid
 	say("pid %d", execPid)
 	os.Stdin.Close()
 	os.Stdout.Close()
@@ -159,6 +160,12 @@ func reapAll(out chan<- reaped) {
 // them all. A process that forks meanwhile loses its parent to the kill,
 // and its child is reparented here and found by the next pass.
 func killTree(reapc <-chan reaped, execPid int, execStatus **syscall.WaitStatus) {
+	// Most executors leave nothing behind: the reaper then finds no child
+	// at once, and no child means no descendant (orphans are reparented
+	// here), so the scan of /proc is skipped.
+	if drainReaped(reapc, execPid, execStatus, 2*time.Millisecond) {
+		return
+	}
 	self := os.Getpid()
 	for {
 		procs, err := listProcs()
@@ -171,22 +178,29 @@ func killTree(reapc <-chan reaped, execPid int, execStatus **syscall.WaitStatus)
 		}
 		// Reap what is there; the reaper closes the channel when no child
 		// is left.
-		timer := time.NewTimer(10 * time.Millisecond)
-	drain:
-		for {
-			select {
-			case r, ok := <-reapc:
-				if !ok {
-					timer.Stop()
-					return
-				}
-				if r.pid == execPid && *execStatus == nil {
-					ws := r.ws
-					*execStatus = &ws
-				}
-			case <-timer.C:
-				break drain
+		if drainReaped(reapc, execPid, execStatus, 10*time.Millisecond) {
+			return
+		}
+	}
+}
+
+// drainReaped takes what the reaper reports for up to wait, and reports
+// whether it closed: no child left.
+func drainReaped(reapc <-chan reaped, execPid int, execStatus **syscall.WaitStatus, wait time.Duration) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case r, ok := <-reapc:
+			if !ok {
+				return true
 			}
+			if r.pid == execPid && *execStatus == nil {
+				ws := r.ws
+				*execStatus = &ws
+			}
+		case <-timer.C:
+			return false
 		}
 	}
 }
