@@ -25,7 +25,7 @@ binaries: ## Static, trimmed binaries of scaler, agent (+ its slotscaler-supervi
 .PHONY: demo
 demo: ## The whole system locally, in the foreground: embedded Redis, scaler, janitor + fake kubelet on an in-memory Kubernetes API, KEDA/HPA maths, two pools under load, dashboard on http://127.0.0.1:8080/ (Ctrl-C stops; DEMO_ARGS=--help)
 	@echo "make demo: building scaler, agent, dashboard and demo into bin/ (first build: about 3 minutes on 2 cores; later runs start in seconds)"
-	@$(BUILD) ./scaler ./agent ./dashboard ./demo
+	@$(BUILD) ./scaler ./agent ./cmd/slotscaler-supervisor ./dashboard ./demo
 	./bin/demo $(DEMO_ARGS)
 
 .PHONY: test
@@ -34,7 +34,7 @@ test: ## The whole test suite: installs redis-server and chromium if missing, pr
 
 .PHONY: bench
 bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA, stats, KEDA polls, agent overhead, page render and live viewers, capacity math
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./scaler/ ./agent/ ./dashboard/
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./scaler/ ./agent/ ./pkg/executor/ ./dashboard/
 
 .PHONY: bench-kube
 bench-kube: ## Janitor benchmark on a real kube-apiserver: 1,000-pod pool at the chart's QPS/burst (create, idle reconcile, remove 500)

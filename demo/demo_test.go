@@ -362,7 +362,7 @@ func buildBinaries(t *testing.T) string {
 	require.NoError(t, err)
 	goBin, err := exec.LookPath("go")
 	require.NoError(t, err, "the integration test builds the binaries with the go command")
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", dir+string(filepath.Separator), "./scaler", "./agent", "./dashboard")
+	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags=-s -w", "-o", dir+string(filepath.Separator), "./scaler", "./agent", "./cmd/slotscaler-supervisor", "./dashboard")
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	out, err := cmd.CombinedOutput()

@@ -62,7 +62,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	agentBin, scalerBin = filepath.Join(dir, "agent"), filepath.Join(dir, "scaler")
-	if err := testutil.BuildBinaries(dir, "./agent", "./scaler"); err != nil {
+	if err := testutil.BuildBinaries(dir, "./agent", "./cmd/slotscaler-supervisor", "./scaler"); err != nil {
 		fmt.Fprintln(os.Stderr, "building the binaries:", err)
 		os.Exit(1)
 	}
