@@ -3,6 +3,7 @@ package main
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -23,10 +25,25 @@ import (
 // clean-up, the complete script). It also reports the agent's memory with
 // three busy slots, measured on the agent as a process (this test binary
 // running main(); a release build is smaller).
+//
+// Each phase runs under a supervisor: the dedicated slotscaler-supervisor
+// (what ships next to the agent) or, when it is absent, the agent itself
+// run again (here: this test binary).
 func BenchmarkTaskOverhead(b *testing.B) {
+	dir := b.TempDir()
+	require.NoError(b, testutil.BuildBinaries(dir, "./cmd/slotscaler-supervisor"))
+	for _, sup := range []struct{ name, path string }{
+		{"supervisor=dedicated", filepath.Join(dir, "slotscaler-supervisor")},
+		{"supervisor=self", "self"},
+	} {
+		b.Run(sup.name, func(b *testing.B) { benchmarkTaskOverhead(b, sup.path) })
+	}
+}
+
+func benchmarkTaskOverhead(b *testing.B, supervisor string) {
 	e := newEnv(b, redistest.Standalone(b))
 	timings := make(chan phaseTiming, 1)
-	r := e.start(b, map[string]string{"EXECUTOR": "/bin/true", "LOG_LEVEL": "warn"}, hooks{
+	r := e.start(b, map[string]string{"EXECUTOR": "/bin/true", "LOG_LEVEL": "warn", "SUPERVISOR": supervisor}, hooks{
 		recorded: func(pt phaseTiming) { timings <- pt },
 	})
 	r.waitReady(b)
