@@ -188,7 +188,7 @@ func (c *Command) Run(ctx context.Context, job Job) Result {
 }
 
 // launched is a started run: on Linux the supervisor that runs the
-// executor (supervise_linux.go), elsewhere the executor itself.
+// executor (package supervise), elsewhere the executor itself.
 type launched interface {
 	// wait waits for the started process.
 	wait() error

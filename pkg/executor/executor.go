@@ -5,7 +5,7 @@
 // A run ends when the process exits (exit 0 is success), when its timeout
 // passes, or when its context ends (a cancel): the last two send SIGTERM to
 // the whole process group, then SIGKILL after a grace. On Linux the command
-// runs under a supervisor, a child subreaper (supervise_linux.go): whatever
+// runs under a supervisor, a child subreaper (package supervise): whatever
 // the command started, daemons that left its group or session included, is
 // killed and reaped when the run ends, so a phase never outlives its
 // result. Elsewhere only the process group is. The tail of the combined
