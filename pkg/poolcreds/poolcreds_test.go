@@ -69,9 +69,9 @@ type fixture struct {
 	ctx    context.Context
 	prefix string
 	pool   slots.PoolID
-	url    string // the control plane's (the default user: the tests' administrator)
+	url    string          // the control plane's (the default user: the tests' administrator)
 	conn   *redisconn.Conn // the janitor's pool-user manager's (ManagerACL)
-	store  *slots.Store // the janitor's
+	store  *slots.Store    // the janitor's
 	kube   *fake.Clientset
 	nodes  []*redis.Client
 }
