@@ -1,12 +1,15 @@
 package kube
 
 import (
+	"crypto/rand"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -22,13 +25,20 @@ type janitorPair struct {
 	c                  *cluster
 	kubeconfig         string
 	redisURL, agentURL string
+	// keyFile is the pool-credentials master key: agents run as their
+	// pool's Redis user, as the chart installs them, so every Redis
+	// restart, failover and data loss also takes their users away until
+	// the janitor's next pass sets them again.
+	keyFile string
 
 	mu    sync.Mutex
 	procs map[string]*exec.Cmd // identity -> running process (nil: down)
 }
 
 func startJanitorPair(c *cluster, redisURL, agentURL string) *janitorPair {
-	j := &janitorPair{c: c, kubeconfig: c.kubeconfig(), redisURL: redisURL, agentURL: agentURL, procs: map[string]*exec.Cmd{}}
+	j := &janitorPair{c: c, kubeconfig: c.kubeconfig(), redisURL: redisURL, agentURL: agentURL, procs: map[string]*exec.Cmd{},
+		keyFile: filepath.Join(c.t.TempDir(), "pool-credentials-key")}
+	require.NoError(c.t, os.WriteFile(j.keyFile, []byte(rand.Text()+rand.Text()), 0o600))
 	for _, id := range []string{"janitor-1", "janitor-2"} {
 		j.start(id)
 	}
@@ -56,7 +66,7 @@ func (j *janitorPair) start(id string) {
 	cmd.Env = append(os.Environ(), "REDIS_URL="+j.redisURL, "KEY_PREFIX="+j.c.prefix, "KUBECONFIG="+j.kubeconfig,
 		"AGENT_REDIS_URL="+j.agentURL, "SYNC_INTERVAL=300ms", "LISTEN_ADDRESS="+testutil.FreeAddr(j.c.t), "LOG_LEVEL=warn",
 		"LEADER_ELECT=true", "LEADER_ELECT_NAMESPACE="+releaseNamespace, "LEADER_ELECT_IDENTITY="+id,
-		"LEADER_ELECT_LEASE_DURATION=2s", "REAP_INTERVAL=200ms", "REDIS_TIMEOUT=1s")
+		"LEADER_ELECT_LEASE_DURATION=2s", "REAP_INTERVAL=200ms", "REDIS_TIMEOUT=1s", "POOL_CREDENTIALS_KEY_FILE="+j.keyFile)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		j.c.t.Errorf("starting %s: %v", id, err)

@@ -29,11 +29,19 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/slotscaler/slotscaler/pkg/poolcreds"
+	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
 // faultSeeds is what `make test` runs: one run without data loss (every
@@ -135,12 +143,45 @@ func (r *faultRun) run(dur time.Duration) {
 
 	rep := r.evidence.check(r.nemesis, r.driver, faultReservationTTL)
 	t.Logf("evidence: %s", rep.summary)
+	r.checkPoolCredentials()
 	for _, v := range rep.violations {
 		t.Errorf("seed %d: %s", r.seed, v)
 	}
 	if !r.dataLoss {
 		for _, v := range r.driver.unfinished {
 			t.Errorf("seed %d: task never ended after faults stopped: %s", r.seed, v)
+		}
+	}
+}
+
+// checkPoolCredentials: the run's agents were their pool's Redis user, as
+// the chart installs them (the janitors have a pool-credentials key), not
+// the shared URL: every live agent pod takes REDIS_URL from the pool's key
+// of the janitor's Secret, and that URL names the pool's user with the
+// password derived from the key.
+func (r *faultRun) checkPoolCredentials() {
+	t, ctx := r.t, r.ctx
+	pool := slots.PoolID{Namespace: r.ns, Name: r.pool}
+	sec, err := r.c.kube.CoreV1().Secrets(r.ns).Get(ctx, poolcreds.DefaultSecretName, metav1.GetOptions{})
+	require.NoError(t, err, "the janitor's pool Secret")
+	u, err := url.Parse(string(sec.Data[r.pool]))
+	require.NoError(t, err)
+	key, err := os.ReadFile(r.janitors.keyFile)
+	require.NoError(t, err)
+	pw, _ := u.User.Password()
+	assert.Equal(t, poolcreds.UserName(r.c.prefix, pool), u.User.Username(), "the agents' URL names the pool's user")
+	assert.Equal(t, poolcreds.Password(key, r.c.prefix, pool), pw, "with the password derived from the master key")
+	pods, err := r.c.kube.CoreV1().Pods(r.ns).List(ctx, metav1.ListOptions{})
+	require.NoError(t, err)
+	require.NotEmpty(t, pods.Items)
+	for _, p := range pods.Items {
+		for _, e := range p.Spec.Containers[0].Env {
+			if e.Name == "REDIS_URL" {
+				ref := e.ValueFrom
+				if assert.NotNil(t, ref, "pod %s: REDIS_URL is a plain value", p.Name) && assert.NotNil(t, ref.SecretKeyRef, "pod %s", p.Name) {
+					assert.Equal(t, poolcreds.DefaultSecretName+"/"+r.pool, ref.SecretKeyRef.Name+"/"+ref.SecretKeyRef.Key, "pod %s", p.Name)
+				}
+			}
 		}
 	}
 }
