@@ -48,9 +48,12 @@ func (s *Store) DrainReplicated(ctx context.Context, pool PoolID, pod, uid strin
 func connectedReplicas(ctx context.Context, c *redis.Client) (int, error) {
 	info, err := c.Info(ctx, "replication").Result()
 	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		// The server answered but has no replication section (the embedded
-		// miniredis): it has no replicas either.
+	if errors.As(err, &rerr) && strings.Contains(rerr.Error(), "not supported") {
+		// The server has no replication section (the embedded miniredis):
+		// it has no replicas either. Any other error reply (WRONGPASS while
+		// the janitor has not set a pool's user again, NOPERM, LOADING) is
+		// no answer: read as "no replicas" and cached, it would let claims
+		// skip their WAIT for a second, and a failover then could lose them.
 		return 0, nil
 	}
 	if err != nil {

@@ -2,6 +2,7 @@ package slots
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +110,30 @@ func TestSeed20261203AClaimStartsOnlyOnceAReplicaHasIt(t *testing.T) {
 	require.NotNil(t, m)
 	assert.Equal(t, "b", m.Task, "the next take claims the same entry again, now replicated")
 	assert.Equal(t, 1, e.task("b").Attempt, "one start")
+}
+
+// Found by the fault soak with pool credentials (seed 20261209: an apply
+// started twice, on two pods): an error reply to INFO replication — a
+// pool's user refused (WRONGPASS while the janitor has not set it again
+// after a Redis restart, NOPERM) or LOADING — was read as "no replicas"
+// and cached, so claims and drains skipped their WAIT for a second and a
+// failover could lose them. Only the embedded miniredis's "not supported"
+// means no replicas; any other error is no answer.
+func TestAReplicaCountRedisRefusedIsNoAnswer(t *testing.T) {
+	e := newEnv(t, "redis")
+	uid := e.pod("a")
+	user := "t-noinfo-" + redistest.Prefix(t)
+	setACLUser(t, e.rdb, user, "pw", []string{"reset", "~*", "+@all", "-info"})
+	opts := e.rdb.(*redis.Client).Options()
+	limited := redis.NewClient(&redis.Options{Addr: opts.Addr, DB: opts.DB, Username: user, Password: "pw", ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = limited.Close() })
+	s, err := New(e.ctx, limited, Options{Prefix: e.s.prefix, Logger: quietLogger()})
+	require.NoError(t, err)
+
+	_, err = s.DrainReplicated(e.ctx, e.pool, "a", uid, time.Second)
+	require.Error(t, err, "a refused INFO must not pass for a primary without replicas")
+	assert.True(t, redis.IsPermissionError(errors.Unwrap(errors.Unwrap(err))) || strings.Contains(err.Error(), "NOPERM"), "%v", err)
+	snap, err := e.s.Snapshot(e.ctx, e.pool)
+	require.NoError(t, err)
+	assert.Equal(t, PodActive, snap.Pods[0].State, "nothing was drained without knowing whether a replica must have it")
 }
