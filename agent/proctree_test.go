@@ -38,7 +38,7 @@ func requireGone(t *testing.T, pid int, what string) {
 func TestASetsidDaemonOfAnExecutorDoesNotOutliveItsPhase(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, redistest.Standalone(t))
-	e.start(t, map[string]string{"PLAN_TIMEOUT": "2s", "KILL_GRACE": "300ms"}, hooks{})
+	e.start(t, map[string]string{"PLAN_TIMEOUT": "5s", "KILL_GRACE": "300ms"}, hooks{}) // 5s: time for the daemon to start on a loaded machine before the timeout
 
 	e.submit(t, "exits", slots.Plan, daemonPayload("exits", `echo done`))
 	e.waitTask(t, "exits", slots.StateSucceeded)

@@ -337,8 +337,11 @@ func testASetsidDaemonOfTheExecutorDoesNotOutliveTheRun(t *testing.T) {
 		cancel  bool
 		want    Outcome
 	}{
-		"the executor exits":        {tail: "echo done", want: Success},
-		"the executor times out":    {tail: "sleep 1000", timeout: 300 * time.Millisecond, want: Timeout},
+		"the executor exits": {tail: "echo done", want: Success},
+		// The timeout must outlast starting the supervisor, the script and
+		// its daemon on a loaded machine (300 ms did not, under a soak):
+		// the daemon has to exist before the timeout kills the run.
+		"the executor times out":    {tail: "sleep 1000", timeout: 3 * time.Second, want: Timeout},
 		"the executor is cancelled": {tail: "touch " + "DIR/ready; sleep 1000", cancel: true, want: Cancelled},
 	}
 	for name, tc := range cases {
