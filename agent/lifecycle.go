@@ -229,7 +229,7 @@ func (a *agent) tryConnect(sig context.Context) error {
 		a.conn = conn
 	}
 	if a.store == nil {
-		store, err := slots.New(ctx, a.conn.Client, slots.Options{Prefix: a.cfg.KeyPrefix, Logger: a.storeLog})
+		store, err := slots.New(ctx, a.conn.Client, a.cfg.Redis.StoreOptions(a.storeLog))
 		if err != nil {
 			if errors.Is(err, slots.ErrIncompatible) {
 				return permanentError{fmt.Errorf("opening slot store: %w", err)}

@@ -71,7 +71,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		return err
 	}
 	defer conn.Close()
-	store, err := slots.New(startCtx, conn.Client, slots.Options{Prefix: cfg.KeyPrefix, MaxPayload: cfg.MaxPayload, Logger: log})
+	opts := cfg.Redis.StoreOptions(log)
+	opts.MaxPayload = cfg.MaxPayload
+	store, err := slots.New(startCtx, conn.Client, opts)
 	if err != nil {
 		return fmt.Errorf("opening slot store: %w", err)
 	}

@@ -114,7 +114,7 @@ func (d *demo) run(ctx context.Context) (result, error) {
 		return result{}, err
 	}
 	cleanups = append(cleanups, func() { _ = conn.Close() })
-	store, err := slots.New(openCtx, conn.Client, slots.Options{Prefix: d.cfg.KeyPrefix, Logger: log})
+	store, err := slots.New(openCtx, conn.Client, d.cfg.Redis.StoreOptions(log))
 	if err != nil {
 		return result{}, fmt.Errorf("opening the slot store: %w", err)
 	}

@@ -172,7 +172,7 @@ func runDeclarePool(ctx context.Context, args []string, stderr io.Writer, lookup
 
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	conn, store, err := openStore(ctx, cfg.RedisURL, cfg.KeyPrefix, infra)
+	conn, store, err := openStore(ctx, cfg.Redis, infra)
 	if err != nil {
 		return err
 	}

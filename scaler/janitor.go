@@ -187,7 +187,7 @@ func (c JanitorConfig) validate() error {
 }
 
 func (c JanitorConfig) injection() janitor.Injection {
-	inj := janitor.Injection{KeyPrefix: c.KeyPrefix, RedisURL: c.AgentRedisURL}
+	inj := janitor.Injection{KeyPrefix: c.KeyPrefix, RedisURL: c.AgentRedisURL, ReplicaAcks: c.ReplicaAcks}
 	inj.RedisSecretName, inj.RedisSecretKey, _ = strings.Cut(c.AgentRedisSecret, "/")
 	if c.PoolCredsKeyFile != "" {
 		inj.PoolSecretName = c.PoolCredsSecret
@@ -295,7 +295,7 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 	if err != nil {
 		return fmt.Errorf("building Kubernetes dynamic client: %w", err)
 	}
-	conn, store, err := openStore(ctx, cfg.RedisURL, cfg.KeyPrefix, log)
+	conn, store, err := openStore(ctx, cfg.Redis, log)
 	if err != nil {
 		return err
 	}

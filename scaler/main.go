@@ -96,7 +96,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		return err
 	}
 
-	conn, store, err := openStore(ctx, cfg.RedisURL, cfg.KeyPrefix, log)
+	conn, store, err := openStore(ctx, cfg.Redis, log)
 	if err != nil {
 		return err
 	}

@@ -226,7 +226,18 @@ test_module() {
 		go vet ./... || rc=1
 		go test "${race[@]}" -count=1 "${test_flags[@]}" ./... || rc=1
 		exit "$rc"
-	)
+	) 2>&1 | tee "$TMP/module-${mod//\//_}.log"
+	return "${PIPESTATUS[0]}"
+}
+
+# failures_of MOD: the lines that say what failed in a module's run. CI shows
+# only the tail of the output, and a failing test's own lines may be far above
+# it, under the API server's shutdown logs.
+failures_of() {
+	local log="$TMP/module-${1//\//_}.log"
+	[[ -f $log ]] || return 0
+	grep -E -e '--- FAIL: ' -e '^panic: ' -e '^F[0-9]{4} ' -e '^FAIL\s' -e '_test\.go:[0-9]+: ' -e 'Error Trace:|Error:|Test:' "$log" |
+		grep -v -E '^\s*(--- PASS|ok )' | head -n 60 | sed 's/^/    /'
 }
 
 main() {
@@ -255,7 +266,11 @@ main() {
 	fi
 
 	echo "=== summary"
-	printf '%s\n' "${summary[@]}"
+	local line
+	for line in "${summary[@]}"; do
+		echo "$line"
+		[[ $line == FAIL* && $line != *extra_checks* ]] && failures_of "$(awk '{print $2}' <<<"$line")"
+	done
 	return "$failed"
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/slotscaler/slotscaler/pkg/logging"
@@ -32,6 +33,9 @@ func (c Common) Validate() error { return errors.Join(c.Redis.Validate(), c.Logs
 type Redis struct {
 	RedisURL  string
 	KeyPrefix string
+	// ReplicaAcks is slots.Options.ReplicaAcks: how many Redis replicas
+	// must acknowledge a claim or a drain (0: one once a replica was seen).
+	ReplicaAcks int
 }
 
 // Register adds --redis-url and --key-prefix. The key prefix defaults to
@@ -44,6 +48,12 @@ func (r *Redis) Register(fs *flag.FlagSet, redisURLUsage string) {
 	}
 	fs.StringVar(&r.RedisURL, "redis-url", "", redisURLUsage)
 	fs.StringVar(&r.KeyPrefix, "key-prefix", prefix, "Redis key prefix of this installation (the same for every component and agent)")
+	fs.IntVar(&r.ReplicaAcks, "redis-replica-acks", 0, "Redis replicas that must acknowledge a claim or a drain before it counts, so a failover cannot lose it: 0 = one once the primary has been seen with a replica (none for a lone Redis); N = always N, also while fewer are connected (claims wait)")
+}
+
+// StoreOptions are the slot store's options these settings decide.
+func (r Redis) StoreOptions(log *slog.Logger) slots.Options {
+	return slots.Options{Prefix: r.KeyPrefix, ReplicaAcks: r.ReplicaAcks, Logger: log}
 }
 
 // Validate checks the key prefix: every key embeds a pool's {hash tag}, so
@@ -51,6 +61,9 @@ func (r *Redis) Register(fs *flag.FlagSet, redisURLUsage string) {
 func (r Redis) Validate() error {
 	if r.KeyPrefix == "" || strings.ContainsAny(r.KeyPrefix, "{} ") {
 		return fmt.Errorf("--key-prefix %q must be non-empty and must not contain braces or blanks", r.KeyPrefix)
+	}
+	if r.ReplicaAcks < 0 {
+		return fmt.Errorf("--redis-replica-acks %d must be 0 (automatic) or more", r.ReplicaAcks)
 	}
 	return nil
 }

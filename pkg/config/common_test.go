@@ -29,11 +29,12 @@ func TestCommonFlags(t *testing.T) {
 		want    Common
 		wantErr string
 	}{
-		{name: "defaults", want: Common{Redis{"", slots.DefaultPrefix}, Logs{"text", "info"}}},
+		{name: "defaults", want: Common{Redis{"", slots.DefaultPrefix, 0}, Logs{"text", "info"}}},
 		{name: "a command's own default prefix", preset: Common{Redis: Redis{KeyPrefix: "demo"}},
-			want: Common{Redis{"", "demo"}, Logs{"text", "info"}}},
-		{name: "from the environment", env: map[string]string{"REDIS_URL": "redis://r:6379", "KEY_PREFIX": "team", "LOG_FORMAT": "json", "LOG_LEVEL": "debug"},
-			want: Common{Redis{"redis://r:6379", "team"}, Logs{"json", "debug"}}},
+			want: Common{Redis{"", "demo", 0}, Logs{"text", "info"}}},
+		{name: "from the environment", env: map[string]string{"REDIS_URL": "redis://r:6379", "KEY_PREFIX": "team", "REDIS_REPLICA_ACKS": "1", "LOG_FORMAT": "json", "LOG_LEVEL": "debug"},
+			want: Common{Redis{"redis://r:6379", "team", 1}, Logs{"json", "debug"}}},
+		{name: "negative replica acks", args: []string{"--redis-replica-acks", "-1"}, wantErr: "--redis-replica-acks -1 must be 0"},
 		{name: "brace in prefix", args: []string{"--key-prefix", "a{b}"}, wantErr: `--key-prefix "a{b}"`},
 		{name: "empty prefix", args: []string{"--key-prefix", ""}, wantErr: `--key-prefix ""`},
 		{name: "bad level", args: []string{"--log-level", "loud"}, wantErr: `log level "loud"`},

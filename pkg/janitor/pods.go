@@ -2,6 +2,7 @@ package janitor
 
 import (
 	"slices"
+	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -55,6 +56,10 @@ type Injection struct {
 	// RedisSecret and RedisURL, unless the template sets REDIS_URL. Empty
 	// leaves the template hash of existing pods as it was.
 	PoolSecretName string `json:",omitempty"`
+	// ReplicaAcks, when above 0, is set as REDIS_REPLICA_ACKS: the agents
+	// need as many replica acknowledgements for their claims as the
+	// janitor for its drains. 0 leaves the template hash as it was.
+	ReplicaAcks int `json:",omitempty"`
 }
 
 // AgentContainer is the container the janitor injects the agent's settings
@@ -125,6 +130,9 @@ func newPod(ap *v1alpha1.AgentPool, s settings, hash, generation string, inj Inj
 	setEnv(c, corev1.EnvVar{Name: "APPLY_TIMEOUT", Value: s.ApplyTimeout.String()})
 	if inj.KeyPrefix != "" {
 		setEnv(c, corev1.EnvVar{Name: "KEY_PREFIX", Value: inj.KeyPrefix})
+	}
+	if inj.ReplicaAcks > 0 {
+		setEnv(c, corev1.EnvVar{Name: "REDIS_REPLICA_ACKS", Value: strconv.Itoa(inj.ReplicaAcks)})
 	}
 	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "REDIS_URL" }) {
 		switch {

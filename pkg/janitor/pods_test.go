@@ -173,6 +173,19 @@ func TestNewPodInjectsEnvIntoAgentContainer(t *testing.T) {
 	}
 }
 
+// The agents' claims need as many replica acknowledgements as the janitor's
+// drains; the default (automatic) adds nothing, so upgrading does not
+// replace every pod.
+func TestNewPodInjectsReplicaAcks(t *testing.T) {
+	ap := agentPool()
+	env := envOf(t, newPod(ap, defaultSettings(t), "h", "gen-1", Injection{ReplicaAcks: 2}).Spec.Containers[0])
+	require.Equal(t, corev1.EnvVar{Name: "REDIS_REPLICA_ACKS", Value: "2"}, env["REDIS_REPLICA_ACKS"])
+	require.Equal(t, templateHash(ap, defaultSettings(t), Injection{KeyPrefix: "ss"}),
+		templateHash(ap, defaultSettings(t), Injection{KeyPrefix: "ss", ReplicaAcks: 0}))
+	require.NotEqual(t, templateHash(ap, defaultSettings(t), Injection{}),
+		templateHash(ap, defaultSettings(t), Injection{ReplicaAcks: 1}))
+}
+
 func TestNewPodIdentityOverridesTemplateEnv(t *testing.T) {
 	ap := agentPool(withEnv(
 		corev1.EnvVar{Name: "FOO", Value: "bar"},
@@ -194,6 +207,7 @@ func TestNewPodIdentityOverridesTemplateEnv(t *testing.T) {
 	require.Equal(t, fieldEnv("POD_UID", "metadata.uid"), env["POD_UID"])
 	require.Equal(t, corev1.EnvVar{Name: "PLAN_TIMEOUT", Value: "1h0m0s"}, env["PLAN_TIMEOUT"])
 	require.NotContains(t, env, "KEY_PREFIX", "no key prefix injected when empty")
+	require.NotContains(t, env, "REDIS_REPLICA_ACKS", "automatic replica acknowledgements: nothing injected, the template hash unchanged")
 	require.NotContains(t, env, "REDIS_URL", "no Redis URL injected when neither URL nor secret is set")
 }
 

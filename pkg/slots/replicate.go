@@ -17,10 +17,11 @@ import (
 var ErrNotReplicated = errors.New("write not acknowledged by a replica")
 
 // DrainReplicated drains a pod like Drain and, when the Redis primary has
-// replicas, waits (WAIT 1) until one acknowledged the drain, so a failover
+// replicas, waits (WAIT) until they acknowledged the drain (see
+// replicatedRun for how many), so a failover
 // right after cannot bring the pod back to active while its pod object is
-// being deleted. It reports how many replicas acknowledged (0 when there are
-// none). ErrNotReplicated: the drain stands on the primary but reached no
+// being deleted. It reports how many replicas acknowledged (0 when none
+// are needed). ErrNotReplicated: the drain stands on the primary but reached no
 // replica within wait; the caller must not delete the pod yet (draining again
 // is idempotent).
 //
@@ -68,26 +69,34 @@ func connectedReplicas(ctx context.Context, c *redis.Client) (int, error) {
 }
 
 // replicatedRun runs a script and, when the primary has replicas, waits
-// (WAIT 1, up to wait) until one acknowledged it, on the
-// same connection (WAIT covers that connection's writes). A claim is made
-// durable this way before its phase starts: an asynchronous failover that
-// lost it would otherwise hand the same phase out again while it runs — a
-// plan twice at once, an apply twice. The script's writes stand on the
-// primary either way; ErrNotReplicated says no replica has them yet (the
-// caller retries: claim and drain are idempotent). acked is how many
-// replicas acknowledged (0 without replicas). Cluster clients run the
-// script as is: go-redis cannot route WAIT to the pool's node.
+// (WAIT) until enough of them acknowledged it, on the same connection (WAIT
+// covers that connection's writes). A claim is made durable this way before
+// its phase starts: an asynchronous failover that lost it would otherwise
+// hand the same phase out again while it runs — a plan twice at once, an
+// apply twice. The script's writes stand on the primary either way;
+// ErrNotReplicated says no replica has them yet (the caller retries: claim
+// and drain are idempotent). acked is how many replicas acknowledged (0
+// when none are needed). Cluster clients run the script as is: go-redis
+// cannot route WAIT to the pool's node.
+//
+// How many must acknowledge is replicaCount's answer, and it does not drop
+// to none when the replicas do: a primary restarted a moment ago, or
+// promoted a moment ago, has no replica connected until its old one
+// reconnects, and a claim it took alone in that gap is lost if it fails
+// over before the replica caught up (found by the fault soak, seed
+// 20261209: a restarted primary took an apply's claim unacknowledged,
+// failed over, and the task planned and applied again on another pod).
 func (s *Store) replicatedRun(ctx context.Context, wait time.Duration, name string, pool PoolID, args ...any) (res any, acked int, err error) {
 	client, ok := s.rdb.(*redis.Client)
 	if !ok {
 		res, err = s.run(ctx, name, pool, args...)
 		return res, 0, err
 	}
-	replicas, err := s.replicas.get(ctx, client)
+	need, err := s.replicas.need(ctx, client)
 	if err != nil {
 		return nil, 0, fmt.Errorf("reading replication info: %w", err)
 	}
-	if replicas == 0 {
+	if need == 0 {
 		res, err = s.run(ctx, name, pool, args...)
 		return res, 0, err
 	}
@@ -103,32 +112,42 @@ func (s *Store) replicatedRun(ctx context.Context, wait time.Duration, name stri
 	if err != nil {
 		return nil, 0, mapScriptError(err)
 	}
-	n, err := conn.Wait(ctx, 1, wait).Result()
+	n, err := conn.Wait(ctx, need, wait).Result()
 	if err != nil {
 		return nil, 0, fmt.Errorf("waiting for a replica: %w", err)
 	}
-	if n < 1 {
-		s.replicas.forget() // read the count again: the replica may be gone
-		return nil, 0, fmt.Errorf("%w (%d replicas connected, waited %v)", ErrNotReplicated, replicas, wait)
+	if n < int64(need) {
+		return nil, 0, fmt.Errorf("%w (%d of %d acknowledged within %v)", ErrNotReplicated, n, need, wait)
 	}
 	return res, int(n), nil
 }
 
-// replicaCount caches how many replicas the primary has (INFO replication),
-// for a second: claims and drains would otherwise pay a round trip each to
-// ask.
+// replicaCount decides how many replicas must acknowledge a write. Fixed
+// (Options.ReplicaAcks) it is that number. Automatic it is one from the
+// first time the primary reports a replica connected (INFO replication,
+// read at most once a second until then), for the life of the Store: a
+// replica seen once is a deployment with replicas, and a moment without
+// one (a restart, a failover, a replica resyncing) is exactly when a write
+// taken alone can be lost.
 type replicaCount struct {
+	fixed int
 	mu    sync.Mutex
-	n     int
+	seen  bool
 	until time.Time
 }
 
-func (r *replicaCount) get(ctx context.Context, c *redis.Client) (int, error) {
+func (r *replicaCount) need(ctx context.Context, c *redis.Client) (int, error) {
+	if r.fixed > 0 {
+		return r.fixed, nil
+	}
 	r.mu.Lock()
-	if time.Now().Before(r.until) {
-		n := r.n
+	if r.seen || time.Now().Before(r.until) {
+		seen := r.seen
 		r.mu.Unlock()
-		return n, nil
+		if seen {
+			return 1, nil
+		}
+		return 0, nil
 	}
 	r.mu.Unlock()
 	n, err := connectedReplicas(ctx, c)
@@ -136,13 +155,11 @@ func (r *replicaCount) get(ctx context.Context, c *redis.Client) (int, error) {
 		return 0, err
 	}
 	r.mu.Lock()
-	r.n, r.until = n, time.Now().Add(time.Second)
-	r.mu.Unlock()
-	return n, nil
-}
-
-func (r *replicaCount) forget() {
-	r.mu.Lock()
-	r.until = time.Time{}
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	r.seen = r.seen || n > 0
+	r.until = time.Now().Add(time.Second)
+	if r.seen {
+		return 1, nil
+	}
+	return 0, nil
 }

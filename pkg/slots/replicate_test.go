@@ -137,3 +137,76 @@ func TestAReplicaCountRedisRefusedIsNoAnswer(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, PodActive, snap.Pods[0].State, "nothing was drained without knowing whether a replica must have it")
 }
+
+// Found by the fault soak with pool credentials (seed 20261209: an apply
+// started twice, on two pods). A primary restarted (or promoted) a moment
+// ago has no replica connected until its replica reconnects; claims it took
+// then skipped their WAIT, a failover to the replica lost them, and the
+// task planned and applied again elsewhere. Once a replica was seen, every
+// claim needs an acknowledgement, also while none is connected.
+func TestAClaimNeedsAReplicaOnceOneWasSeen(t *testing.T) {
+	ctx := context.Background()
+	primary := redistest.Start(t)
+	replica := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
+	t.Cleanup(func() { _ = rdb.Close() })
+	rrdb := redis.NewClient(&redis.Options{Addr: replica.Addr()})
+	t.Cleanup(func() { _ = rrdb.Close() })
+	follow := func() {
+		host, port, _ := strings.Cut(primary.Addr(), ":")
+		require.NoError(t, rrdb.Do(ctx, "REPLICAOF", host, port).Err())
+		require.Eventually(t, func() bool {
+			info, err := rrdb.Info(ctx, "replication").Result()
+			return err == nil && strings.Contains(info, "master_link_status:up")
+		}, 30*time.Second, 50*time.Millisecond, "replica never in sync")
+	}
+	follow()
+
+	s, err := New(ctx, rdb, Options{Prefix: redistest.Prefix(t), Logger: quietLogger(), ClaimReplicaWait: 300 * time.Millisecond})
+	require.NoError(t, err)
+	e := &env{t: t, ctx: ctx, s: s, rdb: rdb, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
+	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
+	require.NoError(t, err)
+	uid := e.pod("agent-0")
+	e.submit("a", Plan)
+	a := e.take("agent-0", uid)
+	assert.Equal(t, "a", a.Task, "with the replica streaming, a claim is acknowledged")
+	e.complete(a, OutcomeSuccess)
+
+	// The replica goes away: the primary reports none connected.
+	require.NoError(t, rrdb.Do(ctx, "REPLICAOF", "NO", "ONE").Err())
+	require.Eventually(t, func() bool {
+		n, err := connectedReplicas(ctx, rdb)
+		return err == nil && n == 0
+	}, 10*time.Second, 20*time.Millisecond)
+	time.Sleep(1100 * time.Millisecond) // past any cached count
+
+	e.submit("b", Plan)
+	_, err = s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
+	require.ErrorIs(t, err, ErrNotReplicated, "no replica has the claim: the phase must not start")
+
+	follow()
+	m, err := s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
+	require.NoError(t, err)
+	require.NotNil(t, m)
+	assert.Equal(t, "b", m.Task, "the same entry, claimed again once a replica acknowledges it")
+	assert.Equal(t, 1, e.task("b").Attempt, "one start")
+}
+
+// An explicit ReplicaAcks holds from the start: a process that starts while
+// its replica is away does not take claims alone.
+func TestReplicaAcksFixedNeedsThemFromTheStart(t *testing.T) {
+	e := newEnv(t, "redis")
+	uid := e.pod("agent-0")
+	s, err := New(e.ctx, e.rdb, Options{Prefix: e.s.prefix, Logger: quietLogger(), ReplicaAcks: 1, ClaimReplicaWait: 100 * time.Millisecond})
+	require.NoError(t, err)
+	e.submit("a", Plan)
+	_, err = s.Take(e.ctx, e.pool, "agent-0", uid, time.Second, nil)
+	require.ErrorIs(t, err, ErrNotReplicated)
+	idle := e.pod("agent-1")
+	_, err = s.DrainReplicated(e.ctx, e.pool, "agent-1", idle, 100*time.Millisecond)
+	require.ErrorIs(t, err, ErrNotReplicated)
+
+	_, err = New(e.ctx, e.rdb, Options{Prefix: e.s.prefix, ReplicaAcks: -1})
+	require.ErrorContains(t, err, "must be 0 (auto) or more")
+}

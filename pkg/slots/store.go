@@ -48,6 +48,13 @@ type Options struct {
 	// ClaimReplicaWait bounds how long a claim waits for a replica to
 	// acknowledge it before its phase may start (default 1s; see replicatedRun).
 	ClaimReplicaWait time.Duration
+	// ReplicaAcks is how many replicas must acknowledge a claim or a drain
+	// before it counts. 0 (auto): one, from the first time this Store sees
+	// the primary report a replica on; none before that (a lone Redis, the
+	// embedded one). N > 0: always N, also while fewer are connected (the
+	// claim then waits and is retried), which also covers a process that
+	// starts while its replica is away. See replicatedRun.
+	ReplicaAcks int
 }
 
 // Store is the Go API over the slot state in Redis. It is safe for
@@ -80,6 +87,10 @@ func New(ctx context.Context, rdb redis.UniversalClient, opts Options) (*Store, 
 		maxOutput:  opts.MaxOutput,
 		log:        opts.Logger,
 		claimWait:  opts.ClaimReplicaWait,
+		replicas:   replicaCount{fixed: opts.ReplicaAcks},
+	}
+	if opts.ReplicaAcks < 0 {
+		return nil, fmt.Errorf("replica acknowledgements %d must be 0 (auto) or more", opts.ReplicaAcks)
 	}
 	if s.claimWait <= 0 {
 		s.claimWait = time.Second

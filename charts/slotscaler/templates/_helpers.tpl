@@ -86,6 +86,10 @@ url
 {{ include "slotscaler.redisEnv" . }}
 - name: KEY_PREFIX
   value: {{ .Values.keyPrefix | quote }}
+{{- with .Values.redis.external.replicaAcks }}
+- name: REDIS_REPLICA_ACKS
+  value: {{ . | quote }}
+{{- end }}
 - name: LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
 - name: LOG_LEVEL
