@@ -308,8 +308,9 @@ func (p *pass) create(n int, backoff createBackoff, s settings, hash, generation
 	}
 }
 
-// annotate adds the do-not-evict annotations to busy pods and removes them
-// from idle ones, with a merge patch (never mutating the cached object).
+// annotate adds the busy label and the do-not-evict annotations to busy pods
+// and removes them from idle ones, with one merge patch (never mutating the
+// cached object).
 func (p *pass) annotate(want map[*corev1.Pod]bool) {
 	pods := make([]*corev1.Pod, 0, len(want))
 	for pod := range want {
@@ -318,11 +319,12 @@ func (p *pass) annotate(want map[*corev1.Pod]bool) {
 	// In name order, not the map's: the same pass makes the same calls.
 	slices.SortFunc(pods, func(a, b *corev1.Pod) int { return strings.Compare(a.Name, b.Name) })
 	parallel(p, pods, func(pod *corev1.Pod) {
-		var v1, v2 any // null removes the annotation
+		var v1, v2, label any // null removes the annotation or label
 		if want[pod] {
-			v1, v2 = "false", "true"
+			v1, v2, label = "false", "true", "true"
 		}
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+			"labels":      map[string]any{LabelBusy: label},
 			"annotations": map[string]any{AnnotationSafeToEvict: v1, AnnotationDoNotDisrupt: v2}}})
 		err := p.act("annotate", pod.Name, func() error {
 			_, err := p.c.kube.CoreV1().Pods(pod.Namespace).Patch(p.ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})

@@ -276,7 +276,7 @@ func TestSyncNeverDeletesABusyPod(t *testing.T) {
 	require.NoError(t, err)
 	got := f.sync("team/pool-a", Options{})
 	require.Equal(t, apiCalls{
-		Kube: []string{`patch pods team/a {"metadata":{"annotations":{"` + AnnotationSafeToEvict + `":"false","` + AnnotationDoNotDisrupt + `":"true"}}}`},
+		Kube: []string{`patch pods team/a {"metadata":{"annotations":{"` + AnnotationSafeToEvict + `":"false","` + AnnotationDoNotDisrupt + `":"true"},"labels":{"` + LabelBusy + `":"true"}}}`},
 		Dyn:  []string{statusUpdate},
 	}, got)
 	r, _ := f.record("a")

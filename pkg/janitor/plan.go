@@ -24,6 +24,12 @@ const (
 	// them; idle pods don't, so node consolidation can move them.
 	AnnotationSafeToEvict  = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 	AnnotationDoNotDisrupt = "karpenter.sh/do-not-disrupt"
+	// LabelBusy ("true") marks pods holding a running, assigned or reserved
+	// slot, beside the annotations: a PodDisruptionBudget selecting it (the
+	// chart makes one per pool) makes the Eviction API (kubectl drain, node
+	// upgrades) refuse busy pods while idle ones evict freely. A label, as a
+	// PDB selects by labels only.
+	LabelBusy = "slotscaler.io/busy"
 
 	// AnnotationGeneration is the pool's slot-store generation when the
 	// janitor created the pod: a pod carrying another one (or none) may
@@ -135,8 +141,9 @@ type planOutput struct {
 	Cordon         []*corev1.Pod
 	Drain          []*corev1.Pod // drain, then delete
 	Create         int
-	// Annotate lists pods whose do-not-evict annotations must change: true
-	// adds them (busy), false removes them (idle).
+	// Annotate lists pods whose busy marks (LabelBusy and the do-not-evict
+	// annotations) must change: true adds them (busy), false removes them
+	// (idle).
 	Annotate map[*corev1.Pod]bool
 	// WaitIdle: surplus pods are idle but not yet for idleFor; look again then.
 	WaitIdle time.Duration
@@ -259,7 +266,7 @@ func plan(in planInput) planOutput {
 		if busy {
 			out.Status.Busy++
 		}
-		if rec.State != slots.PodLost && rec.State != slots.PodDraining && hasDoNotEvict(p) != busy {
+		if all, some := busyMarks(p); rec.State != slots.PodLost && rec.State != slots.PodDraining && (busy && !all || !busy && some) {
 			out.Annotate[p] = busy
 		}
 		switch rec.State {
@@ -692,8 +699,11 @@ func ended(p *corev1.Pod) bool {
 	return p.Status.Phase == corev1.PodFailed || p.Status.Phase == corev1.PodSucceeded
 }
 
-func hasDoNotEvict(p *corev1.Pod) bool {
-	return p.Annotations[AnnotationSafeToEvict] == "false" || p.Annotations[AnnotationDoNotDisrupt] == "true"
+// busyMarks says whether a pod carries all the marks of a busy pod (the
+// busy label and both do-not-evict annotations) and whether it carries some.
+func busyMarks(p *corev1.Pod) (all, some bool) {
+	marks := []bool{p.Labels[LabelBusy] == "true", p.Annotations[AnnotationSafeToEvict] == "false", p.Annotations[AnnotationDoNotDisrupt] == "true"}
+	return !slices.Contains(marks, false), slices.Contains(marks, true)
 }
 
 func podReady(p *corev1.Pod) bool {

@@ -105,7 +105,12 @@ func generation(g string) podOpt {
 }
 
 // protected carries both do-not-evict annotations, as busy pods should.
-func protected() podOpt { return annotated("false", "true") }
+func protected() podOpt {
+	return func(p *corev1.Pod) {
+		annotated("false", "true")(p)
+		p.Labels[LabelBusy] = "true"
+	}
+}
 
 func waiting(container, reason string) podOpt {
 	return func(p *corev1.Pod) {
@@ -1225,7 +1230,7 @@ func TestPlanReplacesOutdatedPods(t *testing.T) {
 func TestPlanAnnotatesBusyPodsAgainstEviction(t *testing.T) {
 	runPlanCases(t, map[string]planCase{
 		"busy pods get the annotations, idle pods lose them, the rest are left": {
-			in: input(6,
+			in: input(8,
 				pods(
 					pod("busy-bare"),
 					pod("busy-done", protected()),
@@ -1233,17 +1238,24 @@ func TestPlanAnnotatesBusyPodsAgainstEviction(t *testing.T) {
 					pod("idle-protected", protected()),
 					pod("idle-half", annotated("false", "")),
 					pod("idle-bare", annotated("true", "false")),
+					// The busy label alone (a PDB selects by it) counts as
+					// marked, and a busy pod without it is marked again.
+					pod("idle-label-only", func(p *corev1.Pod) { p.Labels[LabelBusy] = "true" }),
+					pod("busy-no-label", annotated("false", "true")),
 				),
 				rec("busy-bare", slots.PodActive, running),
 				rec("busy-done", slots.PodActive, reserved),
 				rec("busy-half", slots.PodCordoned, running),
 				rec("idle-protected", slots.PodActive),
 				rec("idle-half", slots.PodCordoned),
-				rec("idle-bare", slots.PodActive)),
+				rec("idle-bare", slots.PodActive),
+				rec("idle-label-only", slots.PodActive),
+				rec("busy-no-label", slots.PodActive, running)),
 			want: outcome{
 				Uncordon: []string{"busy-half", "idle-half"},
-				Annotate: map[string]bool{"busy-bare": true, "idle-protected": false, "idle-half": false},
-				Status:   podCounts{Replicas: 6, Ready: 6, Busy: 3, Idle: 3, Cordoned: 2},
+				Annotate: map[string]bool{"busy-bare": true, "busy-half": true, "busy-no-label": true,
+					"idle-protected": false, "idle-half": false, "idle-label-only": false},
+				Status: podCounts{Replicas: 8, Ready: 8, Busy: 4, Idle: 4, Cordoned: 2},
 			},
 		},
 		"never-registered pods carrying the annotations lose them": {
