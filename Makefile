@@ -68,5 +68,6 @@ screenshot: ## Write docs/dashboard.png: a busy pool page in headless chromium (
 .PHONY: generate
 generate: ## Regenerate generated code and docs (templ components, AgentPool deepcopy and CRD, docs/configuration.md; committed and checked by make test)
 	$(GO) tool templ generate
-	$(GO) tool controller-gen object paths=./pkg/apis/... crd:maxDescLen=0,generateEmbeddedObjectMeta=true paths=./pkg/apis/... output:crd:artifacts:config=charts/slotscaler/crds
+	$(GO) tool controller-gen object paths=./pkg/apis/... crd:generateEmbeddedObjectMeta=true paths=./pkg/apis/... output:crd:artifacts:config=charts/slotscaler/crds
+	$(GO) run ./scripts/crdtrim -under spec.template charts/slotscaler/crds/slotscaler.io_agentpools.yaml
 	./scripts/config-reference.sh

@@ -50,7 +50,7 @@ func (p *pass) run() (time.Duration, error) {
 	if err != nil {
 		p.log.Warn("invalid AgentPool spec", "err", err)
 		p.event(p.ap, corev1.EventTypeWarning, "InvalidSpec", "%v", err)
-		return 0, p.updateStatus(podCounts{}, nil, &metav1.Condition{
+		return 0, p.updateStatus(podCounts{}, nil, nil, &metav1.Condition{
 			Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "InvalidSpec", Message: err.Error()})
 	}
 	if !c.exp.Satisfied(p.key) {
@@ -117,7 +117,7 @@ func (p *pass) run() (time.Duration, error) {
 		"cordoned": out.Status.Cordoned, "draining": out.Status.Draining} {
 		c.m.Pods.WithLabelValues(p.id.Namespace, p.id.Name, state).Set(float64(n))
 	}
-	if err := p.updateStatus(out.Status, &s, out.Degraded); apierrors.IsConflict(err) {
+	if err := p.updateStatus(out.Status, &s, &snap, out.Degraded); apierrors.IsConflict(err) {
 		// The HPA (or our own last write, not cached yet) changed the pool
 		// since the cache saw it: the next pass writes a fresh status.
 		p.log.Debug("status write conflicted; retrying", "err", err)

@@ -2,6 +2,9 @@ package janitor
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -64,11 +67,17 @@ func (p *pass) checkTemplate(s settings, hash string) {
 	p.event(p.ap, corev1.EventTypeWarning, "PolicyViolation", "no pod is created: %v", err)
 }
 
-// updateStatus writes the pool's status when it changed. s is nil for an
-// invalid spec.
-func (p *pass) updateStatus(n podCounts, s *settings, degraded *metav1.Condition) error {
+// updateStatus writes the pool's status when it changed. s and snap are
+// nil for an invalid spec (the slot store was not read): the queue counts
+// and slot policy then keep their last values.
+func (p *pass) updateStatus(n podCounts, s *settings, snap *slots.Snapshot, degraded *metav1.Condition) error {
 	ap := p.ap.DeepCopy()
 	st := &ap.Status
+	if s != nil && p.st.policyPending == "" {
+		// While a change is pending the store runs the old policy, which
+		// the status showed when it was applied: it stays.
+		st.SlotPolicy = policySummary(s.Store.Policy)
+	}
 	st.Replicas = int32(n.Replicas)
 	st.ReadyReplicas = int32(n.Ready)
 	st.BusyReplicas = int32(n.Busy)
@@ -107,6 +116,13 @@ func (p *pass) updateStatus(n podCounts, s *settings, degraded *metav1.Condition
 		}
 		meta.SetStatusCondition(&st.Conditions, ready)
 	}
+	if snap != nil {
+		at := snap.At
+		if at.IsZero() {
+			at = p.now // dry-run, pool not declared
+		}
+		observeQueue(p.ap.Status, st, queueOf(*snap), at, p.c.opts.SyncInterval)
+	}
 	if equality.Semantic.DeepEqual(p.ap.Status, ap.Status) {
 		return nil
 	}
@@ -127,4 +143,92 @@ func (p *pass) updateStatus(n podCounts, s *settings, degraded *metav1.Condition
 		return fmt.Errorf("updating status of %s: %w", p.key, err)
 	}
 	return nil
+}
+
+// queueCounts is the part of the status read from the slot store's
+// snapshot, which every pass reads anyway: no extra Redis call.
+type queueCounts struct {
+	Queued   int32
+	ByType   map[v1alpha1.TaskType]int32 // nil when nothing is queued
+	Awaiting int32
+}
+
+// queueOf counts a snapshot's queued tasks, by type, and its reserved
+// slots: each is a plan_and_apply whose plan ran, waiting for approval.
+func queueOf(snap slots.Snapshot) queueCounts {
+	var q queueCounts
+	for _, t := range snap.Queue {
+		if q.ByType == nil {
+			q.ByType = map[v1alpha1.TaskType]int32{}
+		}
+		q.Queued++
+		q.ByType[v1alpha1.TaskType(t.Type)]++
+	}
+	for _, pod := range snap.Pods {
+		for _, sl := range pod.Slots {
+			if sl.State == slots.SlotReserved {
+				q.Awaiting++
+			}
+		}
+	}
+	return q
+}
+
+// observeQueue sets the queue counts of st, the status about to be
+// written over old. Every status write is a watch event that starts
+// another pass, and under load the queue changes between any two passes:
+// written on every change, the counts would keep the janitor passing and
+// writing as fast as the API answers. So when the counts are the only
+// change they are written at most once per every (the sync interval);
+// when anything else changed they ride along. at is Redis's clock.
+func observeQueue(old v1alpha1.AgentPoolStatus, st *v1alpha1.AgentPoolStatus, q queueCounts, at time.Time, every time.Duration) {
+	if st.QueuedTasks == q.Queued && st.AwaitingApproval == q.Awaiting && maps.Equal(st.QueuedByType, q.ByType) &&
+		st.QueueObservedTime != nil {
+		return
+	}
+	if equality.Semantic.DeepEqual(old, *st) && old.QueueObservedTime != nil {
+		// Redis's clock going back (another server after a failover) must
+		// not freeze the counts either.
+		if since := at.Sub(old.QueueObservedTime.Time); since >= 0 && since < every {
+			return
+		}
+	}
+	st.QueuedTasks, st.QueuedByType, st.AwaitingApproval = q.Queued, q.ByType, q.Awaiting
+	// Written with second precision: stored the same way, an unchanged
+	// status compares equal to what the cache reads back.
+	t := metav1.NewTime(at.Truncate(time.Second))
+	st.QueueObservedTime = &t
+}
+
+// policySummary is a slot policy in a short human form for the status and
+// kubectl get: slots running the same types, in a row, share one range.
+// The default is "3 slots: 0=plan,plan_and_apply 1-2=plan".
+func policySummary(p slots.SlotPolicy) string {
+	key := func(types []slots.TaskType) string {
+		s := make([]string, len(types))
+		for i, t := range types {
+			s[i] = string(t)
+		}
+		slices.Sort(s)
+		return strings.Join(slices.Compact(s), ",")
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d slot", len(p.Slots))
+	if len(p.Slots) != 1 {
+		b.WriteString("s")
+	}
+	b.WriteString(":")
+	for i := 0; i < len(p.Slots); {
+		k, j := key(p.Slots[i]), i+1
+		for j < len(p.Slots) && key(p.Slots[j]) == k {
+			j++
+		}
+		if j-1 > i {
+			fmt.Fprintf(&b, " %d-%d=%s", i, j-1, k)
+		} else {
+			fmt.Fprintf(&b, " %d=%s", i, k)
+		}
+		i = j
+	}
+	return b.String()
 }

@@ -20,6 +20,9 @@ import (
 // +kubebuilder:printcolumn:name="Idle",type=integer,JSONPath=`.status.idleReplicas`
 // +kubebuilder:printcolumn:name="Cordoned",type=integer,JSONPath=`.status.cordonedReplicas`,priority=1
 // +kubebuilder:printcolumn:name="Draining",type=integer,JSONPath=`.status.drainingReplicas`,priority=1
+// +kubebuilder:printcolumn:name="Queued",type=integer,JSONPath=`.status.queuedTasks`
+// +kubebuilder:printcolumn:name="Awaiting",type=integer,JSONPath=`.status.awaitingApproval`,description="plan_and_apply tasks whose plan ran, holding their slot until approved"
+// +kubebuilder:printcolumn:name="Slots",type=string,JSONPath=`.status.slotPolicy`,priority=1
 // +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 57 && !self.metadata.name.contains('.')",message="metadata.name: a DNS label of at most 57 characters (pod names are <pool>-xxxxx)"
@@ -32,7 +35,7 @@ type AgentPool struct {
 }
 
 // AgentPoolSpec is what the pool should be. Every field but template has a
-// default (see Defaults).
+// default, given in its description.
 type AgentPoolSpec struct {
 	// Replicas is how many agent pods the pool should run. KEDA sets it.
 	// +kubebuilder:validation:Minimum=0
@@ -107,8 +110,10 @@ type TaskType string
 
 // PhaseTimeouts bounds task phases. Default 1h each.
 type PhaseTimeouts struct {
+	// Plan bounds a plan phase. Default 1h.
 	// +optional
 	Plan *metav1.Duration `json:"plan,omitempty"`
+	// Apply bounds an apply phase. Default 1h.
 	// +optional
 	Apply *metav1.Duration `json:"apply,omitempty"`
 }
@@ -147,6 +152,32 @@ type AgentPoolStatus struct {
 	// DrainingReplicas counts pods proven idle and being deleted.
 	// +optional
 	DrainingReplicas int32 `json:"drainingReplicas"`
+	// QueuedTasks counts tasks waiting in the pool's queue for a slot, as of
+	// queueObservedTime.
+	// +optional
+	QueuedTasks int32 `json:"queuedTasks"`
+	// QueuedByType counts the queued tasks of each task type (types with
+	// none are left out).
+	// +optional
+	QueuedByType map[TaskType]int32 `json:"queuedByType,omitempty"`
+	// AwaitingApproval counts plan_and_apply tasks whose plan ran and which
+	// wait for approval, each holding (reserving) the slot that ran it, as
+	// of queueObservedTime. A pod with a reserved slot is not removed.
+	// +optional
+	AwaitingApproval int32 `json:"awaitingApproval"`
+	// QueueObservedTime is when the slot store was read for the queuedTasks,
+	// queuedByType and awaitingApproval shown (Redis's clock). The janitor
+	// reads them on every pass but, when nothing else in the status
+	// changed, writes them at most once per --sync-interval (5s by
+	// default): a busy queue does not make every pass a status write.
+	// +optional
+	QueueObservedTime *metav1.Time `json:"queueObservedTime,omitempty"`
+	// SlotPolicy is the slot policy the pool runs, by slot index, e.g.
+	// "3 slots: 0=plan,plan_and_apply 1-2=plan". While a spec.slots change
+	// is pending (condition SlotPolicyPending) it still shows the old one
+	// (empty until the janitor has seen one applied).
+	// +optional
+	SlotPolicy string `json:"slotPolicy,omitempty"`
 	// Selector is the label selector of the pool's pods (scale subresource).
 	// +optional
 	Selector string `json:"selector,omitempty"`
@@ -154,9 +185,10 @@ type AgentPoolStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Conditions: Ready (the pool runs spec.replicas ready pods), Degraded
-	// (pods of the template cannot start) and SlotPolicyPending (spec.slots
-	// changed while the pool has pods: the old slot policy stays until it
-	// has none).
+	// (pods of the template cannot start), TemplateAllowed (False while the
+	// janitor's pod policy refuses spec.template) and SlotPolicyPending
+	// (spec.slots changed while the pool has pods: the old slot policy stays
+	// until it has none).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
