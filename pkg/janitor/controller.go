@@ -41,6 +41,9 @@ type Store interface {
 	Cordon(ctx context.Context, id slots.PoolID, pod, uid string) error
 	Uncordon(ctx context.Context, id slots.PoolID, pod, uid string) error
 	RemovePod(ctx context.Context, id slots.PoolID, pod, uid, reason string) error
+	BeginDeletion(ctx context.Context, id slots.PoolID) (slots.Deletion, error)
+	Abandon(ctx context.Context, id slots.PoolID, pod, uid string) ([]string, error)
+	Purge(ctx context.Context, id slots.PoolID) (int, error)
 }
 
 // Options tune a Controller.
@@ -109,6 +112,10 @@ type poolState struct {
 	// heldGeneration is the generation whose data-loss hold was reported
 	// (the hold itself is derived from every snapshot, not remembered).
 	heldGeneration string
+	// deletionSeen: the pool's deletion was reported (once per janitor).
+	deletionSeen bool
+	// finalizerFailed: adding the finalizer failed (reported once).
+	finalizerFailed bool
 	// expectedSince: when each pod's record was first seen expected, in an
 	// unbroken run of snapshots (observeExpected). Losing it only delays.
 	expectedSince map[types.UID]time.Time

@@ -60,6 +60,9 @@ func newFixture(t *testing.T, ap *v1alpha1.AgentPool) *fixture {
 	t.Cleanup(cancel)
 	store, _, _ := newTestStore(t, ctx)
 	ap.UID = "ap-uid"
+	// A pool the janitor has seen carries its finalizer
+	// (TestSyncAddsTheFinalizer covers the first pass).
+	ap.Finalizers = append(ap.Finalizers, v1alpha1.Finalizer)
 	ap.TypeMeta = metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: v1alpha1.Kind}
 	s, err := settingsOf(ap)
 	require.NoError(t, err)

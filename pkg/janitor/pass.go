@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,6 +35,8 @@ type pass struct {
 
 	// refused is the pod policy's refusal of the pool's template, or nil.
 	refused error
+	// deleting is the Deleting condition of a deleted pool, or nil.
+	deleting *metav1.Condition
 }
 
 func (p *pass) after(d time.Duration) {
@@ -46,7 +49,23 @@ func (p *pass) after(d time.Duration) {
 
 func (p *pass) run() (time.Duration, error) {
 	c := p.c
+	deleting := p.ap.DeletionTimestamp != nil
+	if deleting && (!slices.Contains(p.ap.Finalizers, v1alpha1.Finalizer) || p.orphaning()) {
+		// Not ours to hold (never had the finalizer), or a deletion that
+		// keeps the pods: they and their Redis state stay as they are.
+		if slices.Contains(p.ap.Finalizers, v1alpha1.Finalizer) {
+			p.log.Info("pool deleted with its pods orphaned: leaving the pods and the Redis state")
+			return 0, p.removeFinalizer()
+		}
+		return 0, nil
+	}
 	s, err := settingsOf(p.ap)
+	if err != nil && deleting {
+		// An invalid spec must not keep a deleted pool forever.
+		p.log.Warn("invalid spec of a deleted pool: deleting it with the defaults", "err", err)
+		s = fallbackSettings()
+		err = nil
+	}
 	if err != nil {
 		p.log.Warn("invalid AgentPool spec", "err", err)
 		p.event(p.ap, corev1.EventTypeWarning, "InvalidSpec", "%v", err)
@@ -62,10 +81,41 @@ func (p *pass) run() (time.Duration, error) {
 		p.log.Debug("waiting for the informer to show our own changes")
 		return time.Second, nil
 	}
+	if !deleting {
+		if err := p.ensureFinalizer(); apierrors.IsConflict(err) {
+			// The cache has not seen our last status write yet.
+			p.after(500 * time.Millisecond)
+		} else if err != nil {
+			// The pool is managed all the same; only its deletion would not
+			// wait for idle pods. Said once per failure streak.
+			if !p.st.finalizerFailed {
+				p.log.Warn("cannot add the finalizer: deleting this pool would not wait for its pods to be idle", "err", err)
+				p.event(p.ap, corev1.EventTypeWarning, "FinalizerFailed", "deleting this pool would not wait for idle pods: %v", err)
+			}
+			p.st.finalizerFailed = true
+		} else {
+			p.st.finalizerFailed = false
+		}
+	}
 	pods := p.podsOf()
-	snap, err := p.snapshotDeclared(s, len(pods))
+	var snap slots.Snapshot
+	gone := false
+	if deleting {
+		snap, gone, err = p.beginDeletion(s)
+	} else {
+		snap, err = p.snapshotDeclared(s, len(pods))
+	}
 	if err != nil {
 		return 0, err
+	}
+	if deleting && len(pods) == 0 && len(snap.Pods) == 0 {
+		return 0, p.finishDeletion(gone)
+	}
+	if gone {
+		// Deleting, and Redis has nothing of the pool (lost): no pod can be
+		// proven idle. Pods whose agent ended go now; the rest at the
+		// deadline, as busy ones would.
+		return p.deleteUnprovable(s, pods)
 	}
 	if err := p.ensureCredentials(); err != nil {
 		return 0, err
@@ -80,13 +130,19 @@ func (p *pass) run() (time.Duration, error) {
 	hash := templateHash(p.ap, s, c.opts.Inject)
 	p.checkTemplate(s, hash)
 	p.st.expectedSince = observeExpected(p.st.expectedSince, pods, snap.Pods, now)
-	out := plan(planInput{
+	in := planInput{
 		Now: now, Replicas: s.Replicas, TemplateHash: hash, IdleFor: s.IdleFor,
 		Generation: snap.Generation, Declared: snap.Declared, HeartbeatTimeout: s.Store.HeartbeatTimeout,
 		ExpectedSince: p.st.expectedSince,
 		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
 		Clock: p.now, Streak: p.st.streak, TemplateRefused: p.refused != nil,
-	})
+	}
+	if deleting {
+		// Scaled to zero at once: no new pod, no replacement, no idleFor,
+		// no cap on removals (see deletion.go).
+		in.Replicas, in.IdleFor, in.DeleteBudget, in.TemplateRefused = 0, 0, len(pods)+len(snap.Pods), true
+	}
+	out := plan(in)
 	p.st.streak = out.Streak
 	hold := !out.HoldUntil.IsZero()
 	if hold {
@@ -116,6 +172,10 @@ func (p *pass) run() (time.Duration, error) {
 	for state, n := range map[string]int{"live": out.Status.Replicas, "busy": out.Status.Busy, "idle": out.Status.Idle,
 		"cordoned": out.Status.Cordoned, "draining": out.Status.Draining} {
 		c.m.Pods.WithLabelValues(p.id.Namespace, p.id.Name, state).Set(float64(n))
+	}
+	if deleting {
+		cond := deletingCondition(p.ap, s, len(pods), out.Status)
+		p.deleting = &cond
 	}
 	if err := p.updateStatus(out.Status, &s, &snap, out.Degraded); apierrors.IsConflict(err) {
 		// The HPA (or our own last write, not cached yet) changed the pool

@@ -37,6 +37,8 @@ type settings struct {
 	MaxDeletionsPerMinute int
 	PlanTimeout           time.Duration
 	ApplyTimeout          time.Duration
+	// DeletionTimeout: spec.deletion.timeout, else the longer phase timeout.
+	DeletionTimeout time.Duration
 }
 
 // settingsOf applies defaults and validates an AgentPool's spec. An error
@@ -96,6 +98,7 @@ func settingsOf(ap *v1alpha1.AgentPool) (settings, error) {
 	duration("spec.phaseTimeouts.plan", sp.PhaseTimeouts.Plan, &s.PlanTimeout)
 	duration("spec.phaseTimeouts.apply", sp.PhaseTimeouts.Apply, &s.ApplyTimeout)
 	duration("spec.queue.maxAge", sp.Queue.MaxAge, &cfg.MaxQueueAge)
+	duration("spec.deletion.timeout", sp.Deletion.Timeout, &s.DeletionTimeout)
 	positive := func(field string, v *int32, into *int) {
 		if v == nil {
 			return
@@ -118,6 +121,9 @@ func settingsOf(ap *v1alpha1.AgentPool) (settings, error) {
 		errs = append(errs, errors.New("spec.slots: no slot runs plan, so no task could ever run"))
 	}
 	s.Store = cfg
+	if s.DeletionTimeout == 0 {
+		s.DeletionTimeout = s.longestPhase()
+	}
 	return s, errors.Join(errs...)
 }
 

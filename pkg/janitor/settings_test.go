@@ -49,6 +49,7 @@ func TestSettingsOfAppliesDefaults(t *testing.T) {
 		MaxDeletionsPerMinute: 60,
 		PlanTimeout:           time.Hour,
 		ApplyTimeout:          time.Hour,
+		DeletionTimeout:       time.Hour, // the longer phase timeout
 	}, s)
 	require.True(t, s.Store.Managed)
 	require.Equal(t, slots.DefaultPolicy(), s.Store.Policy)
@@ -68,6 +69,7 @@ func TestSettingsOfTakesEveryField(t *testing.T) {
 		sp.PhaseTimeouts = v1alpha1.PhaseTimeouts{Plan: dur(20 * time.Minute), Apply: dur(2 * time.Hour)}
 		sp.MaxAttempts = i32(5)
 		sp.Queue = v1alpha1.QueueSpec{Limit: i32(50), MaxAge: dur(time.Hour)}
+		sp.Deletion = v1alpha1.DeletionSpec{Timeout: dur(3 * time.Hour)}
 	})
 	s, err := settingsOf(ap)
 	require.NoError(t, err)
@@ -87,6 +89,7 @@ func TestSettingsOfTakesEveryField(t *testing.T) {
 		MaxDeletionsPerMinute: 3,
 		PlanTimeout:           20 * time.Minute,
 		ApplyTimeout:          2 * time.Hour,
+		DeletionTimeout:       3 * time.Hour,
 	}, s)
 	require.Equal(t, 2*time.Hour, s.longestPhase())
 }

@@ -101,6 +101,9 @@ func (p *pass) updateStatus(n podCounts, s *settings, snap *slots.Snapshot, degr
 	}
 	degraded.ObservedGeneration = ap.Generation
 	meta.SetStatusCondition(&st.Conditions, *degraded)
+	if p.deleting != nil {
+		meta.SetStatusCondition(&st.Conditions, *p.deleting)
+	}
 	if s != nil {
 		pending := metav1.Condition{Type: v1alpha1.ConditionSlotPolicyPending, Status: metav1.ConditionFalse, Reason: "Applied",
 			ObservedGeneration: ap.Generation, Message: "the pool runs the slot policy of spec.slots"}

@@ -41,6 +41,7 @@ var (
 	ErrTaskFinished    = refusal("task already finished")
 	ErrNotStarted      = refusal("task phase was not started")
 	ErrIncompatible    = refusal("redis holds an incompatible slotscaler data model")
+	ErrPoolDeleting    = refusal("pool is being deleted")
 )
 
 // scriptErrors maps the codes Lua scripts return ("SSERR:<code> <detail>")
@@ -66,6 +67,7 @@ var scriptErrors = map[string]error{
 	"finished":     ErrTaskFinished,
 	"notstarted":   ErrNotStarted,
 	"notype":       ErrNoSlotForType,
+	"deleting":     ErrPoolDeleting,
 }
 
 // mapScriptError turns a script's error reply into a wrapped sentinel; other

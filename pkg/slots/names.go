@@ -56,6 +56,7 @@ const (
 	cfgRetention    = "ret"
 	cfgRetentionN   = "retn"
 	cfgEventCap     = "evcap"
+	cfgDeleting     = "delat" // Redis time (ms) the pool's deletion began; absent otherwise
 )
 
 // luaNames gives each shared name its Lua local. Every constant above must
@@ -97,6 +98,7 @@ var luaNames = []struct{ lua, value string }{
 	{"CF_RET", cfgRetention},
 	{"CF_RETN", cfgRetentionN},
 	{"CF_EVCAP", cfgEventCap},
+	{"CF_DEL", cfgDeleting},
 }
 
 // luaPrelude is the Lua that defines luaNames, put before lib.lua. Locals

@@ -184,7 +184,7 @@ func (s *Store) Snapshot(ctx context.Context, pool PoolID) (Snapshot, error) {
 type Event struct {
 	Cursor  string // resume after this event
 	At      time.Time
-	Kind    string // "task", "pod", "reaper"
+	Kind    string // "task", "pod", "reaper", "pool" (its deletion began)
 	Subject string // task id or pod name
 	Fields  map[string]string
 }
@@ -263,7 +263,7 @@ func (s *Store) Events(ctx context.Context, pool PoolID, cursor string, limit in
 				e.Fields[k] = sv
 			}
 		}
-		for _, k := range []string{"task", "pod", "reaper"} {
+		for _, k := range []string{"task", "pod", "reaper", "pool"} {
 			if v, ok := e.Fields[k]; ok {
 				e.Kind, e.Subject = k, v
 				delete(e.Fields, k)

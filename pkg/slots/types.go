@@ -99,6 +99,7 @@ const (
 	ReasonReservationTTL  = "reservation-ttl"
 	ReasonTimeout         = "timeout"
 	ReasonExitCode        = "exit-code"
+	ReasonPoolDeleted     = "pool-deleted"
 )
 
 // SlotPolicy lists, for each slot index of a pod, the task types it may run.

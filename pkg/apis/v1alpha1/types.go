@@ -94,6 +94,23 @@ type AgentPoolSpec struct {
 	// Queue bounds the pool's queue.
 	// +optional
 	Queue QueueSpec `json:"queue,omitempty"`
+
+	// Deletion bounds how long deleting the pool waits for its work.
+	// +optional
+	Deletion DeletionSpec `json:"deletion,omitempty"`
+}
+
+// DeletionSpec is how a pool is deleted. Deleting an AgentPool fails its
+// queued tasks at once (pool-deleted) and refuses submits; running phases
+// finish and reservations may still be approved or rejected while the pods
+// are removed as they become idle. After Timeout what still runs or is
+// reserved fails (pool-deleted) and its pods are deleted; then the pool's
+// Redis state, then the AgentPool.
+type DeletionSpec struct {
+	// Timeout is the longest the deletion waits for running phases and
+	// reservations. Default: the longer phase timeout.
+	// +optional
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
 }
 
 // SlotSpec is one slot of every pod.
@@ -205,7 +222,15 @@ const (
 	// ConditionTemplateAllowed is False while the janitor's pod policy
 	// refuses spec.template: no pod is created from it, existing pods stay.
 	ConditionTemplateAllowed = "TemplateAllowed"
+	// ConditionDeleting is True while a deleted pool waits for its pods'
+	// work (DeletionSpec); its message says what is left and until when.
+	ConditionDeleting = "Deleting"
 )
+
+// Finalizer is the janitor's finalizer on every AgentPool it manages: a
+// deleted pool stays until its pods were removed idle (or its deletion
+// timed out) and its Redis state is gone.
+const Finalizer = "slotscaler.io/drain-pods"
 
 // AgentPoolList is a list of AgentPools.
 //

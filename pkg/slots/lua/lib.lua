@@ -79,6 +79,7 @@ local function load_cfg()
     qage = tonumber(h[CF_QAGE]),
     ret = tonumber(h[CF_RET]),
     retn = tonumber(h[CF_RETN]),
+    del = h[CF_DEL],                  -- set while the pool is being deleted (delete_pool)
   }
   for i = 0, c.ncls - 1 do c.ctypes[tostring(i)] = split(h[CF_CT .. i]) end
   return c

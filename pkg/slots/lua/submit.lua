@@ -11,6 +11,7 @@ if cur[1] then
   if cur[1] ~= ttype then return fail('taskconflict', 'task ' .. id .. ' is a ' .. cur[1]) end
   return {'exists', cur[2], cur[3] or '', cur[4] or '', cur[5] or ''}
 end
+if c.del then return fail('deleting', 'pool is being deleted') end
 local order = order_of(c, ttype)
 if #order == 0 then return fail('notype', ttype) end
 local now = now_ms()
