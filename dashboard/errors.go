@@ -43,6 +43,8 @@ func errorStatus(err error) (int, string) {
 		return http.StatusConflict, "task_finished"
 	case errors.Is(err, slots.ErrTaskConflict):
 		return http.StatusConflict, "task_conflict"
+	case errors.Is(err, slots.ErrPoolDeleting):
+		return http.StatusConflict, "pool_deleting"
 	case errors.Is(err, slots.ErrPodLost), errors.Is(err, slots.ErrPodState):
 		return http.StatusConflict, "pod_state"
 	case errors.Is(err, slots.ErrQueueFull):

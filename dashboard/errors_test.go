@@ -59,6 +59,7 @@ func TestErrorStatusMapsEachStoreError(t *testing.T) {
 		"not reserved":          {wrap(slots.ErrNotReserved), http.StatusConflict, "not_reserved"},
 		"task finished":         {wrap(slots.ErrTaskFinished), http.StatusConflict, "task_finished"},
 		"task conflict":         {wrap(slots.ErrTaskConflict), http.StatusConflict, "task_conflict"},
+		"pool deleting":         {wrap(slots.ErrPoolDeleting), http.StatusConflict, "pool_deleting"},
 		"pod lost":              {wrap(slots.ErrPodLost), http.StatusConflict, "pod_state"},
 		"pod state":             {wrap(slots.ErrPodState), http.StatusConflict, "pod_state"},
 		"queue full":            {wrap(slots.ErrQueueFull), http.StatusTooManyRequests, "queue_full"},
