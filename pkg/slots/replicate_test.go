@@ -82,14 +82,9 @@ func TestSeed20261203AClaimStartsOnlyOnceAReplicaHasIt(t *testing.T) {
 	link := faultproxy.Start(t, primary.Addr())
 	rrdb := redis.NewClient(&redis.Options{Addr: replica.Addr()})
 	t.Cleanup(func() { _ = rrdb.Close() })
-	host, port, _ := strings.Cut(link.Addr(), ":")
-	require.NoError(t, rrdb.Do(ctx, "REPLICAOF", host, port).Err())
 	rdb := redis.NewClient(&redis.Options{Addr: primary.Addr()})
 	t.Cleanup(func() { _ = rdb.Close() })
-	require.Eventually(t, func() bool {
-		info, err := rrdb.Info(ctx, "replication").Result()
-		return err == nil && strings.Contains(info, "master_link_status:up")
-	}, 30*time.Second, 50*time.Millisecond, "replica never in sync")
+	follow(t, rrdb, link.Addr())
 
 	s, err := New(ctx, rdb, Options{Prefix: redistest.Prefix(t), Logger: quietLogger(), ClaimReplicaWait: 300 * time.Millisecond})
 	require.NoError(t, err)
@@ -152,15 +147,7 @@ func TestAClaimNeedsAReplicaOnceOneWasSeen(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	rrdb := redis.NewClient(&redis.Options{Addr: replica.Addr()})
 	t.Cleanup(func() { _ = rrdb.Close() })
-	follow := func() {
-		host, port, _ := strings.Cut(primary.Addr(), ":")
-		require.NoError(t, rrdb.Do(ctx, "REPLICAOF", host, port).Err())
-		require.Eventually(t, func() bool {
-			info, err := rrdb.Info(ctx, "replication").Result()
-			return err == nil && strings.Contains(info, "master_link_status:up")
-		}, 30*time.Second, 50*time.Millisecond, "replica never in sync")
-	}
-	follow()
+	follow(t, rrdb, primary.Addr())
 
 	s, err := New(ctx, rdb, Options{Prefix: redistest.Prefix(t), Logger: quietLogger(), ClaimReplicaWait: 300 * time.Millisecond})
 	require.NoError(t, err)
@@ -185,7 +172,7 @@ func TestAClaimNeedsAReplicaOnceOneWasSeen(t *testing.T) {
 	_, err = s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
 	require.ErrorIs(t, err, ErrNotReplicated, "no replica has the claim: the phase must not start")
 
-	follow()
+	follow(t, rrdb, primary.Addr())
 	m, err := s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
 	require.NoError(t, err)
 	require.NotNil(t, m)
@@ -209,4 +196,17 @@ func TestReplicaAcksFixedNeedsThemFromTheStart(t *testing.T) {
 
 	_, err = New(e.ctx, e.rdb, Options{Prefix: e.s.prefix, ReplicaAcks: -1})
 	require.ErrorContains(t, err, "must be 0 (auto) or more")
+}
+
+// follow makes a server a replica of the one at addr and waits until its
+// link is up (its initial sync done).
+func follow(t *testing.T, replica *redis.Client, addr string) {
+	t.Helper()
+	ctx := context.Background()
+	host, port, _ := strings.Cut(addr, ":")
+	require.NoError(t, replica.Do(ctx, "REPLICAOF", host, port).Err())
+	require.Eventually(t, func() bool {
+		info, err := replica.Info(ctx, "replication").Result()
+		return err == nil && strings.Contains(info, "master_link_status:up")
+	}, 30*time.Second, 50*time.Millisecond, "replica never in sync")
 }

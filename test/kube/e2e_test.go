@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -120,15 +121,22 @@ func (k *kedaMetrics) GetObjectMetric(string, string, *autoscalingv2.CrossVersio
 	return 0, time.Time{}, fmt.Errorf("not served")
 }
 
-// startHPA runs the real HorizontalPodAutoscaler controller (default 10 %
-// tolerance, as kube-controller-manager) against the test API server.
-func (c *cluster) startHPA(m *kedaMetrics) {
-	c.t.Helper()
+// controllerDeps is what a kube-controller-manager controller run in the
+// test needs: a context ended with the test, discovery, a REST mapper and
+// an informer factory (the caller starts it).
+func (c *cluster) controllerDeps() (context.Context, discovery.DiscoveryInterface, apimeta.RESTMapper, informers.SharedInformerFactory) {
 	ctx, cancel := context.WithCancel(c.ctx)
 	c.t.Cleanup(cancel)
 	disc := discovery.NewDiscoveryClientForConfigOrDie(c.admin)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	f := informers.NewSharedInformerFactory(c.kube, 0)
+	return ctx, disc, mapper, informers.NewSharedInformerFactory(c.kube, 0)
+}
+
+// startHPA runs the real HorizontalPodAutoscaler controller (default 10 %
+// tolerance, as kube-controller-manager) against the test API server.
+func (c *cluster) startHPA(m *kedaMetrics) {
+	c.t.Helper()
+	ctx, _, mapper, f := c.controllerDeps()
 	hpa := podautoscaler.NewHorizontalController(ctx, c.kube.CoreV1(), c.scales, c.kube.AutoscalingV2(), mapper, m,
 		f.Autoscaling().V2().HorizontalPodAutoscalers(), f.Core().V1().Pods(),
 		time.Second, 5*time.Minute, 0.1, 5*time.Minute, 30*time.Second)

@@ -11,10 +11,6 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/discovery"
-	"k8s.io/client-go/discovery/cached/memory"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/kubernetes/pkg/controller/disruption"
 
 	"github.com/slotscaler/slotscaler/pkg/janitor"
@@ -26,11 +22,7 @@ import (
 // budgets' status, which the Eviction API decides by.
 func (c *cluster) startDisruptionController() {
 	c.t.Helper()
-	ctx, cancel := context.WithCancel(c.ctx)
-	c.t.Cleanup(cancel)
-	disc := discovery.NewDiscoveryClientForConfigOrDie(c.admin)
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disc))
-	f := informers.NewSharedInformerFactory(c.kube, 0)
+	ctx, disc, mapper, f := c.controllerDeps()
 	dc := disruption.NewDisruptionController(ctx, f.Core().V1().Pods(), f.Policy().V1().PodDisruptionBudgets(),
 		f.Core().V1().ReplicationControllers(), f.Apps().V1().ReplicaSets(), f.Apps().V1().Deployments(),
 		f.Apps().V1().StatefulSets(), c.kube, mapper, c.scales, disc)
