@@ -43,6 +43,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	v2 "k8s.io/api/autoscaling/v2"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -111,6 +112,13 @@ type manifests struct {
 	admissionBindings   []admissionregistrationv1.ValidatingAdmissionPolicyBinding
 	agentPools          []v1alpha1.AgentPool
 	serviceMonitors     []unstructured.Unstructured
+	// Helm hooks (helm.sh/hook), kept apart: they exist only while the
+	// hook runs, so the RBAC and workload checks of the release do not
+	// count them.
+	hookJobs                []batchv1.Job
+	hookClusterRoles        []rbacv1.ClusterRole
+	hookClusterRoleBindings []rbacv1.ClusterRoleBinding
+	hookServiceAccounts     []corev1.ServiceAccount
 }
 
 // strict decodes a YAML document into out as the API server reads JSON:
@@ -144,8 +152,9 @@ func decodeManifests(out []byte) (*manifests, error) {
 		var head struct {
 			metav1.TypeMeta `json:",inline"`
 			Metadata        struct {
-				Name      string `json:"name"`
-				Namespace string `json:"namespace"`
+				Name        string            `json:"name"`
+				Namespace   string            `json:"namespace"`
+				Annotations map[string]string `json:"annotations"`
 			} `json:"metadata"`
 		}
 		if err := yaml.Unmarshal(doc, &head); err != nil {
@@ -161,6 +170,24 @@ func decodeManifests(out []byte) (*manifests, error) {
 		}
 		m.raw[id] = doc
 		var derr error
+		if head.Metadata.Annotations["helm.sh/hook"] != "" {
+			switch gvk {
+			case "batch/v1/Job":
+				derr = decodeInto(doc, &m.hookJobs)
+			case "rbac.authorization.k8s.io/v1/ClusterRole":
+				derr = decodeInto(doc, &m.hookClusterRoles)
+			case "rbac.authorization.k8s.io/v1/ClusterRoleBinding":
+				derr = decodeInto(doc, &m.hookClusterRoleBindings)
+			case "v1/ServiceAccount":
+				derr = decodeInto(doc, &m.hookServiceAccounts)
+			default:
+				return nil, fmt.Errorf("%s: unknown hook kind %s (add it to decodeManifests)", id, gvk)
+			}
+			if derr != nil {
+				return nil, fmt.Errorf("%s does not decode strictly: %w", id, derr)
+			}
+			continue
+		}
 		switch gvk {
 		case "apps/v1/Deployment":
 			derr = decodeInto(doc, &m.deployments)
@@ -520,6 +547,53 @@ func checkChart(m *manifests, tc chartCase) []string {
 	}
 	p = append(p, scalerTLSProblems(m, tc)...)
 	p = append(p, networkPolicyProblems(m)...)
+	p = append(p, uninstallHookProblems(m)...)
+	return p
+}
+
+// uninstallHookProblems: helm uninstall first runs `scaler delete-pools` in a
+// pre-delete Job, whose ServiceAccount may only read and delete AgentPools,
+// with a selector that matches every AgentPool the chart renders.
+func uninstallHookProblems(m *manifests) []string {
+	var p []string
+	if len(m.hookJobs) != 1 || len(m.hookClusterRoles) != 1 || len(m.hookClusterRoleBindings) != 1 || len(m.hookServiceAccounts) != 1 {
+		return []string{fmt.Sprintf("uninstall hook: want one Job, ClusterRole, binding and ServiceAccount; have %d, %d, %d, %d",
+			len(m.hookJobs), len(m.hookClusterRoles), len(m.hookClusterRoleBindings), len(m.hookServiceAccounts))}
+	}
+	job, role, binding, sa := m.hookJobs[0], m.hookClusterRoles[0], m.hookClusterRoleBindings[0], m.hookServiceAccounts[0]
+	want := []rbacv1.PolicyRule{{APIGroups: []string{"slotscaler.io"}, Resources: []string{"agentpools"}, Verbs: []string{"get", "list", "watch", "delete"}}}
+	if !equalJSON(role.Rules, want) {
+		p = append(p, fmt.Sprintf("uninstall hook ClusterRole rules %+v: want exactly %+v", role.Rules, want))
+	}
+	if binding.RoleRef.Name != role.Name || len(binding.Subjects) != 1 || binding.Subjects[0].Name != sa.Name ||
+		job.Spec.Template.Spec.ServiceAccountName != sa.Name {
+		p = append(p, "uninstall hook: the Job, its ServiceAccount and the ClusterRole are not bound together")
+	}
+	for _, o := range []metav1.ObjectMeta{job.ObjectMeta, role.ObjectMeta, binding.ObjectMeta, sa.ObjectMeta} {
+		if o.Annotations["helm.sh/hook"] != "pre-delete" {
+			p = append(p, fmt.Sprintf("uninstall hook %s: helm.sh/hook %q, want pre-delete", o.Name, o.Annotations["helm.sh/hook"]))
+		}
+	}
+	if len(job.Spec.Template.Spec.Containers) != 1 {
+		return append(p, "uninstall hook Job: want one container")
+	}
+	c := job.Spec.Template.Spec.Containers[0]
+	i := slices.Index(c.Args, "--selector")
+	if len(c.Args) == 0 || c.Args[0] != "delete-pools" || i < 0 || i+1 >= len(c.Args) {
+		return append(p, fmt.Sprintf("uninstall hook Job args %v: want delete-pools --selector …", c.Args))
+	}
+	sel, err := labels.Parse(c.Args[i+1])
+	if err != nil {
+		return append(p, fmt.Sprintf("uninstall hook selector %q: %v", c.Args[i+1], err))
+	}
+	for _, ap := range m.agentPools {
+		if !sel.Matches(labels.Set(ap.Labels)) {
+			p = append(p, fmt.Sprintf("uninstall hook selector %q misses AgentPool %s/%s", c.Args[i+1], ap.Namespace, ap.Name))
+		}
+	}
+	if sc := c.SecurityContext; sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		p = append(p, "uninstall hook Job: the container must run as non-root without privilege escalation")
+	}
 	return p
 }
 
@@ -725,7 +799,7 @@ func rbacProblems(m *manifests, tc chartCase) []string {
 	// Exactly what pkg/janitor does (templates/janitor-rbac.yaml).
 	want := []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch", "create", "delete", "patch"}},
-		{APIGroups: []string{"slotscaler.io"}, Resources: []string{"agentpools"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"slotscaler.io"}, Resources: []string{"agentpools"}, Verbs: []string{"get", "list", "watch", "patch"}},
 		{APIGroups: []string{"slotscaler.io"}, Resources: []string{"agentpools/status"}, Verbs: []string{"update"}},
 		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
 	}
@@ -830,6 +904,16 @@ func serviceProblems(m *manifests) []string {
 	}
 	for _, pdb := range m.pdbs {
 		sel, err := metav1.LabelSelectorAsSelector(pdb.Spec.Selector)
+		if pool, ok := pdb.Spec.Selector.MatchLabels["slotscaler.io/pool"]; ok {
+			// A pool's budget over its busy pods: the janitor labels them.
+			found := slices.ContainsFunc(m.agentPools, func(ap v1alpha1.AgentPool) bool {
+				return ap.Name == pool && ap.Namespace == pdb.Namespace
+			})
+			if err != nil || !found || pdb.Spec.Selector.MatchLabels["slotscaler.io/busy"] != "true" || pdb.Spec.MinAvailable == nil {
+				p = append(p, fmt.Sprintf("PodDisruptionBudget %s/%s: want minAvailable over the busy pods of AgentPool %s", pdb.Namespace, pdb.Name, pool))
+			}
+			continue
+		}
 		d := findDeployment(m, pdb.Name)
 		if err != nil || d == nil || !sel.Matches(labels.Set(d.Spec.Template.Labels)) {
 			p = append(p, fmt.Sprintf("PodDisruptionBudget %s selects no pods of Deployment %s", pdb.Name, pdb.Name))
