@@ -86,6 +86,7 @@ func (p *pass) run() (time.Duration, error) {
 		ExpectedSince: p.st.expectedSince,
 		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
 		Clock: p.now, Streak: p.st.streak, TemplateRefused: p.refused != nil,
+		RecycleAfterTasks: s.RecycleAfterTasks, RecycleAfterAge: s.RecycleAfterAge,
 	})
 	p.st.streak = out.Streak
 	hold := !out.HoldUntil.IsZero()
@@ -99,6 +100,7 @@ func (p *pass) run() (time.Duration, error) {
 	if !hold {
 		p.deleteDead(out.Dead)
 	}
+	p.recycling(out.Recycle)
 	p.podOps("uncordon", "Uncordoned", out.Uncordon, c.store.Uncordon)
 	p.podOps("cordon", "Cordoned", out.Cordon, c.store.Cordon)
 	p.drainAndDelete(out.Drain, lim)
@@ -215,6 +217,15 @@ func (p *pass) declare(s settings) error {
 	p.log.Debug("pool declared", "generation", d.Generation)
 	p.st.declared, p.st.policyPending = key, ""
 	return nil
+}
+
+// recycling reports the pods this pass takes out for recycling (drained
+// when idle, cordoned when busy; a successor is created either way).
+func (p *pass) recycling(why map[*corev1.Pod]string) {
+	for pod, reason := range why {
+		p.log.Info("recycling pod", "pod", pod.Name, "why", reason)
+		p.event(pod, corev1.EventTypeNormal, "Recycling", "replaced by the janitor of pool %s (idle-only): %s", p.id, reason)
+	}
 }
 
 func (p *pass) limiter(perMinute int) *rate.Limiter {

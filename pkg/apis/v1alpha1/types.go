@@ -91,6 +91,35 @@ type AgentPoolSpec struct {
 	// Queue bounds the pool's queue.
 	// +optional
 	Queue QueueSpec `json:"queue,omitempty"`
+
+	// Recycle replaces long-lived pods. Off unless set (an empty recycle is
+	// off too).
+	// +optional
+	Recycle *RecycleSpec `json:"recycle,omitempty"`
+}
+
+// RecycleSpec replaces a pod once it started afterTasks tasks or lived
+// afterAge, whichever comes first, the way a template change replaces pods:
+// an idle pod is drained and deleted, a busy one is cordoned (it finishes
+// its work, reservations and applies included, and gets no new work) and
+// deleted once idle; either way a successor is created beside it. Pods are
+// taken out no faster than maxDeletionsPerMinute: each pass recycles at
+// most as many pods as the deletion budget has left, less the recycled
+// pods still cordoned and waiting to be idle.
+type RecycleSpec struct {
+	// AfterTasks: a pod that started this many tasks is replaced. Tasks,
+	// not phases: a task counts once, when its plan starts on the pod; the
+	// apply of a plan_and_apply runs on the same pod and is not counted
+	// again. The count lives in the slot store: pods registered before the
+	// counter existed, or rebuilt after Redis lost its data, count from 0.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	AfterTasks *int32 `json:"afterTasks,omitempty"`
+
+	// AfterAge: a pod that has existed this long (since its
+	// creationTimestamp) is replaced, e.g. 24h.
+	// +optional
+	AfterAge *metav1.Duration `json:"afterAge,omitempty"`
 }
 
 // SlotSpec is one slot of every pod.
