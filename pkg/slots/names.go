@@ -56,6 +56,10 @@ const (
 	cfgRetention    = "ret"
 	cfgRetentionN   = "retn"
 	cfgEventCap     = "evcap"
+	// cfgHPATolerance is what the janitor found on the pool's HPA
+	// (HPATolerance): written with the rest of the config, read by the
+	// stats script for the scaler.
+	cfgHPATolerance = "hpatol"
 )
 
 // luaNames gives each shared name its Lua local. Every constant above must
@@ -97,6 +101,7 @@ var luaNames = []struct{ lua, value string }{
 	{"CF_RET", cfgRetention},
 	{"CF_RETN", cfgRetentionN},
 	{"CF_EVCAP", cfgEventCap},
+	{"CF_HPATOL", cfgHPATolerance},
 }
 
 // luaPrelude is the Lua that defines luaNames, put before lib.lua. Locals
