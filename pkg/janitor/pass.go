@@ -34,6 +34,8 @@ type pass struct {
 
 	// refused is the pod policy's refusal of the pool's template, or nil.
 	refused error
+	// hpa is the verdict on the pool's HPAs, nil when they are not watched.
+	hpa *hpaVerdict
 }
 
 func (p *pass) after(d time.Duration) {
@@ -63,6 +65,10 @@ func (p *pass) run() (time.Duration, error) {
 		return time.Second, nil
 	}
 	pods := p.podsOf()
+	// Declared with the pool, so a changed verdict declares it again.
+	if p.hpa = p.checkHPAs(); p.hpa != nil {
+		s.Store.HPATolerance = p.hpa.Tolerance
+	}
 	snap, err := p.snapshotDeclared(s, len(pods))
 	if err != nil {
 		return 0, err

@@ -55,6 +55,8 @@ type passEnv struct {
 	m       *Metrics
 	events  *record.FakeRecorder
 	stopCtl context.CancelFunc
+	// ignoreHPAs starts janitors with Options.IgnoreHPAs.
+	ignoreHPAs bool
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -112,7 +114,7 @@ func (e *passEnv) startJanitor() {
 	}
 	e.m = NewMetrics(nil)
 	c, err := New(e.kube, e.dyn, e.store, Options{SyncInterval: time.Hour, Logger: quietLog(), Metrics: e.m,
-		Inject: Injection{KeyPrefix: e.prefix}})
+		Inject: Injection{KeyPrefix: e.prefix}, IgnoreHPAs: e.ignoreHPAs})
 	require.NoError(e.t, err)
 	e.events = record.NewFakeRecorder(1000)
 	c.recorder = e.events

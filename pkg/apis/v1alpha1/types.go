@@ -183,9 +183,12 @@ type AgentPoolStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Conditions: Ready (the pool runs spec.replicas ready pods), Degraded
-	// (pods of the template cannot start) and SlotPolicyPending (spec.slots
+	// (pods of the template cannot start), SlotPolicyPending (spec.slots
 	// changed while the pool has pods: the old slot policy stays until it
-	// has none).
+	// has none), TemplateAllowed (the janitor's pod policy accepts
+	// spec.template) and HPAToleranceHonoured (whether the HPA targeting the
+	// pool sets behavior.scaleUp.tolerance 0; when it does not, the scaler
+	// nudges the pool's scale-ups past its band).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -202,6 +205,14 @@ const (
 	// ConditionTemplateAllowed is False while the janitor's pod policy
 	// refuses spec.template: no pod is created from it, existing pods stay.
 	ConditionTemplateAllowed = "TemplateAllowed"
+	// ConditionHPAToleranceHonoured is True when the HorizontalPodAutoscaler
+	// targeting the pool (KEDA's) sets behavior.scaleUp.tolerance 0, False
+	// when it sets none (the cluster dropped the field: Kubernetes before
+	// 1.35 without the HPAConfigurableTolerance feature gate, or an older
+	// KEDA) or a non-zero one, and Unknown when no HPA targets the pool.
+	// While False the scaler nudges the pool's scale-ups past the HPA's
+	// band, whatever the trigger's nudgeTolerance says.
+	ConditionHPAToleranceHonoured = "HPAToleranceHonoured"
 )
 
 // AgentPoolList is a list of AgentPools.
