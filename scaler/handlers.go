@@ -22,7 +22,7 @@ import (
 const (
 	metaPool      = "pool"           // required: the AgentPool's name (namespace comes from the ScaledObject)
 	metaWarmPods  = "warmPods"       // idle pods to keep while the pool is active (default 0)
-	metaNudge     = "nudgeTolerance" // "true" where the HPA's tolerance cannot be set to 0
+	metaNudge     = "nudgeTolerance" // "true" where the HPA's tolerance cannot be set to 0; what the janitor finds on the HPA wins (request.nudging)
 	metaTolerance = "tolerance"      // the HPA's tolerance the nudge works around (default 0.1)
 )
 
@@ -94,6 +94,27 @@ func (h *handler) parse(ref *pb.ScaledObjectRef) (request, error) {
 		r.tolerance = f
 	}
 	return r, nil
+}
+
+// nudging says whether to nudge a scale-up past the HPA's tolerance band,
+// and past which band, given what the janitor found on the pool's HPA (read
+// with the pool's counters). The finding wins over the trigger's
+// nudgeTolerance and --nudge-tolerance, both ways: it is what the HPA in
+// front of the pool does, where the trigger says what was assumed when it
+// was written (the chart's triggers always set it, from keda.hpaTolerance).
+// An HPA with its own non-zero tolerance is nudged past that one; an HPA
+// without one applies the cluster's, which the janitor cannot see: the
+// trigger's tolerance (default 0.1, kube-controller-manager's default)
+// stands for it. Without a finding (no janitor watching HPAs, no HPA
+// targeting the pool, a static pool) the trigger and the flag decide.
+func (r request) nudging(hpa slots.HPATolerance) (bool, float64) {
+	switch {
+	case !hpa.Known:
+		return r.nudge, r.tolerance
+	case hpa.Set:
+		return hpa.Nudge(), hpa.Value
+	}
+	return true, r.tolerance
 }
 
 // metricName is the pool's metric: valid as a Kubernetes path segment and
@@ -177,13 +198,13 @@ func (h *handler) GetMetrics(ctx context.Context, req *pb.GetMetricsRequest) (*p
 		return nil, storeError(ctx, "GetMetrics", r.pool, err)
 	}
 	desired := res.Desired
-	if r.nudge {
-		desired = capacity.NudgeForTolerance(st.LivePods(), res.Desired, 0, r.tolerance)
+	if nudge, tolerance := r.nudging(st.HPATolerance); nudge {
+		desired = capacity.NudgeForTolerance(st.LivePods(), res.Desired, 0, tolerance)
 	}
 	h.metrics.observePool(r.pool, desired, st)
 	if desired != res.Desired || len(res.Unschedulable) > 0 {
 		h.log.Info("desired pods", "pool", r.pool, "desired", res.Desired, "reported", desired,
-			"live", st.LivePods(), "busy", st.BusyPods, "unschedulable", res.Unschedulable)
+			"live", st.LivePods(), "busy", st.BusyPods, "unschedulable", res.Unschedulable, "hpaTolerance", st.HPATolerance.String())
 	}
 	return &pb.GetMetricsResponse{MetricValues: []*pb.MetricValue{{
 		MetricName:       metricName(r.pool),

@@ -240,3 +240,42 @@ func TestStreamIsActiveSendsTrueWhenWorkAppears(t *testing.T) {
 	_, err = stream.Recv()
 	assert.Equal(t, codes.Canceled, status.Code(err))
 }
+
+// What the janitor found on the pool's HPA decides the nudge, whatever the
+// trigger says; the trigger decides only without a finding.
+func TestTheJanitorsHPAFindingDecidesTheNudge(t *testing.T) {
+	f := newFixture(t, redistest.Standalone(t), false)
+	f.pods(20)
+	f.submit(slots.Plan, 40)         // every plan-only slot busy
+	f.submit(slots.PlanAndApply, 21) // 20 slot 0s, one apply waits: 21 needed
+	find := func(tol slots.HPATolerance) {
+		t.Helper()
+		cfg := slots.DefaultPoolConfig()
+		cfg.HPATolerance = tol
+		_, err := f.store.DeclarePool(f.ctx, f.pool, cfg)
+		require.NoError(t, err)
+	}
+	md := func(kv ...string) map[string]string {
+		m := map[string]string{"pool": f.pool.Name}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name  string
+		found slots.HPATolerance
+		md    map[string]string
+		want  int64
+	}{
+		{"no finding: the trigger's false", slots.HPATolerance{}, md("nudgeTolerance", "false"), 21},
+		{"no finding: the trigger's true", slots.HPATolerance{}, md("nudgeTolerance", "true"), 23},
+		{"no scaleUp.tolerance on the HPA: nudged although the trigger says false", slots.HPATolerance{Known: true}, md("nudgeTolerance", "false"), 23},
+		{"no scaleUp.tolerance: past the trigger's tolerance", slots.HPATolerance{Known: true}, md("tolerance", "0.2"), 25},
+		{"the HPA's own tolerance", slots.HPATolerance{Known: true, Set: true, Value: 0.05}, md("nudgeTolerance", "false", "tolerance", "0.2"), 22},
+		{"tolerance 0 honoured: no nudge although the trigger says true", slots.HPATolerance{Known: true, Set: true}, md("nudgeTolerance", "true"), 21},
+	} {
+		find(tc.found)
+		assert.Equal(t, tc.want, f.desired(tc.md), tc.name)
+	}
+}

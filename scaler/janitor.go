@@ -58,6 +58,7 @@ type JanitorConfig struct {
 	LeaseDuration    time.Duration
 	ListenAddress    string
 	ReapInterval     time.Duration
+	WatchHPAs        bool
 	// The pod policy every agent pod must satisfy (pkg/podpolicy).
 	PodPolicy                string
 	AllowedServiceAccounts   commaList
@@ -106,6 +107,7 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.StringVar(&c.Identity, "leader-elect-identity", "", "this replica's identity in the Lease (the chart: the pod name); empty: the host name")
 	fs.DurationVar(&c.LeaseDuration, "leader-elect-lease-duration", 15*time.Second, "how long a leader's Lease lasts without renewal")
 	fs.StringVar(&c.ListenAddress, "listen-address", ":8083", "HTTP address of /healthz, /readyz and /metrics")
+	fs.BoolVar(&c.WatchHPAs, "watch-hpas", true, "read the HorizontalPodAutoscaler targeting each AgentPool (an informer: get, list and watch on horizontalpodautoscalers): without behavior.scaleUp.tolerance 0 on it the pool gets HPAToleranceHonoured False and the scaler nudges its scale-ups; false: no HPA is read, the trigger's nudgeTolerance alone decides")
 	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool while leading (0: off, when the scaler reaps); reapers may run beside the scaler's")
 	fs.StringVar(&c.PodPolicy, "pod-policy", string(podpolicy.Restricted), "Pod Security Standard every agent pod must meet before the janitor creates it: restricted, baseline, or privileged (no check at all: anyone who may create an AgentPool may then run any pod; unsafe)")
 	c.AllowedServiceAccounts = commaList{podpolicy.DefaultServiceAccount}
@@ -319,7 +321,7 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ctrl, err := janitor.New(kube, dyn, store, janitor.Options{
 		Namespaces: cfg.Namespaces, PodPolicy: pol, Workers: cfg.Workers, SyncInterval: cfg.SyncInterval, DryRun: cfg.DryRun,
-		Inject: cfg.injection(), ReplicaWait: cfg.ReplicaWait, Parallelism: cfg.Parallelism,
+		Inject: cfg.injection(), ReplicaWait: cfg.ReplicaWait, Parallelism: cfg.Parallelism, IgnoreHPAs: !cfg.WatchHPAs,
 		Logger: log, Metrics: janitor.NewMetrics(reg), Credentials: credentialsOption(creds),
 	})
 	if err != nil {

@@ -76,8 +76,14 @@ type Options struct {
 	// Parallelism bounds concurrent API calls within one pass (creates,
 	// deletes, patches).
 	Parallelism int
-	Logger      *slog.Logger
-	Metrics     *Metrics
+	// IgnoreHPAs: do not watch HorizontalPodAutoscalers (for RBAC without
+	// them). The janitor then finds nothing on a pool's HPA: no
+	// HPAToleranceHonoured condition, and the scaler's nudge follows the
+	// trigger alone. Otherwise New watches them (get, list, watch on
+	// autoscaling horizontalpodautoscalers) and waits for their cache.
+	IgnoreHPAs bool
+	Logger     *slog.Logger
+	Metrics    *Metrics
 }
 
 // Controller is the janitor.
@@ -126,6 +132,8 @@ type poolState struct {
 	// refusedHash is the template hash whose refusal by the pod policy was
 	// reported ("" while the template is allowed).
 	refusedHash string
+	// hpaReported is the HPA verdict last logged ("reason|message").
+	hpaReported string
 }
 
 const byPool = "pool"
@@ -134,6 +142,7 @@ const byPool = "pool"
 type watch struct {
 	ns          string
 	pods, pools cache.SharedIndexInformer
+	hpas        cache.SharedIndexInformer  // nil with Options.IgnoreHPAs
 	start       func(stop <-chan struct{}) // nil when the caller owns the informers
 	shutdown    func()
 }
@@ -169,13 +178,17 @@ func (c *Controller) informersSynced() []cache.InformerSynced {
 	var synced []cache.InformerSynced
 	for _, w := range c.watches {
 		synced = append(synced, w.pods.HasSynced, w.pools.HasSynced)
+		if w.hpas != nil {
+			synced = append(synced, w.hpas.HasSynced)
+		}
 	}
 	return synced
 }
 
 // New builds a controller with its own informers, over the pods labelled
-// with LabelPool and the AgentPools of opts.Namespaces (one pair of
-// informers per namespace, or one for all). Run starts them.
+// with LabelPool, the AgentPools and (unless opts.IgnoreHPAs) the
+// HorizontalPodAutoscalers of opts.Namespaces (one set of informers per
+// namespace, or one for all). Run starts them.
 func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Options) (*Controller, error) {
 	namespaces := slices.Compact(slices.Sorted(slices.Values(opts.Namespaces)))
 	if len(namespaces) == 0 || slices.Contains(namespaces, metav1.NamespaceAll) {
@@ -187,19 +200,27 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Opt
 			informers.WithNamespace(ns),
 			informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = LabelPool }))
 		poolFactory := dynamicinformer.NewFilteredDynamicSharedInformerFactory(dyn, 0, ns, nil)
-		watches = append(watches, watch{
+		// HPAs carry no label of ours: a factory of their own, unfiltered.
+		hpaFactory := informers.NewSharedInformerFactoryWithOptions(kube, 0, informers.WithNamespace(ns))
+		w := watch{
 			ns:    ns,
 			pods:  podFactory.Core().V1().Pods().Informer(),
 			pools: poolFactory.ForResource(v1alpha1.GroupVersionResource).Informer(),
 			start: func(stop <-chan struct{}) {
 				podFactory.Start(stop)
 				poolFactory.Start(stop)
+				hpaFactory.Start(stop)
 			},
 			shutdown: func() {
 				podFactory.Shutdown()
 				poolFactory.Shutdown()
+				hpaFactory.Shutdown()
 			},
-		})
+		}
+		if !opts.IgnoreHPAs {
+			w.hpas = hpaFactory.Autoscaling().V2().HorizontalPodAutoscalers().Informer()
+		}
+		watches = append(watches, w)
 	}
 	return newController(kube, dyn, watches, store, opts)
 }
@@ -210,7 +231,8 @@ func New(kube kubernetes.Interface, dyn dynamic.Interface, store Store, opts Opt
 // one sync without an API server. pods should hold the pods labelled with
 // LabelPool (others are ignored, but cached for nothing); pools is the
 // informer of v1alpha1.GroupVersionResource. Both must not have started:
-// the controller adds an index and event handlers.
+// the controller adds an index and event handlers. It watches no HPAs, as
+// with Options.IgnoreHPAs.
 func NewController(kube kubernetes.Interface, dyn dynamic.Interface, pods coreinformers.PodInformer, pools informers.GenericInformer,
 	store Store, opts Options) (*Controller, error) {
 	return newController(kube, dyn, []watch{{ns: metav1.NamespaceAll, pods: pods.Informer(), pools: pools.Informer()}}, store, opts)
@@ -256,6 +278,11 @@ func newController(kube kubernetes.Interface, dyn dynamic.Interface, watches []w
 	for _, w := range watches {
 		if err := c.handle(w); err != nil {
 			return nil, err
+		}
+		if w.hpas != nil {
+			if err := c.handleHPAs(w); err != nil {
+				return nil, err
+			}
 		}
 	}
 

@@ -37,6 +37,8 @@ type pass struct {
 	refused error
 	// deleting is the Deleting condition of a deleted pool, or nil.
 	deleting *metav1.Condition
+	// hpa is the verdict on the pool's HPAs, nil when they are not watched.
+	hpa *hpaVerdict
 }
 
 func (p *pass) after(d time.Duration) {
@@ -98,6 +100,10 @@ func (p *pass) run() (time.Duration, error) {
 		}
 	}
 	pods := p.podsOf()
+	if p.hpa = p.checkHPAs(); p.hpa != nil {
+		// Declared with the pool, so a changed verdict declares it again.
+		s.Store.HPATolerance = p.hpa.Tolerance
+	}
 	var snap slots.Snapshot
 	gone := false
 	if deleting {
@@ -136,11 +142,13 @@ func (p *pass) run() (time.Duration, error) {
 		ExpectedSince: p.st.expectedSince,
 		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
 		Clock: p.now, Streak: p.st.streak, TemplateRefused: p.refused != nil,
+		RecycleAfterTasks: s.RecycleAfterTasks, RecycleAfterAge: s.RecycleAfterAge,
 	}
 	if deleting {
 		// Scaled to zero at once: no new pod, no replacement, no idleFor,
 		// no cap on removals (see deletion.go).
 		in.Replicas, in.IdleFor, in.DeleteBudget, in.TemplateRefused = 0, 0, len(pods)+len(snap.Pods), true
+		in.RecycleAfterTasks, in.RecycleAfterAge = 0, 0
 	}
 	out := plan(in)
 	p.st.streak = out.Streak
@@ -155,6 +163,7 @@ func (p *pass) run() (time.Duration, error) {
 	if !hold {
 		p.deleteDead(out.Dead)
 	}
+	p.recycling(out.Recycle)
 	p.podOps("uncordon", "Uncordoned", out.Uncordon, c.store.Uncordon)
 	p.podOps("cordon", "Cordoned", out.Cordon, c.store.Cordon)
 	p.drainAndDelete(out.Drain, lim)
@@ -275,6 +284,15 @@ func (p *pass) declare(s settings) error {
 	p.log.Debug("pool declared", "generation", d.Generation)
 	p.st.declared, p.st.policyPending = key, ""
 	return nil
+}
+
+// recycling reports the pods this pass takes out for recycling (drained
+// when idle, cordoned when busy; a successor is created either way).
+func (p *pass) recycling(why map[*corev1.Pod]string) {
+	for pod, reason := range why {
+		p.log.Info("recycling pod", "pod", pod.Name, "why", reason)
+		p.event(pod, corev1.EventTypeNormal, "Recycling", "replaced by the janitor of pool %s (idle-only): %s", p.id, reason)
+	}
 }
 
 func (p *pass) limiter(perMinute int) *rate.Limiter {

@@ -55,6 +55,8 @@ type passEnv struct {
 	m       *Metrics
 	events  *record.FakeRecorder
 	stopCtl context.CancelFunc
+	// ignoreHPAs starts janitors with Options.IgnoreHPAs.
+	ignoreHPAs bool
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -112,7 +114,7 @@ func (e *passEnv) startJanitor() {
 	}
 	e.m = NewMetrics(nil)
 	c, err := New(e.kube, e.dyn, e.store, Options{SyncInterval: time.Hour, Logger: quietLog(), Metrics: e.m,
-		Inject: Injection{KeyPrefix: e.prefix}})
+		Inject: Injection{KeyPrefix: e.prefix}, IgnoreHPAs: e.ignoreHPAs})
 	require.NoError(e.t, err)
 	e.events = record.NewFakeRecorder(1000)
 	c.recorder = e.events
@@ -531,4 +533,47 @@ func TestPassTerminatingPodGetsAStoppingRecordAfterDataLoss(t *testing.T) {
 	e.pass()
 	require.Zero(t, actions(e.m, "expect-stopping", resultError))
 	require.Contains(t, e.podNames(), pod.Name, "the janitor leaves a terminating pod alone")
+}
+
+// A pod that started spec.recycle.afterTasks tasks is replaced idle-only:
+// busy, it is cordoned (its work goes on) and a successor is created beside
+// it; idle, it is drained and deleted. One Recycling event on the pod.
+func TestPassRecyclesAPodAfterItsTasksIdleOnly(t *testing.T) {
+	e := newPassEnv(t, testPool(1, func(ap *v1alpha1.AgentPool) {
+		ap.Spec.Recycle = &v1alpha1.RecycleSpec{AfterTasks: i32(1)}
+	}))
+	e.pass()
+	var pod corev1.Pod
+	for _, p := range e.podObjects() {
+		pod = p
+	}
+	_, err := e.slots.RegisterPod(e.ctx, e.id, pod.Name, string(pod.UID))
+	require.NoError(t, err)
+	_, err = e.slots.Submit(e.ctx, e.id, slots.TaskSpec{ID: "t1", Type: slots.Plan})
+	require.NoError(t, err)
+	e.pass()
+	require.Empty(t, eventsWith(e.drainEvents(), "Recycling"), "assigned is not started: nothing recycled")
+	require.Len(t, e.podObjects(), 1)
+	msg, err := e.slots.Take(e.ctx, e.id, pod.Name, string(pod.UID), time.Second, nil)
+	require.NoError(t, err)
+	require.Equal(t, "t1", msg.Assignment.Task)
+
+	e.pass()
+	r, _ := e.record(pod.Name)
+	require.Equal(t, slots.PodCordoned, r.State, "busy: cordoned, not drained")
+	require.Equal(t, 1, r.TasksStarted)
+	require.Len(t, e.podObjects(), 2, "a successor beside it")
+	evs := e.drainEvents()
+	require.Len(t, eventsWith(evs, "Recycling"), 1, "%v", evs)
+	require.Contains(t, eventsWith(evs, "Recycling")[0], "started 1 tasks (spec.recycle.afterTasks 1)")
+	e.pass()
+	require.Contains(t, e.podNames(), pod.Name, "still busy")
+	require.Empty(t, eventsWith(e.drainEvents(), "Recycling"), "one event per pod")
+
+	_, err = e.slots.Complete(e.ctx, e.id, slots.Result{Task: "t1", Epoch: msg.Assignment.Epoch, Outcome: slots.OutcomeSuccess})
+	require.NoError(t, err)
+	e.pass()
+	require.NotContains(t, e.podNames(), pod.Name, "idle: drained and deleted")
+	require.Len(t, e.podObjects(), 1)
+	require.Equal(t, 1, actions(e.m, "drain", resultSuccess))
 }

@@ -76,8 +76,13 @@ type planInput struct {
 	// TemplateRefused: the pod policy refuses the template, so no pod can
 	// be created. Pods are then not replaced either (an outdated pod would
 	// go without a successor): they count as current, and only surplus
-	// goes, idle, as always.
+	// goes, idle, as always. Recycling waits too.
 	TemplateRefused bool
+	// RecycleAfterTasks and RecycleAfterAge (spec.recycle; 0: not by that
+	// measure): an active pod that started that many tasks, or was created
+	// that long ago, is replaced like an outdated one (see recycleDue).
+	RecycleAfterTasks int
+	RecycleAfterAge   time.Duration
 }
 
 // maxStartBackoff caps the wait before replacing pods that could not start.
@@ -151,8 +156,12 @@ type planOutput struct {
 	// agent runs (unconfirmedUntil); look again when that is settled.
 	WaitRegistration time.Duration
 	// Deferred counts surplus idle pods left for lack of deletion budget or
-	// because of a hold.
+	// because of a hold, and pods due for recycling left for the same
+	// reasons.
 	Deferred int
+	// Recycle says, for each pod this pass takes out for recycling (in
+	// Drain or Cordon), why: for the log and the pod's event.
+	Recycle map[*corev1.Pod]string
 	// HoldUntil, when set, is until when Redis's data loss holds every
 	// removal (Redis clock): see dataLossHold. Records are rebuilt
 	// meanwhile, and pods already draining (proven idle) may still go.
@@ -187,7 +196,7 @@ var waitingFailures = map[string]bool{
 // plan decides one pass over a pool. It is pure: the same input gives the
 // same output.
 func plan(in planInput) planOutput {
-	out := planOutput{Annotate: map[*corev1.Pod]bool{}}
+	out := planOutput{Annotate: map[*corev1.Pod]bool{}, Recycle: map[*corev1.Pod]string{}}
 	records := make(map[string]*slots.PodSnapshot, len(in.Records))
 	for i := range in.Records {
 		records[in.Records[i].Name] = &in.Records[i]
@@ -218,7 +227,7 @@ func plan(in planInput) planOutput {
 		out.Remove = append(out.Remove, removal{Pod: podRef{r.Name, r.UID}, Reason: reason})
 	}
 
-	var current, outdated []*member
+	var current, outdated, due []*member
 	var cordoned, leaving []*member
 	for _, p := range in.Pods {
 		var rec *slots.PodSnapshot
@@ -303,6 +312,10 @@ func plan(in planInput) planOutput {
 			outdated = append(outdated, m)
 			continue
 		}
+		if recycleDue(in, m) != "" {
+			due = append(due, m)
+			continue
+		}
 		current = append(current, m)
 	}
 
@@ -345,12 +358,53 @@ func plan(in planInput) planOutput {
 		}
 	}
 
+	// Pods due for recycling are replaced like outdated ones, but only as
+	// fast as the deletion budget allows, so a pool whose pods all come due
+	// at once (created together, afterAge) is not doubled in one pass: a
+	// recycled pod, idle or busy, takes one from what is left of the
+	// budget, less the recycled pods still cordoned (each needs one when it
+	// is idle). The rest stay replicas, working as before, until a later
+	// pass. Idle ones first (they go at once), then the oldest.
+	waiting := 0
+	for _, m := range cordoned {
+		if recycleDue(in, m) != "" {
+			waiting++
+		}
+	}
+	allow := budget - waiting
+	slices.SortStableFunc(due, func(a, b *member) int {
+		if a.rec.Busy() != b.rec.Busy() {
+			if a.rec.Busy() {
+				return 1
+			}
+			return -1
+		}
+		if c := a.pod.CreationTimestamp.Compare(b.pod.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.pod.Name, b.pod.Name)
+	})
+	for _, m := range due {
+		if allow <= 0 {
+			out.Deferred++
+			current = append(current, m)
+			continue
+		}
+		allow--
+		out.Recycle[m.pod] = recycleDue(in, m)
+		if m.rec.Busy() {
+			out.Cordon = append(out.Cordon, m.pod)
+		} else {
+			drain(m) // allow never exceeds budget: this drain has one
+		}
+	}
+
 	deficit := in.Replicas - len(current)
 	// Cordoned pods of the current template come back first when replicas
-	// rise; the rest, once idle, are drained.
+	// rise (not those due for recycling); the rest, once idle, are drained.
 	slices.SortFunc(cordoned, func(a, b *member) int { return cmp.Compare(b.busySlots(), a.busySlots()) })
 	for _, m := range cordoned {
-		if deficit > 0 && (m.pod.Labels[LabelTemplateHash] == in.TemplateHash || in.TemplateRefused) {
+		if deficit > 0 && (m.pod.Labels[LabelTemplateHash] == in.TemplateHash || in.TemplateRefused) && recycleDue(in, m) == "" {
 			out.Uncordon = append(out.Uncordon, m.pod)
 			current = append(current, m)
 			deficit--
@@ -399,6 +453,32 @@ func plan(in planInput) planOutput {
 	slices.Sort(out.StartFailures)
 	startFailures(in, hold, &out)
 	return out
+}
+
+// recycleDue says why a registered pod is due for recycling
+// (spec.recycle), or "" when it is not. Only active and cordoned pods of
+// the current template are judged: expected pods never ran anything, and
+// draining, lost and outdated ones go anyway. Nothing is recycled while the
+// template is refused: no successor could be created.
+//
+// The age is the pod object's (creationTimestamp, the API server's clock)
+// against the snapshot's time (Redis's): a skew between the two moves a
+// recycle by as much, which for ages of hours does not matter. The task
+// count is the store's (TasksStarted).
+func recycleDue(in planInput, m *member) string {
+	if in.TemplateRefused || m.pod.Labels[LabelTemplateHash] != in.TemplateHash ||
+		(m.rec.State != slots.PodActive && m.rec.State != slots.PodCordoned) {
+		return ""
+	}
+	if n := in.RecycleAfterTasks; n > 0 && m.rec.TasksStarted >= n {
+		return fmt.Sprintf("started %d tasks (spec.recycle.afterTasks %d)", m.rec.TasksStarted, n)
+	}
+	if d := in.RecycleAfterAge; d > 0 {
+		if age := in.Now.Sub(m.pod.CreationTimestamp.Time); age >= d {
+			return fmt.Sprintf("%v old (spec.recycle.afterAge %v)", age.Round(time.Second), d)
+		}
+	}
+	return ""
 }
 
 // startFailures carries the start-failure streak through the pass: it

@@ -180,6 +180,12 @@ func byJanitor(r slots.PodSnapshot) slots.PodSnapshot {
 	return r
 }
 
+// tasks sets how many tasks the record's pod started.
+func tasks(r slots.PodSnapshot, n int) slots.PodSnapshot {
+	r.TasksStarted = n
+	return r
+}
+
 func withUID(r slots.PodSnapshot, u string) slots.PodSnapshot {
 	r.UID = u
 	return r
@@ -242,6 +248,7 @@ type outcome struct {
 	Annotate                   map[string]bool
 	WaitIdle, WaitRegistration time.Duration
 	Deferred                   int
+	Recycle                    []string // pod names
 	HoldUntil                  time.Time
 	Status                     podCounts
 	StartFailures              []string // pod names
@@ -288,6 +295,10 @@ func outcomeOf(out planOutput) outcome {
 		}
 		o.Annotate[p.Name] = v
 	}
+	for p := range out.Recycle {
+		o.Recycle = append(o.Recycle, p.Name)
+	}
+	slices.Sort(o.Recycle)
 	for _, f := range out.StartFailures {
 		name, _, _ := strings.Cut(f, ":")
 		o.StartFailures = append(o.StartFailures, name)
@@ -1225,6 +1236,136 @@ func TestPlanReplacesOutdatedPods(t *testing.T) {
 	})
 }
 
+// recycle is in with spec.recycle set (0: not by that measure).
+func recycle(in planInput, afterTasks int, afterAge time.Duration) planInput {
+	in.RecycleAfterTasks, in.RecycleAfterAge = afterTasks, afterAge
+	return in
+}
+
+func withBudget(in planInput, budget int) planInput {
+	in.DeleteBudget = budget
+	return in
+}
+
+func TestPlanRecyclesLongLivedPods(t *testing.T) {
+	runPlanCases(t, map[string]planCase{
+		"an idle pod past afterTasks is drained at once and replaced": {
+			in: recycle(input(2, pods(pod("a"), pod("b")),
+				tasks(rec("a", slots.PodActive), 5), tasks(rec("b", slots.PodActive), 4)), 5, 0),
+			want: outcome{
+				Drain:   []string{"a"},
+				Create:  1,
+				Recycle: []string{"a"},
+				Status:  podCounts{Replicas: 1, Ready: 1, Idle: 2},
+			},
+		},
+		"a busy pod past afterTasks is cordoned, keeps its work and gets a successor beside it": {
+			in: recycle(input(2, pods(pod("a", protected()), pod("b")),
+				tasks(rec("a", slots.PodActive, running, reserved), 9), rec("b", slots.PodActive)), 5, 0),
+			want: outcome{
+				Cordon:  []string{"a"},
+				Create:  1,
+				Recycle: []string{"a"},
+				Status:  podCounts{Replicas: 1, Ready: 1, Busy: 1, Idle: 1},
+			},
+		},
+		"a pod past afterAge is replaced; younger ones stay": {
+			in: recycle(input(2, pods(pod("old", createdAgo(25*time.Hour)), pod("young", createdAgo(23*time.Hour))),
+				rec("old", slots.PodActive), rec("young", slots.PodActive)), 0, 24*time.Hour),
+			want: outcome{
+				Drain:   []string{"old"},
+				Create:  1,
+				Recycle: []string{"old"},
+				Status:  podCounts{Replicas: 1, Ready: 1, Idle: 2},
+			},
+		},
+		"either measure recycles": {
+			in: recycle(input(2, pods(pod("many", createdAgo(time.Minute)), pod("old", createdAgo(48*time.Hour))),
+				tasks(rec("many", slots.PodActive), 100), tasks(rec("old", slots.PodActive), 1)), 100, 24*time.Hour),
+			want: outcome{
+				Drain:   []string{"many", "old"},
+				Create:  2,
+				Recycle: []string{"many", "old"},
+				Status:  podCounts{Idle: 2},
+			},
+		},
+		"off by default": {
+			in:   input(1, pods(pod("a", createdAgo(1000*time.Hour))), tasks(rec("a", slots.PodActive), 1000000)),
+			want: outcome{Status: podCounts{Replicas: 1, Ready: 1, Idle: 1}},
+		},
+		"a recycled pod that became idle is drained, never uncordoned, though replicas need a pod": {
+			in: recycle(input(2, pods(pod("a"), pod("b")),
+				tasks(byJanitor(idleAgo(rec("a", slots.PodCordoned), time.Second)), 5), rec("b", slots.PodActive)), 5, 0),
+			want: outcome{
+				Drain:  []string{"a"},
+				Create: 1,
+				Status: podCounts{Replicas: 1, Ready: 1, Idle: 2, Cordoned: 1},
+			},
+		},
+		"a recycled pod still busy stays cordoned; its successor exists": {
+			in: recycle(input(2, pods(pod("a", protected()), pod("b"), pod("succ", pending())),
+				tasks(byJanitor(rec("a", slots.PodCordoned, running)), 5), rec("b", slots.PodActive), rec("succ", slots.PodExpected)), 5, 0),
+			want: outcome{Status: podCounts{Replicas: 2, Ready: 1, Busy: 1, Idle: 1, Cordoned: 1}},
+		},
+		"recycling drains no more pods than the deletion budget; the rest keep working": {
+			in: withBudget(recycle(input(3, pods(pod("a", createdAgo(3*time.Hour)), pod("b", createdAgo(2*time.Hour)), pod("c", createdAgo(4*time.Hour))),
+				tasks(rec("a", slots.PodActive), 5), tasks(rec("b", slots.PodActive), 5), tasks(rec("c", slots.PodActive), 5)), 5, 0), 2),
+			want: outcome{
+				Drain:    []string{"a", "c"}, // the oldest
+				Create:   2,
+				Deferred: 1,
+				Recycle:  []string{"a", "c"},
+				Status:   podCounts{Replicas: 1, Ready: 1, Idle: 3},
+			},
+		},
+		"cordoning busy pods for recycling takes budget too, idle ones first": {
+			in: withBudget(recycle(input(3, pods(pod("busy1", protected(), createdAgo(9*time.Hour)), pod("busy2", protected()), pod("idle")),
+				tasks(rec("busy1", slots.PodActive, running), 5), tasks(rec("busy2", slots.PodActive, running), 5), tasks(rec("idle", slots.PodActive), 5)), 5, 0), 2),
+			want: outcome{
+				Drain:    []string{"idle"},
+				Cordon:   []string{"busy1"},
+				Create:   2,
+				Deferred: 1,
+				Recycle:  []string{"busy1", "idle"},
+				Status:   podCounts{Replicas: 1, Ready: 1, Busy: 2, Idle: 1},
+			},
+		},
+		"recycled pods still cordoned hold their share of the budget": {
+			in: withBudget(recycle(input(2, pods(pod("waiting", protected()), pod("a")),
+				tasks(byJanitor(rec("waiting", slots.PodCordoned, running)), 5), tasks(rec("a", slots.PodActive), 5)), 5, 0), 1),
+			want: outcome{
+				Create:   1,
+				Deferred: 1,
+				Status:   podCounts{Replicas: 1, Ready: 1, Busy: 1, Idle: 1, Cordoned: 1},
+			},
+		},
+		"a data-loss hold recycles nothing": {
+			in: recycle(afterLoss(input(1, pods(pod("a", generation(oldGen))), tasks(rec("a", slots.PodActive), 5)), 10*time.Second), 5, 0),
+			want: outcome{
+				Deferred:  1,
+				HoldUntil: t0.Add(hbto - 10*time.Second),
+				Status:    podCounts{Replicas: 1, Ready: 1, Idle: 1},
+			},
+		},
+		"nothing is recycled while the pod policy refuses the template": {
+			in: func() planInput {
+				in := recycle(input(1, pods(pod("a")), tasks(rec("a", slots.PodActive), 5)), 5, 0)
+				in.TemplateRefused = true
+				return in
+			}(),
+			want: outcome{Status: podCounts{Replicas: 1, Ready: 1, Idle: 1}},
+		},
+		"an outdated pod past afterTasks is replaced once, as outdated": {
+			in:   recycle(input(1, pods(pod("a", hash(oldHash))), tasks(rec("a", slots.PodActive), 5)), 5, 0),
+			want: outcome{Drain: []string{"a"}, Create: 1, Status: podCounts{Idle: 1}},
+		},
+		"a pod whose agent has not registered is not recycled by age": {
+			in:   recycle(input(1, pods(pod("a", pending(), createdAgo(48*time.Hour))), rec("a", slots.PodExpected)), 0, 24*time.Hour),
+			want: outcome{Status: podCounts{Replicas: 1}},
+		},
+	})
+}
+
 // --- annotations and status -------------------------------------------------
 
 func TestPlanAnnotatesBusyPodsAgainstEviction(t *testing.T) {
@@ -1346,6 +1487,10 @@ func randomInput(rng *rand.Rand) planInput {
 	if rng.IntN(4) == 0 {
 		in.Declared = t0.Add(-time.Duration(rng.IntN(40)) * time.Second)
 	}
+	if rng.IntN(2) == 0 {
+		in.RecycleAfterTasks = rng.IntN(4)
+		in.RecycleAfterAge = time.Duration(rng.IntN(3)) * time.Hour
+	}
 	slotStates := []slots.SlotState{slots.SlotIdle, slots.SlotIdle, running, assigned, reserved, slots.SlotOrphan}
 	podStates := []slots.PodState{slots.PodExpected, slots.PodActive, slots.PodActive, slots.PodCordoned, slots.PodDraining, slots.PodLost}
 	phases := []corev1.PodPhase{corev1.PodPending, corev1.PodRunning, corev1.PodRunning, corev1.PodRunning, corev1.PodFailed, corev1.PodSucceeded}
@@ -1406,6 +1551,7 @@ func randomInput(rng *rand.Rand) planInput {
 		if rng.IntN(2) == 0 {
 			r = idleAgo(r, time.Duration(rng.IntN(180))*time.Second)
 		}
+		r.TasksStarted = rng.IntN(5)
 		in.Records = append(in.Records, r)
 	}
 	for i := range rng.IntN(3) {
@@ -1469,6 +1615,16 @@ func TestPlanInvariantsOverRandomPools(t *testing.T) {
 			r := record(p)
 			require.Truef(t, r != nil && r.State == slots.PodCordoned && p.Labels[LabelTemplateHash] == curHash, "%s: pod %s uncordoned", desc, p.Name)
 			require.NotEqualf(t, slots.CordonedByAgent, r.CordonedBy, "%s: pod %s uncordoned though its stopping agent cordoned it", desc, p.Name)
+			require.Emptyf(t, recycleDue(in, &member{pod: p, rec: r}), "%s: pod %s uncordoned though due for recycling", desc, p.Name)
+		}
+
+		// Recycling takes out only pods due, each drained (idle) or cordoned
+		// (busy), and no more than the deletion budget.
+		require.LessOrEqualf(t, len(out.Recycle), max(in.DeleteBudget, 0), "%s: recycled %d", desc, len(out.Recycle))
+		for p := range out.Recycle {
+			r := record(p)
+			require.Truef(t, r != nil && recycleDue(in, &member{pod: p, rec: r}) != "", "%s: pod %s recycled though not due", desc, p.Name)
+			require.Truef(t, slices.Contains(out.Drain, p) != slices.Contains(out.Cordon, p), "%s: recycled pod %s neither drained nor cordoned", desc, p.Name)
 		}
 
 		// The deletion budget bounds new drains; a hold stops them and
@@ -1525,7 +1681,8 @@ func deadPods(ds []deadPod) []*corev1.Pod {
 
 func describeInput(in planInput) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "replicas=%d budget=%d declared=%v ago idleFor=%v pods=[", in.Replicas, in.DeleteBudget, in.Now.Sub(in.Declared), in.IdleFor)
+	fmt.Fprintf(&b, "replicas=%d budget=%d declared=%v ago idleFor=%v recycle=%d/%v pods=[", in.Replicas, in.DeleteBudget, in.Now.Sub(in.Declared), in.IdleFor,
+		in.RecycleAfterTasks, in.RecycleAfterAge)
 	for _, p := range in.Pods {
 		fmt.Fprintf(&b, " %s/%s/%s/%s/gen=%s term=%v", p.Name, p.UID, p.Status.Phase, p.Labels[LabelTemplateHash], p.Annotations[AnnotationGeneration], p.DeletionTimestamp != nil)
 	}
@@ -1535,7 +1692,7 @@ func describeInput(in planInput) string {
 		for _, s := range r.Slots {
 			busy = append(busy, string(s.State))
 		}
-		fmt.Fprintf(&b, " %s/%s/%s/%v", r.Name, r.UID, r.State, busy)
+		fmt.Fprintf(&b, " %s/%s/%s/%v/tasks=%d", r.Name, r.UID, r.State, busy, r.TasksStarted)
 	}
 	b.WriteString(" ]")
 	return b.String()

@@ -39,6 +39,10 @@ type settings struct {
 	ApplyTimeout          time.Duration
 	// DeletionTimeout: spec.deletion.timeout, else the longer phase timeout.
 	DeletionTimeout time.Duration
+	// Recycle: pods are replaced after this many tasks or this age (0: not
+	// by that measure).
+	RecycleAfterTasks int
+	RecycleAfterAge   time.Duration
 }
 
 // settingsOf applies defaults and validates an AgentPool's spec. An error
@@ -99,6 +103,9 @@ func settingsOf(ap *v1alpha1.AgentPool) (settings, error) {
 	duration("spec.phaseTimeouts.apply", sp.PhaseTimeouts.Apply, &s.ApplyTimeout)
 	duration("spec.queue.maxAge", sp.Queue.MaxAge, &cfg.MaxQueueAge)
 	duration("spec.deletion.timeout", sp.Deletion.Timeout, &s.DeletionTimeout)
+	if r := sp.Recycle; r != nil {
+		duration("spec.recycle.afterAge", r.AfterAge, &s.RecycleAfterAge)
+	}
 	positive := func(field string, v *int32, into *int) {
 		if v == nil {
 			return
@@ -112,6 +119,9 @@ func settingsOf(ap *v1alpha1.AgentPool) (settings, error) {
 	positive("spec.maxDeletionsPerMinute", sp.MaxDeletionsPerMinute, &s.MaxDeletionsPerMinute)
 	positive("spec.maxAttempts", sp.MaxAttempts, &cfg.MaxAttempts)
 	positive("spec.queue.limit", sp.Queue.Limit, &cfg.QueueLimit)
+	if r := sp.Recycle; r != nil {
+		positive("spec.recycle.afterTasks", r.AfterTasks, &s.RecycleAfterTasks)
+	}
 	if len(errs) > 0 {
 		return settings{}, errors.Join(errs...)
 	}

@@ -70,6 +70,7 @@ func TestSettingsOfTakesEveryField(t *testing.T) {
 		sp.MaxAttempts = i32(5)
 		sp.Queue = v1alpha1.QueueSpec{Limit: i32(50), MaxAge: dur(time.Hour)}
 		sp.Deletion = v1alpha1.DeletionSpec{Timeout: dur(3 * time.Hour)}
+		sp.Recycle = &v1alpha1.RecycleSpec{AfterTasks: i32(100), AfterAge: dur(24 * time.Hour)}
 	})
 	s, err := settingsOf(ap)
 	require.NoError(t, err)
@@ -90,6 +91,8 @@ func TestSettingsOfTakesEveryField(t *testing.T) {
 		PlanTimeout:           20 * time.Minute,
 		ApplyTimeout:          2 * time.Hour,
 		DeletionTimeout:       3 * time.Hour,
+		RecycleAfterTasks:     100,
+		RecycleAfterAge:       24 * time.Hour,
 	}, s)
 	require.Equal(t, 2*time.Hour, s.longestPhase())
 }
@@ -145,6 +148,14 @@ func TestSettingsOfErrorNamesTheInvalidField(t *testing.T) {
 		},
 		"zero queue limit": {
 			mut: func(ap *v1alpha1.AgentPool) { ap.Spec.Queue.Limit = i32(0) }, field: "spec.queue.limit",
+		},
+		"zero recycle afterTasks": {
+			mut:   func(ap *v1alpha1.AgentPool) { ap.Spec.Recycle = &v1alpha1.RecycleSpec{AfterTasks: i32(0)} },
+			field: "spec.recycle.afterTasks",
+		},
+		"zero recycle afterAge": {
+			mut:   func(ap *v1alpha1.AgentPool) { ap.Spec.Recycle = &v1alpha1.RecycleSpec{AfterAge: dur(0)} },
+			field: "spec.recycle.afterAge",
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

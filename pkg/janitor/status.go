@@ -126,6 +126,15 @@ func (p *pass) updateStatus(n podCounts, s *settings, snap *slots.Snapshot, degr
 		}
 		observeQueue(p.ap.Status, st, queueOf(*snap), at, p.c.opts.SyncInterval)
 	}
+	switch {
+	case p.hpa != nil:
+		hpa := p.hpa.Condition
+		hpa.ObservedGeneration = ap.Generation
+		meta.SetStatusCondition(&st.Conditions, hpa)
+	case s != nil:
+		// HPAs not watched (any more): nothing to say.
+		meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionHPAToleranceHonoured)
+	}
 	if equality.Semantic.DeepEqual(p.ap.Status, ap.Status) {
 		return nil
 	}

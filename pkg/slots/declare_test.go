@@ -97,3 +97,54 @@ func TestDeclarePoolWithoutAPolicyChangeIsNeverPending(t *testing.T) {
 		assert.Equal(t, cfg, got)
 	})
 }
+
+// What the janitor found on the pool's HPA is declared with the pool, read
+// back by Pool and returned with every Stats call (the scaler's one read per
+// poll); declaring it unknown again clears it, also while the pool has pods
+// and a policy change is pending.
+func TestHPAToleranceIsDeclaredAndReadWithTheCounters(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		assert.Equal(t, HPATolerance{}, e.stats().HPATolerance, "unknown until declared")
+		uid := e.pod("agent-0")
+		for _, tol := range []HPATolerance{
+			{Known: true},                         // no scaleUp.tolerance of its own
+			{Known: true, Set: true, Value: 0.05}, // its own band
+			{Known: true, Set: true},              // 0: honoured
+			{},                                    // no HPA
+		} {
+			cfg := e.cfg
+			cfg.HPATolerance = tol
+			_, err := e.s.DeclarePool(e.ctx, e.pool, cfg)
+			require.NoError(t, err)
+			got, _, err := e.s.Pool(e.ctx, e.pool)
+			require.NoError(t, err)
+			assert.Equal(t, cfg, got)
+			st := e.stats()
+			assert.Equal(t, tol, st.HPATolerance, "%s", tol)
+			assert.Equal(t, 1, st.IdlePods, "the counters as before")
+			assert.Equal(t, tol.Known && !(tol.Set && tol.Value == 0), st.HPATolerance.Nudge())
+		}
+		cfg := e.cfg
+		cfg.Policy = SlotPolicy{Slots: [][]TaskType{{Plan}}}
+		cfg.HPATolerance = HPATolerance{Known: true}
+		_, err := e.s.DeclarePool(e.ctx, e.pool, cfg)
+		require.ErrorIs(t, err, ErrPolicyChange)
+		assert.Equal(t, HPATolerance{Known: true}, e.stats().HPATolerance, "applied with the rest while the policy waits")
+		require.NoError(t, e.s.RemovePod(e.ctx, e.pool, "agent-0", uid, "test"))
+
+		cfg.HPATolerance = HPATolerance{Known: true, Set: true, Value: -0.1}
+		_, err = e.s.DeclarePool(e.ctx, e.pool, cfg)
+		require.ErrorIs(t, err, ErrInvalidConfig)
+	})
+}
+
+func TestHPAToleranceEncodingRoundTrips(t *testing.T) {
+	for _, tol := range []HPATolerance{{}, {Known: true}, {Known: true, Set: true}, {Known: true, Set: true, Value: 0.1},
+		{Known: true, Set: true, Value: 1.5}} {
+		assert.Equal(t, tol, parseHPATolerance(tol.encode()), "%q", tol.encode())
+	}
+	for _, bad := range []string{"x", "-1", "NaN", "+Inf"} {
+		assert.Equal(t, HPATolerance{}, parseHPATolerance(bad), "%q is unknown", bad)
+	}
+}

@@ -642,8 +642,8 @@ func (h *fuzzHarness) compareState() {
 	h.checkf(msOf(snap.At) == m.now, "snapshot at %d, model clock %d", msOf(snap.At), m.now)
 	var gotPods, wantPods []string
 	for _, p := range snap.Pods {
-		line := fmt.Sprintf("%s uid=%s %s seq=%d created=%d reg=%d hb=%d", p.Name, p.UID, p.State, p.Seq,
-			msOf(p.Created), msOf(p.Registered), msOf(p.HeartbeatDeadline))
+		line := fmt.Sprintf("%s uid=%s %s seq=%d created=%d reg=%d hb=%d tasks=%d", p.Name, p.UID, p.State, p.Seq,
+			msOf(p.Created), msOf(p.Registered), msOf(p.HeartbeatDeadline), p.TasksStarted)
 		for _, sl := range p.Slots {
 			line += fmt.Sprintf(" [%d %s %s %s %s %s a%d cx=%v rdl=%d]", sl.Index, sl.State, sl.Task, sl.Type, sl.Phase,
 				sl.Epoch, sl.Attempt, sl.CancelRequested, msOf(sl.ReservedUntil))
@@ -651,7 +651,7 @@ func (h *fuzzHarness) compareState() {
 		gotPods = append(gotPods, line)
 	}
 	for _, p := range m.sortedPods() {
-		line := fmt.Sprintf("%s uid=%s %s seq=%d created=%d reg=%d hb=%d", p.name, p.uid, p.st, p.seq, p.created, p.reg, p.hb)
+		line := fmt.Sprintf("%s uid=%s %s seq=%d created=%d reg=%d hb=%d tasks=%d", p.name, p.uid, p.st, p.seq, p.created, p.reg, p.hb, p.tasks)
 		for i, s := range p.slots {
 			switch s {
 			case "":

@@ -79,6 +79,9 @@ type Stats struct {
 	Queued       map[TaskType]int
 	OldestQueued time.Time // zero when nothing is queued
 	Now          time.Time // Redis TIME when read
+	// HPATolerance is the pool config's (PoolConfig.HPATolerance), read
+	// with the counters: the scaler needs it on every poll, fresh.
+	HPATolerance HPATolerance
 }
 
 // QueuedTotal sums the queue over types.
@@ -176,6 +179,8 @@ func parseStats(p PoolID, f []string) Stats {
 			st.OldestQueued = msTime(v)
 		case k == "now":
 			st.Now = msTime(v)
+		case k == cfgHPATolerance:
+			st.HPATolerance = parseHPATolerance(v)
 		}
 	}
 	if len(st.RunningSlots) < len(st.IdleSlots) {

@@ -45,6 +45,7 @@ type modelPod struct {
 	created, reg int64
 	hb           int64 // heartbeat deadline, 0 when not watched
 	lhb          int64 // time of the previous heartbeat
+	tasks        int   // plan phases the pod started
 	slots        []string
 	inbox, proc  []modelEntry
 }
@@ -412,6 +413,9 @@ func (m *storeModel) Take(pod string) (*modelMsg, error) {
 	}
 	t.attempt++
 	t.started, t.sat = true, m.now
+	if t.phase == PhasePlan {
+		p.tasks++
+	}
 	return &modelMsg{kind: MsgAssignment, task: t.id, serial: t.serial, typ: t.typ, phase: t.phase, slot: t.slot, attempt: t.attempt}, nil
 }
 

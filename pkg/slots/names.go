@@ -57,6 +57,10 @@ const (
 	cfgRetentionN   = "retn"
 	cfgEventCap     = "evcap"
 	cfgDeleting     = "delat" // Redis time (ms) the pool's deletion began; absent otherwise
+	// cfgHPATolerance is what the janitor found on the pool's HPA
+	// (HPATolerance): written with the rest of the config, read by the
+	// stats script for the scaler.
+	cfgHPATolerance = "hpatol"
 )
 
 // luaNames gives each shared name its Lua local. Every constant above must
@@ -99,6 +103,7 @@ var luaNames = []struct{ lua, value string }{
 	{"CF_RETN", cfgRetentionN},
 	{"CF_EVCAP", cfgEventCap},
 	{"CF_DEL", cfgDeleting},
+	{"CF_HPATOL", cfgHPATolerance},
 }
 
 // luaPrelude is the Lua that defines luaNames, put before lib.lua. Locals

@@ -369,6 +369,46 @@ func TestSnapshotShowsPodsSlotsAndQueue(t *testing.T) {
 	})
 }
 
+// The janitor recycles pods by this count (spec.recycle.afterTasks): one
+// per task a pod started, the apply of a plan_and_apply not counted again.
+func TestSnapshotCountsTheTasksEachPodStarted(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, managed)
+		uid := e.pod("agent-0")
+		e.submit("pa", PlanAndApply)
+		e.submit("p1", Plan)
+		started := func() map[string]int {
+			snap, err := e.s.Snapshot(e.ctx, e.pool)
+			require.NoError(t, err)
+			out := map[string]int{}
+			for _, p := range snap.Pods {
+				out[p.Name] = p.TasksStarted
+			}
+			return out
+		}
+		assert.Equal(t, map[string]int{"agent-0": 0}, started(), "assigned, not started")
+		plans := map[string]*Assignment{}
+		for range 2 {
+			a := e.take("agent-0", uid)
+			plans[a.Task] = a
+		}
+		e.pod("agent-1")
+		assert.Equal(t, map[string]int{"agent-0": 2, "agent-1": 0}, started())
+		assert.Equal(t, StateReserved, e.complete(plans["pa"], OutcomeSuccess))
+		e.complete(plans["p1"], OutcomeSuccess)
+		_, err := e.s.Approve(e.ctx, e.pool, "pa", "alice")
+		require.NoError(t, err)
+		apply := e.take("agent-0", uid)
+		require.Equal(t, PhaseApply, apply.Phase)
+		assert.Equal(t, map[string]int{"agent-0": 2, "agent-1": 0}, started(), "the apply is the same task")
+		e.complete(apply, OutcomeSuccess)
+		e.submit("p2", Plan)
+		e.complete(e.take("agent-0", uid), OutcomeSuccess) // the oldest pod gets it
+		assert.Equal(t, map[string]int{"agent-0": 3, "agent-1": 0}, started())
+		e.consistent()
+	})
+}
+
 func TestRetentionForgetsOldFinishedTasks(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b string) {
 		e := newEnv(t, b, func(c *PoolConfig) { c.RetentionCount = 2 })

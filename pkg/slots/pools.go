@@ -95,6 +95,7 @@ func (s *Store) DeclarePool(ctx context.Context, id PoolID, cfg PoolConfig) (Dec
 		cfgRetention, cfg.Retention.Milliseconds(),
 		cfgRetentionN, cfg.RetentionCount,
 		cfgEventCap, cfg.EventCap,
+		cfgHPATolerance, cfg.HPATolerance.encode(),
 	)
 	res, err := s.run(ctx, "declare_pool", id, args...)
 	if err != nil {
@@ -178,6 +179,7 @@ func (s *Store) Pool(ctx context.Context, id PoolID) (PoolConfig, string, error)
 	cfg.Retention = ms(cfgRetention)
 	cfg.RetentionCount = num(cfgRetentionN)
 	cfg.EventCap = num(cfgEventCap)
+	cfg.HPATolerance = parseHPATolerance(h[cfgHPATolerance])
 	return cfg, h[cfgGeneration], nil
 }
 

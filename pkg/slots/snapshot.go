@@ -53,7 +53,13 @@ type PodSnapshot struct {
 	// never ran work): the janitor's idleFor counts from IdleSince.
 	LastBusy          time.Time
 	HeartbeatDeadline time.Time
-	Slots             []SlotSnapshot
+	// TasksStarted counts the tasks this pod started: claims of a plan
+	// phase (an apply belongs to its plan's task, on the same pod, and is
+	// not counted again; a plan requeued elsewhere counts there too). The
+	// janitor recycles a pod after spec.recycle.afterTasks. A record
+	// rebuilt after Redis lost its data starts again at 0.
+	TasksStarted int
+	Slots        []SlotSnapshot
 }
 
 // Busy reports whether any slot holds work.
@@ -108,6 +114,7 @@ type rawPod struct {
 	CBy     string `json:"cby"`
 	Idle    int64  `json:"idle"`
 	HB      int64  `json:"hb"`
+	Tasks   int    `json:"tasks"`
 	Slots   []struct {
 		I       int    `json:"i"`
 		Task    string `json:"task"`
@@ -149,7 +156,7 @@ func (s *Store) Snapshot(ctx context.Context, pool PoolID) (Snapshot, error) {
 		p := PodSnapshot{Name: rp.Name, UID: rp.UID, State: PodState(rp.St), CordonedBy: CordonOwner(rp.CBy), Seq: rp.Seq,
 			Created: msTime(strconv.FormatInt(rp.Created, 10)), Registered: msTime(strconv.FormatInt(rp.Reg, 10)),
 			LastBusy:          msTime(strconv.FormatInt(rp.Idle, 10)),
-			HeartbeatDeadline: msTime(strconv.FormatInt(rp.HB, 10))}
+			HeartbeatDeadline: msTime(strconv.FormatInt(rp.HB, 10)), TasksStarted: rp.Tasks}
 		for _, rs := range rp.Slots {
 			ss := SlotSnapshot{Index: rs.I, Task: rs.Task, Type: TaskType(rs.Type), Phase: Phase(rs.Phase), Epoch: rs.Ep,
 				Attempt: rs.Attempt, CancelRequested: rs.Cx, Since: msTime(strconv.FormatInt(rs.Since, 10)),

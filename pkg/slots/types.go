@@ -176,6 +176,10 @@ type PoolConfig struct {
 	// EventCap bounds the pool's event stream, approximately: Redis trims
 	// whole stream nodes (100 entries), so up to ~100 more are kept.
 	EventCap int
+	// HPATolerance is the scale-up tolerance of the HPA in front of the
+	// pool, as the janitor found it (zero: unknown). The scaler reads it
+	// with every poll (Stats.HPATolerance).
+	HPATolerance HPATolerance
 }
 
 // DefaultPoolConfig returns the defaults every field falls back to.

@@ -111,6 +111,8 @@ func (c PoolConfig) Validate() error {
 		return fmt.Errorf("%w: retention count %d must be at least 1", ErrInvalidConfig, c.RetentionCount)
 	case c.EventCap < 1:
 		return fmt.Errorf("%w: event cap %d must be at least 1", ErrInvalidConfig, c.EventCap)
+	case c.HPATolerance.validate() != nil:
+		return c.HPATolerance.validate()
 	}
 	return nil
 }

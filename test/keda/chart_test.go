@@ -802,6 +802,8 @@ func rbacProblems(m *manifests, tc chartCase) []string {
 		{APIGroups: []string{"slotscaler.io"}, Resources: []string{"agentpools"}, Verbs: []string{"get", "list", "watch", "patch"}},
 		{APIGroups: []string{"slotscaler.io"}, Resources: []string{"agentpools/status"}, Verbs: []string{"update"}},
 		{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"create", "patch"}},
+		// Read only: whether the HPA targeting a pool sets scaleUp.tolerance 0.
+		{APIGroups: []string{"autoscaling"}, Resources: []string{"horizontalpodautoscalers"}, Verbs: []string{"get", "list", "watch"}},
 	}
 	poolCreds := findSecret(m, chartNamespace, "slotscaler-pool-credentials") != nil
 	if poolCreds {

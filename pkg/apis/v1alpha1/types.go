@@ -98,6 +98,11 @@ type AgentPoolSpec struct {
 	// Deletion bounds how long deleting the pool waits for its work.
 	// +optional
 	Deletion DeletionSpec `json:"deletion,omitempty"`
+
+	// Recycle replaces long-lived pods. Off unless set (an empty recycle is
+	// off too).
+	// +optional
+	Recycle *RecycleSpec `json:"recycle,omitempty"`
 }
 
 // DeletionSpec is how a pool is deleted. Deleting an AgentPool fails its
@@ -111,6 +116,30 @@ type DeletionSpec struct {
 	// reservations. Default: the longer phase timeout.
 	// +optional
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
+}
+
+// RecycleSpec replaces a pod once it started afterTasks tasks or lived
+// afterAge, whichever comes first, the way a template change replaces pods:
+// an idle pod is drained and deleted, a busy one is cordoned (it finishes
+// its work, reservations and applies included, and gets no new work) and
+// deleted once idle; either way a successor is created beside it. Pods are
+// taken out no faster than maxDeletionsPerMinute: each pass recycles at
+// most as many pods as the deletion budget has left, less the recycled
+// pods still cordoned and waiting to be idle.
+type RecycleSpec struct {
+	// AfterTasks: a pod that started this many tasks is replaced. Tasks,
+	// not phases: a task counts once, when its plan starts on the pod; the
+	// apply of a plan_and_apply runs on the same pod and is not counted
+	// again. The count lives in the slot store: pods registered before the
+	// counter existed, or rebuilt after Redis lost its data, count from 0.
+	// +kubebuilder:validation:Minimum=1
+	// +optional
+	AfterTasks *int32 `json:"afterTasks,omitempty"`
+
+	// AfterAge: a pod that has existed this long (since its
+	// creationTimestamp) is replaced, e.g. 24h.
+	// +optional
+	AfterAge *metav1.Duration `json:"afterAge,omitempty"`
 }
 
 // SlotSpec is one slot of every pod.
@@ -202,10 +231,13 @@ type AgentPoolStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Conditions: Ready (the pool runs spec.replicas ready pods), Degraded
-	// (pods of the template cannot start), TemplateAllowed (False while the
-	// janitor's pod policy refuses spec.template) and SlotPolicyPending
-	// (spec.slots changed while the pool has pods: the old slot policy stays
-	// until it has none).
+	// (pods of the template cannot start), Deleting (the pool was
+	// deleted and waits for its pods' work), SlotPolicyPending (spec.slots
+	// changed while the pool has pods: the old slot policy stays until it
+	// has none), TemplateAllowed (the janitor's pod policy accepts
+	// spec.template) and HPAToleranceHonoured (whether the HPA targeting the
+	// pool sets behavior.scaleUp.tolerance 0; when it does not, the scaler
+	// nudges the pool's scale-ups past its band).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
@@ -225,6 +257,14 @@ const (
 	// ConditionDeleting is True while a deleted pool waits for its pods'
 	// work (DeletionSpec); its message says what is left and until when.
 	ConditionDeleting = "Deleting"
+	// ConditionHPAToleranceHonoured is True when the HorizontalPodAutoscaler
+	// targeting the pool (KEDA's) sets behavior.scaleUp.tolerance 0, False
+	// when it sets none (the cluster dropped the field: Kubernetes before
+	// 1.35 without the HPAConfigurableTolerance feature gate, or an older
+	// KEDA) or a non-zero one, and Unknown when no HPA targets the pool.
+	// While False the scaler nudges the pool's scale-ups past the HPA's
+	// band, whatever the trigger's nudgeTolerance says.
+	ConditionHPAToleranceHonoured = "HPAToleranceHonoured"
 )
 
 // Finalizer is the janitor's finalizer on every AgentPool it manages: a

@@ -35,6 +35,9 @@ if t[1] ~= 'running' or t[2] ~= ep or t[3] ~= '0' or t[4] ~= pod then return {''
 local now = now_ms()
 local attempt = redis.call('HINCRBY', tkey(id), 'attempt', 1)
 redis.call('HSET', tkey(id), 'started', '1', 'upd', now, 'sat', now, 'hbs', tonumber(ARGV[6]) or 0)
+-- The pod's task count (the janitor recycles pods after spec.recycle.afterTasks):
+-- a task counts once, when its plan starts; its apply runs on the same pod.
+if t[6] == 'plan' then redis.call('HINCRBY', pkey(pod), 'tasks', 1) end
 hist(id, now, 'started', t[6] .. ' attempt ' .. attempt)
 emit(c, now, 'task', id, 'st', 'started', 'phase', t[6], 'pod', pod, 'slot', t[7], 'ep', ep)
 return {t[5], t[6], t[7], attempt, t[9], left, t[10] or ''}

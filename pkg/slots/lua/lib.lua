@@ -8,11 +8,15 @@
 -- one Redis Cluster slot and each script stays atomic there.
 --
 -- Pool keys (K = "<prefix>:v1:{ns/name}:"):
---   K.cfg            hash   pool config (CF_* fields; scripts read it through load_cfg)
+--   K.cfg            hash   pool config (CF_* fields; scripts read it through load_cfg). CF_HPATOL
+--                           is what the janitor found on the pool's HPA: "" unknown, "cluster" (no
+--                           scaleUp.tolerance of its own), or the tolerance; stats returns it
+--                           under that name for the scaler's nudge
 --   K.n              hash   counters and sequences
 --   K.pods           zset   pod name -> pod seq (age order)
 --   K.pod:<name>     hash   uid, st, seq, busy, idle (ms the last slot freed), created, reg, lhb (last
---                           heartbeat), cby (cordon owner), s<i> ("" idle, task id, "!" orphan)
+--                           heartbeat), cby (cordon owner), tasks (plan phases the pod started, one
+--                           per task, counted by claim; absent = 0), s<i> ("" idle, task id, "!" orphan)
 --   K.inbox:<name>   list   "a|<task>|<epoch>" assignments, "c|<task>|<epoch>" cancels
 --   K.proc:<name>    list   entries the agent took from its inbox but has not claimed yet
 --   K.idle:<class>   zset   "<pod>#<slot>" -> pod seq, idle slots of active pods

@@ -10,7 +10,7 @@ for _, pod in ipairs(redis.call('ZRANGE', K .. KEY_PODS, 0, -1)) do
   local ph = hgetall(pkey(pod))
   if ph then
     local p = {name = pod, uid = ph.uid, st = ph.st, seq = tonumber(ph.seq), created = tonumber(ph.created),
-      reg = tonumber(ph.reg or '0'), cby = ph.cby or '', idle = tonumber(ph.idle or '0'), hb = tonumber(redis.call('ZSCORE', K .. KEY_HB, pod) or '0'), slots = {}}
+      reg = tonumber(ph.reg or '0'), cby = ph.cby or '', idle = tonumber(ph.idle or '0'), tasks = tonumber(ph.tasks or '0'), hb = tonumber(redis.call('ZSCORE', K .. KEY_HB, pod) or '0'), slots = {}}
     for i = 0, c.nslots - 1 do
       local s = ph['s' .. i] or ''
       local slot = {i = i, task = s}
