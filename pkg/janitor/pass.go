@@ -108,6 +108,7 @@ func (p *pass) run() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	pods = poolPods(pods, snap.Pods, p.ap.UID)
 	if deleting && len(pods) == 0 && len(snap.Pods) == 0 {
 		return 0, p.finishDeletion(gone)
 	}
@@ -134,7 +135,7 @@ func (p *pass) run() (time.Duration, error) {
 		Now: now, Replicas: s.Replicas, TemplateHash: hash, IdleFor: s.IdleFor,
 		Generation: snap.Generation, Declared: snap.Declared, HeartbeatTimeout: s.Store.HeartbeatTimeout,
 		ExpectedSince: p.st.expectedSince,
-		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
+		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, PoolUID: p.ap.UID, Records: snap.Pods,
 		Clock: p.now, Streak: p.st.streak, TemplateRefused: p.refused != nil,
 	}
 	if deleting {
@@ -191,9 +192,9 @@ func (p *pass) run() (time.Duration, error) {
 	return p.next, nil
 }
 
-// podsOf lists the pool's pods from the cache: labelled with the pool and
-// controlled by this AgentPool (a pod left by a deleted pool of the same
-// name is not ours).
+// podsOf lists the pods labelled with the pool from the cache: its own
+// (controlled by this AgentPool) and foreign ones, which plan takes over
+// only when the store holds their record (see foreign).
 func (p *pass) podsOf() []*corev1.Pod {
 	objs, err := p.w.pods.GetIndexer().ByIndex(byPool, p.key)
 	if err != nil {
@@ -202,14 +203,9 @@ func (p *pass) podsOf() []*corev1.Pod {
 	}
 	pods := make([]*corev1.Pod, 0, len(objs))
 	for _, o := range objs {
-		pod, ok := o.(*corev1.Pod)
-		if !ok {
-			continue
+		if pod, ok := o.(*corev1.Pod); ok {
+			pods = append(pods, pod)
 		}
-		if ref := metav1.GetControllerOf(pod); ref == nil || ref.UID != p.ap.UID {
-			continue
-		}
-		pods = append(pods, pod)
 	}
 	return pods
 }
