@@ -50,6 +50,7 @@ One binary, slotscaler's three control-plane roles:
   scaler [flags]               the KEDA external scaler (no command): tells KEDA how many agent pods each pool needs
   scaler janitor [flags]       the pool controller: creates each AgentPool's agent pods, removes only pods drained idle
   scaler declare-pool [flags]  declares a static pool (agents outside Kubernetes) in the slot store and exits
+  scaler drain-idle [flags]    removes the pods a deleted AgentPool left behind, each once idle (moving back to a Deployment)
 Each command's --help lists its flags.
 `
 
@@ -68,6 +69,8 @@ func dispatch(ctx context.Context, args []string, stderr io.Writer, lookup func(
 		return runJanitor(ctx, args[1:], stderr, lookup, nil)
 	case "declare-pool":
 		return runDeclarePool(ctx, args[1:], stderr, lookup)
+	case "drain-idle":
+		return runDrainIdle(ctx, args[1:], stderr, lookup)
 	}
 	// The external scaler takes no arguments: a word here was meant as a
 	// command.

@@ -41,6 +41,7 @@ table() { # title, command...
 	table "scaler" "$bin/scaler"
 	table "scaler janitor" "$bin/scaler" janitor
 	table "scaler declare-pool" "$bin/scaler" declare-pool
+	table "scaler drain-idle" "$bin/scaler" drain-idle
 	table "agent" "$bin/agent"
 	table "dashboard" "$bin/dashboard"
 	if [[ -x $bin/demo ]]; then table "demo" "$bin/demo"; fi
