@@ -63,7 +63,9 @@ record the slot store holds is cordoned while busy (running phases finish, a
 reservation can still be approved and its apply runs there); once idle it is
 drained in Redis, then deleted with a UID precondition, and its record
 removed. Pods with a controller and pods the store has no record of are
-never touched. Runs until every selected pod is removed (or one round with
+never touched. Records the managed pool left whose pod object is gone (lost,
+drained or never registered) are removed too: a lost pod's plans are
+requeued then. Runs until every selected pod is removed (or one round with
 --once).
 `
 
@@ -122,7 +124,7 @@ func runDrainIdle(ctx context.Context, args []string, stderr io.Writer, lookup f
 		if err != nil {
 			return err
 		}
-		log.Info("round done", "removed", len(res.Removed), "busy", len(res.Busy), "skipped", len(res.Skipped))
+		log.Info("round done", "removed", len(res.Removed), "busy", len(res.Busy), "skipped", len(res.Skipped), "forgotten", len(res.Forgotten))
 		if res.Left() == 0 {
 			return nil
 		}

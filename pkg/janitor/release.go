@@ -37,6 +37,9 @@ type DrainIdleOptions struct {
 type DrainIdleResult struct {
 	// Removed pods were drained, deleted and their records removed.
 	Removed []string
+	// Forgotten are records left by the managed pool whose pod object is
+	// gone (lost, draining or never registered): removed.
+	Forgotten []string
 	// Busy pods hold work or a reservation: cordoned, left for a later round.
 	Busy []string
 	// Skipped pods are not DrainIdle's to remove: a controller owns them,
@@ -78,6 +81,9 @@ func DrainIdle(ctx context.Context, kube kubernetes.Interface, store ReleaseStor
 	records := make(map[string]slots.PodSnapshot, len(snap.Pods))
 	for _, r := range snap.Pods {
 		records[r.Name] = r
+	}
+	if err := forgetGone(ctx, kube, store, id, snap.Pods, log, &res); err != nil {
+		return res, err
 	}
 	for i := range list.Items {
 		pod := &list.Items[i]
@@ -126,6 +132,41 @@ func DrainIdle(ctx context.Context, kube kubernetes.Interface, store ReleaseStor
 		res.Removed = append(res.Removed, pod.Name)
 	}
 	return res, nil
+}
+
+// forgetGone removes the records the managed pool left whose pod object is
+// gone: a lost pod's (its plans are requeued only now), a drained pod's
+// deleted before its record was removed, a never-registered pod's. In a
+// static pool nobody else would: the janitor no longer looks at the pool,
+// and the reaper only expires heartbeats. Records of registered pods are
+// left to their heartbeats (a static agent may run outside Kubernetes).
+func forgetGone(ctx context.Context, kube kubernetes.Interface, store ReleaseStore, id slots.PoolID, records []slots.PodSnapshot, log *slog.Logger, res *DrainIdleResult) error {
+	for _, r := range records {
+		var reason string
+		switch r.State {
+		case slots.PodLost:
+			reason = slots.ReasonAgentLost
+		case slots.PodDraining:
+			reason = ReasonScaledDown
+		case slots.PodExpected:
+			reason = ReasonPodGone
+		default:
+			continue
+		}
+		got, err := kube.CoreV1().Pods(id.Namespace).Get(ctx, r.Name, metav1.GetOptions{})
+		switch {
+		case err == nil && string(got.UID) == r.UID:
+			continue // the pod exists: the main loop decides
+		case err != nil && !apierrors.IsNotFound(err):
+			return fmt.Errorf("checking that pod %s is gone: %w", r.Name, err)
+		}
+		if err := store.RemovePod(ctx, id, r.Name, r.UID, reason); err != nil && !errors.Is(err, slots.ErrPodNotFound) {
+			return fmt.Errorf("removing the record of pod %s: %w", r.Name, err)
+		}
+		log.Info("record of a gone pod removed", "pod", r.Name, "uid", r.UID, "reason", reason)
+		res.Forgotten = append(res.Forgotten, r.Name)
+	}
+	return nil
 }
 
 // deleteWithUID deletes this incarnation of a pod; gone already is done.

@@ -23,7 +23,17 @@ func TestDrainIdleRemovesOnlyIdleUncontrolledPods(t *testing.T) {
 	t.Cleanup(cancel)
 	st, _, _ := newTestStore(t, ctx)
 	id := slots.PoolID{Namespace: "team", Name: "pool"}
-	_, err := st.DeclarePool(ctx, id, slots.DefaultPoolConfig()) // static again, as after a rollback
+	// Managed first: the janitor left a drained record and a never-registered
+	// one whose pods are gone.
+	managed := slots.DefaultPoolConfig()
+	managed.Managed = true
+	_, err := st.DeclarePool(ctx, id, managed)
+	require.NoError(t, err)
+	require.NoError(t, st.ExpectPod(ctx, id, "ghost", "ghost-uid"))
+	require.NoError(t, st.ExpectPod(ctx, id, "drained", "drained-uid"))
+	_, err = st.DrainReplicated(ctx, id, "drained", "drained-uid", time.Second)
+	require.NoError(t, err)
+	_, err = st.DeclarePool(ctx, id, slots.DefaultPoolConfig()) // static again, as after a rollback
 	require.NoError(t, err)
 
 	yes := true
@@ -50,6 +60,7 @@ func TestDrainIdleRemovesOnlyIdleUncontrolledPods(t *testing.T) {
 	require.Equal(t, []string{"idle"}, res.Removed)
 	require.Equal(t, []string{"busy"}, res.Busy)
 	require.ElementsMatch(t, []string{"deployment", "unknown"}, res.Skipped)
+	require.ElementsMatch(t, []string{"ghost", "drained"}, res.Forgotten, "records of gone pods are removed")
 	require.Equal(t, 1, res.Left())
 
 	_, err = kube.CoreV1().Pods("team").Get(ctx, "idle", metav1.GetOptions{})
