@@ -171,7 +171,7 @@ func (p *pass) run() (time.Duration, error) {
 		p.log.Info("pods start again", "after", out.StreakEnded)
 	}
 	for state, n := range map[string]int{"live": out.Status.Replicas, "busy": out.Status.Busy, "idle": out.Status.Idle,
-		"cordoned": out.Status.Cordoned, "draining": out.Status.Draining} {
+		"cordoned": out.Status.Cordoned, "draining": out.Status.Draining, "foreign": out.Foreign} {
 		c.m.Pods.WithLabelValues(p.id.Namespace, p.id.Name, state).Set(float64(n))
 	}
 	if deleting {
