@@ -25,6 +25,8 @@ type DeclareConfig struct {
 	config.Common
 	Pool  slots.PoolID
 	Store slots.PoolConfig
+	// Unmanage allows declaring a managed pool static again.
+	Unmanage bool
 }
 
 func parseDeclareConfig(args []string, stderr io.Writer, lookup func(string) (string, bool)) (DeclareConfig, error) {
@@ -47,6 +49,7 @@ func parseDeclareConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.DurationVar(&c.Store.Retention, "retention", def.Retention, "how long finished tasks are kept")
 	fs.IntVar(&c.Store.RetentionCount, "retention-count", def.RetentionCount, "at most this many finished tasks are kept")
 	fs.BoolVar(&c.Store.Managed, "managed", def.Managed, "declare a managed pool, whose agents register only against pod records the janitor writes; false (the default) declares a static pool, whose agents self-register. Kubernetes pools are declared by the janitor (scaler janitor) from their AgentPool, not by this command")
+	fs.BoolVar(&c.Unmanage, "unmanage", false, "make a managed pool static again, moving it back from an AgentPool to a Deployment: only once its AgentPool was deleted with --cascade=orphan (docs/migration.md); its registered agents keep their work")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fs.SetOutput(stderr)
@@ -70,7 +73,7 @@ slot policy: while the pool has pods a change waits (the other settings are
 applied, and the command exits non-zero saying the slot change is pending).
 Kubernetes pools are
 declared by ` + "`scaler janitor`" + ` from their AgentPool; this command refuses to
-turn one into a static pool.
+turn one into a static pool, unless --unmanage says its AgentPool is gone.
 `
 
 // validate checks everything that needs no Redis, so bad input fails with
@@ -183,8 +186,8 @@ func runDeclarePool(ctx context.Context, args []string, stderr io.Writer, lookup
 	if err != nil && !errors.Is(err, slots.ErrPoolNotFound) {
 		return err
 	}
-	if exists && before.Managed && !cfg.Store.Managed {
-		return fmt.Errorf("pool %s is managed (the janitor declares it from its AgentPool): refusing to make it static, where agents register without the janitor", cfg.Pool)
+	if exists && before.Managed && !cfg.Store.Managed && !cfg.Unmanage {
+		return fmt.Errorf("pool %s is managed (the janitor declares it from its AgentPool): refusing to make it static, where agents register without the janitor (--unmanage once its AgentPool is deleted with --cascade=orphan)", cfg.Pool)
 	}
 	decl, err := store.DeclarePool(ctx, cfg.Pool, cfg.Store)
 	if err != nil {

@@ -181,6 +181,26 @@ func TestDeclarePoolRefusesToMakeAManagedPoolStatic(t *testing.T) {
 	assert.Equal(t, decl.Generation, gen2)
 }
 
+// Moving back from an AgentPool to a Deployment: --unmanage makes the pool
+// static again, keeping its generation (and so its agents' records).
+func TestDeclarePoolUnmanagesOnlyWhenAsked(t *testing.T) {
+	e := newDeclareEnv(t)
+	ctx := context.Background()
+	cfg := slots.DefaultPoolConfig()
+	cfg.Managed = true
+	decl, err := e.store.DeclarePool(ctx, demoPool, cfg)
+	require.NoError(t, err)
+
+	_, err = declare(t, demoEnv(e))
+	require.ErrorContains(t, err, "--unmanage")
+	_, err = declare(t, demoEnv(e), "--unmanage")
+	require.NoError(t, err)
+	got, gen, err := e.store.Pool(ctx, demoPool)
+	require.NoError(t, err)
+	assert.False(t, got.Managed)
+	assert.Equal(t, decl.Generation, gen)
+}
+
 func TestDeclarePoolRefusesBadInputWithOneLineNamingIt(t *testing.T) {
 	tests := map[string]struct {
 		env  map[string]string // over demoEnv

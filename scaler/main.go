@@ -51,6 +51,7 @@ One binary, slotscaler's three control-plane roles:
   scaler janitor [flags]       the pool controller: creates each AgentPool's agent pods, removes only pods drained idle
   scaler declare-pool [flags]  declares a static pool (agents outside Kubernetes) in the slot store and exits
   scaler delete-pools [flags]  deletes the selected AgentPools and waits until their pods were removed idle (helm uninstall's hook)
+  scaler drain-idle [flags]    removes the pods a deleted AgentPool left behind, each once idle (moving back to a Deployment)
 Each command's --help lists its flags.
 `
 
@@ -71,6 +72,8 @@ func dispatch(ctx context.Context, args []string, stderr io.Writer, lookup func(
 		return runDeclarePool(ctx, args[1:], stderr, lookup)
 	case "delete-pools":
 		return runDeletePools(ctx, args[1:], stderr, lookup)
+	case "drain-idle":
+		return runDrainIdle(ctx, args[1:], stderr, lookup)
 	}
 	// The external scaler takes no arguments: a word here was meant as a
 	// command.

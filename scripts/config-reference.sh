@@ -42,6 +42,7 @@ table() { # title, command...
 	table "scaler janitor" "$bin/scaler" janitor
 	table "scaler declare-pool" "$bin/scaler" declare-pool
 	table "scaler delete-pools" "$bin/scaler" delete-pools
+	table "scaler drain-idle" "$bin/scaler" drain-idle
 	table "agent" "$bin/agent"
 	table "dashboard" "$bin/dashboard"
 	if [[ -x $bin/demo ]]; then table "demo" "$bin/demo"; fi

@@ -124,6 +124,13 @@ func (p *pass) remove(rs []removal) {
 		if r.Reason != ReasonScaledDown {
 			got, err := p.c.kube.CoreV1().Pods(p.id.Namespace).Get(p.ctx, r.Pod.Name, metav1.GetOptions{})
 			switch {
+			case err == nil && string(got.UID) == r.Pod.UID && got.Labels[LabelPool] == "":
+				// A static agent's pod (a Deployment's) the pool takes over
+				// (docs/migration.md): labelled, the informer shows it and
+				// the next pass handles it as a foreign pod.
+				p.adopt(got)
+				p.after(time.Second)
+				return
 			case err == nil && string(got.UID) == r.Pod.UID:
 				p.log.Info("pod record kept: the pod exists, the cache is behind", "pod", r.Pod.Name)
 				p.after(time.Second)
@@ -142,6 +149,33 @@ func (p *pass) remove(rs []removal) {
 		}
 		p.log.Info("pod record removed", "pod", r.Pod.Name, "uid", r.Pod.UID, "reason", r.Reason)
 	})
+}
+
+// adopt labels a pod the store holds a record of, which is not one of the
+// pool's, with the pool: the janitor's informer sees only labelled pods.
+// Only the label is written; the pod keeps its owner, and plan takes it
+// for a foreign pod (cordoned, removed once idle).
+func (p *pass) adopt(pod *corev1.Pod) {
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{
+		"labels": map[string]any{LabelPool: p.id.Name}, "resourceVersion": pod.ResourceVersion}})
+	err := p.act("adopt", pod.Name, func() error {
+		_, err := p.c.kube.CoreV1().Pods(pod.Namespace).Patch(p.ctx, pod.Name, types.MergePatchType, patch, metav1.PatchOptions{})
+		return err
+	})
+	if err != nil {
+		p.log.Error("labelling a foreign pod with its pool", "pod", pod.Name, "err", err)
+		return
+	}
+	p.log.Info("foreign pod taken over: it gets no new work and is removed once idle", "pod", pod.Name, "controller", controllerOf(pod))
+	p.event(pod, corev1.EventTypeNormal, "TakenOver", "registered in pool %s without being its pod: cordoned, removed once idle", p.id)
+}
+
+// controllerOf names a pod's controller ("" for none).
+func controllerOf(pod *corev1.Pod) string {
+	if ref := metav1.GetControllerOf(pod); ref != nil {
+		return ref.Kind + "/" + ref.Name
+	}
+	return ""
 }
 
 // deleteDead deletes pods whose agent is gone. No drain: nothing runs there

@@ -15,7 +15,8 @@ type Metrics struct {
 	Actions *prometheus.CounterVec
 	// Syncs counts passes over pools by result.
 	Syncs *prometheus.CounterVec
-	// Pods reports each pool's pods by state (live, busy, idle, cordoned, draining).
+	// Pods reports each pool's pods by state (live, busy, idle, cordoned,
+	// draining, and foreign: static agents' pods being taken over).
 	Pods *prometheus.GaugeVec
 }
 

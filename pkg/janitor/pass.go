@@ -114,6 +114,7 @@ func (p *pass) run() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
+	pods = poolPods(pods, snap.Pods, p.ap.UID)
 	if deleting && len(pods) == 0 && len(snap.Pods) == 0 {
 		return 0, p.finishDeletion(gone)
 	}
@@ -140,7 +141,7 @@ func (p *pass) run() (time.Duration, error) {
 		Now: now, Replicas: s.Replicas, TemplateHash: hash, IdleFor: s.IdleFor,
 		Generation: snap.Generation, Declared: snap.Declared, HeartbeatTimeout: s.Store.HeartbeatTimeout,
 		ExpectedSince: p.st.expectedSince,
-		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, Records: snap.Pods,
+		DeleteBudget:  int(lim.TokensAt(p.now)), Pods: pods, PoolUID: p.ap.UID, Records: snap.Pods,
 		Clock: p.now, Streak: p.st.streak, TemplateRefused: p.refused != nil,
 		RecycleAfterTasks: s.RecycleAfterTasks, RecycleAfterAge: s.RecycleAfterAge,
 	}
@@ -179,7 +180,7 @@ func (p *pass) run() (time.Duration, error) {
 		p.log.Info("pods start again", "after", out.StreakEnded)
 	}
 	for state, n := range map[string]int{"live": out.Status.Replicas, "busy": out.Status.Busy, "idle": out.Status.Idle,
-		"cordoned": out.Status.Cordoned, "draining": out.Status.Draining} {
+		"cordoned": out.Status.Cordoned, "draining": out.Status.Draining, "foreign": out.Foreign} {
 		c.m.Pods.WithLabelValues(p.id.Namespace, p.id.Name, state).Set(float64(n))
 	}
 	if deleting {
@@ -200,9 +201,9 @@ func (p *pass) run() (time.Duration, error) {
 	return p.next, nil
 }
 
-// podsOf lists the pool's pods from the cache: labelled with the pool and
-// controlled by this AgentPool (a pod left by a deleted pool of the same
-// name is not ours).
+// podsOf lists the pods labelled with the pool from the cache: its own
+// (controlled by this AgentPool) and foreign ones, which plan takes over
+// only when the store holds their record (see foreign).
 func (p *pass) podsOf() []*corev1.Pod {
 	objs, err := p.w.pods.GetIndexer().ByIndex(byPool, p.key)
 	if err != nil {
@@ -211,14 +212,9 @@ func (p *pass) podsOf() []*corev1.Pod {
 	}
 	pods := make([]*corev1.Pod, 0, len(objs))
 	for _, o := range objs {
-		pod, ok := o.(*corev1.Pod)
-		if !ok {
-			continue
+		if pod, ok := o.(*corev1.Pod); ok {
+			pods = append(pods, pod)
 		}
-		if ref := metav1.GetControllerOf(pod); ref == nil || ref.UID != p.ap.UID {
-			continue
-		}
-		pods = append(pods, pod)
 	}
 	return pods
 }

@@ -577,3 +577,66 @@ func TestPassRecyclesAPodAfterItsTasksIdleOnly(t *testing.T) {
 	require.Len(t, e.podObjects(), 1)
 	require.Equal(t, 1, actions(e.m, "drain", resultSuccess))
 }
+
+// A static agent's pod (a Deployment's, orphaned) registered in the pool
+// before its AgentPool existed: its record is neither removed nor counted.
+// The janitor labels the pod so its informer sees it, cordons it while its
+// plan runs, and drains and deletes it once idle.
+func TestPassTakesOverAStaticAgentsPod(t *testing.T) {
+	e := newPassEnv(t, testPool(1))
+	e.pass()
+	own := e.podNames()
+	require.Len(t, own, 1)
+
+	dep, err := e.kube.CoreV1().Pods("team").Create(e.ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "agents-x1", Namespace: "team", Labels: map[string]string{"app": "agents"}},
+		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "agent", Image: "agent"}}},
+	}, metav1.CreateOptions{})
+	require.NoError(t, err)
+	e.run(*dep)
+	uid := string(dep.UID)
+	require.NoError(t, e.slots.ExpectPod(e.ctx, e.id, dep.Name, uid)) // as its self-registration did
+	_, err = e.slots.RegisterPod(e.ctx, e.id, dep.Name, uid)
+	require.NoError(t, err)
+	_, err = e.slots.Submit(e.ctx, e.id, slots.TaskSpec{ID: "work", Type: slots.Plan})
+	require.NoError(t, err)
+	r, _ := e.record(dep.Name)
+	require.True(t, r.Busy(), "the static agent runs the plan")
+
+	sync := func() {
+		t.Helper()
+		_, err := e.c.sync(e.ctx, e.key)
+		require.NoError(t, err)
+	}
+	sync()
+	got, err := e.kube.CoreV1().Pods("team").Get(e.ctx, dep.Name, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Equal(t, e.id.Name, got.Labels[LabelPool], "the pod is labelled with its pool")
+	require.Len(t, eventsWith(e.drainEvents(), "TakenOver"), 1)
+	r, ok := e.record(dep.Name)
+	require.True(t, ok, "its record is kept")
+	require.Equal(t, slots.PodActive, r.State)
+
+	e.pass() // the informer shows the labelled pod now
+	r, _ = e.record(dep.Name)
+	require.Equal(t, slots.PodCordoned, r.State, "busy: cordoned, not drained")
+	require.Contains(t, e.podNames(), dep.Name)
+	require.Equal(t, int32(1), e.pool().Status.Replicas, "the foreign pod does not count")
+
+	// The plan finishes: the pod is idle, and goes.
+	m, err := e.slots.Take(e.ctx, e.id, dep.Name, uid, time.Second, nil)
+	require.NoError(t, err)
+	require.NotNil(t, m)
+	_, err = e.slots.Complete(e.ctx, e.id, slots.Result{Task: "work", Epoch: m.Epoch, Outcome: slots.OutcomeSuccess})
+	require.NoError(t, err)
+	// (The pool was declared under a heartbeat timeout ago, and the foreign
+	// pod has no generation: that holds removals until the timeout ends, as
+	// after a data loss.)
+	require.Eventually(t, func() bool {
+		e.pass()
+		return !slices.Contains(e.podNames(), dep.Name)
+	}, 10*time.Second, 50*time.Millisecond, "idle: drained and deleted")
+	st, ok := e.record(dep.Name)
+	require.True(t, !ok || st.State == slots.PodDraining, "drained before its deletion")
+	require.Equal(t, own, e.podNames(), "the pool's own pod stays")
+}

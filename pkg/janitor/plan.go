@@ -66,8 +66,11 @@ type planInput struct {
 	// DeleteBudget is how many pods may be drained for deletion now (the
 	// pool's max deletions per minute).
 	DeleteBudget int
-	Pods         []*corev1.Pod
-	Records      []slots.PodSnapshot
+	// Pods are the pods labelled with the pool: its own (controlled by the
+	// AgentPool whose UID is PoolUID) and foreign ones (see foreign).
+	Pods    []*corev1.Pod
+	PoolUID types.UID
+	Records []slots.PodSnapshot
 	// Clock is the janitor's own clock when the pass began: the
 	// start-failure streak is timed on it (see startFailures).
 	Clock time.Time
@@ -167,6 +170,8 @@ type planOutput struct {
 	// meanwhile, and pods already draining (proven idle) may still go.
 	HoldUntil time.Time
 	Status    podCounts
+	// Foreign counts the live foreign pods (see foreign) still in the pool.
+	Foreign int
 	// StartFailures describes pods whose agent never came up, sorted.
 	StartFailures []string
 	// Streak is the start-failure streak for the next pass; Backoff says
@@ -201,6 +206,10 @@ func plan(in planInput) planOutput {
 	for i := range in.Records {
 		records[in.Records[i].Name] = &in.Records[i]
 	}
+	// A foreign pod is the pool's only while the store has its record:
+	// one without (never a static agent of this pool, or its record is gone
+	// with Redis's data) is left alone, neither given a record nor deleted.
+	in.Pods = poolPods(in.Pods, in.Records, in.PoolUID)
 	objects := make(map[string]*corev1.Pod, len(in.Pods))
 	for _, p := range in.Pods {
 		objects[p.Name] = p
@@ -228,7 +237,7 @@ func plan(in planInput) planOutput {
 	}
 
 	var current, outdated, due []*member
-	var cordoned, leaving []*member
+	var cordoned, leaving, foreigners []*member
 	for _, p := range in.Pods {
 		var rec *slots.PodSnapshot
 		if r, ok := records[p.Name]; ok && r.UID == string(p.UID) {
@@ -249,14 +258,16 @@ func plan(in planInput) planOutput {
 		}
 		m := &member{pod: p, rec: rec}
 		registered := rec != nil && rec.State != slots.PodExpected
+		alien := foreign(p, in.PoolUID)
 		if ended(p) {
-			out.Dead = append(out.Dead, deadPod{Pod: p, Reason: "pod-" + string(p.Status.Phase), NeverStarted: !registered})
-			if !registered {
+			// A foreign pod that never started says nothing of the template.
+			out.Dead = append(out.Dead, deadPod{Pod: p, Reason: "pod-" + string(p.Status.Phase), NeverStarted: !registered && !alien})
+			if !registered && !alien {
 				out.StartFailures = append(out.StartFailures, p.Name+": "+podFailure(p))
 			}
 			continue
 		}
-		if !registered {
+		if !registered && !alien {
 			if why := waitingFailure(p); why != "" {
 				out.StartFailures = append(out.StartFailures, p.Name+": "+why)
 			}
@@ -286,6 +297,19 @@ func plan(in planInput) planOutput {
 			out.Status.Draining++
 			out.Drain = append(out.Drain, p) // drained before; delete it (again)
 			continue
+		}
+		if alien {
+			out.Foreign++
+			if rec.State == slots.PodCordoned {
+				out.Status.Cordoned++
+			}
+			if !busy && rec.State != slots.PodExpected {
+				out.Status.Idle++
+			}
+			foreigners = append(foreigners, m)
+			continue
+		}
+		switch rec.State {
 		case slots.PodCordoned:
 			out.Status.Cordoned++
 			if !busy {
@@ -340,6 +364,26 @@ func plan(in planInput) planOutput {
 	// and a busy one is refused atomically.
 	for _, m := range leaving {
 		if !m.rec.Busy() {
+			drain(m)
+		}
+	}
+
+	// Foreign pods (a migration from a Deployment, see foreign) never count
+	// and never get new work: busy ones are cordoned, keeping what they run
+	// and their reservations (an approval still reaches a cordoned pod and
+	// its apply runs there); idle ones are drained and deleted at once, no
+	// idleFor, like any pod nobody needs. One whose agent may have
+	// registered (its record expected while its agent runs) waits like an
+	// own pod.
+	for _, m := range foreigners {
+		switch {
+		case m.unconfirmedFor > 0:
+			wait(&out.WaitRegistration, m.unconfirmedFor)
+		case m.rec.Busy():
+			if m.rec.State == slots.PodActive {
+				out.Cordon = append(out.Cordon, m.pod)
+			}
+		default:
 			drain(m)
 		}
 	}
@@ -770,6 +814,29 @@ func victimOrder(ms []*member) {
 			}
 		}
 		return b.pod.CreationTimestamp.Compare(a.pod.CreationTimestamp.Time)
+	})
+}
+
+// foreign reports whether a pod labelled with the pool is not the
+// AgentPool's own: no controller (its Deployment and ReplicaSet were
+// deleted with --cascade=orphan, or an earlier AgentPool of the same name
+// was) or another one. Such a pod is a static agent the pool takes over
+// (docs/migration.md): its record is kept, as the object exists, and it is
+// removed the idle-only way, never counted toward spec.replicas.
+func foreign(p *corev1.Pod, pool types.UID) bool {
+	ref := metav1.GetControllerOf(p)
+	return ref == nil || ref.UID != pool
+}
+
+// poolPods keeps the pool's own pods and the foreign ones the store holds
+// a record of (same name and UID): the pods a pass works on.
+func poolPods(pods []*corev1.Pod, records []slots.PodSnapshot, pool types.UID) []*corev1.Pod {
+	uids := make(map[string]string, len(records))
+	for _, r := range records {
+		uids[r.Name] = r.UID
+	}
+	return slices.DeleteFunc(slices.Clone(pods), func(p *corev1.Pod) bool {
+		return foreign(p, pool) && uids[p.Name] != string(p.UID)
 	})
 }
 

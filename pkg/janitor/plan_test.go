@@ -29,14 +29,21 @@ const (
 
 type podOpt func(*corev1.Pod)
 
+// poolUID is the UID of the AgentPool in the plan tests.
+const poolUID = "pool-uid"
+
 // pod is a Running, Ready pod of the current template created an hour ago
-// under the pool's current generation, whose UID is name+"-uid".
+// under the pool's current generation by the pool (poolUID), whose UID is
+// name+"-uid".
 func pod(name string, opts ...podOpt) *corev1.Pod {
+	yes := true
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{
-			Name:              name,
-			Namespace:         "team",
-			UID:               types.UID(name + "-uid"),
+			Name:      name,
+			Namespace: "team",
+			UID:       types.UID(name + "-uid"),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "AgentPool",
+				Name: "pool", UID: poolUID, Controller: &yes}},
 			Labels:            map[string]string{LabelPool: "pool", LabelTemplateHash: curHash},
 			Annotations:       map[string]string{AnnotationGeneration: curGen},
 			CreationTimestamp: metav1.NewTime(t0.Add(-time.Hour)),
@@ -50,6 +57,21 @@ func pod(name string, opts ...podOpt) *corev1.Pod {
 		o(p)
 	}
 	return p
+}
+
+// static makes the pod a static agent's the pool takes over: no
+// controller (its Deployment orphaned it), or the given kind's, no template
+// hash or generation.
+func static(controller string) podOpt {
+	return func(p *corev1.Pod) {
+		p.OwnerReferences = nil
+		if controller != "" {
+			yes := true
+			p.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: controller, Name: "agents", UID: "rs-uid", Controller: &yes}}
+		}
+		delete(p.Labels, LabelTemplateHash)
+		delete(p.Annotations, AnnotationGeneration)
+	}
 }
 
 func phase(ph corev1.PodPhase) podOpt { return func(p *corev1.Pod) { p.Status.Phase = ph } }
@@ -213,6 +235,7 @@ func input(replicas int, pods []*corev1.Pod, records ...slots.PodSnapshot) planI
 		Declared:         t0.Add(-48 * time.Hour),
 		HeartbeatTimeout: hbto,
 		Pods:             pods,
+		PoolUID:          poolUID,
 		Records:          records,
 	}
 }
@@ -1483,6 +1506,7 @@ func randomInput(rng *rand.Rand) planInput {
 		// loss, or a first declaration).
 		Declared:         t0.Add(-48 * time.Hour),
 		HeartbeatTimeout: hbto,
+		PoolUID:          poolUID,
 	}
 	if rng.IntN(4) == 0 {
 		in.Declared = t0.Add(-time.Duration(rng.IntN(40)) * time.Second)
@@ -1503,6 +1527,12 @@ func randomInput(rng *rand.Rand) planInput {
 		}
 		if rng.IntN(8) == 0 {
 			opts = append(opts, terminating())
+		}
+		switch rng.IntN(12) {
+		case 0: // a static agent's pod the pool takes over
+			opts = append(opts, static(""))
+		case 1:
+			opts = append(opts, static("ReplicaSet"))
 		}
 		if rng.IntN(3) == 0 {
 			opts = append(opts, notReady())
@@ -1632,6 +1662,9 @@ func TestPlanInvariantsOverRandomPools(t *testing.T) {
 		// heartbeat timeout of the declaration.
 		require.LessOrEqualf(t, newDrains, max(in.DeleteBudget, 0), desc)
 		for _, p := range in.Pods {
+			if foreign(p, in.PoolUID) && record(p) == nil {
+				continue // not the pool's: ignored
+			}
 			if !ended(p) && p.Annotations[AnnotationGeneration] != in.Generation && in.Now.Before(in.Declared.Add(in.HeartbeatTimeout)) {
 				require.Falsef(t, out.HoldUntil.IsZero(), "%s: pod %s predates a generation declared %v ago, and no hold", desc, p.Name, in.Now.Sub(in.Declared))
 			}
@@ -1662,6 +1695,12 @@ func TestPlanInvariantsOverRandomPools(t *testing.T) {
 		}
 		for _, p := range acted {
 			require.Nilf(t, p.DeletionTimestamp, "%s: terminating pod %s acted on", desc, p.Name)
+			// A foreign pod is the pool's only with a record, and never
+			// taken back into it.
+			if foreign(p, in.PoolUID) {
+				require.NotNilf(t, record(p), "%s: foreign pod %s without a record acted on", desc, p.Name)
+				require.NotContainsf(t, slices.Concat(out.Uncordon, out.Expect), p, "%s: foreign pod %s uncordoned or expected", desc, p.Name)
+			}
 		}
 
 		require.GreaterOrEqualf(t, out.WaitIdle, time.Duration(0), desc)
@@ -1696,4 +1735,95 @@ func describeInput(in planInput) string {
 	}
 	b.WriteString(" ]")
 	return b.String()
+}
+
+// --- taking over a static pool's pods (a migration from a Deployment) -------
+
+func TestPlanTakesOverForeignPods(t *testing.T) {
+	budget0 := input(1, pods(pod("dep-a", static(""))), rec("dep-a", slots.PodActive))
+	budget0.DeleteBudget = 0
+	runPlanCases(t, map[string]planCase{
+		"a busy foreign pod is cordoned, kept, and does not count": {
+			in: input(2, pods(pod("dep-a", static(""))), rec("dep-a", slots.PodActive, running)),
+			want: outcome{
+				Cordon:   []string{"dep-a"},
+				Create:   2,
+				Annotate: map[string]bool{"dep-a": true},
+				Status:   podCounts{Busy: 1},
+			},
+		},
+		"a reservation keeps it: cordoned, approvals still reach it": {
+			in: input(1, pods(pod("dep-a", static(""), protected())), rec("dep-a", slots.PodActive, reserved)),
+			want: outcome{
+				Cordon: []string{"dep-a"},
+				Create: 1,
+				Status: podCounts{Busy: 1},
+			},
+		},
+		"a cordoned busy foreign pod is left to finish": {
+			in: input(1, pods(pod("dep-a", static(""), protected()), pod("own")),
+				byJanitor(rec("dep-a", slots.PodCordoned, running)), rec("own", slots.PodActive)),
+			want: outcome{
+				Status: podCounts{Replicas: 1, Ready: 1, Busy: 1, Idle: 1, Cordoned: 1},
+			},
+		},
+		"an idle foreign pod is drained at once, without idleFor": {
+			in: input(1, pods(pod("dep-a", static("")), pod("own")),
+				idleAgo(rec("dep-a", slots.PodActive), time.Second), rec("own", slots.PodActive)),
+			want: outcome{
+				Drain:  []string{"dep-a"},
+				Status: podCounts{Replicas: 1, Ready: 1, Idle: 2},
+			},
+		},
+		"a pod still controlled by a ReplicaSet is taken over all the same": {
+			in: input(0, pods(pod("dep-a", static("ReplicaSet"))), byJanitor(rec("dep-a", slots.PodCordoned))),
+			want: outcome{
+				Drain:  []string{"dep-a"},
+				Status: podCounts{Idle: 1, Cordoned: 1},
+			},
+		},
+		"foreign drains take the deletion budget": {
+			in: budget0,
+			want: outcome{
+				Create:   1,
+				Deferred: 1,
+				Status:   podCounts{Idle: 1},
+			},
+		},
+		"a foreign pod without a record is not the pool's: left alone": {
+			in: input(1, pods(pod("dep-a", static("")), pod("dep-b", static("")), pod("own")),
+				withUID(rec("dep-b", slots.PodActive), "other"), rec("own", slots.PodActive)),
+			want: outcome{
+				Remove: []string{"dep-b/other pod-gone"},
+				Status: podCounts{Replicas: 1, Ready: 1, Idle: 1},
+			},
+		},
+		"a lost foreign pod is deleted, its record removed once the pod is gone": {
+			in: input(0, pods(pod("dep-a", static(""))), rec("dep-a", slots.PodLost, running)),
+			want: outcome{
+				Dead:   []string{"dep-a agent-lost"},
+				Status: podCounts{Busy: 1},
+			},
+		},
+		"an ended foreign pod is no start failure of the template": {
+			in: input(0, pods(pod("dep-a", static(""), phase(corev1.PodFailed))), rec("dep-a", slots.PodExpected)),
+			want: outcome{
+				Dead: []string{"dep-a pod-Failed"},
+			},
+		},
+		"a foreign pod whose registration may be lost waits like an own one": {
+			in: input(0, pods(pod("dep-a", static(""), agentRunning(5*time.Second))), rec("dep-a", slots.PodExpected)),
+			want: outcome{
+				WaitRegistration: hbto, // first seen expected now
+			},
+		},
+		"a foreign pod predating the generation holds removals after a data loss": {
+			in: afterLoss(input(0, pods(pod("dep-a", static(""))), rec("dep-a", slots.PodActive)), 10*time.Second),
+			want: outcome{
+				Deferred:  1,
+				HoldUntil: t0.Add(20 * time.Second),
+				Status:    podCounts{Idle: 1},
+			},
+		},
+	})
 }
