@@ -292,7 +292,8 @@ func createCRDs(t *testing.T, cfg *rest.Config, crds ...*apiextensionsv1.CustomR
 }
 
 // A real `helm install` and `helm upgrade` against the API server: the chart
-// installs its own CRD (crds/), prints how to open the dashboard, copies the
+// installs its own CRD (crds/), prints how to open the dashboard and how to
+// let the release own the CRD (upgrades apply it then), copies the
 // Redis URL Secret into a pool's namespace, and keeps the generated Redis
 // password across an upgrade (lookup).
 func TestChartHelmInstallAndUpgradeKeepTheRedisPassword(t *testing.T) {
@@ -327,6 +328,8 @@ func TestChartHelmInstallAndUpgradeKeepTheRedisPassword(t *testing.T) {
 	assert.Contains(t, out, "kubectl --namespace demo port-forward svc/demo-dashboard 8080:8080", "NOTES: how to open the dashboard")
 	_, err := apiextensionsclient.NewForConfigOrDie(admin).ApiextensionsV1().CustomResourceDefinitions().Get(ctx, "agentpools.slotscaler.io", metav1.GetOptions{})
 	require.NoError(t, err, "helm installs the chart's CRD")
+	assert.Contains(t, out, "kubectl annotate crd agentpools.slotscaler.io meta.helm.sh/release-name=demo meta.helm.sh/release-namespace=demo",
+		"NOTES: how to let the release own the CRD crds/ created")
 
 	secret := func(ns, name string) map[string]string {
 		s, err := kube.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
@@ -350,6 +353,7 @@ func TestChartHelmInstallAndUpgradeKeepTheRedisPassword(t *testing.T) {
 	_, err = kube.CoreV1().Secrets("team-z").Get(ctx, "demo-redis-url", metav1.GetOptions{})
 	assert.True(t, apierrors.IsNotFound(err), "no shared URL in a pool namespace: its agents get their pool's own (%v)", err)
 
+	adoptCRD(t, admin, "demo", "demo") // before the first upgrade, as NOTES says
 	helmCmd(append([]string{"upgrade", "demo", filepath.Join(repoRoot, "charts/slotscaler")}, values...)...)
 	assert.Equal(t, urls, secret("demo", "demo-redis-url"), "an upgrade must keep the Redis passwords (the running Redis has them)")
 	assert.Equal(t, keys, secret("demo", "demo-pool-credentials"), "an upgrade must keep the master key (pods hold passwords derived from it)")
