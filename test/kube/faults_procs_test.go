@@ -1,6 +1,7 @@
 package kube
 
 import (
+	"cmp"
 	"crypto/rand"
 	"os"
 	"os/exec"
@@ -64,7 +65,7 @@ func (j *janitorPair) start(id string) {
 	}
 	cmd := exec.Command(scalerBin, "janitor")
 	cmd.Env = append(os.Environ(), "REDIS_URL="+j.redisURL, "KEY_PREFIX="+j.c.prefix, "KUBECONFIG="+j.kubeconfig,
-		"AGENT_REDIS_URL="+j.agentURL, "SYNC_INTERVAL=300ms", "LISTEN_ADDRESS="+testutil.FreeAddr(j.c.t), "LOG_LEVEL=warn",
+		"AGENT_REDIS_URL="+j.agentURL, "SYNC_INTERVAL=300ms", "LISTEN_ADDRESS="+testutil.FreeAddr(j.c.t), "LOG_LEVEL="+cmp.Or(os.Getenv("SLOTSCALER_FAULTS_JANITOR_LOG_LEVEL"), "warn"),
 		"LEADER_ELECT=true", "LEADER_ELECT_NAMESPACE="+releaseNamespace, "LEADER_ELECT_IDENTITY="+id,
 		"LEADER_ELECT_LEASE_DURATION=2s", "REAP_INTERVAL=200ms", "REDIS_TIMEOUT=1s", "POOL_CREDENTIALS_KEY_FILE="+j.keyFile)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr

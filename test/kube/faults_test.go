@@ -31,6 +31,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -147,6 +148,9 @@ func (r *faultRun) run(dur time.Duration) {
 	for _, v := range rep.violations {
 		t.Errorf("seed %d: %s", r.seed, v)
 	}
+	if len(rep.violations) > 0 {
+		r.keepEvidence()
+	}
 	if !r.dataLoss {
 		for _, v := range r.driver.unfinished {
 			t.Errorf("seed %d: task never ended after faults stopped: %s", r.seed, v)
@@ -184,4 +188,21 @@ func (r *faultRun) checkPoolCredentials() {
 			}
 		}
 	}
+}
+
+// keepEvidence copies the executors' log out of the test's temporary
+// directory (removed when the test ends), so a violation can be traced
+// phase by phase afterwards.
+func (r *faultRun) keepEvidence() {
+	b, err := os.ReadFile(r.evidence.execLog)
+	if err != nil {
+		r.t.Logf("keeping the executors' log: %v", err)
+		return
+	}
+	path := filepath.Join(os.TempDir(), fmt.Sprintf("slotscaler-faults-%d-executors.log", r.seed))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		r.t.Logf("keeping the executors' log: %v", err)
+		return
+	}
+	r.t.Logf("the executors' log is kept in %s", path)
 }
