@@ -22,6 +22,10 @@ package kube
 //	SLOTSCALER_FAULTS_DURATION  how long faults are injected per seed (default 35s)
 //	SLOTSCALER_FAULTS_DATALOSS  "true"/"false" forces data-loss faults on or off
 //	                            (default: on for odd seeds)
+//	SLOTSCALER_FAULTS_JANITOR_LOG_LEVEL  the janitors' log level (default warn)
+//
+// A run with violations keeps the executors' log in $TMPDIR (the path is
+// logged).
 //
 // make soak SEED=… DURATION=… runs one seed for longer.
 
