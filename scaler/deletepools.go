@@ -16,8 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/config"
@@ -83,16 +81,10 @@ func runDeletePools(ctx context.Context, args []string, stderr io.Writer, lookup
 	if err != nil {
 		return err
 	}
-	var rc *rest.Config
-	if c.Kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	} else {
-		rc, err = rest.InClusterConfig()
-	}
+	rc, err := kubeConfig(c.Kubeconfig, "slotscaler-delete-pools")
 	if err != nil {
-		return fmt.Errorf("loading Kubernetes client config: %w", err)
+		return err
 	}
-	rc.UserAgent = "slotscaler-delete-pools"
 	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("creating the Kubernetes client: %w", err)

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/slotscaler/slotscaler/pkg/config"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
@@ -99,16 +97,10 @@ func runDrainIdle(ctx context.Context, args []string, stderr io.Writer, lookup f
 		return err
 	}
 	log := base.With("component", "drain-idle", "pool", cfg.Pool.String())
-	var rc *rest.Config
-	if cfg.Kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
-	} else {
-		rc, err = rest.InClusterConfig()
-	}
+	rc, err := kubeConfig(cfg.Kubeconfig, "slotscaler-drain-idle")
 	if err != nil {
-		return fmt.Errorf("loading Kubernetes client config: %w", err)
+		return err
 	}
-	rc.UserAgent = "slotscaler-drain-idle"
 	kube, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return err

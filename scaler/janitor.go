@@ -259,18 +259,28 @@ func credentialsOption(m *poolcreds.Manager) janitor.PoolCredentials {
 }
 
 func (c JanitorConfig) restConfig() (*rest.Config, error) {
+	rc, err := kubeConfig(c.Kubeconfig, "slotscaler-janitor")
+	if err != nil {
+		return nil, err
+	}
+	rc.QPS, rc.Burst = float32(c.KubeQPS), c.KubeBurst
+	return rc, nil
+}
+
+// kubeConfig is the Kubernetes client config of a command: from a
+// kubeconfig file, or (empty path) the pod's in-cluster service account.
+func kubeConfig(path, userAgent string) (*rest.Config, error) {
 	var rc *rest.Config
 	var err error
-	if c.Kubeconfig != "" {
-		rc, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if path != "" {
+		rc, err = clientcmd.BuildConfigFromFlags("", path)
 	} else {
 		rc, err = rest.InClusterConfig()
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading Kubernetes client config: %w", err)
 	}
-	rc.QPS, rc.Burst = float32(c.KubeQPS), c.KubeBurst
-	rc.UserAgent = "slotscaler-janitor"
+	rc.UserAgent = userAgent
 	return rc, nil
 }
 
