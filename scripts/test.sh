@@ -214,7 +214,7 @@ test_module() {
 		m=${m%/} m=${m#./}
 		[[ ${m:-.} == "$mod" ]] && race=()
 	done
-	echo "=== $mod: go vet ./... && go test ${race[*]} -count=1 ${test_flags[*]} ./..."
+	echo "=== $mod: go vet ./... && go test ${race[*]} -count=1 -timeout 30m ${test_flags[*]} ./..."
 	# Run go test even when vet fails: one run should report every problem.
 	(
 		cd "$ROOT/$mod" || exit 1
@@ -224,7 +224,9 @@ test_module() {
 		fi
 		rc=0
 		go vet ./... || rc=1
-		go test "${race[@]}" -count=1 "${test_flags[@]}" ./... || rc=1
+		# go test's default 10m bound is less than test/kube's suite takes
+		# on two loaded cores; a hang still ends, with every goroutine.
+		go test "${race[@]}" -count=1 -timeout 30m "${test_flags[@]}" ./... || rc=1
 		exit "$rc"
 	) 2>&1 | tee "$TMP/module-${mod//\//_}.log"
 	return "${PIPESTATUS[0]}"
