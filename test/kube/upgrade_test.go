@@ -123,7 +123,9 @@ func TestChartUpgradeAppliesTheCRDAndKeepsPools(t *testing.T) {
 	// helm uninstall deletes the release's objects, its AgentPool among
 	// them (no janitor ran, so no finalizer holds it), but not the CRD: the
 	// user's pool stays.
-	_, err = helmCmd("uninstall", "slotscaler", "--namespace", "slotscaler", "--wait")
+	// --no-hooks: the pre-delete hook's Job (scaler delete-pools) needs a
+	// kubelet to run, and this test has none.
+	_, err = helmCmd("uninstall", "slotscaler", "--namespace", "slotscaler", "--wait", "--no-hooks")
 	require.NoError(t, err)
 	got, err = crds.Get(ctx, agentPoolCRD, metav1.GetOptions{})
 	require.NoError(t, err, "helm uninstall must keep the CRD")
