@@ -86,18 +86,15 @@ func TestSeed20261203AClaimStartsOnlyOnceAReplicaHasIt(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	follow(t, rrdb, link.Addr())
 
-	s, err := New(ctx, rdb, Options{Prefix: redistest.Prefix(t), Logger: quietLogger(), ClaimReplicaWait: 300 * time.Millisecond})
-	require.NoError(t, err)
-	e := &env{t: t, ctx: ctx, s: s, rdb: rdb, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
-	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
-	require.NoError(t, err)
+	e := replicatedEnv(t, rdb)
+	s := e.s
 	uid := e.pod("agent-0")
 	e.submit("a", Plan)
 	assert.Equal(t, "a", e.take("agent-0", uid).Task, "with the replica streaming, a claim is acknowledged")
 
 	e.submit("b", Plan)
 	link.Stall(true) // the replica falls behind
-	_, err = s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
+	_, err := s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
 	require.ErrorIs(t, err, ErrNotReplicated, "the claim stands on the primary only: the phase must not start")
 	link.Stall(false)
 	m, err := s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
@@ -149,11 +146,8 @@ func TestAClaimNeedsAReplicaOnceOneWasSeen(t *testing.T) {
 	t.Cleanup(func() { _ = rrdb.Close() })
 	follow(t, rrdb, primary.Addr())
 
-	s, err := New(ctx, rdb, Options{Prefix: redistest.Prefix(t), Logger: quietLogger(), ClaimReplicaWait: 300 * time.Millisecond})
-	require.NoError(t, err)
-	e := &env{t: t, ctx: ctx, s: s, rdb: rdb, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
-	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
-	require.NoError(t, err)
+	e := replicatedEnv(t, rdb)
+	s := e.s
 	uid := e.pod("agent-0")
 	e.submit("a", Plan)
 	a := e.take("agent-0", uid)
@@ -169,7 +163,7 @@ func TestAClaimNeedsAReplicaOnceOneWasSeen(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond) // past any cached count
 
 	e.submit("b", Plan)
-	_, err = s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
+	_, err := s.Take(ctx, e.pool, "agent-0", uid, time.Second, nil)
 	require.ErrorIs(t, err, ErrNotReplicated, "no replica has the claim: the phase must not start")
 
 	follow(t, rrdb, primary.Addr())
@@ -209,4 +203,17 @@ func follow(t *testing.T, replica *redis.Client, addr string) {
 		info, err := replica.Info(ctx, "replication").Result()
 		return err == nil && strings.Contains(info, "master_link_status:up")
 	}, 30*time.Second, 50*time.Millisecond, "replica never in sync")
+}
+
+// replicatedEnv is a store over a primary whose replica follows it, with a
+// declared pool; claims wait 300 ms for the replica.
+func replicatedEnv(t *testing.T, rdb *redis.Client) *env {
+	t.Helper()
+	ctx := context.Background()
+	s, err := New(ctx, rdb, Options{Prefix: redistest.Prefix(t), Logger: quietLogger(), ClaimReplicaWait: 300 * time.Millisecond})
+	require.NoError(t, err)
+	e := &env{t: t, ctx: ctx, s: s, rdb: rdb, pool: PoolID{Namespace: "ns", Name: "p"}, cfg: DefaultPoolConfig()}
+	_, err = s.DeclarePool(ctx, e.pool, e.cfg)
+	require.NoError(t, err)
+	return e
 }
