@@ -238,7 +238,7 @@ test_module() {
 failures_of() {
 	local log="$TMP/module-${1//\//_}.log"
 	[[ -f $log ]] || return 0
-	grep -E -e '--- FAIL: ' -e '^panic: ' -e '^F[0-9]{4} ' -e '^FAIL\s' -e '_test\.go:[0-9]+: ' -e 'Error Trace:|Error:|Test:' "$log" |
+	grep -E -e '--- FAIL: ' -e '^panic: ' -e '^F[0-9]{4} ' -e '^FAIL\s' -e '_test\.go:[0-9]+: ' -e 'Error Trace:|Error:|Test:|Messages:' "$log" |
 		grep -v -E '^\s*(--- PASS|ok )' | head -n 60 | sed 's/^/    /'
 }
 

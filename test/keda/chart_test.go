@@ -1204,6 +1204,33 @@ func TestChartRejectsBrokenValues(t *testing.T) {
 	}
 }
 
+// The chart compares the heartbeat interval with a third of the timeout as
+// the agent does, to the nanosecond: rounding durations up to seconds
+// refused 300ms against 2s (which the agent accepts).
+func TestChartHeartbeatIntervalCheckIsExact(t *testing.T) {
+	for _, tc := range []struct {
+		interval, timeout string
+		ok                bool
+	}{
+		{"300ms", "2s", true},
+		{"666ms", "2s", true},
+		{"667ms", "2s", false},
+		{"10s", "30s", true},
+		{"10.5s", "30s", false},
+		{"1m", "2m", false},
+	} {
+		t.Run(tc.interval+"/"+tc.timeout, func(t *testing.T) {
+			_, err := render(t, "internal-redis-values.yaml", "--set",
+				"pools[0].heartbeatInterval="+tc.interval+",pools[0].heartbeatTimeout="+tc.timeout)
+			if tc.ok {
+				require.NoError(t, err)
+			} else {
+				require.ErrorContains(t, err, "more than a third of heartbeatTimeout")
+			}
+		})
+	}
+}
+
 func caseOf(file string) string {
 	for name, c := range chartCases {
 		if c.file == file {

@@ -155,6 +155,39 @@ func newClusterWith(t testing.TB, o clusterOptions) *cluster {
 	return c
 }
 
+// janitorLog is the janitor's logger: info and up, to a file kept when the
+// test fails, whose warnings and errors the test then prints (CI shows only
+// the test's output; its failing lines alone rarely say why a pool stalled).
+func (c *cluster) janitorLog() *slog.Logger {
+	if os.Getenv("SLOTSCALER_TEST_VERBOSE") != "" {
+		return quiet()
+	}
+	f, err := os.CreateTemp("", "slotscaler-janitor-*.log")
+	require.NoError(c.t, err)
+	c.t.Cleanup(func() {
+		_ = f.Close()
+		if !c.t.Failed() {
+			_ = os.Remove(f.Name())
+			return
+		}
+		c.t.Logf("janitor log: %s", f.Name())
+		b, err := os.ReadFile(f.Name())
+		if err != nil {
+			return
+		}
+		var notable []string
+		for l := range strings.Lines(string(b)) {
+			if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+				notable = append(notable, strings.TrimSuffix(l, "\n"))
+			}
+		}
+		for _, l := range notable[max(len(notable)-20, 0):] {
+			c.t.Logf("janitor: %s", l)
+		}
+	})
+	return slog.New(slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
 func quiet() *slog.Logger {
 	if os.Getenv("SLOTSCALER_TEST_VERBOSE") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -278,7 +311,7 @@ func (c *cluster) startJanitorWith(client func(*rest.Config), opts ...janitorOpt
 	o := janitor.Options{
 		SyncInterval: 200 * time.Millisecond,
 		Inject:       janitor.Injection{KeyPrefix: c.prefix, RedisURL: c.redis},
-		Logger:       quiet(),
+		Logger:       c.janitorLog(),
 	}
 	for _, f := range opts {
 		f(&o)

@@ -97,10 +97,10 @@ url
 {{- end -}}
 
 {{/*
-Seconds in a Go duration string ("1h30m", "90s", "500ms"), rounded up.
+Seconds in a Go duration string ("1h30m", "90s", "500ms"), as a float.
 Only the units the binaries accept: h, m, s, ms, us/µs, ns.
 */}}
-{{- define "slotscaler.seconds" -}}
+{{- define "slotscaler.secondsExact" -}}
 {{- $d := toString . -}}
 {{- $total := 0.0 -}}
 {{- range $part := regexFindAll "[0-9]+(\\.[0-9]+)?(ns|us|µs|ms|s|m|h)" $d -1 -}}
@@ -109,7 +109,12 @@ Only the units the binaries accept: h, m, s, ms, us/µs, ns.
 {{- $mult := dict "h" 3600.0 "m" 60.0 "s" 1.0 "ms" 0.001 "us" 0.000001 "µs" 0.000001 "ns" 0.000000001 -}}
 {{- $total = addf $total (mulf $n (get $mult $unit)) -}}
 {{- end -}}
-{{- ceil $total | int64 -}}
+{{- $total -}}
+{{- end -}}
+
+{{/* The same, rounded up to whole seconds. */}}
+{{- define "slotscaler.seconds" -}}
+{{- include "slotscaler.secondsExact" . | float64 | ceil | int64 -}}
 {{- end -}}
 
 {{/*
@@ -175,9 +180,10 @@ Every pool gets "namespace" and "graceSeconds".
 {{- fail (printf "pools[%d] %s: terminationGracePeriodSeconds %v is below the longest phase timeout plus 60s (%ds): a stopping agent could not finish its running phase" $i $key $grace $floor) -}}
 {{- end -}}
 {{- $_ := set $p "graceSeconds" (int64 $grace) -}}
-{{- $hb := include "slotscaler.seconds" (default "30s" (get $p "heartbeatTimeout")) | float64 -}}
+{{- /* Exact, not rounded up to seconds: 300ms against 2s is fine. */ -}}
+{{- $hb := include "slotscaler.secondsExact" (default "30s" (get $p "heartbeatTimeout")) | float64 -}}
 {{- with get $p "heartbeatInterval" -}}
-{{- if gt (mulf (include "slotscaler.seconds" .) 3.0) $hb -}}
+{{- if gt (mulf (include "slotscaler.secondsExact" . | float64) 3.0) $hb -}}
 {{- fail (printf "pools[%d] %s: heartbeatInterval %s is more than a third of heartbeatTimeout %v: the agent refuses to start" $i $key . (default "30s" (get $p "heartbeatTimeout"))) -}}
 {{- end -}}
 {{- end -}}
