@@ -1231,6 +1231,40 @@ func TestChartHeartbeatIntervalCheckIsExact(t *testing.T) {
 	}
 }
 
+// A pool's image.repository or image.tag alone replaces the chart's part
+// of the agent image (a tag alone was ignored once: an upgrade that set it
+// rolled no pod).
+func TestChartPoolImage(t *testing.T) {
+	for _, tc := range []struct{ set, want string }{
+		{"", "ghcr.io/slotscaler/slotscaler:"},
+		{"pools[0].image.tag=next", "ghcr.io/slotscaler/slotscaler:next"},
+		{"pools[0].image.repository=example.com/agent", "example.com/agent:"},
+		{"image.tag=1.2,pools[0].image.repository=example.com/agent", "example.com/agent:1.2"},
+		{"image.tag=1.2,pools[0].image.tag=1.3", "ghcr.io/slotscaler/slotscaler:1.3"},
+	} {
+		t.Run(tc.set, func(t *testing.T) {
+			var args []string
+			if tc.set != "" {
+				args = []string{"--set", tc.set}
+			}
+			out, err := render(t, "internal-redis-values.yaml", args...)
+			require.NoError(t, err)
+			m, err := decodeManifests(out)
+			require.NoError(t, err)
+			var images []string
+			for _, ap := range m.agentPools {
+				for _, c := range ap.Spec.Template.Spec.Containers {
+					images = append(images, c.Image)
+				}
+			}
+			require.NotEmpty(t, images)
+			for _, img := range images {
+				assert.True(t, strings.HasPrefix(img, tc.want), "agent image %s, want %s…", img, tc.want)
+			}
+		})
+	}
+}
+
 func caseOf(file string) string {
 	for name, c := range chartCases {
 		if c.file == file {

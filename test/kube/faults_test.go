@@ -24,8 +24,10 @@ package kube
 //	                            (default: on for odd seeds)
 //	SLOTSCALER_FAULTS_JANITOR_LOG_LEVEL  the janitors' log level (default warn)
 //
-// A run with violations keeps the executors' log in $TMPDIR (the path is
-// logged).
+// A run with violations keeps the executors' and agents' logs in
+// $TMPDIR/slotscaler-faults-<seed> (the path is logged) and prints what the
+// agents of the pods named in violations said about heartbeats,
+// registration and reservations.
 //
 // make soak SEED=… DURATION=… runs one seed for longer.
 
@@ -36,6 +38,8 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -153,7 +157,7 @@ func (r *faultRun) run(dur time.Duration) {
 		t.Errorf("seed %d: %s", r.seed, v)
 	}
 	if len(rep.violations) > 0 {
-		r.keepEvidence()
+		r.keepEvidence(rep.violations)
 	}
 	if !r.dataLoss {
 		for _, v := range r.driver.unfinished {
@@ -194,19 +198,53 @@ func (r *faultRun) checkPoolCredentials() {
 	}
 }
 
-// keepEvidence copies the executors' log out of the test's temporary
-// directory (removed when the test ends), so a violation can be traced
-// phase by phase afterwards.
-func (r *faultRun) keepEvidence() {
-	b, err := os.ReadFile(r.evidence.execLog)
-	if err != nil {
-		r.t.Logf("keeping the executors' log: %v", err)
+// keepEvidence copies the executors' log and the agents' logs out of the
+// test's temporary directories (removed when the test ends), so a violation
+// can be traced phase by phase afterwards, and prints what the agent of
+// each pod a violation names said about its registration, heartbeats and
+// reservations: whether it was alive and in touch with Redis when its pod
+// was deleted is evidence the store's view of itself cannot give.
+func (r *faultRun) keepEvidence(violations []string) {
+	keep := filepath.Join(os.TempDir(), fmt.Sprintf("slotscaler-faults-%d", r.seed))
+	if err := os.MkdirAll(filepath.Join(keep, "agents"), 0o755); err != nil {
+		r.t.Logf("keeping evidence: %v", err)
 		return
 	}
-	path := filepath.Join(os.TempDir(), fmt.Sprintf("slotscaler-faults-%d-executors.log", r.seed))
-	if err := os.WriteFile(path, b, 0o644); err != nil {
+	if b, err := os.ReadFile(r.evidence.execLog); err != nil {
 		r.t.Logf("keeping the executors' log: %v", err)
-		return
+	} else if err := os.WriteFile(filepath.Join(keep, "executors.log"), b, 0o644); err != nil {
+		r.t.Logf("keeping the executors' log: %v", err)
 	}
-	r.t.Logf("the executors' log is kept in %s", path)
+	logs, _ := filepath.Glob(filepath.Join(r.c.kubelet.logDir, "*.log"))
+	for _, l := range logs {
+		b, err := os.ReadFile(l)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(keep, "agents", filepath.Base(l)), b, 0o644)
+		}
+		if err != nil {
+			r.t.Logf("keeping agent log %s: %v", l, err)
+		}
+	}
+	r.t.Logf("the executors' and agents' logs are kept in %s", keep)
+
+	said := regexp.MustCompile(`(?i)heartbeat|lost|regist|reserv|redis|stop|cordon|drain`)
+	for _, l := range logs {
+		pod := strings.TrimSuffix(filepath.Base(l), ".log")
+		if !slices.ContainsFunc(violations, func(v string) bool { return strings.Contains(v, "pod "+pod+" ") }) {
+			continue
+		}
+		b, err := os.ReadFile(l)
+		if err != nil {
+			continue
+		}
+		var lines []string
+		for line := range strings.Lines(string(b)) {
+			if said.MatchString(line) {
+				lines = append(lines, strings.TrimSpace(line))
+			}
+		}
+		for _, line := range lines[max(len(lines)-25, 0):] {
+			r.t.Logf("agent of %s: %s", pod, line)
+		}
+	}
 }

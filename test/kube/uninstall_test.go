@@ -1,10 +1,12 @@
 package kube
 
-// `helm uninstall` of a release whose pool has running work, end to end on a
-// real kube-apiserver: the chart's pre-delete hook is a real Job, run by the
-// real Job controller; its pod is played here as a kubelet would run the
-// chart's image (the scaler binary, with the container's args and env,
-// authenticated as the hook's own ServiceAccount).
+// A Helm release's whole life with work running, end to end on a real
+// kube-apiserver: `helm install` of the previous chart, `helm upgrade` to
+// this one with a new agent image (every pod outdated), `helm uninstall`.
+// The chart's pre-delete hook is a real Job, run by the real Job
+// controller; its pod is played here as a kubelet would run the chart's
+// image (the scaler binary, with the container's args and env, as the
+// hook's own ServiceAccount).
 
 import (
 	"context"
@@ -34,12 +36,13 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
-// helm uninstall waits while the pool's work runs: the hook deletes the
-// release's AgentPool while the janitor still runs, the running plan
-// finishes, the reserved apply is approved and runs to the end (the
-// executor's markers say so), each pod is deleted only once idle (the API
-// server's audit says so), and only then does helm uninstall return.
-func TestHelmUninstallWaitsForRunningWork(t *testing.T) {
+// Neither an upgrade nor helm uninstall cuts a running task or loses a
+// reservation: the upgrade outdates both busy pods and neither goes; the
+// hook deletes the release's AgentPool while the janitor still runs, and
+// helm waits while the running plan finishes and the reserved apply is
+// approved and runs to the end on its pod (the executor's markers say so).
+// Each pod is deleted only once idle (the API server's audit says so).
+func TestHelmReleaseLifecycleKeepsRunningWork(t *testing.T) {
 	const release, releaseNS, ns = "team", "uninstall", "team-a"
 	c := newCluster(t)
 	c.createNamespace(releaseNS)
@@ -49,9 +52,11 @@ func TestHelmUninstallWaitsForRunningWork(t *testing.T) {
 	helmCmd := helmAgainst(t, c.admin)
 
 	// The chart's own pool, its agents running the test's marker executor.
+	// 1s against 3s: the previous chart rounds heartbeat durations up to
+	// whole seconds.
 	pool := map[string]any{
 		"name": "p", "namespace": ns, "replicas": 2,
-		"idleFor": "300ms", "heartbeatTimeout": "2s", "heartbeatInterval": "300ms",
+		"idleFor": "300ms", "heartbeatTimeout": "3s", "heartbeatInterval": "1s",
 		"executor": "sh -c '" + markerScript + "'", "executorEnv": []string{"GATE_DIR"},
 		"env": []map[string]string{
 			{"name": "GATE_DIR", "value": c.kubelet.gateDir},
@@ -59,21 +64,16 @@ func TestHelmUninstallWaitsForRunningWork(t *testing.T) {
 			{"name": "KILL_GRACE", "value": "1s"},
 		},
 	}
-	values, err := yaml.Marshal(map[string]any{
-		"keda":      map[string]any{"enabled": false},
-		"crds":      map[string]any{"install": false}, // the cluster has it already
-		"redis":     map[string]any{"internal": map[string]any{"enabled": false}, "external": map[string]any{"url": c.redis}},
-		"uninstall": map[string]any{"timeout": "3m"},
-		"pools":     []any{pool},
-	})
-	require.NoError(t, err)
-	valuesFile := filepath.Join(t.TempDir(), "values.yaml")
-	require.NoError(t, os.WriteFile(valuesFile, values, 0o600))
-	_, err = helmCmd("install", release, filepath.Join(repoRoot, "charts/slotscaler"), "--namespace", releaseNS, "--values", valuesFile)
+	values := map[string]any{
+		"keda":  map[string]any{"enabled": false},
+		"redis": map[string]any{"internal": map[string]any{"enabled": false}, "external": map[string]any{"url": c.redis}},
+		"pools": []any{pool},
+	}
+	_, err := helmCmd("install", release, previousChart(t), "--namespace", releaseNS, "--values", valuesFile(t, values))
 	require.NoError(t, err)
 
 	c.startJanitor()
-	c.waitActive(ns, "p", 2)
+	before := c.waitActive(ns, "p", 2)
 	require.Eventually(t, func() bool {
 		return slices.Contains(c.getPool(ns, "p").Finalizers, v1alpha1.Finalizer)
 	}, 30*time.Second, 20*time.Millisecond, "the janitor adds its finalizer")
@@ -82,7 +82,22 @@ func TestHelmUninstallWaitsForRunningWork(t *testing.T) {
 	c.submit(ns, "p", "waiting", slots.PlanAndApply, "gate")
 	c.waitMarker("waiting", "plan", "started")
 	c.kubelet.open("waiting", "plan")
-	c.waitTask(ns, "p", "waiting", inState(slots.StateReserved), "reserved")
+	reserved := c.waitTask(ns, "p", "waiting", inState(slots.StateReserved), "reserved")
+
+	// The upgrade: this chart (its CRD is TestChartUpgrade's), a new agent
+	// image for every pod.
+	pool["image"] = map[string]any{"tag": "next"}
+	values["crds"] = map[string]any{"install": false}
+	values["uninstall"] = map[string]any{"timeout": "3m"}
+	_, err = helmCmd("upgrade", release, filepath.Join(repoRoot, "charts/slotscaler"), "--namespace", releaseNS, "--values", valuesFile(t, values))
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		return len(c.livePods(ns, "p")) > 2
+	}, 60*time.Second, 50*time.Millisecond, "the janitor starts pods of the new template beside the busy ones")
+	time.Sleep(2 * time.Second) // passes of the janitor
+	for _, p := range before {
+		require.Contains(t, podNames(c.livePods(ns, "p")), p.Name, "a busy pod outlives the upgrade")
+	}
 
 	uninstalled := make(chan error, 1)
 	go func() {
@@ -93,7 +108,9 @@ func TestHelmUninstallWaitsForRunningWork(t *testing.T) {
 		return cond(c.getPool(ns, "p"), v1alpha1.ConditionDeleting) == metav1.ConditionTrue
 	}, 60*time.Second, 50*time.Millisecond, "the hook deletes the pool and the janitor says so")
 	time.Sleep(2 * time.Second) // passes of the janitor, polls of the hook
-	require.Len(t, c.livePods(ns, "p"), 2, "busy pods stay")
+	for _, p := range before {
+		require.Contains(t, podNames(c.livePods(ns, "p")), p.Name, "a busy pod outlives the pool's deletion")
+	}
 	select {
 	case err := <-uninstalled:
 		t.Fatalf("helm uninstall returned while the pool's work ran (err %v)", err)
@@ -106,6 +123,7 @@ func TestHelmUninstallWaitsForRunningWork(t *testing.T) {
 	c.waitMarker("waiting", "apply", "started")
 	c.kubelet.open("waiting", "apply")
 	c.waitMarker("waiting", "apply", "done")
+	assert.Equal(t, reserved.Pod, c.task(ns, "p", "waiting").Pod, "the apply ran on the pod its plan reserved")
 	c.kubelet.open("running", "plan")
 	c.waitMarker("running", "plan", "done")
 	c.waitTask(ns, "p", "running", inState(slots.StateReserved), "reserved")
@@ -129,6 +147,16 @@ func TestHelmUninstallWaitsForRunningWork(t *testing.T) {
 		assert.Equal(t, release+"-delete-pools", r.serviceAccount, "the hook runs as its own ServiceAccount")
 		assert.Zero(t, r.exit, "the hook exits 0: %s", r.output)
 	}
+}
+
+// valuesFile writes Helm values to a file for --values.
+func valuesFile(t *testing.T, values map[string]any) string {
+	t.Helper()
+	b, err := yaml.Marshal(values)
+	require.NoError(t, err)
+	f := filepath.Join(t.TempDir(), "values.yaml")
+	require.NoError(t, os.WriteFile(f, b, 0o600))
+	return f
 }
 
 // startJobController runs the real Job controller, as
