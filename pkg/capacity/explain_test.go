@@ -1,6 +1,7 @@
 package capacity
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -319,4 +320,19 @@ func checkConstraint(t testing.TB, in Input, got Result, kind Kind) {
 	if n := need(c.Tasks, c.Free, c.PerPod); n != got.NewPods {
 		t.Fatalf("%+v: constraint %+v asks for %d pods, NewPods %d", in, c, n, got.NewPods)
 	}
+}
+
+func ExampleExplanation() {
+	res, _ := Desired(Input{
+		Classes:    classesOf([][]string{{"plan", "plan_and_apply"}, {"plan"}, {"plan"}}),
+		BusyPods:   3,
+		FreeOnBusy: []int{0, 6}, // every slot 0 busy, six plan-only slots idle
+		Queued:     map[string]int{"plan": 12, "plan_and_apply": 5},
+		Warm:       1,
+	})
+	fmt.Println(res.Why.Binding())
+	fmt.Println(res.Why)
+	// Output:
+	// slot-class
+	// 5 queued plan_and_apply can use only 1 of each pod's 3 slots: 5 new pods; 12 more queued tasks fit beside them. 3 busy + 5 new + 1 warm = 9 pods.
 }
