@@ -67,7 +67,7 @@ func Desired(in Input) (Result, error) {
 }
 
 // desired is Desired with a selectable solver, so tests can cross-check them.
-func desired(in Input, solver strategy) (Result, error) {
+func desired(in Input, solver strategy) (res Result, err error) {
 	perPod, freeTotal, err := validate(in)
 	if err != nil {
 		return Result{}, err
@@ -166,7 +166,9 @@ func desired(in Input, solver strategy) (Result, error) {
 	bind := cur // the binding set of classes; cur is free again
 	n := newPods(q, nb, words, in.Classes, free, total, solver, bind)
 
-	res := Result{NewPods: n, Active: active, Unschedulable: unsched}
+	// res is the named result, filled in place: Result is large since it
+	// carries Why, and building it in a local cost a copy per call.
+	res.NewPods, res.Active, res.Unschedulable = n, active, unsched
 	want := 0
 	if active {
 		want = satAdd(satAdd(in.BusyPods, n), in.Warm)
@@ -175,7 +177,7 @@ func desired(in Input, solver strategy) (Result, error) {
 	if in.BusyPods == 0 {
 		freeTotal = 0
 	}
-	explain(&res, in, want, total, freeTotal, perPod, nUnsch, free, q, nb, words, bind)
+	explain(&res, &in, want, total, freeTotal, perPod, nUnsch, free, q, nb, words, bind)
 	return res, nil
 }
 
