@@ -109,7 +109,7 @@ func explain(res *Result, in *Input, want, total, freeTotal, perPod, unsched int
 		e.Kind = KindBusy
 	default:
 		e.Kind = KindSlots
-		constraintOf(&e.Constraint, in, res.Unschedulable, q, nb, words, bind, free, perPod)
+		constraintOf(&e.Constraint, in, q, nb, words, bind, free, perPod)
 		if e.Constraint.PerPod < perPod {
 			e.Kind = KindSlotClass
 		}
@@ -130,7 +130,7 @@ func inSet(set []uint64, j int) bool { return set[j/64]&(1<<(j%64)) != 0 }
 // constraintOf puts numbers (into c, zero) on the set of classes k: the queued work that
 // may run only there, and the slots it has. The solvers return a k that is
 // exactly the classes that work may use, so the types listed use all of k.
-func constraintOf(c *Constraint, in *Input, unsched map[string]int, q []int, nb []uint64, words int, k []uint64, free []int, slotsPerPod int) {
+func constraintOf(c *Constraint, in *Input, q []int, nb []uint64, words int, k []uint64, free []int, slotsPerPod int) {
 	for j, cl := range in.Classes {
 		if inSet(k, j) {
 			c.PerPod += cl.PerPod
@@ -154,25 +154,32 @@ func constraintOf(c *Constraint, in *Input, unsched map[string]int, q []int, nb 
 	if c.PerPod == slotsPerPod {
 		return // every class: all queued work, no list needed
 	}
-	for t, n := range in.Queued {
-		if n <= 0 {
+	// The candidates are the types of k's classes: a walk over them and a
+	// lookup each is cheaper than a walk over the queue map.
+	for j, cl := range in.Classes {
+		if !inSet(k, j) {
 			continue
 		}
-		if _, ok := unsched[t]; ok {
-			continue
-		}
-		inside := true
-		for j, cl := range in.Classes {
-			if !inSet(k, j) && slices.Contains(cl.Types, t) {
-				inside = false
-				break
+		for _, t := range cl.Types {
+			if in.Queued[t] > 0 && !slices.Contains(c.Types, t) && onlyIn(in.Classes, k, t) {
+				if c.Types == nil {
+					c.Types = make([]string, 0, len(in.Queued))
+				}
+				c.Types = append(c.Types, t)
 			}
-		}
-		if inside {
-			c.Types = append(c.Types, t)
 		}
 	}
 	slices.Sort(c.Types)
+}
+
+// onlyIn reports whether no class outside k allows t.
+func onlyIn(classes []Class, k []uint64, t string) bool {
+	for j, cl := range classes {
+		if !inSet(k, j) && slices.Contains(cl.Types, t) {
+			return false
+		}
+	}
+	return true
 }
 
 // String says the explanation in one or a few sentences, e.g. "5 queued
