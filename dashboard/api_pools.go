@@ -16,12 +16,17 @@ func (s *server) listPools(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"pools": sums})
 }
 
-// snapshotView is a pool snapshot as the API shows it.
+// snapshotView is a pool snapshot as the API shows it, with the pool's
+// desired count and why, read as the pool list reads them (just after the
+// snapshot: the two may be a moment apart).
 type snapshotView struct {
-	Pool  string       `json:"pool"`
-	At    time.Time    `json:"at"`
-	Pods  []podView    `json:"pods"`
-	Queue []queuedView `json:"queue"`
+	Pool        string           `json:"pool"`
+	At          time.Time        `json:"at"`
+	Pods        []podView        `json:"pods"`
+	Queue       []queuedView     `json:"queue"`
+	DesiredPods *int             `json:"desired_pods"`
+	Explanation *explanationView `json:"explanation"`
+	HPA         hpaView          `json:"hpa"`
 }
 
 type podView struct {
@@ -60,8 +65,9 @@ func timePtr(t time.Time) *time.Time {
 	return &t
 }
 
-func viewSnapshot(snap slots.Snapshot) snapshotView {
-	v := snapshotView{Pool: snap.Pool.String(), At: snap.At, Pods: []podView{}, Queue: []queuedView{}}
+func viewSnapshot(snap slots.Snapshot, sum poolSummary) snapshotView {
+	v := snapshotView{Pool: snap.Pool.String(), At: snap.At, Pods: []podView{}, Queue: []queuedView{},
+		DesiredPods: sum.DesiredPods, Explanation: sum.Explanation, HPA: sum.HPA}
 	for _, p := range snap.Pods {
 		pv := podView{Name: p.Name, UID: p.UID, State: string(p.State), Created: p.Created,
 			Registered: timePtr(p.Registered), HeartbeatDeadline: timePtr(p.HeartbeatDeadline), Slots: []slotView{}}
@@ -98,5 +104,10 @@ func (s *server) getPool(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewSnapshot(snap))
+	sum, err := s.poolSummary(r.Context(), snap.Pool)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, viewSnapshot(snap, sum))
 }

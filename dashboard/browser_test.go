@@ -89,6 +89,7 @@ func TestBrowserSeesSlotsChangeWithoutReload(t *testing.T) {
 	_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.__noReload = true`))
 	require.NoError(t, err)
 	waitFor(t, ctx, "slot 0 idle", slotJS(pod, 0)+`?.dataset.state === "idle"`)
+	waitFor(t, ctx, "the desired count explained", `document.querySelector('[data-testid="pool-explanation"]')?.textContent === "Nothing is running, reserved or queued: 0 pods."`)
 
 	resp := f.do("POST", "/api/v1/pools/ci/terraform/tasks", `{"id":"tf1","type":"plan_and_apply"}`, testToken)
 	require.Equal(t, http.StatusCreated, resp.StatusCode)

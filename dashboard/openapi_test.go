@@ -50,30 +50,55 @@ func TestOpenAPIIsServed(t *testing.T) {
 	assert.JSONEq(t, string(openAPI), readAll(t, resp))
 }
 
-// The Task schema names every field the API renders for a task, and only
+// Each schema names every field the API renders for its object, and only
 // those.
-func TestOpenAPITaskSchemaMatchesTheTaskObject(t *testing.T) {
+func TestOpenAPISchemasMatchTheObjects(t *testing.T) {
 	var doc struct {
 		Components struct {
-			Schemas map[string]struct {
-				Properties map[string]json.RawMessage `json:"properties"`
-			} `json:"schemas"`
+			Schemas map[string]schemaDoc `json:"schemas"`
 		} `json:"components"`
 	}
 	require.NoError(t, json.Unmarshal(openAPI, &doc))
-	task, ok := doc.Components.Schemas["Task"]
-	require.True(t, ok, "a Task schema")
-	var documented, rendered []string
-	for name := range task.Properties {
-		documented = append(documented, name)
+	for _, tc := range []struct {
+		schema string
+		nested string // a property whose own properties are compared instead
+		typ    reflect.Type
+	}{
+		{schema: "Task", typ: reflect.TypeFor[taskView]()},
+		{schema: "PoolSummary", typ: reflect.TypeFor[poolSummary]()},
+		{schema: "Snapshot", typ: reflect.TypeFor[snapshotView]()},
+		{schema: "Explanation", typ: reflect.TypeFor[explanationView]()},
+		{schema: "Explanation", nested: "constraint", typ: reflect.TypeFor[constraintView]()},
+		{schema: "HPABand", typ: reflect.TypeFor[hpaView]()},
+	} {
+		t.Run(tc.schema+"/"+tc.nested, func(t *testing.T) {
+			s, ok := doc.Components.Schemas[tc.schema]
+			require.True(t, ok, "a %s schema", tc.schema)
+			props := s.Properties
+			if tc.nested != "" {
+				var inner schemaDoc
+				require.NoError(t, json.Unmarshal(props[tc.nested], &inner))
+				props = inner.Properties
+			}
+			var documented, rendered []string
+			for name := range props {
+				documented = append(documented, name)
+			}
+			for i := range tc.typ.NumField() {
+				f := tc.typ.Field(i)
+				name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+				if !f.IsExported() || name == "-" {
+					continue
+				}
+				rendered = append(rendered, name)
+			}
+			slices.Sort(documented)
+			slices.Sort(rendered)
+			assert.Equal(t, rendered, documented)
+		})
 	}
-	typ := reflect.TypeFor[taskView]()
-	for i := range typ.NumField() {
-		name, _, _ := strings.Cut(typ.Field(i).Tag.Get("json"), ",")
-		rendered = append(rendered, name)
-	}
-	slices.Sort(documented)
-	slices.Sort(rendered)
-	assert.Equal(t, rendered, documented)
-	assert.Contains(t, documented, "workspace_digest")
+}
+
+type schemaDoc struct {
+	Properties map[string]json.RawMessage `json:"properties"`
 }

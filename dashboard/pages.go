@@ -189,15 +189,31 @@ func gridView(snap slots.Snapshot, q gridQuery) web.GridView {
 	return v
 }
 
+func scalingView(p poolSummary) web.ScalingView {
+	v := web.ScalingView{Desired: "?", Live: p.LivePods, At: p.At.UTC().Format(time.RFC3339), HPA: p.HPA.Text}
+	if p.DesiredPods != nil {
+		v.Desired = strconv.Itoa(*p.DesiredPods)
+	}
+	if p.Explanation != nil {
+		v.Explanation = p.Explanation.Text
+	}
+	return v
+}
+
 func (s *server) poolPage(w http.ResponseWriter, r *http.Request) {
 	snap, err := s.snapshot(r)
 	if err != nil {
 		s.pageError(w, r, err)
 		return
 	}
+	sum, err := s.poolSummary(r.Context(), snap.Pool)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
 	q := parseGridQuery(r)
 	s.render(w, r, http.StatusOK, web.PoolPage(web.PoolView{Pool: snap.Pool.String(), Overview: "/",
-		LiveURL: poolHref(snap.Pool) + "/live" + q.values(q.State, q.Page), Grid: gridView(snap, q)}))
+		LiveURL: poolHref(snap.Pool) + "/live" + q.values(q.State, q.Page), Scaling: scalingView(sum), Grid: gridView(snap, q)}))
 }
 
 // poolGrid serves the grid fragment htmx polls.

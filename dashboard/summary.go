@@ -27,12 +27,33 @@ type poolSummary struct {
 	OldestQueued  *time.Time     `json:"oldest_queued,omitempty"`
 	OldestQueuedS float64        `json:"oldest_queued_age_seconds"`
 	DesiredPods   *int           `json:"desired_pods"`
-	Unschedulable map[string]int `json:"unschedulable,omitempty"`
-	Utilisation   float64        `json:"utilisation"`
-	At            time.Time      `json:"at"`
+	// Explanation says why DesiredPods is what it is; null with it.
+	Explanation   *explanationView `json:"explanation"`
+	HPA           hpaView          `json:"hpa"`
+	Unschedulable map[string]int   `json:"unschedulable,omitempty"`
+	Utilisation   float64          `json:"utilisation"`
+	At            time.Time        `json:"at"`
 	// oldestAge is the oldest queued task's age at At: the API's seconds
 	// and the overview's age text are both read from it.
 	oldestAge time.Duration
+}
+
+// poolSummary reads one pool's counters and config and summarises them as
+// poolSummaries does: the pool page and the API's pool resource explain
+// the same answer the list gives.
+func (s *server) poolSummary(ctx context.Context, pool slots.PoolID) (poolSummary, error) {
+	cfg, err := s.configs.Get(ctx, pool)
+	if err != nil {
+		return poolSummary{}, err
+	}
+	stats, err := s.store.Stats(ctx, pool)
+	if err != nil {
+		return poolSummary{}, err
+	}
+	if stats[0].Err != nil {
+		return poolSummary{}, stats[0].Err
+	}
+	return summarise(cfg, stats[0].Stats), nil
 }
 
 // poolSummaries reads every pool's counters and config and computes desired
@@ -103,7 +124,10 @@ func summarise(cfg slots.PoolConfig, st slots.Stats) poolSummary {
 		d := res.Desired
 		p.DesiredPods = &d
 		p.Unschedulable = res.Unschedulable
+		e := viewExplanation(res.Why)
+		p.Explanation = &e
 	}
+	p.HPA = viewHPA(st.HPATolerance, p.LivePods, p.DesiredPods)
 	// Utilisation: slots holding work (running or reserved) over the slots
 	// that could (those plus the idle slots of active pods).
 	if busy := p.SlotsRunning + p.SlotsReserved; busy+p.SlotsIdle > 0 {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
@@ -49,6 +50,36 @@ type handler struct {
 	// redisTimeout bounds each read, well inside KEDA's own call timeout, so
 	// an unreachable Redis is reported as Unavailable rather than a timeout.
 	redisTimeout time.Duration
+	// answers holds each pool's last answer, so "desired pods" is logged
+	// when it changes rather than on every poll.
+	answers lastAnswers
+}
+
+// answer is what the "desired pods" log line is about.
+type answer struct {
+	reported, desired, unschedulable int
+	binding                          string
+}
+
+// lastAnswers remembers the last answer per pool. Like the per-pool
+// gauges, an entry outlives its pool: a few words per pool ever asked for.
+type lastAnswers struct {
+	mu   sync.Mutex
+	last map[slots.PoolID]answer
+}
+
+// changed records a and reports whether it differs from the pool's last.
+func (l *lastAnswers) changed(p slots.PoolID, a answer) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if old, ok := l.last[p]; ok && old == a {
+		return false
+	}
+	if l.last == nil {
+		l.last = map[slots.PoolID]answer{}
+	}
+	l.last[p] = a
+	return true
 }
 
 // request is a ScaledObjectRef's metadata, parsed and validated.
@@ -201,10 +232,11 @@ func (h *handler) GetMetrics(ctx context.Context, req *pb.GetMetricsRequest) (*p
 	if nudge, tolerance := r.nudging(st.HPATolerance); nudge {
 		desired = capacity.NudgeForTolerance(st.LivePods(), res.Desired, 0, tolerance)
 	}
-	h.metrics.observePool(r.pool, desired, st)
-	if desired != res.Desired || len(res.Unschedulable) > 0 {
-		h.log.Info("desired pods", "pool", r.pool, "desired", res.Desired, "reported", desired,
-			"live", st.LivePods(), "busy", st.BusyPods, "unschedulable", res.Unschedulable, "hpaTolerance", st.HPATolerance.String())
+	h.metrics.observePool(r.pool, desired, st, res.Why)
+	if h.answers.changed(r.pool, answer{reported: desired, desired: res.Desired, unschedulable: res.Why.Unschedulable, binding: res.Why.Binding()}) {
+		h.log.Info("desired pods", "pool", r.pool, "desired", res.Desired, "reported", desired, "binding", res.Why.Binding(),
+			"why", res.Why.String(), "live", st.LivePods(), "busy", st.BusyPods, "unschedulable", res.Unschedulable,
+			"hpaTolerance", st.HPATolerance.String())
 	}
 	return &pb.GetMetricsResponse{MetricValues: []*pb.MetricValue{{
 		MetricName:       metricName(r.pool),

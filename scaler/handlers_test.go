@@ -6,10 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	promtestutil "github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -20,6 +22,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -30,6 +33,8 @@ type fixture struct {
 	client pb.ExternalScalerClient
 	pool   slots.PoolID
 	n      int
+	h      *handler
+	logs   *testutil.SyncBuffer // the handler's log
 }
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -50,7 +55,8 @@ func newFixture(t testing.TB, url string, nudge bool) *fixture {
 	_, err = store.DeclarePool(ctx, pool, slots.DefaultPoolConfig())
 	require.NoError(t, err)
 
-	h := &handler{store: store, log: quiet(), metrics: newMetrics(), nudge: nudge,
+	logs := &testutil.SyncBuffer{}
+	h := &handler{store: store, log: slog.New(slog.NewTextHandler(logs, nil)), metrics: newMetrics(), nudge: nudge,
 		streamPoll: 50 * time.Millisecond, redisTimeout: 2 * time.Second, configs: slots.NewConfigCache(store.Pool, time.Minute)}
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
@@ -62,7 +68,7 @@ func newFixture(t testing.TB, url string, nudge bool) *fixture {
 		grpc.WithTransportCredentials(insecure.NewCredentials()))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
-	return &fixture{t: t, ctx: ctx, store: store, client: pb.NewExternalScalerClient(conn), pool: pool}
+	return &fixture{t: t, ctx: ctx, store: store, client: pb.NewExternalScalerClient(conn), pool: pool, h: h, logs: logs}
 }
 
 func (f *fixture) ref(md map[string]string) *pb.ScaledObjectRef {
@@ -152,6 +158,46 @@ func TestGetMetricsReportsDesiredPods(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tc.active, resp.Result)
 		})
+	}
+}
+
+// The scaler logs why at info once per change of its answer, not on every
+// poll, and its binding gauge names what set the count.
+func TestDesiredPodsAreExplainedOncePerChange(t *testing.T) {
+	f := newFixture(t, redistest.Standalone(t), false)
+	lines := func() []string {
+		var out []string
+		for _, l := range strings.Split(f.logs.String(), "\n") {
+			if strings.Contains(l, `msg="desired pods"`) {
+				out = append(out, l)
+			}
+		}
+		return out
+	}
+	binding := func(b string) float64 {
+		return promtestutil.ToFloat64(f.h.metrics.binding.WithLabelValues(f.pool.String(), b))
+	}
+
+	assert.Equal(t, int64(0), f.desired(nil))
+	assert.Equal(t, int64(0), f.desired(nil))
+	require.Len(t, lines(), 1, "the first answer is logged, the same one again is not")
+	assert.Contains(t, lines()[0], `binding=idle why="Nothing is running, reserved or queued: 0 pods."`)
+	assert.Equal(t, 1.0, binding("idle"))
+
+	f.pods(2)
+	f.submit(slots.PlanAndApply, 2) // the slot 0 of each pod
+	f.submit(slots.Plan, 4)         // their plan-only slots
+	assert.Equal(t, int64(2), f.desired(nil))
+	f.submit(slots.PlanAndApply, 3) // queued: no slot 0 is left
+	assert.Equal(t, int64(5), f.desired(nil))
+	assert.Equal(t, int64(5), f.desired(nil))
+	got := lines()
+	require.Len(t, got, 3, "one line per change: %s", f.logs.String())
+	assert.Contains(t, got[1], `binding=busy why="2 pods with running or reserved work stay."`)
+	assert.Contains(t, got[2], `desired=5 reported=5 binding=slot-class why="3 queued plan_and_apply can use only 1 of each pod's 3 slots: 3 new pods. 2 busy + 3 new = 5 pods."`)
+	assert.Equal(t, 1.0, binding("slot-class"))
+	for _, b := range []string{"idle", "busy", "slots", "min", "max"} {
+		assert.Equal(t, 0.0, binding(b), b)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
+	"github.com/slotscaler/slotscaler/pkg/capacity"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -19,6 +20,7 @@ type metrics struct {
 	requests    *prometheus.CounterVec
 	latency     *prometheus.HistogramVec
 	desired     *prometheus.GaugeVec
+	binding     *prometheus.GaugeVec
 	oldestQueue *prometheus.GaugeVec
 }
 
@@ -38,18 +40,33 @@ func newMetrics() *metrics {
 			Namespace: namespace, Subsystem: "scaler", Name: "desired_pods",
 			Help: "Desired pod count last reported to KEDA, per pool.",
 		}, []string{"pool"}),
+		binding: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "scaler", Name: "desired_pods_binding",
+			Help: "1 for what set the pool's desired pod count at the last read, 0 for the others: idle (no work), " +
+				"busy (pods holding work; the queue fits their idle slots), slots (the queue needs new pods, every slot counts), " +
+				"slot-class (new pods for work only some slots may run), min, max (a replica bound).",
+		}, []string{"pool", "binding"}),
 		oldestQueue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: "scaler", Name: "oldest_queued_task_age_seconds",
 			Help: "Age of the pool's oldest queued task at the last read (0 when none).",
 		}, []string{"pool"}),
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.desired, m.oldestQueue,
+	m.registry.MustRegister(m.requests, m.latency, m.desired, m.binding, m.oldestQueue,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
-func (m *metrics) observePool(p slots.PoolID, desired int, st slots.Stats) {
+func (m *metrics) observePool(p slots.PoolID, desired int, st slots.Stats, why capacity.Explanation) {
 	m.desired.WithLabelValues(p.String()).Set(float64(desired))
+	// One series per binding, so a query needs no absent(): bounded at
+	// len(capacity.Bindings) per pool.
+	for _, b := range capacity.Bindings {
+		v := 0.0
+		if b == why.Binding() {
+			v = 1
+		}
+		m.binding.WithLabelValues(p.String(), b).Set(v)
+	}
 	age := 0.0
 	if !st.OldestQueued.IsZero() {
 		age = st.Now.Sub(st.OldestQueued).Seconds()

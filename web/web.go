@@ -58,7 +58,17 @@ type PoolView struct {
 	Pool     string
 	Overview string // link back
 	LiveURL  string // the SSE stream of grid fragments (htmx's sse extension)
+	Scaling  ScalingView
 	Grid     GridView
+}
+
+// ScalingView is how many pods the pool needs and why.
+type ScalingView struct {
+	Desired     string // "?" when the capacity model refused the input
+	Live        int
+	At          string // when the counters were read
+	Explanation string // the binding constraint in words; "" with Desired "?"
+	HPA         string // the HPA's band and the scaler's nudge, in words
 }
 
 // GridView is the live part of the pool page: the pod × slot grid and the queue.

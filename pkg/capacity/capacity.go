@@ -55,6 +55,8 @@ type Result struct {
 	// Unschedulable holds queued work of types no slot may run; it is not
 	// counted in NewPods. Nil when there is none.
 	Unschedulable map[string]int
+	// Why says what sets Desired, in numbers and in words (Why.String()).
+	Why Explanation
 }
 
 // Desired computes how many pods the pool needs. See the package
@@ -65,8 +67,9 @@ func Desired(in Input) (Result, error) {
 }
 
 // desired is Desired with a selectable solver, so tests can cross-check them.
-func desired(in Input, solver strategy) (Result, error) {
-	if err := validate(in); err != nil {
+func desired(in Input, solver strategy) (res Result, err error) {
+	perPod, freeTotal, err := validate(in)
+	if err != nil {
 		return Result{}, err
 	}
 
@@ -86,6 +89,7 @@ func desired(in Input, solver strategy) (Result, error) {
 		cur     []uint64
 		index   map[uint64]int // neighbourhood → group, once there are many groups (words == 1)
 		unsched map[string]int
+		nUnsch  int // sum of unsched, saturating
 		total   int // schedulable queued work
 		active  = in.BusyPods > 0
 	)
@@ -117,6 +121,7 @@ func desired(in Input, solver strategy) (Result, error) {
 				unsched = make(map[string]int)
 			}
 			unsched[t] = n
+			nUnsch = satAdd(nUnsch, n)
 			continue
 		}
 		if total > math.MaxInt-n {
@@ -158,56 +163,65 @@ func desired(in Input, solver strategy) (Result, error) {
 	if in.BusyPods == 0 {
 		free = nil
 	}
-	n := newPods(q, nb, words, in.Classes, free, total, solver)
+	bind := cur // the binding set of classes; cur is free again
+	n := newPods(q, nb, words, in.Classes, free, total, solver, bind)
 
-	res := Result{NewPods: n, Active: active, Unschedulable: unsched}
+	// res is the named result, filled in place: Result is large since it
+	// carries Why, and building it in a local cost a copy per call.
+	res.NewPods, res.Active, res.Unschedulable = n, active, unsched
 	want := 0
 	if active {
 		want = satAdd(satAdd(in.BusyPods, n), in.Warm)
 	}
 	res.Desired = clamp(in.Min, in.Max, want)
+	if in.BusyPods == 0 {
+		freeTotal = 0
+	}
+	explain(&res, &in, want, total, freeTotal, perPod, nUnsch, free, q, nb, words, bind)
 	return res, nil
 }
 
-func validate(in Input) error {
+// validate checks in and returns the sums of Classes[].PerPod and of
+// FreeOnBusy, which it proves fit in an int.
+func validate(in Input) (perPod, freeOnBusy int, err error) {
 	for _, f := range []struct {
 		name string
 		v    int
 	}{{"BusyPods", in.BusyPods}, {"Min", in.Min}, {"Max", in.Max}, {"Warm", in.Warm}} {
 		if f.v < 0 {
-			return fmt.Errorf("%w: %s = %d", ErrNegativeCount, f.name, f.v)
+			return 0, 0, fmt.Errorf("%w: %s = %d", ErrNegativeCount, f.name, f.v)
 		}
 	}
 	if in.Max > 0 && in.Min > in.Max {
-		return fmt.Errorf("%w: Min = %d, Max = %d", ErrMinAboveMax, in.Min, in.Max)
+		return 0, 0, fmt.Errorf("%w: Min = %d, Max = %d", ErrMinAboveMax, in.Min, in.Max)
 	}
 	if len(in.FreeOnBusy) != len(in.Classes) {
-		return fmt.Errorf("%w: len(FreeOnBusy) = %d, len(Classes) = %d",
+		return 0, 0, fmt.Errorf("%w: len(FreeOnBusy) = %d, len(Classes) = %d",
 			ErrFreeOnBusyLength, len(in.FreeOnBusy), len(in.Classes))
 	}
 	perTotal, freeTotal := 0, 0
 	for j, c := range in.Classes {
 		if c.PerPod < 1 {
-			return fmt.Errorf("%w: Classes[%d] %v: PerPod = %d, want >= 1", ErrInvalidClass, j, c.Types, c.PerPod)
+			return 0, 0, fmt.Errorf("%w: Classes[%d] %v: PerPod = %d, want >= 1", ErrInvalidClass, j, c.Types, c.PerPod)
 		}
 		if len(c.Types) == 0 {
-			return fmt.Errorf("%w: Classes[%d] has no types", ErrInvalidClass, j)
+			return 0, 0, fmt.Errorf("%w: Classes[%d] has no types", ErrInvalidClass, j)
 		}
 		if perTotal > math.MaxInt-c.PerPod {
-			return fmt.Errorf("%w: sum of Classes[].PerPod exceeds %d", ErrOverflow, math.MaxInt)
+			return 0, 0, fmt.Errorf("%w: sum of Classes[].PerPod exceeds %d", ErrOverflow, math.MaxInt)
 		}
 		perTotal += c.PerPod
 	}
 	for j, f := range in.FreeOnBusy {
 		if f < 0 {
-			return fmt.Errorf("%w: FreeOnBusy[%d] = %d", ErrNegativeCount, j, f)
+			return 0, 0, fmt.Errorf("%w: FreeOnBusy[%d] = %d", ErrNegativeCount, j, f)
 		}
 		if freeTotal > math.MaxInt-f {
-			return fmt.Errorf("%w: sum of FreeOnBusy exceeds %d", ErrOverflow, math.MaxInt)
+			return 0, 0, fmt.Errorf("%w: sum of FreeOnBusy exceeds %d", ErrOverflow, math.MaxInt)
 		}
 		freeTotal += f
 	}
-	return nil
+	return perTotal, freeTotal, nil
 }
 
 // negativeQueued reports the first (by name) negative entry, so the message

@@ -198,6 +198,8 @@ func TestDesired(t *testing.T) {
 				if err != nil {
 					t.Fatalf("solver %d: unexpected error: %v", s, err)
 				}
+				checkRules(t, in, got)
+				got.Why = Explanation{} // TestExplanation looks at it
 				if !reflect.DeepEqual(got, tc.want) {
 					t.Errorf("solver %d: got %+v, want %+v", s, got, tc.want)
 				}
@@ -352,6 +354,7 @@ func TestDesiredManyTypesAndClasses(t *testing.T) {
 			if got.NewPods != want {
 				t.Errorf("NewPods = %d, reference %d", got.NewPods, want)
 			}
+			checkRules(t, in, got)
 			for _, s := range []strategy{hallClasses, maxFlow} {
 				if tc.classes > 16 && s == hallClasses {
 					continue
@@ -360,6 +363,7 @@ func TestDesiredManyTypesAndClasses(t *testing.T) {
 				if err != nil || r.NewPods != want {
 					t.Errorf("solver %d: NewPods = %d (err %v), reference %d", s, r.NewPods, err, want)
 				}
+				checkRules(t, in, r)
 			}
 		})
 	}

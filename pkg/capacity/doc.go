@@ -22,6 +22,11 @@
 //   - Queued work of a type no slot may run is reported, never counted: it
 //     could not fit in any number of pods and would grow the pool forever.
 //
+// Result.Why explains the answer: the Hall constraint that asks for the
+// most new pods (the queued work that may run only in some slots, those
+// slots per pod and the idle ones on busy pods), or that none is needed,
+// and where warm pods and Min/Max come in; Why.String says it in words.
+//
 // NudgeForTolerance compensates for the HPA's tolerance band by pushing a
 // scale-up that the HPA would ignore just outside the band.
 package capacity

@@ -37,8 +37,14 @@ const (
 const hallBudget = 1 << 22
 
 // newPods returns the smallest N. q and nb describe the groups (words uint64
-// per neighbourhood), free may be nil (all zero), total = sum(q).
-func newPods(q []int, nb []uint64, words int, classes []Class, free []int, total int, s strategy) int {
+// per neighbourhood), free may be nil (all zero), total = sum(q). When N > 0
+// it writes into bind (words long) a set of classes K whose Hall constraint
+// asks for exactly N: the binding one, which Explanation puts in words. Among
+// several, the enumerations keep the one with the fewest slots per pod (the
+// most specific), then the lowest class bitset, whatever the order of the
+// groups; max-flow (policies too large to enumerate) keeps the one its
+// minimum cut finds, which may depend on the order of the groups.
+func newPods(q []int, nb []uint64, words int, classes []Class, free []int, total int, s strategy, bind []uint64) int {
 	if len(q) == 0 {
 		return 0
 	}
@@ -57,14 +63,16 @@ func newPods(q []int, nb []uint64, words int, classes []Class, free []int, total
 	if words != 1 { // subset enumeration uses single-word bitsets
 		s = maxFlow
 	}
+	var n int
 	switch s {
 	case hallGroups:
-		return hallOverGroups(q, nb, classes, free)
+		n, bind[0] = hallOverGroups(q, nb, classes, free)
 	case hallClasses:
-		return hallOverClasses(q, nb, classes, free)
+		n, bind[0] = hallOverClasses(q, nb, classes, free)
 	default:
-		return minByFlow(q, nb, words, classes, free, total)
+		n = minByFlow(q, nb, words, classes, free, total, bind)
 	}
+	return n
 }
 
 func enumCost(n, w int) int {
@@ -99,9 +107,10 @@ func capacityOf(mask uint64, classes []Class, free []int) (f, p int) {
 	return f, p
 }
 
-// hallOverGroups enumerates subsets of groups. Requires words == 1.
-func hallOverGroups(q []int, nb []uint64, classes []Class, free []int) int {
-	best := 0
+// hallOverGroups enumerates subsets of groups. Requires words == 1. It
+// returns N and the neighbourhood of a binding subset (0 when N is 0).
+func hallOverGroups(q []int, nb []uint64, classes []Class, free []int) (int, uint64) {
+	best, bestPer, bestMask := 0, 0, uint64(0)
 	for s := uint64(1); s < 1<<len(q); s++ {
 		sum, mask := 0, uint64(0)
 		for b := s; b != 0; b &= b - 1 {
@@ -110,16 +119,18 @@ func hallOverGroups(q []int, nb []uint64, classes []Class, free []int) int {
 			mask |= nb[i]
 		}
 		f, p := capacityOf(mask, classes, free)
-		if n := need(sum, f, p); n > best {
-			best = n
+		if n := need(sum, f, p); n > best || n == best && n > 0 && (p < bestPer || p == bestPer && mask < bestMask) {
+			best, bestPer, bestMask = n, p, mask
 		}
 	}
-	return best
+	return best, bestMask
 }
 
-// hallOverClasses enumerates subsets of classes. Requires words == 1.
-func hallOverClasses(q []int, nb []uint64, classes []Class, free []int) int {
-	best := 0
+// hallOverClasses enumerates subsets of classes. Requires words == 1. It
+// returns N and a binding set of classes (0 when N is 0); k ascends, so
+// among ties of N and slots per pod the lowest bitset is kept.
+func hallOverClasses(q []int, nb []uint64, classes []Class, free []int) (int, uint64) {
+	best, bestPer, bestMask := 0, 0, uint64(0)
 	for k := uint64(1); k < 1<<len(classes); k++ {
 		sum := 0
 		for i, g := range nb {
@@ -131,16 +142,17 @@ func hallOverClasses(q []int, nb []uint64, classes []Class, free []int) int {
 			continue
 		}
 		f, p := capacityOf(k, classes, free)
-		if n := need(sum, f, p); n > best {
-			best = n
+		if n := need(sum, f, p); n > best || n == best && n > 0 && p < bestPer {
+			best, bestPer, bestMask = n, p, k
 		}
 	}
-	return best
+	return best, bestMask
 }
 
 // minByFlow binary-searches N with a max-flow feasibility test. N = total is
 // always feasible: every group has a class whose capacity is then ≥ total.
-func minByFlow(q []int, nb []uint64, words int, classes []Class, free []int, total int) int {
+// When N > 0 it writes a binding set of classes into bind (see bindingCut).
+func minByFlow(q []int, nb []uint64, words int, classes []Class, free []int, total int, bind []uint64) int {
 	k, m := len(q), len(classes)
 	src, sink := 0, 1+k+m
 	g := newFlowNet(sink + 1)
@@ -179,7 +191,30 @@ func minByFlow(q []int, nb []uint64, words int, classes []Class, free []int, tot
 			lo = mid + 1
 		}
 	}
+	if lo > 0 {
+		feasible(lo - 1)
+		bindingCut(g, q, nb, words, bind)
+	}
 	return lo
+}
+
+// bindingCut reads a violated Hall set off the residual network of an
+// infeasible N−1: the groups S still reachable from the source. No edge from
+// S leads to a class outside the reachable set (such an edge would carry all
+// of its group's flow, leaving the group unreachable), so the minimum cut
+// is q(not S) + cap(Γ(S)) < total, i.e. q(S) > cap(Γ(S)) at N−1: Γ(S) asks
+// for N. Γ(S) goes into bind. maxFlow stopped on a failed BFS (the flow
+// fell short of total), so g.level marks exactly the reachable nodes.
+func bindingCut(g *flowNet, q []int, nb []uint64, words int, bind []uint64) {
+	clear(bind)
+	for i := range q {
+		if g.level[1+i] < 0 {
+			continue
+		}
+		for w := range words {
+			bind[w] |= nb[i*words+w]
+		}
+	}
 }
 
 // flowNet is a small Dinic max-flow network.
