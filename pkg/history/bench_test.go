@@ -8,7 +8,8 @@ package history
 // is written at every tick (the injected clock moves one interval per
 // tick). The stats sub-benchmarks are one Store.Stats of the same pools,
 // what the scaler reads for KEDA: the ratio of the two is the recorder's
-// cost in "Stats reads of every pool".
+// cost in "Stats reads of every pool". The trivial ones are the floor: a
+// pipeline of as many one-line scripts as a tick runs (two per pool).
 //
 //	go test -run '^$' -bench RecorderTick -benchtime 200x ./pkg/history/
 
@@ -113,6 +114,21 @@ func BenchmarkRecorderTick(b *testing.B) {
 		b.Run(fmt.Sprintf("pools=%d/stats", n), func(b *testing.B) {
 			measure(b, func() {
 				if _, err := e.store.Stats(b.Context(), pools...); err != nil {
+					b.Fatal(err)
+				}
+			})
+		})
+		b.Run(fmt.Sprintf("pools=%d/trivial", n), func(b *testing.B) {
+			// The floor: as many one-line script calls as a recorder tick
+			// makes (two per pool), in one pipeline.
+			sc := redis.NewScript("return 1")
+			require.NoError(b, sc.Load(b.Context(), e.rdb).Err())
+			measure(b, func() {
+				pipe := e.rdb.Pipeline()
+				for i := range 2 * n {
+					sc.EvalSha(b.Context(), pipe, []string{keysOf(e.prefix, pools[i/2]).fine})
+				}
+				if _, err := pipe.Exec(b.Context()); err != nil {
 					b.Fatal(err)
 				}
 			})

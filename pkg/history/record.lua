@@ -6,7 +6,7 @@
 -- KEYS[1] the fine list, KEYS[2] the coarse list (names.go)
 -- ARGV[1] the sample (sample.go's encoding; its first token is its time, Unix ms)
 -- ARGV[2] the recording interval (ms)
--- ARGV[3] the fine list's cap (samples)
+-- ARGV[3] the fine list's cap (samples; it may hold a tenth more)
 -- ARGV[4] the coarse interval (ms)
 -- ARGV[5] the coarse list's cap (samples)
 -- ARGV[6] the lists' time to live (ms): a deleted pool's history expires
@@ -35,6 +35,9 @@ local t = time_of(sample)
 if not t then return redis.error_reply('history: sample without a time') end
 
 local last = redis.call('LINDEX', fine, -1)
+-- The list's time to live is set when it starts and renewed with every
+-- coarse sample, not with every sample: each call inside a script costs.
+local renew = not last
 if last then
   local lt = time_of(last) or 0
   if math.floor(lt / step) >= math.floor(t / step) then return 0 end
@@ -83,9 +86,13 @@ if last then
     redis.call('RPUSH', coarse, table.concat(out, ' '))
     redis.call('LTRIM', coarse, -coarse_cap, -1)
     redis.call('PEXPIRE', coarse, ttl)
+    renew = true
   end
 end
-redis.call('RPUSH', fine, sample)
-redis.call('LTRIM', fine, -fine_cap, -1)
-redis.call('PEXPIRE', fine, ttl)
+-- The fine list grows up to a tenth past its cap and is then cut back to
+-- it: one trim per that many samples, not one per sample.
+if redis.call('RPUSH', fine, sample) > fine_cap + math.floor(fine_cap / 10) then
+  redis.call('LTRIM', fine, -fine_cap, -1)
+end
+if renew then redis.call('PEXPIRE', fine, ttl) end
 return 1
