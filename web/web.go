@@ -51,6 +51,8 @@ type PoolRow struct {
 	DesiredPods   string // "?" when the capacity model refused the input
 	LivePods      int
 	Utilisation   string // "42%"
+	Bar           UtilisationBar
+	Spark         Sparkline
 }
 
 // PoolView is the pool page.
@@ -58,6 +60,7 @@ type PoolView struct {
 	Pool     string
 	Overview string // link back
 	LiveURL  string // the SSE stream of grid fragments (htmx's sse extension)
+	Chart    ChartView
 	Grid     GridView
 }
 
