@@ -30,6 +30,12 @@ type historyReader interface {
 // bounded read however many pools there are.
 const sparkSamples = 90
 
+// maxDrawn bounds the points of a chart, and so the size of the fragment
+// fetched again every few seconds: an hour at the recorder's default 10 s is
+// drawn whole; more samples (a shorter interval) are drawn as means of
+// consecutive ones.
+const maxDrawn = 360
+
 // chartRefresh bounds how often a chart fetches itself again.
 const (
 	minChartRefresh = 2 * time.Second
@@ -83,28 +89,33 @@ func (s *server) poolChart(r *http.Request, p slots.PoolID, w history.Window) (w
 // the first sample, when the history is younger) to now; each panel's y
 // from 0 to the largest value it shows.
 func chartView(p slots.PoolID, w history.Window, layout history.Layout, samples []history.Sample, now time.Time) web.ChartView {
-	v := web.ChartView{Window: string(w), Samples: len(samples), RefreshSeconds: 60}
+	v := web.ChartView{Window: string(w), RefreshSeconds: 60}
 	span := layout.Span(w)
-	switch w {
-	case history.Day:
-		v.Caption = fmt.Sprintf("Last %s of %s, each point the mean of %s.", durationWords(span), p, durationWords(layout.CoarseInterval))
-	default:
-		v.Caption = fmt.Sprintf("Last %s of %s, every sample.", durationWords(span), p)
-	}
 	step := typicalStep(samples)
 	if w == history.Hour && step > 0 {
 		v.RefreshSeconds = int(min(maxChartRefresh, max(minChartRefresh, step)).Seconds())
 	}
+	samples, per := thin(samples, maxDrawn)
+	v.Samples = len(samples)
+	every := "every sample"
+	switch {
+	case w == history.Day:
+		every = "each point the mean of " + durationWords(layout.CoarseInterval)
+	case per > 1:
+		every = fmt.Sprintf("each point the mean of %d samples", per)
+	}
+	v.Caption = fmt.Sprintf("Last %s of %s, %s.", durationWords(span), p, every)
 	if len(samples) == 0 {
 		return v
 	}
+	step = typicalStep(samples)
 	start := later(now.Add(-span), samples[0].At)
 	end := later(now, samples[len(samples)-1].At)
 	if !end.After(start) {
 		start = end.Add(-max(step, time.Second))
 	}
 	if start.After(now.Add(-span)) && w == history.Hour {
-		v.Caption = fmt.Sprintf("%s since %s (the history starts there), every sample.", p, start.UTC().Format("15:04:05"))
+		v.Caption = fmt.Sprintf("%s since %s (the history starts there), %s.", p, start.UTC().Format("15:04:05"), every)
 	}
 	layoutFmt := "15:04"
 	if w == history.Day {
@@ -197,6 +208,21 @@ func later(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// thin combines runs of consecutive samples (per of them) so that at most
+// max are left; per is 1 when every sample is kept.
+func thin(samples []history.Sample, limit int) ([]history.Sample, int) {
+	if len(samples) <= limit {
+		return samples, 1
+	}
+	per := (len(samples) + limit - 1) / limit
+	out := make([]history.Sample, 0, limit)
+	for i := 0; i < len(samples); i += per {
+		run := samples[i:min(len(samples), i+per)]
+		out = append(out, history.Combine(run[len(run)-1].At, run))
+	}
+	return out, per
 }
 
 // typicalStep is the median time between samples (0 with fewer than two).

@@ -258,3 +258,23 @@ func TestOpenAPIHistorySchemasMatchTheirObjects(t *testing.T) {
 		assert.Equal(t, rendered, documented, schema)
 	}
 }
+
+func TestChartDrawsAtMostMaxDrawnPoints(t *testing.T) {
+	now := time.Now()
+	var samples []history.Sample
+	for i := range 1000 { // an hour at a 3.6 s interval
+		samples = append(samples, history.Sample{At: now.Add(time.Duration(i-1000) * 3600 * time.Millisecond), LivePods: float64(i % 7),
+			Queued: map[string]float64{"plan": float64(i)}})
+	}
+	v := chartView(slots.PoolID{Namespace: "ci", Name: "tf"}, history.Hour, history.DefaultLayout, samples, now)
+	assert.Equal(t, 334, v.Samples, "runs of three samples drawn as one point")
+	assert.Len(t, v.Columns, 334)
+	assert.Contains(t, v.Caption, "each point the mean of 3 samples")
+	plan := v.Queue.Lines[0]
+	assert.Equal(t, "999", plan.Latest, "the last point is the mean of what is left (one sample)")
+	assert.Equal(t, 3, v.RefreshSeconds, "refreshed about as often as samples come (whole seconds)")
+
+	v = chartView(slots.PoolID{Namespace: "ci", Name: "tf"}, history.Hour, history.DefaultLayout, samples[:360], now)
+	assert.Equal(t, 360, v.Samples, "an hour at 10 s is drawn whole")
+	assert.Contains(t, v.Caption, "every sample")
+}

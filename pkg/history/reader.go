@@ -77,7 +77,7 @@ func (r *Reader) Window(ctx context.Context, pool slots.PoolID, w Window, now ti
 	var bucket time.Time
 	flush := func() {
 		if len(group) > 0 {
-			out = append(out, aggregate(bucket, group))
+			out = append(out, Combine(bucket, group))
 			group = nil
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -137,7 +138,19 @@ func TestRecorderRecordsWhatThePoolHolds(t *testing.T) {
 // each coarse sample is the aggregate of the fine samples of its interval,
 // and the reader's windows return them.
 func TestRetentionAndDownsampling(t *testing.T) {
-	e := standalone(t)
+	t.Run("redis-server", func(t *testing.T) { testRetentionAndDownsampling(t, standalone(t)) })
+	// make demo and memory:// run the embedded miniredis: its Lua must run
+	// the record script the same way.
+	t.Run("miniredis", func(t *testing.T) { testRetentionAndDownsampling(t, embedded(t)) })
+}
+
+func embedded(t testing.TB) *env {
+	t.Helper()
+	m := miniredis.RunT(t)
+	return newEnv(t, redis.NewClient(&redis.Options{Addr: m.Addr()}))
+}
+
+func testRetentionAndDownsampling(t *testing.T, e *env) {
 	pool := slots.PoolID{Namespace: "ci", Name: "tf"}
 	e.declare(pool)
 	layout := Layout{FineRetention: 2 * time.Minute, CoarseInterval: 30 * time.Second, CoarseRetention: 10 * time.Minute}
@@ -180,7 +193,7 @@ func TestRetentionAndDownsampling(t *testing.T) {
 		}
 		require.Len(t, in, int(layout.CoarseInterval/interval), "interval %v", c.At)
 		sortByTime(in)
-		want := aggregate(c.At, in)
+		want := Combine(c.At, in)
 		assert.Equal(t, want.At.UnixMilli(), c.At.UnixMilli())
 		want.At = c.At
 		assert.Equal(t, want, c, "the coarse sample of %v is the mean of its fine samples", c.At)
@@ -209,7 +222,7 @@ func TestRetentionAndDownsampling(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, partial)
-	want := aggregate(partial[0].At.Truncate(layout.CoarseInterval), partial)
+	want := Combine(partial[0].At.Truncate(layout.CoarseInterval), partial)
 	assert.Equal(t, want.At.UnixMilli(), last.At.UnixMilli())
 	last.At = want.At
 	assert.Equal(t, want, last, "the interval being recorded is aggregated by the reader")

@@ -141,10 +141,12 @@ func decode(v string) (Sample, error) {
 // round2 is the record script's rounding of means: two decimals.
 func round2(x float64) float64 { return math.Floor(x*100+0.5) / 100 }
 
-// aggregate combines the samples of one coarse interval starting at at,
-// exactly as the record script does (same order of sums, same rounding):
-// readers use it for the interval still being recorded.
-func aggregate(at time.Time, samples []Sample) Sample {
+// Combine is the sample standing for samples, stamped at: their means
+// (two decimals) and the largest oldest queued age, exactly as the record
+// script combines a coarse interval (same order of sums, same rounding).
+// Readers use it for the interval still being recorded; charts to draw
+// fewer points than there are samples.
+func Combine(at time.Time, samples []Sample) Sample {
 	out := Sample{At: at, Queued: map[string]float64{}}
 	if len(samples) == 0 {
 		return out

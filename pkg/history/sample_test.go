@@ -62,7 +62,7 @@ func TestEncodeRefusesTypesThatBreakTheEncoding(t *testing.T) {
 
 func TestAggregateIsTheMeanAndTheOldestAgeTheMaximum(t *testing.T) {
 	at := time.UnixMilli(300_000)
-	got := aggregate(at, []Sample{
+	got := Combine(at, []Sample{
 		{DesiredPods: 1, LivePods: 2, BusyPods: 1, OldestQueuedSeconds: 5, Queued: map[string]float64{"plan": 1}},
 		{DesiredPods: 2, LivePods: 2, BusyPods: 2, OldestQueuedSeconds: 40, Queued: map[string]float64{"plan": 2, "plan_and_apply": 1}},
 		{DesiredPods: 4, LivePods: 3, BusyPods: 2, OldestQueuedSeconds: 10, Queued: map[string]float64{}},
