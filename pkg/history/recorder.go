@@ -184,18 +184,25 @@ func (r *Recorder) Tick(ctx context.Context) (TickResult, error) {
 			}
 		}
 		stats = r.store.QueueStats(ctx, pipe, r.pools...)
-		_, err := pipe.Exec(ctx)
-		return err
+		cmds, _ := pipe.Exec(ctx)
+		// Exec reports only the first failed command: a NOSCRIPT behind
+		// another failure (a pool deleted since the registry was read)
+		// must still reload the scripts.
+		for _, c := range cmds {
+			if slots.IsNoScript(c.Err()) {
+				return c.Err()
+			}
+		}
+		return nil
 	}
-	err := exec()
-	if slots.IsNoScript(err) {
+	if err := exec(); slots.IsNoScript(err) {
 		// A node lost its scripts (restart, failover): load them and run
 		// the tick again. Writes that landed the first time are refused
 		// as duplicates the second.
 		if lerr := errors.Join(r.store.LoadScripts(ctx), loadOnMasters(ctx, r.rdb, recordScript)); lerr != nil {
 			return TickResult{}, lerr
 		}
-		err = exec()
+		_ = exec() // every command's own answer is checked below
 	}
 	var res TickResult
 	var errs failures

@@ -440,3 +440,25 @@ func TestOneTickIsOnePipelinePerClusterNode(t *testing.T) {
 	}
 	assert.GreaterOrEqual(t, busy, 3, "30 pools spread over the three masters")
 }
+
+// TestRecorderReloadsFlushedScripts: after a Redis restart or failover the
+// node no longer has the scripts; the tick loads them and goes on.
+func TestRecorderReloadsFlushedScripts(t *testing.T) {
+	srv := redistest.Start(t) // private: SCRIPT FLUSH would disturb other tests
+	opt, err := redis.ParseURL(srv.URL())
+	require.NoError(t, err)
+	e := newEnv(t, redis.NewClient(opt))
+	pool := slots.PoolID{Namespace: "ci", Name: "tf"}
+	e.declare(pool)
+	clock := &fakeClock{t: time.UnixMilli(1_700_000_100_000)}
+	r := e.recorder(Options{Interval: time.Second, Clock: clock.Now})
+	for i := range 6 {
+		require.NoError(t, e.rdb.ScriptFlush(e.ctx).Err())
+		res, err := r.Tick(e.ctx)
+		require.NoError(t, err, "tick %d", i)
+		if i >= 2 {
+			assert.Equal(t, 1, res.Written, "tick %d", i)
+		}
+		clock.Add(time.Second)
+	}
+}
