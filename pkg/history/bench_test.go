@@ -95,8 +95,10 @@ func BenchmarkRecorderTick(b *testing.B) {
 			b.ReportMetric(float64(cpu.Microseconds())/per, "redis-cpu-µs/tick")
 			b.ReportMetric(float64(cpu.Nanoseconds())/per/float64(n), "redis-cpu-ns/pool")
 		}
+		// One clock for every run (-count): a later run's samples come after
+		// the earlier ones', or they would all be refused as duplicates.
+		clock := &fakeClock{t: time.UnixMilli(1_700_000_100_000)}
 		b.Run(fmt.Sprintf("pools=%d/recorder", n), func(b *testing.B) {
-			clock := &fakeClock{t: time.UnixMilli(1_700_000_100_000)}
 			r := e.recorder(Options{Clock: clock.Now})
 			var last TickResult
 			measure(b, func() {
