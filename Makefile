@@ -33,8 +33,8 @@ test: ## The whole test suite: installs redis-server and chromium if missing, pr
 	./scripts/test.sh
 
 .PHONY: bench
-bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA, stats, KEDA polls, agent overhead, page render and live viewers, capacity math
-	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./scaler/ ./agent/ ./pkg/executor/ ./dashboard/
+bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA, stats, KEDA polls, the history recorder per tick, agent overhead, page render and live viewers, capacity math
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./pkg/history/ ./scaler/ ./agent/ ./pkg/executor/ ./dashboard/
 
 .PHONY: bench-kube
 bench-kube: ## Janitor benchmark on a real kube-apiserver: 1,000-pod pool at the chart's QPS/burst (create, idle reconcile, remove 500)

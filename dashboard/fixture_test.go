@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -84,6 +85,7 @@ func (f *fixture) newReplica(opts ...fixtureOption) (*server, *httptest.Server) 
 		ping: func(ctx context.Context) error { return redisconn.Ping(ctx, rdb, 2*time.Second) }}
 	s.hub = newPoolHub(f.store, 20*time.Millisecond, quiet())
 	s.configs = slots.NewConfigCache(f.store.Pool, time.Minute)
+	s.history = history.NewReader(rdb, f.prefix, history.DefaultLayout)
 	s.sessions = newSessionManager(newRedisSessionStore(rdb, f.prefix), sessionSettings{Secure: true, Lifetime: 12 * time.Hour, IdleTimeout: time.Hour})
 	for _, o := range opts {
 		o(s)

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/logging"
 	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
@@ -99,6 +100,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	s := &server{stopping: stopping, store: store, log: log, tokens: cfg.APITokens, readAuth: cfg.ReadAuth, maxPayload: cfg.MaxPayload,
 		pollInterval: cfg.PollInterval, maxWait: maxWait, hub: newPoolHub(store, cfg.LiveInterval, log),
 		configs:   slots.NewConfigCache(store.Pool, 30*time.Second),
+		history:   history.NewReader(conn.Client, cfg.KeyPrefix, history.DefaultLayout),
 		clientIPs: clientIPs{trusted: cfg.TrustedProxies},
 		failures:  newFailureLimiter(cfg.AuthFailuresPerMinute),
 		streams:   perclient.New(cfg.MaxStreamsPerClient),

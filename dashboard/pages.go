@@ -13,6 +13,7 @@ import (
 
 	"github.com/a-h/templ"
 
+	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 	"github.com/slotscaler/slotscaler/web"
 )
@@ -51,13 +52,16 @@ func ageText(d time.Duration) string {
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
-func overviewView(sums []poolSummary) web.OverviewView {
+// overviewView builds the overview; recent holds each pool's newest
+// history samples (its sparkline), nil when they could not be read.
+func overviewView(sums []poolSummary, recent map[slots.PoolID][]history.Sample) web.OverviewView {
 	v := web.OverviewView{Pools: []web.PoolRow{}}
 	for _, p := range sums {
 		row := web.PoolRow{Pool: p.Pool, Href: "/pools/" + p.Namespace + "/" + p.Name,
 			SlotsIdle: p.SlotsIdle, SlotsRunning: p.SlotsRunning, SlotsReserved: p.SlotsReserved,
 			QueuedTotal: p.QueuedTotal, LivePods: p.LivePods, DesiredPods: "?",
-			Utilisation: fmt.Sprintf("%.0f%%", p.Utilisation*100)}
+			Utilisation: fmt.Sprintf("%.0f%%", p.Utilisation*100), Bar: utilisationBar(p.Utilisation),
+			Spark: sparkline(recent[slots.PoolID{Namespace: p.Namespace, Name: p.Name}])}
 		for _, st := range podStates {
 			row.Pods = append(row.Pods, web.Count{Label: string(st), N: p.Pods[string(st)]})
 		}
@@ -86,7 +90,18 @@ func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, web.OverviewPage(overviewView(sums)))
+	var recent map[slots.PoolID][]history.Sample
+	if s.history != nil {
+		pools := make([]slots.PoolID, len(sums))
+		for i, p := range sums {
+			pools[i] = slots.PoolID{Namespace: p.Namespace, Name: p.Name}
+		}
+		// Without history the overview still shows the counters.
+		if recent, err = s.history.Recent(r.Context(), pools, sparkSamples); err != nil {
+			s.log.Warn("reading pool history for the overview", "err", err)
+		}
+	}
+	s.render(w, r, http.StatusOK, web.OverviewPage(overviewView(sums, recent)))
 }
 
 // podsPerPage bounds the rows of one pool page, so a 1,000-pod pool stays usable.
@@ -212,8 +227,44 @@ func (s *server) poolPage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := parseGridQuery(r)
+	chart, _ := s.poolChart(r, snap.Pool, chartWindow(r))
 	s.render(w, r, http.StatusOK, web.PoolPage(web.PoolView{Pool: snap.Pool.String(), Overview: "/",
-		LiveURL: poolHref(snap.Pool) + "/live" + q.values(q.State, q.Page), Scaling: scalingView(sum), Grid: gridView(snap, q)}))
+		LiveURL: poolHref(snap.Pool) + "/live" + q.values(q.State, q.Page), Scaling: scalingView(sum), Chart: chart, Grid: gridView(snap, q)}))
+}
+
+// chartWindow reads ?window=; an unknown one falls back to the hour rather
+// than failing a page someone bookmarked.
+func chartWindow(r *http.Request) history.Window {
+	w, err := history.ParseWindow(r.URL.Query().Get("window"))
+	if err != nil {
+		return history.Hour
+	}
+	return w
+}
+
+// chartFragment serves the chart alone: htmx re-fetches it and swaps it
+// in (its refresh, the window toggle).
+func (s *server) chartFragment(w http.ResponseWriter, r *http.Request) {
+	pool, err := poolOf(r)
+	if err == nil {
+		_, _, err = s.store.Pool(r.Context(), pool)
+	}
+	if err != nil {
+		if errors.Is(err, slots.ErrPoolNotFound) || errors.Is(err, slots.ErrInvalidPool) {
+			s.pageError(w, r, err)
+			return
+		}
+		// As the grid: an error status is not swapped, the last chart stays.
+		status, _ := errorStatus(err)
+		w.WriteHeader(status)
+		return
+	}
+	chart, err := s.poolChart(r, pool, chartWindow(r))
+	if err != nil {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	s.render(w, r, http.StatusOK, web.PoolChart(chart))
 }
 
 // poolGrid serves the grid fragment htmx polls.

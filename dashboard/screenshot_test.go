@@ -35,10 +35,14 @@ func TestWriteScreenshot(t *testing.T) {
 	}
 	_, err := f.store.Approve(f.ctx, f.pool, "tf-1", "alice")
 	require.NoError(t, err)
-	// Plans: some running, some assigned, some queued.
-	for i := range 22 {
-		f.submit(fmt.Sprintf("plan-%02d", i+1), slots.Plan)
-	}
+	// Plans: some running, some assigned, some queued; the history chart
+	// shows the queue growing over the last minutes.
+	rec := f.recorder(10*time.Second, 90)
+	rec.tick(90, func(i int) {
+		if i%4 == 0 && i/4 < 22 {
+			f.submit(fmt.Sprintf("plan-%02d", i/4+1), slots.Plan)
+		}
+	})
 	for _, p := range pods[:2] {
 		msg, err := f.store.Take(f.ctx, f.pool, p.name, p.uid, time.Second, nil)
 		require.NoError(t, err)

@@ -45,6 +45,9 @@ type server struct {
 	pollInterval time.Duration
 	maxWait      time.Duration
 	hub          *poolHub
+	// history reads the pools' history (charts, sparklines, the history
+	// API); nil: none is shown.
+	history historyReader
 	// configs caches slot policies for the overview's desired-pod counts:
 	// one Stats round trip for every pool instead of one more per pool.
 	configs *slots.ConfigCache
@@ -101,6 +104,7 @@ func (s *server) routes() chi.Router {
 		r.Get("/", s.overviewPage)
 		r.Get("/pools/{ns}/{name}", s.poolPage)
 		r.Get("/pools/{ns}/{name}/grid", s.poolGrid)
+		r.Get("/pools/{ns}/{name}/chart", s.chartFragment)
 		r.With(s.capStreams(false)).Get("/pools/{ns}/{name}/live", s.live)
 		r.Get("/pools/{ns}/{name}/tasks/{id}", s.taskPage)
 	})
@@ -122,6 +126,7 @@ func (s *server) routes() chi.Router {
 			}
 			r.Get("/pools", s.listPools)
 			r.Get("/pools/{ns}/{name}", s.getPool)
+			r.Get("/pools/{ns}/{name}/history", s.getHistory)
 			r.With(s.capStreams(true), s.longPollDeadlines).Get("/pools/{ns}/{name}/events", s.events)
 			r.Get("/pools/{ns}/{name}/tasks/{id}", s.getTask)
 		})

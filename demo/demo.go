@@ -181,7 +181,7 @@ func (d *demo) run(ctx context.Context) (result, error) {
 		return result{}, err
 	}
 	scaler, err := startChild(d.con, "scaler", bins.Scaler, env("LISTEN_ADDRESS="+scalerAddr,
-		"HEALTH_ADDRESS=127.0.0.1:0", "METRICS_ADDRESS=127.0.0.1:0"))
+		"HEALTH_ADDRESS=127.0.0.1:0", "METRICS_ADDRESS=127.0.0.1:0", "HISTORY_INTERVAL="+d.cfg.Profile.HistoryInterval.String()))
 	if err != nil {
 		return result{}, err
 	}

@@ -307,6 +307,10 @@ func TestDemoScalesAPoolUpAndDownWithoutRemovingBusyPods(t *testing.T) {
 		assert.Equal(t, http.StatusOK, resp.StatusCode, "GET /%s", page)
 		if page != "" {
 			assert.Contains(t, string(body), strings.Split(page, "/")[2])
+			// The scaler records every pool every 2 s: the chart has filled.
+			assert.Regexp(t, `data-testid="chart" data-window="1h" data-samples="[1-9][0-9]*"`, string(body), "GET /%s: a chart with samples", page)
+		} else {
+			assert.Contains(t, string(body), `data-testid="sparkline"`, "the overview's sparklines")
 		}
 	}
 

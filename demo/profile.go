@@ -18,6 +18,9 @@ type Profile struct {
 	// DownWindow is the HPA's scale-down stabilization window (Kubernetes'
 	// default: 300 s).
 	DownWindow time.Duration
+	// HistoryInterval is the scaler's --history-interval: short, so the
+	// pool pages' charts fill up while the demo runs.
+	HistoryInterval time.Duration
 	// StatusEvery is how often the status lines are printed.
 	StatusEvery time.Duration
 	// StopGrace caps SIGTERM → SIGKILL for an agent, both when its pod is
@@ -74,6 +77,7 @@ func defaultProfile() Profile {
 		PollInterval:      time.Second,
 		Cooldown:          15 * time.Second,
 		DownWindow:        10 * time.Second,
+		HistoryInterval:   2 * time.Second,
 		StatusEvery:       5 * time.Second,
 		StopGrace:         10 * time.Second,
 		IdleFor:           5 * time.Second,

@@ -45,7 +45,8 @@ func (d *demo) banner(redisDesc, scalerAddr string, bins binaries) {
 	c.Printf("  token        %s  (the pages' login form asks for it; API: Authorization: Bearer <token>; approvals are recorded as \"you\")", d.apiToken)
 	c.Printf("  API          %sapi/v1", d.dashboardURL)
 	c.Printf("  redis        %s (key prefix %q)", redisDesc, d.cfg.KeyPrefix)
-	c.Printf("  scaler       %s: KEDA external scaler on %s", shortPath(bins.Scaler), scalerAddr)
+	c.Printf("  scaler       %s: KEDA external scaler on %s; records each pool's history every %v (the pool pages' charts)",
+		shortPath(bins.Scaler), scalerAddr, prof.HistoryInterval)
 	c.Printf("  kubernetes   in-memory API (client-go fakes); the janitor (pkg/janitor) keeps each pool's pods;")
 	c.Printf("               a fake kubelet runs %s for each pod it creates, and stops it when the pod is deleted", shortPath(bins.Agent))
 	c.Printf("  KEDA + HPA   emulated: every %v per pool; scale-down window %v; to zero after %v inactive", prof.PollInterval, prof.DownWindow, prof.Cooldown)

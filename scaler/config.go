@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/slotscaler/slotscaler/pkg/config"
+	"github.com/slotscaler/slotscaler/pkg/history"
 )
 
 // Config is every setting of the scaler; each flag has an environment twin
@@ -28,6 +29,7 @@ type Config struct {
 	ConfigCacheTTL  time.Duration
 	RedisTimeout    time.Duration
 	ReapInterval    time.Duration
+	HistoryInterval time.Duration
 	ShutdownTimeout time.Duration
 }
 
@@ -47,6 +49,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (Config, err
 	fs.DurationVar(&c.ConfigCacheTTL, "config-cache-ttl", 30*time.Second, "how long a pool's slot policy is cached")
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", time.Second, "bound on the Redis reads of one KEDA call (KEDA's own timeout is 3s by default)")
 	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool (0: off, e.g. when the janitor reaps); several reapers may run at once")
+	fs.DurationVar(&c.HistoryInterval, "history-interval", history.DefaultInterval, "how often to record every pool's history (desired, live, busy and idle pods, the queue) for the dashboard's charts, kept 1h as recorded and 24h as 5-minute means (0: off); several scalers may record at once, each pool keeps one sample per interval")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		return Config{}, err
@@ -76,6 +79,9 @@ func (c Config) validate() error {
 	}
 	if c.ReapInterval < 0 {
 		errs = append(errs, fmt.Errorf("--reap-interval %v must not be negative", c.ReapInterval))
+	}
+	if c.HistoryInterval != 0 && (c.HistoryInterval < time.Second || c.HistoryInterval > history.DefaultLayout.CoarseInterval) {
+		errs = append(errs, fmt.Errorf("--history-interval %v: want 0 (off) or 1s-%v", c.HistoryInterval, history.DefaultLayout.CoarseInterval))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be positive", c.ShutdownTimeout))

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/logging"
 	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
@@ -108,6 +109,14 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	}
 	defer conn.Close()
 
+	var rec *history.Recorder
+	if cfg.HistoryInterval > 0 {
+		rec, err = history.NewRecorder(ctx, store, conn.Client, history.Options{Prefix: cfg.KeyPrefix, Interval: cfg.HistoryInterval, Logger: log})
+		if err != nil {
+			return fmt.Errorf("starting the pool history recorder: %w", err)
+		}
+	}
+
 	if ls == nil {
 		ls = &listeners{}
 	}
@@ -154,6 +163,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	g.Go(func() error { watchRedis(ctx, conn, hs, log); return nil })
 	if cfg.ReapInterval > 0 {
 		g.Go(func() error { store.RunReaper(ctx, cfg.ReapInterval, slots.ReapOptions{}); return nil })
+	}
+	if rec != nil {
+		g.Go(func() error { rec.Run(ctx); return nil })
 	}
 	g.Go(func() error {
 		<-ctx.Done()

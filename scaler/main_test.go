@@ -26,6 +26,7 @@ import (
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/internal/testcerts"
 	"github.com/slotscaler/slotscaler/internal/testutil"
+	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -110,6 +111,8 @@ func TestBinaryRefusesBadSettingsWithOneClearLine(t *testing.T) {
 		"poll too slow":      {"STREAM_POLL_INTERVAL": "5s"},
 		"unknown log format": {"LOG_FORMAT": "xml"},
 		"bad redis url":      {"REDIS_URL": "http://localhost"},
+		"history too often":  {"HISTORY_INTERVAL": "100ms"},
+		"history too rarely": {"HISTORY_INTERVAL": "1h"},
 	}
 	for name, env := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -246,4 +249,31 @@ func declared(t *testing.T, url, prefix string, pool slots.PoolID, cfg slots.Poo
 	_, err = store.DeclarePool(context.Background(), pool, cfg)
 	require.NoError(t, err)
 	return store
+}
+
+// TestBinaryRecordsPoolHistory: the scaler records every declared pool's
+// history at --history-interval, for the dashboard's charts.
+func TestBinaryRecordsPoolHistory(t *testing.T) {
+	url, prefix := redistest.Standalone(t), redistest.Prefix(t)
+	opt, err := redis.ParseURL(url)
+	require.NoError(t, err)
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	store, err := slots.New(t.Context(), rdb, slots.Options{Prefix: prefix})
+	require.NoError(t, err)
+	pool := slots.PoolID{Namespace: "ci", Name: "tf"}
+	_, err = store.DeclarePool(t.Context(), pool, slots.DefaultPoolConfig())
+	require.NoError(t, err)
+	_, err = store.Submit(t.Context(), pool, slots.TaskSpec{ID: "t1", Type: slots.Plan})
+	require.NoError(t, err)
+
+	start(t, map[string]string{"REDIS_URL": url, "KEY_PREFIX": prefix, "HISTORY_INTERVAL": "1s"})
+	reader := history.NewReader(rdb, prefix, history.DefaultLayout)
+	var got []history.Sample
+	require.Eventually(t, func() bool {
+		got, err = reader.Window(t.Context(), pool, history.Hour, time.Now())
+		return err == nil && len(got) >= 2
+	}, 15*time.Second, 100*time.Millisecond, "two samples within seconds")
+	assert.Equal(t, 1.0, got[len(got)-1].Queued["plan"])
+	assert.Equal(t, 1.0, got[len(got)-1].DesiredPods)
 }

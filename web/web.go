@@ -51,6 +51,8 @@ type PoolRow struct {
 	DesiredPods   string // "?" when the capacity model refused the input
 	LivePods      int
 	Utilisation   string // "42%"
+	Bar           UtilisationBar
+	Spark         Sparkline
 }
 
 // PoolView is the pool page.
@@ -59,6 +61,7 @@ type PoolView struct {
 	Overview string // link back
 	LiveURL  string // the SSE stream of grid fragments (htmx's sse extension)
 	Scaling  ScalingView
+	Chart    ChartView
 	Grid     GridView
 }
 

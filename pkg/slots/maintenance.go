@@ -7,8 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // ReapOptions bound one reaper pass.
@@ -108,45 +106,23 @@ func (s *Store) Stats(ctx context.Context, pools ...PoolID) ([]PoolStats, error)
 			return nil, err
 		}
 	}
-	sc := s.scripts["stats"]
-	exec := func() ([]*redis.Cmd, error) {
+	read := func() (Pending[[]PoolStats], error) {
 		pipe := s.rdb.Pipeline()
-		cmds := make([]*redis.Cmd, len(pools))
-		for i, p := range pools {
-			cmds[i] = sc.EvalSha(ctx, pipe, []string{s.cfgKey(p)})
-		}
+		p := s.QueueStats(ctx, pipe, pools...)
 		_, err := pipe.Exec(ctx)
-		return cmds, err
+		return p, err
 	}
-	cmds, err := exec()
-	if err != nil && isNoScript(err) {
+	p, err := read()
+	if isNoScript(err) {
 		// A node lost its script cache (restart, failover): load and retry once.
 		if lerr := s.loadScripts(ctx); lerr != nil {
 			return nil, lerr
 		}
-		cmds, err = exec()
+		p, _ = read()
 	}
-	out := make([]PoolStats, len(pools))
-	for i, cmd := range cmds {
-		out[i].Pool = pools[i]
-		res, cerr := cmd.Result()
-		if cerr != nil {
-			cerr = mapScriptError(cerr)
-			if errors.Is(cerr, ErrPoolNotFound) {
-				out[i].Err = fmt.Errorf("%w: %s", ErrPoolNotFound, pools[i])
-				continue
-			}
-			return nil, fmt.Errorf("reading stats of pool %s: %w", pools[i], cerr)
-		}
-		out[i].Stats = parseStats(pools[i], toStrings(res))
-	}
-	if err != nil && !errors.Is(err, redis.Nil) {
-		// Exec reports the first failed command; script errors were handled above.
-		if mapped := mapScriptError(err); !errors.Is(mapped, ErrPoolNotFound) {
-			return nil, fmt.Errorf("reading stats: %w", mapped)
-		}
-	}
-	return out, nil
+	// Every command carries its own error (a connection failure fails each
+	// one): Result reports them, and tells an unknown pool from a failure.
+	return p.Result()
 }
 
 func isNoScript(err error) bool {

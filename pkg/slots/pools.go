@@ -136,17 +136,7 @@ func (s *Store) Pools(ctx context.Context) ([]PoolID, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listing pools: %w", err)
 	}
-	slices.Sort(names)
-	out := make([]PoolID, 0, len(names))
-	for _, n := range names {
-		p, err := ParsePoolID(n)
-		if err != nil {
-			s.log.Warn("skipping malformed pool in registry", "pool", n, "err", err)
-			continue
-		}
-		out = append(out, p)
-	}
-	return out, nil
+	return s.parsePoolIDs(names), nil
 }
 
 // Pool returns a pool's config and generation.
@@ -158,6 +148,11 @@ func (s *Store) Pool(ctx context.Context, id PoolID) (PoolConfig, string, error)
 	if err != nil {
 		return PoolConfig{}, "", fmt.Errorf("reading pool %s: %w", id, err)
 	}
+	return parsePoolConfig(id, h)
+}
+
+// parsePoolConfig reads a pool's config hash (Pool, QueuePoolConfig).
+func parsePoolConfig(id PoolID, h map[string]string) (PoolConfig, string, error) {
 	if len(h) == 0 {
 		return PoolConfig{}, "", fmt.Errorf("%w: %s", ErrPoolNotFound, id)
 	}
