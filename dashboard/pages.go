@@ -250,13 +250,7 @@ func (s *server) chartFragment(w http.ResponseWriter, r *http.Request) {
 		_, _, err = s.store.Pool(r.Context(), pool)
 	}
 	if err != nil {
-		if errors.Is(err, slots.ErrPoolNotFound) || errors.Is(err, slots.ErrInvalidPool) {
-			s.pageError(w, r, err)
-			return
-		}
-		// As the grid: an error status is not swapped, the last chart stays.
-		status, _ := errorStatus(err)
-		w.WriteHeader(status)
+		s.fragmentError(w, r, err)
 		return
 	}
 	chart, err := s.poolChart(r, pool, chartWindow(r))
@@ -267,18 +261,24 @@ func (s *server) chartFragment(w http.ResponseWriter, r *http.Request) {
 	s.render(w, r, http.StatusOK, web.PoolChart(chart))
 }
 
+// fragmentError answers a fragment htmx polls (grid, chart): a pool that
+// is gone or invalid gets the error page; anything else (a Redis outage)
+// only an error status, which htmx does not swap, so the last fragment
+// stays on screen and polling goes on.
+func (s *server) fragmentError(w http.ResponseWriter, r *http.Request, err error) {
+	if errors.Is(err, slots.ErrPoolNotFound) || errors.Is(err, slots.ErrInvalidPool) {
+		s.pageError(w, r, err)
+		return
+	}
+	status, _ := errorStatus(err)
+	w.WriteHeader(status)
+}
+
 // poolGrid serves the grid fragment htmx polls.
 func (s *server) poolGrid(w http.ResponseWriter, r *http.Request) {
 	snap, err := s.snapshot(r)
 	if err != nil {
-		if errors.Is(err, slots.ErrPoolNotFound) || errors.Is(err, slots.ErrInvalidPool) {
-			s.pageError(w, r, err)
-			return
-		}
-		// Keep polling through a Redis outage: answer with an error status
-		// (htmx does not swap it) so the last grid stays on screen.
-		status, _ := errorStatus(err)
-		w.WriteHeader(status)
+		s.fragmentError(w, r, err)
 		return
 	}
 	s.render(w, r, http.StatusOK, web.Grid(gridView(snap, parseGridQuery(r))))
