@@ -222,7 +222,12 @@ func TestEndToEndHPAToleranceBand(t *testing.T) {
 		func() {
 			t.Logf("pool %s/pool: want %d pods", tc.ns, tc.want)
 			m.set(tc.ns, tc.metadata)
-			c.newPool(tc.ns, "pool", 20)
+			// A lost agent's plan would be requeued ahead of "waiting" and take
+			// the new pod: on a loaded machine 2s of silence can happen, and
+			// this test is about the HPA, not heartbeats.
+			c.newPool(tc.ns, "pool", 20, func(ap *v1alpha1.AgentPool) {
+				ap.Spec.HeartbeatTimeout = &metav1.Duration{Duration: 15 * time.Second}
+			})
 			original := map[string]bool{}
 			for _, p := range c.waitActive(tc.ns, "pool", 20) {
 				original[p.Name] = true

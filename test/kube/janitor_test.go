@@ -32,12 +32,20 @@ func (c *cluster) task(ns, pool, id string) slots.Task {
 
 func (c *cluster) waitTask(ns, pool, id string, ok func(slots.Task) bool, what string) slots.Task {
 	c.t.Helper()
-	var tk slots.Task
-	require.Eventually(c.t, func() bool {
-		tk = c.task(ns, pool, id)
-		return ok(tk)
-	}, 60*time.Second, 20*time.Millisecond, "task %s never %s; last %+v", id, what, tk)
-	return tk
+	// Not require.Eventually: its message is formatted when it is called,
+	// and a failure must show the task's last state, not the zero Task.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		tk := c.task(ns, pool, id)
+		if ok(tk) {
+			return tk
+		}
+		if time.Now().After(deadline) {
+			c.describePool(ns, pool)
+			require.FailNowf(c.t, "task state", "task %s/%s/%s never %s within 60s; last %+v", ns, pool, id, what, tk)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func started(phase slots.Phase) func(slots.Task) bool {
@@ -46,6 +54,34 @@ func started(phase slots.Phase) func(slots.Task) bool {
 
 func inState(s slots.TaskState) func(slots.Task) bool {
 	return func(t slots.Task) bool { return t.State == s }
+}
+
+// describePool logs what the store and the API server say of a pool, for a
+// failing wait to explain itself.
+func (c *cluster) describePool(ns, pool string) {
+	c.t.Helper()
+	snap, err := c.store.Snapshot(c.ctx, slots.PoolID{Namespace: ns, Name: pool})
+	if err != nil {
+		c.t.Logf("snapshot of %s/%s: %v", ns, pool, err)
+	} else {
+		c.t.Logf("store: %s/%s has %d pods, %d queued", ns, pool, len(snap.Pods), len(snap.Queue))
+		for _, p := range snap.Pods {
+			var st []string
+			for _, s := range p.Slots {
+				st = append(st, fmt.Sprintf("%d:%s:%s", s.Index, s.State, s.Task))
+			}
+			c.t.Logf("  pod %s state=%s cordonedBy=%s registered=%s heartbeatDeadline=%s slots=%v",
+				p.Name, p.State, p.CordonedBy, p.Registered.Format(time.StampMilli), p.HeartbeatDeadline.Format(time.StampMilli), st)
+		}
+	}
+	pods, err := c.kube.CoreV1().Pods(ns).List(c.ctx, metav1.ListOptions{})
+	if err != nil {
+		c.t.Logf("listing pods of %s: %v", ns, err)
+		return
+	}
+	for _, p := range pods.Items {
+		c.t.Logf("  api: pod %s phase=%s deleting=%v", p.Name, p.Status.Phase, p.DeletionTimestamp != nil)
+	}
 }
 
 func podNames(pods []corev1.Pod) []string {
