@@ -27,6 +27,7 @@ import (
 	metricsclient "k8s.io/kubernetes/pkg/controller/podautoscaler/metrics"
 
 	"github.com/slotscaler/slotscaler/internal/testutil"
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
