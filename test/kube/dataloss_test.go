@@ -33,7 +33,7 @@ import (
 // markerScript: like executorScript ("gate" waits for the gate file), and
 // it leaves <task>.<phase>.started and <task>.<phase>.done in $GATE_DIR.
 const markerScript = `p=$(cat); touch "$GATE_DIR/$TASK_ID.$TASK_PHASE.started"; ` +
-	`case "$p" in gate) while [ ! -e "$GATE_DIR/$TASK_ID.$TASK_PHASE" ]; do sleep 0.02; done;; *) sleep "${p:-0}";; esac; ` +
+	`case "$p" in gate) while [ ! -e "$GATE_DIR/$TASK_ID.$TASK_PHASE" ]; do sleep 0.1; done;; *) sleep "${p:-0}";; esac; ` +
 	`touch "$GATE_DIR/$TASK_ID.$TASK_PHASE.done"`
 
 // withMarkers makes the pool's executors leave markers (markerScript).

@@ -267,6 +267,17 @@ func TestEndToEndHPAToleranceBand(t *testing.T) {
 				return len(c.livePods(tc.ns, "pool")) == int(tc.want)
 			}, 60*time.Second, 100*time.Millisecond)
 			c.audit.check(t)
+			// The held plans end (their slot 0 stays reserved for the apply):
+			// twenty gate loops less beside the next pool's.
+			// The gate files are shared by task name: closed again before
+			// the next pool's held plans start.
+			for i := range 20 {
+				c.kubelet.open(fmt.Sprintf("held-%d", i), string(slots.PhasePlan))
+			}
+			for i := range 20 {
+				c.waitTask(tc.ns, "pool", fmt.Sprintf("held-%d", i), func(tk slots.Task) bool { return !started(slots.PhasePlan)(tk) }, "ended its plan")
+				c.kubelet.close(fmt.Sprintf("held-%d", i), string(slots.PhasePlan))
+			}
 		}()
 	}
 }

@@ -380,7 +380,7 @@ func (c *cluster) newPool(ns, name string, replicas int32, mutate ...func(*v1alp
 
 // executorScript: payload "gate" waits for $GATE_DIR/<task>.<phase>, "fail"
 // exits 1, a number sleeps that long.
-const executorScript = `p=$(cat); case "$p" in gate) while [ ! -e "$GATE_DIR/$TASK_ID.$TASK_PHASE" ]; do sleep 0.02; done;; fail) exit 1;; *) sleep "${p:-0}";; esac`
+const executorScript = `p=$(cat); case "$p" in gate) while [ ! -e "$GATE_DIR/$TASK_ID.$TASK_PHASE" ]; do sleep 0.1; done;; fail) exit 1;; *) sleep "${p:-0}";; esac`
 
 func (c *cluster) getPool(ns, name string) *v1alpha1.AgentPool {
 	c.t.Helper()

@@ -122,6 +122,11 @@ func (k *kubelet) open(task, phase string) {
 	}
 }
 
+// close gates a task phase again.
+func (k *kubelet) close(task, phase string) {
+	_ = os.Remove(filepath.Join(k.gateDir, task+"."+phase))
+}
+
 // env resolves the agent container's environment as the kubelet would.
 func (k *kubelet) env(ctx context.Context, pod *corev1.Pod) ([]string, error) {
 	return k.ContainerEnv(ctx, pod)
