@@ -27,6 +27,9 @@ type snapshotView struct {
 	DesiredPods *int             `json:"desired_pods"`
 	Explanation *explanationView `json:"explanation"`
 	HPA         hpaView          `json:"hpa"`
+	// Janitor is the janitor's report of the pool; null when there is
+	// none (or it could not be read).
+	Janitor *janitorView `json:"janitor"`
 }
 
 type podView struct {
@@ -109,5 +112,11 @@ func (s *server) getPool(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, viewSnapshot(snap, sum))
+	v := viewSnapshot(snap, sum)
+	// An unreadable report leaves janitor null: the pool is still served.
+	if rep, _ := s.janitorReport(r.Context(), snap.Pool); rep != nil {
+		j := viewJanitor(*rep, sum.At)
+		v.Janitor = &j
+	}
+	writeJSON(w, http.StatusOK, v)
 }

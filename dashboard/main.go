@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/slotscaler/slotscaler/pkg/history"
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/logging"
 	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
@@ -101,6 +102,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		pollInterval: cfg.PollInterval, maxWait: maxWait, hub: newPoolHub(store, cfg.LiveInterval, log),
 		configs:   slots.NewConfigCache(store.Pool, 30*time.Second),
 		history:   history.NewReader(conn.Client, cfg.KeyPrefix, history.DefaultLayout),
+		janitor:   janitorreport.NewStore(conn.Client, cfg.KeyPrefix),
 		clientIPs: clientIPs{trusted: cfg.TrustedProxies},
 		failures:  newFailureLimiter(cfg.AuthFailuresPerMinute),
 		streams:   perclient.New(cfg.MaxStreamsPerClient),

@@ -11,6 +11,8 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 )
 
 func TestOpenAPIDescribesExactlyTheAPIRoutes(t *testing.T) {
@@ -70,6 +72,9 @@ func TestOpenAPISchemasMatchTheObjects(t *testing.T) {
 		{schema: "Explanation", typ: reflect.TypeFor[explanationView]()},
 		{schema: "Explanation", nested: "constraint", typ: reflect.TypeFor[constraintView]()},
 		{schema: "HPABand", typ: reflect.TypeFor[hpaView]()},
+		{schema: "JanitorReport", typ: reflect.TypeFor[janitorView]()},
+		{schema: "JanitorWait", typ: reflect.TypeFor[janitorreport.Wait]()},
+		{schema: "JanitorAction", typ: reflect.TypeFor[janitorreport.Action]()},
 	} {
 		t.Run(tc.schema+"/"+tc.nested, func(t *testing.T) {
 			s, ok := doc.Components.Schemas[tc.schema]

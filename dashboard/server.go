@@ -48,6 +48,9 @@ type server struct {
 	// history reads the pools' history (charts, sparklines, the history
 	// API); nil: none is shown.
 	history historyReader
+	// janitor reads the janitor's reports of the pools (the pool page's
+	// Janitor block, the API's pool resource); nil: none is shown.
+	janitor janitorReader
 	// configs caches slot policies for the overview's desired-pod counts:
 	// one Stats round trip for every pool instead of one more per pool.
 	configs *slots.ConfigCache

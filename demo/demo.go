@@ -27,6 +27,7 @@ import (
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/logging"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -139,6 +140,8 @@ func (d *demo) run(ctx context.Context) (result, error) {
 		Inject:       janitor.Injection{KeyPrefix: d.cfg.KeyPrefix, RedisURL: redisURL},
 		Logger:       slog.New(conflictFilter{log.Handler(), &d.conflicts}),
 		Metrics:      janitor.NewMetrics(nil),
+		Reports:      janitorreport.NewStore(conn.Client, d.cfg.KeyPrefix),
+		Identity:     "demo",
 	})
 	if err != nil {
 		return result{}, fmt.Errorf("building the janitor: %w", err)

@@ -29,6 +29,7 @@ import (
 
 	"github.com/slotscaler/slotscaler/pkg/config"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/logging"
 	"github.com/slotscaler/slotscaler/pkg/podpolicy"
 	"github.com/slotscaler/slotscaler/pkg/poolcreds"
@@ -333,6 +334,7 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 		Namespaces: cfg.Namespaces, PodPolicy: pol, Workers: cfg.Workers, SyncInterval: cfg.SyncInterval, DryRun: cfg.DryRun,
 		Inject: cfg.injection(), ReplicaWait: cfg.ReplicaWait, Parallelism: cfg.Parallelism, IgnoreHPAs: !cfg.WatchHPAs,
 		Logger: log, Metrics: janitor.NewMetrics(reg), Credentials: credentialsOption(creds),
+		Reports: janitorreport.NewStore(conn.Client, cfg.KeyPrefix), Identity: cfg.Identity,
 	})
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package web
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 
 	"github.com/PuerkitoBio/goquery"
@@ -79,4 +80,21 @@ func TestTaskPageShowsOutputAsTextInPre(t *testing.T) {
 	assert.Contains(t, doc.Find(`[data-testid="output-cut"]`).Text(), "10 bytes")
 	assert.Equal(t, 2, doc.Find(`[data-testid="history-row"]`).Length())
 	assert.Equal(t, 0, doc.Find(`[data-testid="task-by"]`).Length(), "no decider, no row")
+}
+
+func TestJanitorBlockEscapesTheReportAndSaysWhenThereIsNone(t *testing.T) {
+	var b bytes.Buffer
+	require.NoError(t, Janitor(JanitorView{State: "fresh", Age: "3s", At: "2026-03-01 12:00:00Z", Summary: "At the desired size: 1 pod.",
+		Waiting: []JanitorWait{{Kind: "template-refused", Text: `The pod policy refuses spec.template: <script>x</script>`}}}).Render(t.Context(), &b))
+	doc := parse(t, &b)
+	assert.Equal(t, `The pod policy refuses spec.template: <script>x</script>`, strings.TrimSpace(doc.Find(`[data-testid="janitor-wait"]`).Text()), "text, not markup")
+	assert.Equal(t, 0, doc.Find(`script`).Length())
+	assert.Equal(t, "(as of 3s ago, at 2026-03-01 12:00:00Z)", doc.Find(`[data-testid="janitor-as-of"]`).Text(), "no janitor named: no \"by\"")
+	assert.Equal(t, 1, doc.Find(`[data-testid="janitor-actions-none"]`).Length())
+
+	b.Reset()
+	require.NoError(t, Janitor(JanitorView{State: "none"}).Render(t.Context(), &b))
+	doc = parse(t, &b)
+	assert.Equal(t, 1, doc.Find(`[data-testid="janitor-none"]`).Length())
+	assert.Equal(t, 0, doc.Find(`[data-testid="janitor-waiting-none"]`).Length())
 }

@@ -61,6 +61,7 @@ type PoolView struct {
 	Overview string // link back
 	LiveURL  string // the SSE stream of grid fragments (htmx's sse extension)
 	Scaling  ScalingView
+	Janitor  JanitorView
 	Chart    ChartView
 	Grid     GridView
 }
@@ -72,6 +73,37 @@ type ScalingView struct {
 	At          string // when the counters were read
 	Explanation string // the binding constraint in words; "" with Desired "?"
 	HPA         string // the HPA's band and the scaler's nudge, in words
+}
+
+// JanitorView is the janitor's report of the pool: what it waits for and
+// what it did last.
+type JanitorView struct {
+	// State: "none" (no report yet), "error" (unreadable), "fresh" or
+	// "stale" (the janitor did not write it again in time).
+	State   string
+	Age     string // how long ago it was written: "3s"
+	At      string // when it was written
+	Janitor string // who wrote it; "" when unknown
+	Summary string
+	Waiting []JanitorWait
+	Actions []JanitorAction
+}
+
+// JanitorWait is one thing the janitor waits for.
+type JanitorWait struct {
+	Kind  string
+	Text  string
+	Until string // when it ends, "" when unknown
+	In    string // how long until then: "40s"; "" when unknown or past
+}
+
+// JanitorAction is one of the janitor's last actions.
+type JanitorAction struct {
+	At     string
+	Ago    string
+	Kind   string
+	Pods   string // names, and how many more
+	Reason string
 }
 
 // GridView is the live part of the pool page: the pod × slot grid and the queue.

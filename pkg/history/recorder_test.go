@@ -16,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -303,7 +304,8 @@ func TestRecorderForgetsDeletedPoolsAndRecordsNewOnes(t *testing.T) {
 }
 
 // TestHistoryKeysAreOutsideThePoolACL: a pool's Redis user (its agents)
-// may neither read nor write the pool's history.
+// may neither read nor write the pool's history, nor the janitor's report
+// of the pool (the dashboard's other control-plane data of a pool).
 func TestHistoryKeysAreOutsideThePoolACL(t *testing.T) {
 	e := standalone(t)
 	pool := slots.PoolID{Namespace: "ci", Name: "tf"}
@@ -329,7 +331,11 @@ func TestHistoryKeysAreOutsideThePoolACL(t *testing.T) {
 	k := keysOf(e.prefix, pool)
 	for _, key := range []string{k.fine, k.coarse} {
 		assert.Contains(t, strings.ToLower(dryrun("LRANGE", key, "0", "-1")), "no permissions", key)
+		assert.Contains(t, strings.ToLower(dryrun("RPUSH", key, "x")), "no permissions", key)
 	}
+	report := janitorreport.Key(e.prefix, pool)
+	assert.Contains(t, strings.ToLower(dryrun("GET", report)), "no permissions", report)
+	assert.Contains(t, strings.ToLower(dryrun("SET", report, "{}")), "no permissions", report)
 	assert.Contains(t, k.fine, "{"+pool.String()+"}", "the pool's hash tag: the history lives on the pool's node")
 }
 

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -148,6 +149,7 @@ func (p *pass) remove(rs []removal) {
 			return
 		}
 		p.log.Info("pod record removed", "pod", r.Pod.Name, "uid", r.Pod.UID, "reason", r.Reason)
+		p.did(janitorreport.ActionRemovedRecord, r.Pod.Name, r.Reason)
 	})
 }
 
@@ -184,6 +186,7 @@ func (p *pass) deleteDead(dead []deadPod) {
 	parallel(p, dead, func(d deadPod) {
 		if err := p.deletePod(d.Pod, d.Reason); err == nil {
 			p.event(p.ap, corev1.EventTypeWarning, "PodReplaced", "deleted pod %s: %s", d.Pod.Name, d.Reason)
+			p.did(janitorreport.ActionDeleted, d.Pod.Name, d.Reason)
 		}
 	})
 }
@@ -216,7 +219,9 @@ func (p *pass) deletePod(pod *corev1.Pod, reason string) error {
 	return nil
 }
 
-func (p *pass) podOps(action, reason string, pods []*corev1.Pod, fn func(context.Context, slots.PoolID, string, string) error) {
+// podOps runs a store operation on each pod; kind is the action's kind in
+// the janitor's report.
+func (p *pass) podOps(action, reason, kind string, pods []*corev1.Pod, fn func(context.Context, slots.PoolID, string, string) error) {
 	parallel(p, pods, func(pod *corev1.Pod) {
 		err := p.act(action, pod.Name, func() error { return fn(p.ctx, p.id, pod.Name, string(pod.UID)) })
 		if errors.Is(err, slots.ErrSelfCordoned) {
@@ -234,6 +239,7 @@ func (p *pass) podOps(action, reason string, pods []*corev1.Pod, fn func(context
 		}
 		p.log.Info("pod "+strings.ToLower(reason), "pod", pod.Name)
 		p.event(pod, corev1.EventTypeNormal, reason, "%s by the janitor of pool %s", reason, p.id)
+		p.did(p.leaveKind(pod, kind), pod.Name, p.why[pod])
 	})
 }
 
@@ -264,6 +270,7 @@ func (p *pass) drainAndDelete(pods []*corev1.Pod, lim *rate.Limiter) {
 		}
 		if err := p.deletePod(pod, ReasonScaledDown); err == nil {
 			p.event(p.ap, corev1.EventTypeNormal, "ScaledDown", "deleted idle pod %s", pod.Name)
+			p.did(p.leaveKind(pod, janitorreport.ActionDrained), pod.Name, p.why[pod])
 		}
 	})
 	if refused.Load() > 0 {
@@ -274,7 +281,8 @@ func (p *pass) drainAndDelete(pods []*corev1.Pod, lim *rate.Limiter) {
 // create makes n pods in slow-start batches (1, 2, 4, …) like the
 // ReplicaSet controller, so a template that cannot be created fails once,
 // not n times. Each pod's expected record is written right after it exists.
-func (p *pass) create(n int, backoff createBackoff, s settings, hash, generation string) {
+// why is the reason the janitor's report gives.
+func (p *pass) create(n int, backoff createBackoff, s settings, hash, generation, why string) {
 	if n <= 0 {
 		return
 	}
@@ -323,6 +331,7 @@ func (p *pass) create(n int, backoff createBackoff, s settings, hash, generation
 				return
 			}
 			p.log.Info("pod created", "pod", pod.Name, "uid", pod.UID)
+			p.did(janitorreport.ActionCreated, pod.Name, why)
 			p.event(p.ap, corev1.EventTypeNormal, "SuccessfulCreate", "created pod %s", pod.Name)
 			if err := p.act("expect", pod.Name, func() error {
 				return c.store.ExpectPod(p.ctx, p.id, pod.Name, string(pod.UID))

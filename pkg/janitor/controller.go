@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/podpolicy"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -82,8 +83,13 @@ type Options struct {
 	// trigger alone. Otherwise New watches them (get, list, watch on
 	// autoscaling horizontalpodautoscalers) and waits for their cache.
 	IgnoreHPAs bool
-	Logger     *slog.Logger
-	Metrics    *Metrics
+	// Reports, when set, is where each pool's janitor report goes (what
+	// the janitor waits for and did last, for the dashboard: report.go);
+	// nil: none is written. Identity names this janitor in them.
+	Reports  Reports
+	Identity string
+	Logger   *slog.Logger
+	Metrics  *Metrics
 }
 
 // Controller is the janitor.
@@ -104,6 +110,9 @@ type Controller struct {
 
 	mu    sync.Mutex
 	state map[string]*poolState
+	// reportRefresh: an unchanged report is written again this long after
+	// the last write (janitorreport.RefreshInterval).
+	reportRefresh time.Duration
 }
 
 // poolState is what the controller remembers about a pool between passes.
@@ -134,6 +143,15 @@ type poolState struct {
 	refusedHash string
 	// hpaReported is the HPA verdict last logged ("reason|message").
 	hpaReported string
+	// report is the janitor report last written (or read, by a janitor
+	// that just started), nil when none; reportActions the actions to
+	// report, newest first, written or not. reportRead: the report was
+	// read from Redis (once per janitor); reportFailing: the last write
+	// failed (logged once per streak).
+	report        *janitorreport.Report
+	reportActions []janitorreport.Action
+	reportRead    bool
+	reportFailing bool
 }
 
 const byPool = "pool"
@@ -265,10 +283,11 @@ func newController(kube kubernetes.Interface, dyn dynamic.Interface, watches []w
 	}
 	c := &Controller{
 		kube: kube, dyn: dyn, store: store, opts: opts,
-		log:   opts.Logger.With("component", "janitor"),
-		m:     opts.Metrics,
-		exp:   newExpectations(time.Now),
-		state: map[string]*poolState{},
+		log:           opts.Logger.With("component", "janitor"),
+		m:             opts.Metrics,
+		exp:           newExpectations(time.Now),
+		state:         map[string]*poolState{},
+		reportRefresh: janitorreport.RefreshInterval,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "agentpools"},

@@ -20,11 +20,15 @@
 //
 // Each pass over a pool reads the pool's slot-store snapshot (one script),
 // decides with plan (pure, no I/O), carries the decisions out (actions.go)
-// and reports them in the pool's status and events (status.go). Removal is always: pick the pod, Drain it in Redis (which succeeds only if
-// every slot is idle and none reserved, and from then on the store never
-// gives it work), wait for a replica to have the drain, delete the pod object
-// with a UID precondition, and only after the object is gone remove its
-// record.
+// and reports them in the pool's status and events (status.go) and, for the
+// dashboard, in the pool's janitor report in Redis (report.go,
+// pkg/janitorreport).
+//
+// Removal is always: pick the pod, Drain it in Redis (which succeeds only
+// if every slot is idle and none reserved, and from then on the store never
+// gives it work), wait for a replica to have the drain, delete the pod
+// object with a UID precondition, and only after the object is gone remove
+// its record.
 //
 // Whoever may create an AgentPool chooses the template of pods the janitor
 // creates with its own rights, so every pod is checked against the pod

@@ -18,6 +18,9 @@ type Metrics struct {
 	// Pods reports each pool's pods by state (live, busy, idle, cordoned,
 	// draining, and foreign: static agents' pods being taken over).
 	Pods *prometheus.GaugeVec
+	// ReportWrites counts writes of the pools' janitor reports (for the
+	// dashboard) by result: one per change of a report, or per refresh.
+	ReportWrites *prometheus.CounterVec
 }
 
 // NewMetrics registers the janitor's metrics with reg.
@@ -35,9 +38,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "slotscaler", Subsystem: "janitor", Name: "pool_pods",
 			Help: "Pods of a pool by state as of the last pass.",
 		}, []string{"namespace", "pool", "state"}),
+		ReportWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "slotscaler", Subsystem: "janitor", Name: "report_writes_total",
+			Help: "Writes of the pools' janitor reports for the dashboard, by result (one per change of a report, or per refresh).",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Actions, m.Syncs, m.Pods)
+		reg.MustRegister(m.Actions, m.Syncs, m.Pods, m.ReportWrites)
 	}
 	return m
 }

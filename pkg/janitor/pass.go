@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -39,6 +40,11 @@ type pass struct {
 	deleting *metav1.Condition
 	// hpa is the verdict on the pool's HPAs, nil when they are not watched.
 	hpa *hpaVerdict
+
+	// For the janitor's report (report.go): why and recycle are the plan's
+	// Why and Recycle, done what the pass did (guarded by mu).
+	why, recycle map[*corev1.Pod]string
+	done         []doneAction
 }
 
 func (p *pass) after(d time.Duration) {
@@ -71,6 +77,9 @@ func (p *pass) run() (time.Duration, error) {
 	if err != nil {
 		p.log.Warn("invalid AgentPool spec", "err", err)
 		p.event(p.ap, corev1.EventTypeWarning, "InvalidSpec", "%v", err)
+		// No snapshot is read: the report is stamped on the janitor's
+		// clock.
+		p.report(p.now, invalidSpecContent(p.facts(s), err))
 		return 0, p.updateStatus(podCounts{}, nil, nil, &metav1.Condition{
 			Type: v1alpha1.ConditionDegraded, Status: metav1.ConditionTrue, Reason: "InvalidSpec", Message: err.Error()})
 	}
@@ -158,6 +167,7 @@ func (p *pass) run() (time.Duration, error) {
 		p.holding(snap, out.HoldUntil.Sub(now))
 	}
 
+	p.why, p.recycle = out.Why, out.Recycle
 	p.expect(out.Expect)
 	p.expectStopping(out.ExpectStopping)
 	p.remove(out.Remove)
@@ -165,10 +175,11 @@ func (p *pass) run() (time.Duration, error) {
 		p.deleteDead(out.Dead)
 	}
 	p.recycling(out.Recycle)
-	p.podOps("uncordon", "Uncordoned", out.Uncordon, c.store.Uncordon)
-	p.podOps("cordon", "Cordoned", out.Cordon, c.store.Cordon)
+	p.podOps("uncordon", "Uncordoned", janitorreport.ActionUncordoned, out.Uncordon, c.store.Uncordon)
+	p.podOps("cordon", "Cordoned", janitorreport.ActionCordoned, out.Cordon, c.store.Cordon)
 	p.drainAndDelete(out.Drain, lim)
-	p.create(out.Create, out.Backoff, s, hash, snap.Generation)
+	p.create(out.Create, out.Backoff, s, hash, snap.Generation,
+		fmt.Sprintf("%d desired, %d live", in.Replicas, out.Status.Replicas))
 	p.annotate(out.Annotate)
 	p.after(out.WaitIdle)
 	p.after(out.WaitRegistration)
@@ -187,6 +198,7 @@ func (p *pass) run() (time.Duration, error) {
 		cond := deletingCondition(p.ap, s, len(pods), out.Status)
 		p.deleting = &cond
 	}
+	p.report(snap.At, summarise(in, out, p.facts(s)))
 	if err := p.updateStatus(out.Status, &s, &snap, out.Degraded); apierrors.IsConflict(err) {
 		// The HPA (or our own last write, not cached yet) changed the pool
 		// since the cache saw it: the next pass writes a fresh status.
@@ -289,6 +301,12 @@ func (p *pass) recycling(why map[*corev1.Pod]string) {
 		p.log.Info("recycling pod", "pod", pod.Name, "why", reason)
 		p.event(pod, corev1.EventTypeNormal, "Recycling", "replaced by the janitor of pool %s (idle-only): %s", p.id, reason)
 	}
+}
+
+// facts are what the pool's report says beside the plan.
+func (p *pass) facts(s settings) reportFacts {
+	return reportFacts{Pool: p.id, Janitor: p.c.opts.Identity, MaxDeletionsPerMinute: s.MaxDeletionsPerMinute,
+		Refused: p.refused, Deleting: p.deleting}
 }
 
 func (p *pass) limiter(perMinute int) *rate.Limiter {

@@ -57,6 +57,10 @@ type passEnv struct {
 	stopCtl context.CancelFunc
 	// ignoreHPAs starts janitors with Options.IgnoreHPAs.
 	ignoreHPAs bool
+	// reports, identity and log, when set, start janitors with them.
+	reports  Reports
+	identity string
+	log      *slog.Logger
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -113,8 +117,12 @@ func (e *passEnv) startJanitor() {
 		e.stopCtl()
 	}
 	e.m = NewMetrics(nil)
-	c, err := New(e.kube, e.dyn, e.store, Options{SyncInterval: time.Hour, Logger: quietLog(), Metrics: e.m,
-		Inject: Injection{KeyPrefix: e.prefix}, IgnoreHPAs: e.ignoreHPAs})
+	log := e.log
+	if log == nil {
+		log = quietLog()
+	}
+	c, err := New(e.kube, e.dyn, e.store, Options{SyncInterval: time.Hour, Logger: log, Metrics: e.m,
+		Inject: Injection{KeyPrefix: e.prefix}, IgnoreHPAs: e.ignoreHPAs, Reports: e.reports, Identity: e.identity})
 	require.NoError(e.t, err)
 	e.events = record.NewFakeRecorder(1000)
 	c.recorder = e.events

@@ -184,7 +184,31 @@ type planOutput struct {
 	// Degraded is the pool's Degraded condition when its pods cannot
 	// start, or nil.
 	Degraded *metav1.Condition
+
+	// The rest is for the janitor's report (report.go) only: no decision
+	// reads it.
+	//
+	// Why says why each pod in Drain, Cordon and Uncordon is there.
+	Why map[*corev1.Pod]string
+	// Leaving counts the busy pods that no longer count and go once idle,
+	// cordoned by this pass or before, by why they go (goSurplus…).
+	Leaving map[string]int
+	// IdleWaiting counts the surplus idle pods waiting for idleFor
+	// (WaitIdle is the soonest), Unconfirmed the pods to remove waiting
+	// for WaitRegistration, Starting the pool's own live pods whose agent
+	// has not registered.
+	IdleWaiting, Unconfirmed, Starting int
 }
+
+// Why pods go: the keys of planOutput.Leaving, and how planOutput.Why
+// starts. The janitor's report shows them.
+const (
+	goSurplus  = "surplus"
+	goOutdated = "outdated template"
+	goRecycle  = "recycling"
+	goForeign  = "foreign pod"
+	goStopping = "agent stopping"
+)
 
 // podCounts feed AgentPool status.
 type podCounts struct {
@@ -201,7 +225,8 @@ var waitingFailures = map[string]bool{
 // plan decides one pass over a pool. It is pure: the same input gives the
 // same output.
 func plan(in planInput) planOutput {
-	out := planOutput{Annotate: map[*corev1.Pod]bool{}, Recycle: map[*corev1.Pod]string{}}
+	out := planOutput{Annotate: map[*corev1.Pod]bool{}, Recycle: map[*corev1.Pod]string{},
+		Why: map[*corev1.Pod]string{}, Leaving: map[string]int{}}
 	records := make(map[string]*slots.PodSnapshot, len(in.Records))
 	for i := range in.Records {
 		records[in.Records[i].Name] = &in.Records[i]
@@ -268,6 +293,7 @@ func plan(in planInput) planOutput {
 			continue
 		}
 		if !registered && !alien {
+			out.Starting++
 			if why := waitingFailure(p); why != "" {
 				out.StartFailures = append(out.StartFailures, p.Name+": "+why)
 			}
@@ -296,6 +322,7 @@ func plan(in planInput) planOutput {
 		case slots.PodDraining:
 			out.Status.Draining++
 			out.Drain = append(out.Drain, p) // drained before; delete it (again)
+			out.Why[p] = "drained before, deleted again"
 			continue
 		}
 		if alien {
@@ -347,14 +374,24 @@ func plan(in planInput) planOutput {
 	if hold {
 		budget = 0
 	}
-	drain := func(m *member) bool {
+	drain := func(m *member, why string) bool {
 		if budget <= 0 {
 			out.Deferred++
 			return false
 		}
 		budget--
 		out.Drain = append(out.Drain, m.pod)
+		out.Why[m.pod] = why
 		return true
+	}
+	cordon := func(m *member, why, group string) {
+		out.Cordon = append(out.Cordon, m.pod)
+		out.Why[m.pod] = why
+		out.Leaving[group]++
+	}
+	unconfirmed := func(m *member) {
+		wait(&out.WaitRegistration, m.unconfirmedFor)
+		out.Unconfirmed++
 	}
 
 	// A leaving pod (cordoned by its stopping agent) is drained once idle,
@@ -364,7 +401,9 @@ func plan(in planInput) planOutput {
 	// and a busy one is refused atomically.
 	for _, m := range leaving {
 		if !m.rec.Busy() {
-			drain(m)
+			drain(m, goStopping)
+		} else {
+			out.Leaving[goStopping]++
 		}
 	}
 
@@ -378,13 +417,15 @@ func plan(in planInput) planOutput {
 	for _, m := range foreigners {
 		switch {
 		case m.unconfirmedFor > 0:
-			wait(&out.WaitRegistration, m.unconfirmedFor)
+			unconfirmed(m)
 		case m.rec.Busy():
 			if m.rec.State == slots.PodActive {
-				out.Cordon = append(out.Cordon, m.pod)
+				cordon(m, goForeign, goForeign)
+			} else {
+				out.Leaving[goForeign]++
 			}
 		default:
-			drain(m)
+			drain(m, goForeign)
 		}
 	}
 
@@ -394,11 +435,11 @@ func plan(in planInput) planOutput {
 	for _, m := range outdated {
 		switch {
 		case m.rec.Busy():
-			out.Cordon = append(out.Cordon, m.pod)
+			cordon(m, goOutdated, goOutdated)
 		case m.unconfirmedFor > 0:
-			wait(&out.WaitRegistration, m.unconfirmedFor)
+			unconfirmed(m)
 		default:
-			drain(m)
+			drain(m, goOutdated)
 		}
 	}
 
@@ -436,10 +477,10 @@ func plan(in planInput) planOutput {
 		}
 		allow--
 		out.Recycle[m.pod] = recycleDue(in, m)
-		if m.rec.Busy() {
-			out.Cordon = append(out.Cordon, m.pod)
+		if why := goRecycle + ": " + out.Recycle[m.pod]; m.rec.Busy() {
+			cordon(m, why, goRecycle)
 		} else {
-			drain(m) // allow never exceeds budget: this drain has one
+			drain(m, why) // allow never exceeds budget: this drain has one
 		}
 	}
 
@@ -450,12 +491,16 @@ func plan(in planInput) planOutput {
 	for _, m := range cordoned {
 		if deficit > 0 && (m.pod.Labels[LabelTemplateHash] == in.TemplateHash || in.TemplateRefused) && recycleDue(in, m) == "" {
 			out.Uncordon = append(out.Uncordon, m.pod)
+			out.Why[m.pod] = "needed again"
 			current = append(current, m)
 			deficit--
 			continue
 		}
+		why, group := cordonedWhy(in, m)
 		if !m.rec.Busy() {
-			drain(m)
+			drain(m, why)
+		} else {
+			out.Leaving[group]++
 		}
 	}
 	if deficit > 0 && !in.TemplateRefused {
@@ -471,17 +516,18 @@ func plan(in planInput) planOutput {
 				// Maybe registered and busy: neither drained as never
 				// registered nor cordoned (the store cordons only registered
 				// pods); its agent settles it within a heartbeat timeout.
-				wait(&out.WaitRegistration, m.unconfirmedFor)
+				unconfirmed(m)
 			case m.rec.State == slots.PodExpected:
-				drain(m)
+				drain(m, goSurplus+", its agent never registered")
 			case m.rec.Busy():
-				out.Cordon = append(out.Cordon, m.pod)
+				cordon(m, goSurplus+", busy", goSurplus)
 			default:
 				idle := in.Now.Sub(m.rec.IdleSince())
 				if idle >= in.IdleFor {
-					drain(m)
+					drain(m, fmt.Sprintf("%s, idle for idleFor %v", goSurplus, in.IdleFor))
 				} else {
 					wait(&out.WaitIdle, in.IdleFor-idle)
+					out.IdleWaiting++
 				}
 			}
 		}
@@ -497,6 +543,18 @@ func plan(in planInput) planOutput {
 	slices.Sort(out.StartFailures)
 	startFailures(in, hold, &out)
 	return out
+}
+
+// cordonedWhy says why a pod the janitor cordoned, and does not take back,
+// goes: for planOutput.Why, and its group for planOutput.Leaving.
+func cordonedWhy(in planInput, m *member) (why, group string) {
+	switch {
+	case m.pod.Labels[LabelTemplateHash] != in.TemplateHash && !in.TemplateRefused:
+		return goOutdated, goOutdated
+	case recycleDue(in, m) != "":
+		return goRecycle + ": " + recycleDue(in, m), goRecycle
+	}
+	return goSurplus, goSurplus
 }
 
 // recycleDue says why a registered pod is due for recycling
