@@ -41,6 +41,7 @@ import (
 	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -312,6 +313,8 @@ func (c *cluster) startJanitorWith(client func(*rest.Config), opts ...janitorOpt
 		SyncInterval: 200 * time.Millisecond,
 		Inject:       janitor.Injection{KeyPrefix: c.prefix, RedisURL: c.redis},
 		Logger:       c.janitorLog(),
+		Reports:      janitorreport.NewStore(c.rdb, c.prefix),
+		Identity:     "test-janitor",
 	}
 	for _, f := range opts {
 		f(&o)

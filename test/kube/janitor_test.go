@@ -14,6 +14,7 @@ import (
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -168,6 +169,16 @@ func TestBusyPodIsCordonedAndRemovedOnlyWhenIdle(t *testing.T) {
 	require.Len(t, c.livePods("ns", "p"), 1, "a busy pod is never removed")
 	require.Equal(t, slots.StateRunning, c.task("ns", "p", "long").State)
 	require.Equal(t, int32(0), c.getPool("ns", "p").Status.Replicas, "a cordoned surplus pod is not in status.replicas")
+	// What the dashboard shows of it: the janitor's report says it waits
+	// for the busy pod and that it cordoned it.
+	rep := c.janitorReport("ns", "p", func(r janitorreport.Report) bool {
+		return hasAction(r, janitorreport.ActionCordoned, busyPod)
+	})
+	require.Equal(t, 0, rep.Replicas)
+	require.Equal(t, "test-janitor", rep.Janitor)
+	require.Condition(t, func() bool {
+		return slices.ContainsFunc(rep.Waiting, func(w janitorreport.Wait) bool { return w.Kind == janitorreport.WaitBusy && w.Pods == 1 })
+	}, "the report waits for the busy pod: %+v", rep.Waiting)
 
 	c.kubelet.open("long", "plan")
 	c.waitTask("ns", "p", "long", inState(slots.StateSucceeded), "succeeded")
@@ -175,7 +186,35 @@ func TestBusyPodIsCordonedAndRemovedOnlyWhenIdle(t *testing.T) {
 	st, ok := c.audit.stateAtDeletion(busyPod)
 	require.True(t, ok)
 	require.Equal(t, string(slots.PodDraining), st)
+	rep = c.janitorReport("ns", "p", func(r janitorreport.Report) bool {
+		return hasAction(r, janitorreport.ActionDrained, busyPod) && len(r.Waiting) == 0
+	})
+	require.Equal(t, 0, rep.Live)
 	c.audit.check(t)
+}
+
+// janitorReport waits for the janitor's report of a pool to satisfy ok.
+func (c *cluster) janitorReport(ns, pool string, ok func(janitorreport.Report) bool) janitorreport.Report {
+	c.t.Helper()
+	reports := janitorreport.NewStore(c.rdb, c.prefix)
+	var last janitorreport.Report
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, found, err := reports.Read(c.ctx, slots.PoolID{Namespace: ns, Name: pool})
+		require.NoError(c.t, err)
+		if found && ok(r) {
+			return r
+		}
+		last = r
+		if time.Now().After(deadline) {
+			require.FailNowf(c.t, "janitor report", "the janitor's report of %s/%s never matched; last %+v", ns, pool, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func hasAction(r janitorreport.Report, kind, pod string) bool {
+	return slices.ContainsFunc(r.Actions, func(a janitorreport.Action) bool { return a.Kind == kind && slices.Contains(a.Pods, pod) })
 }
 
 func (c *cluster) waitState(ns, pool, pod string, st slots.PodState) slots.PodSnapshot {
