@@ -20,10 +20,13 @@ func (s *server) listPools(w http.ResponseWriter, r *http.Request) {
 // desired count and why, read as the pool list reads them (just after the
 // snapshot: the two may be a moment apart).
 type snapshotView struct {
-	Pool        string           `json:"pool"`
-	At          time.Time        `json:"at"`
-	Pods        []podView        `json:"pods"`
+	Pool string    `json:"pool"`
+	At   time.Time `json:"at"`
+	Pods []podView `json:"pods"`
+	// Queue lists the first queued tasks in dispatch order (at most
+	// slots.SnapshotQueueList); Queued counts them all, by type.
 	Queue       []queuedView     `json:"queue"`
+	Queued      map[string]int   `json:"queued"`
 	DesiredPods *int             `json:"desired_pods"`
 	Explanation *explanationView `json:"explanation"`
 	HPA         hpaView          `json:"hpa"`
@@ -69,7 +72,7 @@ func timePtr(t time.Time) *time.Time {
 }
 
 func viewSnapshot(snap slots.Snapshot, sum poolSummary) snapshotView {
-	v := snapshotView{Pool: snap.Pool.String(), At: snap.At, Pods: []podView{}, Queue: []queuedView{},
+	v := snapshotView{Pool: snap.Pool.String(), At: snap.At, Pods: []podView{}, Queue: []queuedView{}, Queued: map[string]int{},
 		DesiredPods: sum.DesiredPods, Explanation: sum.Explanation, HPA: sum.HPA}
 	for _, p := range snap.Pods {
 		pv := podView{Name: p.Name, UID: p.UID, State: string(p.State), Created: p.Created,
@@ -83,6 +86,9 @@ func viewSnapshot(snap slots.Snapshot, sum poolSummary) snapshotView {
 	}
 	for _, q := range snap.Queue {
 		v.Queue = append(v.Queue, queuedView{ID: q.ID, Type: string(q.Type), QueuedAt: q.QueuedAt})
+	}
+	for t, n := range snap.Queued {
+		v.Queued[string(t)] = n
 	}
 	return v
 }

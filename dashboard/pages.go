@@ -198,6 +198,7 @@ func gridView(snap slots.Snapshot, q gridQuery) web.GridView {
 		}
 		v.Pods = append(v.Pods, row)
 	}
+	v.Queued = snap.QueuedTotal()
 	for _, t := range snap.Queue {
 		v.Queue = append(v.Queue, web.QueueRow{ID: t.ID, Href: taskHref(p, t.ID), Type: string(t.Type), Age: age(snap.At, t.QueuedAt)})
 	}

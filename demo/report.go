@@ -141,7 +141,7 @@ func (d *demo) sample(ctx context.Context) []string {
 					idle++
 				}
 			}
-			queued = len(snap.Queue)
+			queued = snap.QueuedTotal()
 		}
 		metric := "-"
 		if m := d.scalers[i].metric(); m >= 0 {

@@ -114,7 +114,10 @@ type GridView struct {
 	// Shown pods of Matching (after the filter) of Total in the pool.
 	Shown, Matching, Total int
 	Pods                   []PodRow
-	Queue                  []QueueRow
+	// Queue lists the first queued tasks (the slot store's snapshot lists
+	// at most slots.SnapshotQueueList); Queued counts them all.
+	Queue  []QueueRow
+	Queued int
 }
 
 // Link is a filter or page link.

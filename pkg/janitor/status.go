@@ -169,12 +169,12 @@ type queueCounts struct {
 // slots: each is a plan_and_apply whose plan ran, waiting for approval.
 func queueOf(snap slots.Snapshot) queueCounts {
 	var q queueCounts
-	for _, t := range snap.Queue {
+	for t, n := range snap.Queued {
 		if q.ByType == nil {
 			q.ByType = map[v1alpha1.TaskType]int32{}
 		}
-		q.Queued++
-		q.ByType[v1alpha1.TaskType(t.Type)]++
+		q.Queued += int32(n)
+		q.ByType[v1alpha1.TaskType(t)] += int32(n)
 	}
 	for _, pod := range snap.Pods {
 		for _, sl := range pod.Slots {

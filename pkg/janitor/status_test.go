@@ -14,7 +14,9 @@ import (
 func TestQueueOfCountsQueuedByTypeAndReservedSlots(t *testing.T) {
 	slot := func(st slots.SlotState) slots.SlotSnapshot { return slots.SlotSnapshot{State: st} }
 	snap := slots.Snapshot{
-		Queue: []slots.QueuedTask{{ID: "a", Type: slots.Plan}, {ID: "b", Type: slots.PlanAndApply}, {ID: "c", Type: slots.Plan}},
+		// Counted whole, not from the (bounded) list.
+		Queue:  []slots.QueuedTask{{ID: "a", Type: slots.Plan}},
+		Queued: map[slots.TaskType]int{slots.Plan: 2, slots.PlanAndApply: 1},
 		Pods: []slots.PodSnapshot{
 			{Name: "p1", Slots: []slots.SlotSnapshot{slot(slots.SlotReserved), slot(slots.SlotRunning), slot(slots.SlotIdle)}},
 			{Name: "p2", Slots: []slots.SlotSnapshot{slot(slots.SlotReserved), slot(slots.SlotAssigned), slot(slots.SlotOrphan)}},

@@ -25,6 +25,7 @@ package slots
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -683,10 +684,16 @@ func (h *fuzzHarness) compareState() {
 	for _, q := range snap.Queue {
 		gotQ = append(gotQ, fmt.Sprintf("%s/%s@%d", q.ID, q.Type, msOf(q.QueuedAt)))
 	}
+	wantCounts := map[TaskType]int{}
 	for _, t := range m.queued() { // dispatch order, across types
-		wantQ = append(wantQ, fmt.Sprintf("%s/%s@%d", t.id, t.typ, t.qat))
+		wantCounts[t.typ]++
+		if len(wantQ) < SnapshotQueueList {
+			wantQ = append(wantQ, fmt.Sprintf("%s/%s@%d", t.id, t.typ, t.qat))
+		}
 	}
 	h.checkf(slices.Equal(gotQ, wantQ), "snapshot queue: store %v, model %v", gotQ, wantQ)
+	h.checkf(maps.Equal(snap.Queued, wantCounts) || len(wantCounts) == 0 && len(snap.Queued) == 0,
+		"snapshot queue counts: store %v, model %v", snap.Queued, wantCounts)
 
 	diffs, err := s.Reconcile(ctx, pool, false)
 	h.checkf(err == nil && len(diffs) == 0, "reconcile: %v %v", err, diffs)

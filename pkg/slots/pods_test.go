@@ -1,6 +1,7 @@
 package slots
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -366,6 +367,37 @@ func TestSnapshotShowsPodsSlotsAndQueue(t *testing.T) {
 		assert.False(t, p.Slots[0].ReservedUntil.IsZero())
 		require.Len(t, snap.Queue, 1)
 		assert.Equal(t, "q1", snap.Queue[0].ID)
+		assert.Equal(t, map[TaskType]int{Plan: 1}, snap.Queued)
+	})
+}
+
+// A long queue is listed only as far as SnapshotQueueList (the snapshot is
+// one script: Redis serves nobody else while it runs), in dispatch order
+// across types, and counted whole.
+func TestSnapshotListsTheHeadOfALongQueue(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		n := SnapshotQueueList + 30
+		var want []string
+		for i := range n {
+			id, tt := fmt.Sprintf("q%03d", i), Plan
+			if i%3 == 0 {
+				tt = PlanAndApply
+			}
+			e.submit(id, tt)
+			if len(want) < SnapshotQueueList {
+				want = append(want, id)
+			}
+		}
+		snap, err := e.s.Snapshot(e.ctx, e.pool)
+		require.NoError(t, err)
+		var got []string
+		for _, q := range snap.Queue {
+			got = append(got, q.ID)
+		}
+		assert.Equal(t, want, got, "the head of the queue in dispatch order")
+		assert.Equal(t, map[TaskType]int{Plan: n - (n+2)/3, PlanAndApply: (n + 2) / 3}, snap.Queued)
+		assert.Equal(t, n, snap.QueuedTotal())
 	})
 }
 

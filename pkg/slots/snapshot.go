@@ -25,10 +25,14 @@ const (
 
 // Snapshot is every pod, slot and queued task of a pool at one instant.
 type Snapshot struct {
-	Pool  PoolID
-	At    time.Time
-	Pods  []PodSnapshot
-	Queue []QueuedTask // oldest first
+	Pool PoolID
+	At   time.Time
+	Pods []PodSnapshot
+	// Queue lists the first SnapshotQueueList queued tasks in dispatch
+	// order; Queued counts every queued task by type (types with none
+	// left out).
+	Queue  []QueuedTask
+	Queued map[TaskType]int
 	// Generation is the pool's current generation in Redis, and Declared
 	// when that generation was declared (Redis TIME). A pod object older
 	// than Declared predates everything this Redis knows of the pool: Redis
@@ -36,6 +40,20 @@ type Snapshot struct {
 	// pod's agent may still run work it will re-register with.
 	Generation string
 	Declared   time.Time
+}
+
+// SnapshotQueueList bounds the queued tasks a Snapshot lists: the
+// snapshot is one script, and Redis runs nothing else meanwhile, so a
+// queue of 10,000 must not cost 10,000 reads (the counts are whole).
+const SnapshotQueueList = 100
+
+// QueuedTotal sums the queue over types.
+func (s Snapshot) QueuedTotal() int {
+	n := 0
+	for _, v := range s.Queued {
+		n += v
+	}
+	return n
 }
 
 // PodSnapshot is one pod and its slots.
@@ -136,12 +154,12 @@ func (s *Store) Snapshot(ctx context.Context, pool PoolID) (Snapshot, error) {
 	if err := pool.Validate(); err != nil {
 		return Snapshot{}, err
 	}
-	res, err := s.run(ctx, "snapshot", pool)
+	res, err := s.run(ctx, "snapshot", pool, SnapshotQueueList)
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("snapshot of pool %s: %w", pool, err)
 	}
 	arr, _ := res.([]any)
-	if len(arr) != 5 {
+	if len(arr) != 6 {
 		return Snapshot{}, fmt.Errorf("snapshot of pool %s: unexpected reply", pool)
 	}
 	snap := Snapshot{Pool: pool, At: time.UnixMilli(asInt(arr[0])), Generation: asString(arr[3])}
@@ -183,6 +201,15 @@ func (s *Store) Snapshot(ctx context.Context, pool PoolID) (Snapshot, error) {
 			continue
 		}
 		snap.Queue = append(snap.Queue, QueuedTask{ID: parts[0], Type: TaskType(parts[1]), QueuedAt: msTime(parts[2])})
+	}
+	counts, _ := arr[5].([]any)
+	for i := 0; i+1 < len(counts); i += 2 {
+		if n := asInt(counts[i+1]); n > 0 {
+			if snap.Queued == nil {
+				snap.Queued = map[TaskType]int{}
+			}
+			snap.Queued[TaskType(asString(counts[i]))] = int(n)
+		}
 	}
 	return snap, nil
 }

@@ -1,7 +1,8 @@
 -- snapshot: every pod, slot and queued task of a pool, read atomically.
 -- KEYS[1] cfg
+-- ARGV[1] how many queued tasks to list (0: none, only the counts)
 -- Returns {now, {pod JSON...}, {"<task>|<type>|<queued at>"...} in dispatch order,
--- generation, generation born at (ms)}.
+-- generation, generation born at (ms), {type, count, ...}}.
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local now = now_ms()
@@ -28,16 +29,25 @@ for _, pod in ipairs(redis.call('ZRANGE', K .. KEY_PODS, 0, -1)) do
     pods[#pods + 1] = cjson.encode(p)
   end
 end
--- The queue in dispatch order: by queue position across types.
-local entries = {}
+-- The queue in dispatch order (by queue position across types), its first
+-- ARGV[1] entries only: the dispatch order's first n are among each type's
+-- first n, so a long queue costs O(n·types), not O(queue). Every type's
+-- count is returned whole.
+local limit = tonumber(ARGV[1]) or 0
+local entries, counts = {}, {}
 for _, t in ipairs(split(c.types)) do
-  local r = redis.call('ZRANGE', K .. KEY_Q .. t, 0, -1, 'WITHSCORES')
-  for i = 1, #r, 2 do entries[#entries + 1] = {id = r[i], type = t, qs = tonumber(r[i + 1])} end
+  counts[#counts + 1] = t
+  counts[#counts + 1] = redis.call('ZCARD', K .. KEY_Q .. t)
+  if limit > 0 then
+    local r = redis.call('ZRANGE', K .. KEY_Q .. t, 0, limit - 1, 'WITHSCORES')
+    for i = 1, #r, 2 do entries[#entries + 1] = {id = r[i], type = t, qs = tonumber(r[i + 1])} end
+  end
 end
 table.sort(entries, function(a, b) return a.qs < b.qs end)
 local q = {}
-for _, e in ipairs(entries) do
+for i = 1, math.min(#entries, limit) do
+  local e = entries[i]
   q[#q + 1] = e.id .. '|' .. e.type .. '|' .. (redis.call('ZSCORE', K .. KEY_QAT, e.id) or '0')
 end
 local g = redis.call('HMGET', CFG, CF_GEN, CF_GAT)
-return {now, pods, q, g[1] or '', tonumber(g[2] or '0')}
+return {now, pods, q, g[1] or '', tonumber(g[2] or '0'), counts}
