@@ -214,7 +214,12 @@ type Task struct {
 	ExitCode int
 	Output   string
 	By       string // who approved, rejected or cancelled
-	Payload  []byte
+	// Note is what the last decision (approve, reject, cancel) added in
+	// words; the history keeps every decision's note.
+	Note string
+	// SubmittedBy is who submitted the task ("" when unknown).
+	SubmittedBy string
+	Payload     []byte
 	Created  time.Time
 	Updated  time.Time
 	// CancelRequested is set while a cancel waits for the agent to stop the executor.
