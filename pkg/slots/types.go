@@ -220,8 +220,8 @@ type Task struct {
 	// SubmittedBy is who submitted the task ("" when unknown).
 	SubmittedBy string
 	Payload     []byte
-	Created  time.Time
-	Updated  time.Time
+	Created     time.Time
+	Updated     time.Time
 	// CancelRequested is set while a cancel waits for the agent to stop the executor.
 	CancelRequested bool
 	// WorkspaceDigest is the digest of the task's workspace when its plan
