@@ -70,6 +70,8 @@ func TestOpenAPISchemasMatchTheObjects(t *testing.T) {
 		{schema: "Explanation", typ: reflect.TypeFor[explanationView]()},
 		{schema: "Explanation", nested: "constraint", typ: reflect.TypeFor[constraintView]()},
 		{schema: "HPABand", typ: reflect.TypeFor[hpaView]()},
+		{schema: "Error", typ: reflect.TypeFor[apiError]()},
+		{schema: "Action", typ: reflect.TypeFor[decisionRequest]()},
 	} {
 		t.Run(tc.schema+"/"+tc.nested, func(t *testing.T) {
 			s, ok := doc.Components.Schemas[tc.schema]
