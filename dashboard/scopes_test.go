@@ -477,3 +477,21 @@ func (f *fixture) agentRuns2(pool slots.PoolID, pod, uid, task string) {
 	_, err = f.store.Complete(f.ctx, pool, slots.Result{Task: task, Epoch: msg.Epoch, Outcome: slots.OutcomeSuccess})
 	require.NoError(f.t, err)
 }
+
+// A decision posted by htmx after the login ended gets a line for its
+// form, not the login page.
+func TestADecisionAfterTheLoginEndedAsksToLogInAgain(t *testing.T) {
+	f, _ := scopedFixture(t)
+	pod, uid := f.addPod()
+	f.reserveIn(f.pool, pod, uid, "res", "submitter")
+	req, err := http.NewRequestWithContext(f.ctx, "POST", f.http.URL+"/pools/ci/terraform/tasks/res/approve", nil)
+	require.NoError(t, err)
+	req.Header.Set("HX-Request", "true")
+	resp, err := f.http.Client().Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+	body := readAll(t, resp)
+	assert.Contains(t, body, `data-testid="decision-refused"`)
+	assert.NotContains(t, body, "<html", "a fragment, not a page")
+}

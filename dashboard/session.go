@@ -181,6 +181,12 @@ func (s *server) requirePageToken(next http.Handler) http.Handler {
 
 func (s *server) unauthorized(w http.ResponseWriter, r *http.Request, next, msg string) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="slotscaler"`)
+	if r.Header.Get("HX-Request") == "true" && r.Method != http.MethodGet {
+		// A decision form posted after the login ended: a line in the form,
+		// not the login page inside it.
+		s.render(w, r, http.StatusUnauthorized, web.DecisionError("Your login has ended: reload the page and log in again."))
+		return
+	}
 	s.render(w, r, http.StatusUnauthorized, web.UnauthorizedPage(web.LoginView{Next: next, Error: msg}))
 }
 
