@@ -36,17 +36,17 @@ type Store interface {
 
 // server holds the handlers' dependencies.
 type server struct {
-	store        Store
-	ping         func(context.Context) error
-	log          *slog.Logger
-	tokens       *tokenSet
-	readAuth     bool
+	store    Store
+	ping     func(context.Context) error
+	log      *slog.Logger
+	tokens   *tokenSet
+	readAuth bool
 	// separateApprover: pools where a task's submitter may not approve it.
 	separateApprover poolGlobs
-	maxPayload   int
-	pollInterval time.Duration
-	maxWait      time.Duration
-	hub          *poolHub
+	maxPayload       int
+	pollInterval     time.Duration
+	maxWait          time.Duration
+	hub              *poolHub
 	// history reads the pools' history (charts, sparklines, the history
 	// API); nil: none is shown.
 	history historyReader

@@ -180,7 +180,9 @@ type DecisionsView struct {
 }
 
 // Any says whether there is a form to show.
-func (v DecisionsView) Any() bool { return v.ApproveURL != "" || v.RejectURL != "" || v.CancelURL != "" }
+func (v DecisionsView) Any() bool {
+	return v.ApproveURL != "" || v.RejectURL != "" || v.CancelURL != ""
+}
 
 // ApprovalsView is the "Awaiting approval" page across the pools the
 // identity may read.
