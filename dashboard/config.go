@@ -16,19 +16,14 @@ import (
 // twin (--redis-url / REDIS_URL).
 type Config struct {
 	config.Common
-	ListenAddress  string
-	MetricsAddress string
-	APITokens      tokens
-	// APITokensFile holds scoped tokens (tokens.go says the format).
-	APITokensFile string
-	// SeparateApproverPools: in these pools the submitter of a task may
-	// not approve it.
-	SeparateApproverPools poolGlobs
-	ReadAuth              bool
-	MaxPayload            int
-	PollInterval          time.Duration
-	LiveInterval          time.Duration
-	ShutdownTimeout       time.Duration
+	ListenAddress   string
+	MetricsAddress  string
+	APITokens       tokens
+	ReadAuth        bool
+	MaxPayload      int
+	PollInterval    time.Duration
+	LiveInterval    time.Duration
+	ShutdownTimeout time.Duration
 	// Session cookies of the pages' login (read auth).
 	SecureCookie       bool
 	SessionLifetime    time.Duration
@@ -37,6 +32,11 @@ type Config struct {
 	TrustedProxies        cidrs
 	AuthFailuresPerMinute int
 	MaxStreamsPerClient   int
+	// APITokensFile holds scoped tokens (tokens.go says the format).
+	APITokensFile string
+	// SeparateApproverPools: in these pools the submitter of a task may
+	// not approve it.
+	SeparateApproverPools poolGlobs
 }
 
 // cidrs is a comma-separated list of networks (a bare address is a /32 or /128).

@@ -36,17 +36,15 @@ type Store interface {
 
 // server holds the handlers' dependencies.
 type server struct {
-	store    Store
-	ping     func(context.Context) error
-	log      *slog.Logger
-	tokens   *tokenSet
-	readAuth bool
-	// separateApprover: pools where a task's submitter may not approve it.
-	separateApprover poolGlobs
-	maxPayload       int
-	pollInterval     time.Duration
-	maxWait          time.Duration
-	hub              *poolHub
+	store        Store
+	ping         func(context.Context) error
+	log          *slog.Logger
+	tokens       *tokenSet
+	readAuth     bool
+	maxPayload   int
+	pollInterval time.Duration
+	maxWait      time.Duration
+	hub          *poolHub
 	// history reads the pools' history (charts, sparklines, the history
 	// API); nil: none is shown.
 	history historyReader
@@ -65,6 +63,8 @@ type server struct {
 	// stopping closes when the server shuts down, so waiting events
 	// requests answer at once instead of holding the shutdown.
 	stopping <-chan struct{}
+	// separateApprover: pools where a task's submitter may not approve it.
+	separateApprover poolGlobs
 }
 
 const apiPrefix = "/api/v1"

@@ -214,14 +214,9 @@ type Task struct {
 	ExitCode int
 	Output   string
 	By       string // who approved, rejected or cancelled
-	// Note is what the last decision (approve, reject, cancel) added in
-	// words; the history keeps every decision's note.
-	Note string
-	// SubmittedBy is who submitted the task ("" when unknown).
-	SubmittedBy string
-	Payload     []byte
-	Created     time.Time
-	Updated     time.Time
+	Payload  []byte
+	Created  time.Time
+	Updated  time.Time
 	// CancelRequested is set while a cancel waits for the agent to stop the executor.
 	CancelRequested bool
 	// WorkspaceDigest is the digest of the task's workspace when its plan
@@ -229,6 +224,11 @@ type Task struct {
 	// workspace with this digest.
 	WorkspaceDigest string
 	History         []HistoryEntry
+	// Note is what the last decision (approve, reject, cancel) added in
+	// words; the history keeps every decision's note.
+	Note string
+	// SubmittedBy is who submitted the task ("" when unknown).
+	SubmittedBy string
 }
 
 // HistoryEntry is one state change of a task.
