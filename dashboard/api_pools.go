@@ -8,7 +8,7 @@ import (
 )
 
 func (s *server) listPools(w http.ResponseWriter, r *http.Request) {
-	sums, err := s.poolSummaries(r.Context())
+	sums, err := s.poolSummaries(r.Context(), s.readable(r))
 	if err != nil {
 		s.storeError(w, r, err)
 		return

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -36,6 +35,8 @@ type taskView struct {
 	ExitCode        int           `json:"exit_code"`
 	Output          string        `json:"output,omitempty"`
 	By              string        `json:"by,omitempty"`
+	Note            string        `json:"note,omitempty"`
+	SubmittedBy     string        `json:"submitted_by,omitempty"`
 	Payload         string        `json:"payload"`
 	CancelRequested bool          `json:"cancel_requested"`
 	WorkspaceDigest string        `json:"workspace_digest,omitempty"`
@@ -60,7 +61,7 @@ func slotPtr(i int) *int {
 func viewTask(t slots.Task) taskView {
 	v := taskView{ID: t.ID, Pool: t.Pool.String(), Type: string(t.Type), State: string(t.State), Phase: string(t.Phase),
 		Pod: t.Pod, Slot: slotPtr(t.Slot), Epoch: t.Epoch, Attempt: t.Attempt, Reason: t.Reason, ExitCode: t.ExitCode,
-		Output: t.Output, By: t.By, Payload: string(t.Payload), CancelRequested: t.CancelRequested,
+		Output: t.Output, By: t.By, Note: t.Note, SubmittedBy: t.SubmittedBy, Payload: string(t.Payload), CancelRequested: t.CancelRequested,
 		WorkspaceDigest: t.WorkspaceDigest,
 		Created:         t.Created, Updated: t.Updated, History: []historyView{}}
 	for _, h := range t.History {
@@ -113,7 +114,11 @@ func (s *server) submit(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "payload_too_large", fmt.Sprintf("payload is %d bytes, limit %d", len(payload), s.maxPayload))
 		return
 	}
-	res, err := s.store.Submit(r.Context(), pool, slots.TaskSpec{ID: req.ID, Type: slots.TaskType(req.Type), Payload: payload})
+	spec := slots.TaskSpec{ID: req.ID, Type: slots.TaskType(req.Type), Payload: payload}
+	if id := identityOf(r.Context()); id != nil {
+		spec.SubmittedBy = id.actor()
+	}
+	res, err := s.store.Submit(r.Context(), pool, spec)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -143,77 +148,4 @@ func (s *server) getTask(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, viewTask(t))
-}
-
-// actionRequest is the optional body of cancel, approve and reject.
-type actionRequest struct {
-	By string `json:"by"`
-}
-
-// actor decodes an action body and says who acts: the body's "by", else
-// the token's name, else "api".
-func (s *server) actor(w http.ResponseWriter, r *http.Request) (slots.PoolID, string, bool) {
-	pool, err := poolOf(r)
-	if err != nil {
-		s.storeError(w, r, err)
-		return pool, "", false
-	}
-	var req actionRequest
-	if status, code, err := decodeBody(w, r, 64<<10, &req, true); err != nil {
-		writeError(w, status, code, err.Error())
-		return pool, "", false
-	}
-	by := strings.TrimSpace(req.By)
-	if by == "" {
-		by = tokenName(r.Context())
-	}
-	if by == "" {
-		by = "api"
-	}
-	return pool, by, true
-}
-
-func (s *server) cancel(w http.ResponseWriter, r *http.Request) {
-	pool, by, ok := s.actor(w, r)
-	if !ok {
-		return
-	}
-	id := chi.URLParam(r, "id")
-	st, err := s.store.Cancel(r.Context(), pool, id, by)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	status := http.StatusOK
-	if st == slots.StateRunning {
-		status = http.StatusAccepted // the agent stops the executor, then the task is cancelled
-	}
-	writeJSON(w, status, map[string]any{"id": id, "state": st, "by": by})
-}
-
-func (s *server) approve(w http.ResponseWriter, r *http.Request) {
-	pool, by, ok := s.actor(w, r)
-	if !ok {
-		return
-	}
-	id := chi.URLParam(r, "id")
-	epoch, err := s.store.Approve(r.Context(), pool, id, by)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "state": slots.StateRunning, "phase": slots.PhaseApply, "epoch": epoch, "by": by})
-}
-
-func (s *server) reject(w http.ResponseWriter, r *http.Request) {
-	pool, by, ok := s.actor(w, r)
-	if !ok {
-		return
-	}
-	id := chi.URLParam(r, "id")
-	if err := s.store.Reject(r.Context(), pool, id, by); err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"id": id, "state": slots.StateRejected, "by": by})
 }

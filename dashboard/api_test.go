@@ -121,7 +121,7 @@ func TestAPIAnswersEachOutcomeWithItsStatus(t *testing.T) {
 		},
 		"approve a reserved task": {
 			setup:  func(f *fixture) { pod, uid := f.addPod(); f.reserve("t1", pod, uid) },
-			method: "POST", path: poolPath + "/tasks/t1/approve", token: testToken, body: `{"by":"alice"}`, want: http.StatusOK,
+			method: "POST", path: poolPath + "/tasks/t1/approve", token: testToken, body: `{"note":"CHG-1"}`, want: http.StatusOK,
 		},
 		"approve a task that is not reserved is a conflict": {
 			setup:  func(f *fixture) { f.submit("t1", slots.PlanAndApply) },
@@ -239,16 +239,26 @@ func TestSubmitStoresStringPayloadAsTextAndObjectAsJSON(t *testing.T) {
 	assert.JSONEq(t, `{"dir":"infra"}`, got["payload"].(string))
 }
 
-func TestActionsRecordWhoActed(t *testing.T) {
+// Who decided is the authenticated identity, never the body's word: a
+// body "by" naming the identity itself is accepted (older clients send
+// it), naming anyone else is refused; the note goes in its own field.
+func TestDecisionsRecordTheAuthenticatedIdentity(t *testing.T) {
 	tests := map[string]struct {
-		action, body, token, wantBy string
-		wantState                   slots.TaskState
+		action, body, token, wantBy, wantNote string
+		wantState                             slots.TaskState
+		wantStatus                            int
+		wantCode                              string
 	}{
-		"approve records the body's by":      {action: "approve", body: `{"by":"alice"}`, token: testToken, wantBy: "alice", wantState: slots.StateRunning},
-		"approve defaults to the token name": {action: "approve", token: testToken, wantBy: testTokenName, wantState: slots.StateRunning},
-		"reject records the body's by":       {action: "reject", body: `{"by":"bob"}`, token: "other-token", wantBy: "bob", wantState: slots.StateRejected},
-		"reject defaults to the token name":  {action: "reject", token: "other-token", wantBy: "other", wantState: slots.StateRejected},
-		"cancel records the body's by":       {action: "cancel", body: `{"by":"carol"}`, token: testToken, wantBy: "carol", wantState: slots.StateCancelled},
+		"approve records the token's name":          {action: "approve", token: testToken, wantBy: testTokenName, wantState: slots.StateRunning, wantStatus: http.StatusOK},
+		"approve keeps the note apart":              {action: "approve", body: `{"note":"CHG-42"}`, token: testToken, wantBy: testTokenName, wantNote: "CHG-42", wantState: slots.StateRunning, wantStatus: http.StatusOK},
+		"reject records the token's name":           {action: "reject", body: `{"note":"destroys prod"}`, token: "other-token", wantBy: "other", wantNote: "destroys prod", wantState: slots.StateRejected, wantStatus: http.StatusOK},
+		"cancel records the token's name":           {action: "cancel", token: testToken, wantBy: testTokenName, wantState: slots.StateCancelled, wantStatus: http.StatusOK},
+		"a by naming the identity is accepted":      {action: "approve", body: `{"by":"ci"}`, token: testToken, wantBy: testTokenName, wantState: slots.StateRunning, wantStatus: http.StatusOK},
+		"approve refuses a by naming another":       {action: "approve", body: `{"by":"alice"}`, token: testToken, wantState: slots.StateReserved, wantStatus: http.StatusBadRequest, wantCode: "by_mismatch"},
+		"reject refuses a by naming another":        {action: "reject", body: `{"by":"bob"}`, token: "other-token", wantState: slots.StateReserved, wantStatus: http.StatusBadRequest, wantCode: "by_mismatch"},
+		"cancel refuses a by naming another":        {action: "cancel", body: `{"by":"carol"}`, token: testToken, wantState: slots.StateReserved, wantStatus: http.StatusBadRequest, wantCode: "by_mismatch"},
+		"a note over the limit is refused":          {action: "approve", body: `{"note":"` + strings.Repeat("x", slots.MaxNoteLen+1) + `"}`, token: testToken, wantState: slots.StateReserved, wantStatus: http.StatusBadRequest, wantCode: "invalid_task"},
+		"a note with control characters is refused": {action: "reject", body: `{"note":"a\u001b[2Jb"}`, token: testToken, wantState: slots.StateReserved, wantStatus: http.StatusBadRequest, wantCode: "invalid_task"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -257,14 +267,32 @@ func TestActionsRecordWhoActed(t *testing.T) {
 			f.reserve("t1", pod, uid)
 			resp := f.do("POST", poolPath+"/tasks/t1/"+tc.action, tc.body, tc.token)
 			body := decode(t, resp)
-			require.Equal(t, http.StatusOK, resp.StatusCode, "body: %v", body)
-			assert.Equal(t, tc.wantBy, body["by"])
+			require.Equal(t, tc.wantStatus, resp.StatusCode, "body: %v", body)
 			task, err := f.store.Task(f.ctx, f.pool, "t1")
 			require.NoError(t, err)
-			assert.Equal(t, tc.wantBy, task.By)
 			assert.Equal(t, tc.wantState, task.State)
+			if tc.wantCode != "" {
+				assert.Equal(t, tc.wantCode, body["code"])
+				assert.Empty(t, task.By, "nothing was decided")
+				return
+			}
+			assert.Equal(t, tc.wantBy, body["by"])
+			assert.Equal(t, tc.wantBy, task.By)
+			assert.Equal(t, tc.wantNote, task.Note)
+			if tc.wantNote != "" {
+				assert.Equal(t, tc.wantNote, body["note"])
+			}
 		})
 	}
+}
+
+// The API's submit records the token's name as the submitter.
+func TestSubmitRecordsTheSubmitter(t *testing.T) {
+	f := newFixture(t)
+	resp := f.do("POST", poolPath+"/tasks", `{"id":"s1","type":"plan"}`, "other-token")
+	require.Equal(t, http.StatusCreated, resp.StatusCode)
+	got := decode(t, f.do("GET", poolPath+"/tasks/s1", "", ""))
+	assert.Equal(t, "other", got["submitted_by"])
 }
 
 func TestReadsNeedATokenWithReadAuth(t *testing.T) {

@@ -136,7 +136,7 @@ func TestPagesFitAPhoneViewport(t *testing.T) {
 	f.reserve("tf-wide-task-id-0001", pod, uid)
 	ctx := newBrowser(t)
 	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(375, 812)))
-	for _, path := range []string{"/", "/pools/ci/terraform", "/pools/ci/terraform/tasks/tf-wide-task-id-0001"} {
+	for _, path := range []string{"/", "/pools/ci/terraform", "/pools/ci/terraform/tasks/tf-wide-task-id-0001", "/approvals"} {
 		require.NoError(t, chromedp.Do(ctx, chromedp.Navigate(f.http.URL+path), chromedp.WaitReady("body")))
 		width, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.documentElement.scrollWidth`))
 		require.NoError(t, err)

@@ -32,6 +32,11 @@ type Config struct {
 	TrustedProxies        cidrs
 	AuthFailuresPerMinute int
 	MaxStreamsPerClient   int
+	// APITokensFile holds scoped tokens (tokens.go says the format).
+	APITokensFile string
+	// SeparateApproverPools: in these pools the submitter of a task may
+	// not approve it.
+	SeparateApproverPools poolGlobs
 }
 
 // cidrs is a comma-separated list of networks (a bare address is a /32 or /128).
@@ -120,7 +125,9 @@ func parseConfigWith(args []string, lookup func(string) (string, bool), out io.W
 	fs.StringVar(&c.ListenAddress, "listen-address", ":8080", "HTTP address of the dashboard, the JSON API, /healthz and /readyz")
 	fs.StringVar(&c.MetricsAddress, "metrics-address", ":8082", "HTTP address of /metrics (Prometheus); empty turns it off")
 	c.Common.Register(fs, "slot store Redis: redis://, rediss://, redis+cluster://, redis+sentinel://; empty runs an embedded in-memory Redis (local use only)")
-	fs.Var(&c.APITokens, "api-tokens", "bearer tokens for API writes, name=token,name2=token2 (the name is recorded as who approved, rejected or cancelled); none: writes are refused")
+	fs.Var(&c.APITokens, "api-tokens", "bearer tokens with full access (every verb in every pool), name=token,name2=token2; the name is recorded as who submitted, approved, rejected or cancelled; scoped tokens go in --api-tokens-file")
+	fs.StringVar(&c.APITokensFile, "api-tokens-file", "", "YAML or JSON file of scoped tokens: each a name, its secret (secret, secretEnv or secretFile) and scopes (verbs read, submit, approve, cancel on pool globs like team-a/* or */terraform); see the README's \"Tokens and scopes\"")
+	fs.Var(&c.SeparateApproverPools, "separate-approver-pools", "pool globs (team-a/*,*/prod) where the identity that submitted a task may not approve it (four eyes); a task there without a recorded submitter cannot be approved")
 	fs.BoolVar(&c.ReadAuth, "read-auth", true, "require a bearer token (or the pages' login session) for pages and API reads too: task payloads and output may hold secrets; without --api-tokens nobody can read; false serves reads to anyone who reaches the port")
 	fs.IntVar(&c.MaxPayload, "max-payload", 1<<20, "largest task payload in bytes (must match the slot store's limit)")
 	fs.DurationVar(&c.PollInterval, "events-poll-interval", 250*time.Millisecond, "how often a waiting events request re-reads the stream")

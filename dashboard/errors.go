@@ -12,6 +12,10 @@ import (
 type apiError struct {
 	Error string `json:"error"`
 	Code  string `json:"code"`
+	// Scope and Pool name what a 403 (code forbidden) lacked: the verb
+	// and the pool it was refused in.
+	Scope string `json:"scope,omitempty"`
+	Pool  string `json:"pool,omitempty"`
 }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
@@ -55,22 +59,41 @@ func errorStatus(err error) (int, string) {
 	return http.StatusInternalServerError, "internal"
 }
 
-// storeError answers a failed store call.
-func (s *server) storeError(w http.ResponseWriter, r *http.Request, err error) {
+// refusal is a request refused, as the API and the decision forms answer
+// it: status, error code and a message safe to show.
+type refusal struct {
+	status    int
+	code, msg string
+}
+
+// refusalOf turns a store error into a refusal; an outage or an internal
+// error is logged here and shown without its details.
+func (s *server) refusalOf(r *http.Request, err error) *refusal {
 	status, code := errorStatus(err)
 	msg := err.Error()
 	switch status {
-	case http.StatusTooManyRequests:
-		w.Header().Set("Retry-After", "5")
 	case http.StatusServiceUnavailable:
 		s.log.Warn("redis unavailable", "path", r.URL.Path, "err", err)
-		w.Header().Set("Retry-After", "5")
 		msg = "slot store unavailable"
 	case http.StatusInternalServerError:
 		s.log.Error("store call failed", "path", r.URL.Path, "err", err)
 		msg = "internal error"
 	}
-	writeError(w, status, code, msg)
+	return &refusal{status: status, code: code, msg: msg}
+}
+
+// writeRefusal answers an API request with a refusal; one a client should
+// retry gets Retry-After.
+func writeRefusal(w http.ResponseWriter, rf *refusal) {
+	if rf.status == http.StatusTooManyRequests || rf.status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	writeError(w, rf.status, rf.code, rf.msg)
+}
+
+// storeError answers a failed store call.
+func (s *server) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	writeRefusal(w, s.refusalOf(r, err))
 }
 
 // pageError renders a store error as an HTML page.

@@ -81,7 +81,7 @@ func newFixtureOn(t testing.TB, url string, opts ...fixtureOption) *fixture {
 func (f *fixture) newReplica(opts ...fixtureOption) (*server, *httptest.Server) {
 	f.t.Helper()
 	rdb := f.rdb
-	s := &server{store: f.store, log: quiet(), tokens: tokens{testTokenName: testToken, "other": "other-token"},
+	s := &server{store: f.store, log: quiet(), tokens: fullAccessTokens(tokens{testTokenName: testToken, "other": "other-token"}),
 		maxPayload: testMaxPayload, pollInterval: 20 * time.Millisecond, maxWait: maxWait, stopping: make(chan struct{}),
 		ping: func(ctx context.Context) error { return redisconn.Ping(ctx, rdb, 2*time.Second) }}
 	s.hub = newPoolHub(f.store, 20*time.Millisecond, quiet())

@@ -60,8 +60,8 @@ const loginPostsPerMinute = 30
 // request authenticated (so one token cannot fan out over many addresses),
 // else the client IP.
 func streamKey(r *http.Request) string {
-	if n := tokenName(r.Context()); n != "" {
-		return "token:" + n
+	if id := identityOf(r.Context()); id != nil {
+		return id.Kind + ":" + id.Name
 	}
 	return "ip:" + clientIP(r)
 }

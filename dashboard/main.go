@@ -65,6 +65,11 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		return err
 	}
 	log = log.With("component", "dashboard")
+	// A bad tokens file fails the start before anything connects.
+	toks, err := loadTokens(cfg.APITokens, cfg.APITokensFile, lookup)
+	if err != nil {
+		return err
+	}
 
 	startCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -79,11 +84,21 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	if err != nil {
 		return fmt.Errorf("opening slot store: %w", err)
 	}
+	for _, t := range toks.tokens {
+		if t.id.fullAccess() {
+			log.Info(fmt.Sprintf("token %s has full access", t.id.Name), "token_name", t.id.Name)
+		} else {
+			log.Info(fmt.Sprintf("token %s is scoped", t.id.Name), "token_name", t.id.Name, "scopes", t.id.describeScopes())
+		}
+	}
 	switch {
-	case len(cfg.APITokens) == 0 && cfg.ReadAuth:
-		log.Warn("no API tokens configured (--api-tokens): API writes are refused, and so are pages and API reads (--read-auth); configure tokens, or pass --read-auth=false to open reads to anyone who reaches the port")
-	case len(cfg.APITokens) == 0:
-		log.Warn("no API tokens configured (--api-tokens): API writes are refused")
+	case toks.len() == 0 && cfg.ReadAuth:
+		log.Warn("no API tokens configured (--api-tokens, --api-tokens-file): API writes are refused, and so are pages and API reads (--read-auth); configure tokens, or pass --read-auth=false to open reads to anyone who reaches the port")
+	case toks.len() == 0:
+		log.Warn("no API tokens configured (--api-tokens, --api-tokens-file): API writes are refused")
+	}
+	if len(cfg.SeparateApproverPools) > 0 {
+		log.Info("a task's submitter may not approve it in these pools", "pools", cfg.SeparateApproverPools.String())
 	}
 	if !cfg.ReadAuth {
 		log.Warn("read auth is off (--read-auth=false): anyone who reaches the port reads every task's payload and output")
@@ -98,7 +113,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		}
 	}
 	stopping := make(chan struct{})
-	s := &server{stopping: stopping, store: store, log: log, tokens: cfg.APITokens, readAuth: cfg.ReadAuth, maxPayload: cfg.MaxPayload,
+	s := &server{stopping: stopping, store: store, log: log, tokens: toks, separateApprover: cfg.SeparateApproverPools,
+		readAuth: cfg.ReadAuth, maxPayload: cfg.MaxPayload,
 		pollInterval: cfg.PollInterval, maxWait: maxWait, hub: newPoolHub(store, cfg.LiveInterval, log),
 		configs:   slots.NewConfigCache(store.Pool, 30*time.Second),
 		history:   history.NewReader(conn.Client, cfg.KeyPrefix, history.DefaultLayout),
@@ -125,7 +141,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		log.Info("serving dashboard and API", "address", ln.Addr().String(), "tokens", len(cfg.APITokens), "read_auth", cfg.ReadAuth)
+		log.Info("serving dashboard and API", "address", ln.Addr().String(), "tokens", toks.len(), "read_auth", cfg.ReadAuth)
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}

@@ -75,6 +75,8 @@ func TestOpenAPISchemasMatchTheObjects(t *testing.T) {
 		{schema: "JanitorReport", typ: reflect.TypeFor[janitorView]()},
 		{schema: "JanitorWait", typ: reflect.TypeFor[janitorreport.Wait]()},
 		{schema: "JanitorAction", typ: reflect.TypeFor[janitorreport.Action]()},
+		{schema: "Error", typ: reflect.TypeFor[apiError]()},
+		{schema: "Action", typ: reflect.TypeFor[decisionRequest]()},
 	} {
 		t.Run(tc.schema+"/"+tc.nested, func(t *testing.T) {
 			s, ok := doc.Components.Schemas[tc.schema]

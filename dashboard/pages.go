@@ -85,10 +85,14 @@ func overviewView(sums []poolSummary, recent map[slots.PoolID][]history.Sample) 
 }
 
 func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) {
-	sums, err := s.poolSummaries(r.Context())
+	sums, err := s.poolSummaries(r.Context(), s.readable(r))
 	if err != nil {
 		s.pageError(w, r, err)
 		return
+	}
+	awaiting := 0
+	for _, p := range sums {
+		awaiting += p.SlotsReserved // a reserved slot is a plan awaiting its decision
 	}
 	var recent map[slots.PoolID][]history.Sample
 	if s.history != nil {
@@ -101,7 +105,9 @@ func (s *server) overviewPage(w http.ResponseWriter, r *http.Request) {
 			s.log.Warn("reading pool history for the overview", "err", err)
 		}
 	}
-	s.render(w, r, http.StatusOK, web.OverviewPage(overviewView(sums, recent)))
+	v := overviewView(sums, recent)
+	v.AwaitingApproval = awaiting
+	s.render(w, r, http.StatusOK, web.OverviewPage(v))
 }
 
 // podsPerPage bounds the rows of one pool page, so a 1,000-pod pool stays usable.
@@ -227,12 +233,17 @@ func (s *server) poolPage(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, err)
 		return
 	}
+	approvals, _, err := s.awaiting(r, []slots.PoolID{snap.Pool}, maxApprovals)
+	if err != nil {
+		s.pageError(w, r, err)
+		return
+	}
 	q := parseGridQuery(r)
 	chart, _ := s.poolChart(r, snap.Pool, chartWindow(r))
 	rep, err := s.janitorReport(r.Context(), snap.Pool)
 	s.render(w, r, http.StatusOK, web.PoolPage(web.PoolView{Pool: snap.Pool.String(), Overview: "/",
 		LiveURL: poolHref(snap.Pool) + "/live" + q.values(q.State, q.Page), Scaling: scalingView(sum),
-		Janitor: janitorPanel(rep, err, sum.At), Chart: chart, Grid: gridView(snap, q)}))
+		Janitor: janitorPanel(rep, err, sum.At), Chart: chart, Grid: gridView(snap, q), Approvals: approvals}))
 }
 
 // chartWindow reads ?window=; an unknown one falls back to the hour rather
@@ -293,7 +304,7 @@ const outputTail = 64 << 10
 func taskPageView(t slots.Task) web.TaskView {
 	v := web.TaskView{Pool: t.Pool.String(), PoolHref: poolHref(t.Pool), ID: t.ID, Type: string(t.Type),
 		State: string(t.State), Phase: string(t.Phase), Pod: t.Pod, Attempt: t.Attempt, Reason: t.Reason,
-		By: t.By, CancelRequested: t.CancelRequested, PayloadSize: len(t.Payload), WorkspaceDigest: t.WorkspaceDigest,
+		By: t.By, Note: t.Note, SubmittedBy: t.SubmittedBy, CancelRequested: t.CancelRequested, PayloadSize: len(t.Payload), WorkspaceDigest: t.WorkspaceDigest,
 		Created: stamp(t.Created), Updated: stamp(t.Updated), Output: t.Output}
 	if t.Slot >= 0 && t.Pod != "" {
 		v.Slot = strconv.Itoa(t.Slot)
@@ -325,7 +336,9 @@ func (s *server) taskPage(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, r, err)
 		return
 	}
-	s.render(w, r, http.StatusOK, web.TaskPage(taskPageView(t)))
+	v := taskPageView(t)
+	v.Decisions = s.decisionsView(identityOf(r.Context()), t)
+	s.render(w, r, http.StatusOK, web.TaskPage(v))
 }
 
 // live streams the pool's grid fragment over SSE (event "grid") each time

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -24,9 +23,10 @@ import (
 type Store interface {
 	Submit(ctx context.Context, pool slots.PoolID, spec slots.TaskSpec) (slots.SubmitResult, error)
 	Task(ctx context.Context, pool slots.PoolID, id string) (slots.Task, error)
-	Cancel(ctx context.Context, pool slots.PoolID, task, by string) (slots.TaskState, error)
-	Approve(ctx context.Context, pool slots.PoolID, task, by string) (string, error)
-	Reject(ctx context.Context, pool slots.PoolID, task, by string) error
+	CancelWith(ctx context.Context, pool slots.PoolID, task string, d slots.Decision) (slots.TaskState, error)
+	ApproveWith(ctx context.Context, pool slots.PoolID, task string, d slots.Decision) (string, error)
+	RejectWith(ctx context.Context, pool slots.PoolID, task string, d slots.Decision) error
+	Reservations(ctx context.Context, pools ...slots.PoolID) ([]slots.Reservation, time.Time, error)
 	Pools(ctx context.Context) ([]slots.PoolID, error)
 	Pool(ctx context.Context, id slots.PoolID) (slots.PoolConfig, string, error)
 	Stats(ctx context.Context, pools ...slots.PoolID) ([]slots.PoolStats, error)
@@ -39,7 +39,7 @@ type server struct {
 	store        Store
 	ping         func(context.Context) error
 	log          *slog.Logger
-	tokens       tokens
+	tokens       *tokenSet
 	readAuth     bool
 	maxPayload   int
 	pollInterval time.Duration
@@ -66,6 +66,8 @@ type server struct {
 	// stopping closes when the server shuts down, so waiting events
 	// requests answer at once instead of holding the shutdown.
 	stopping <-chan struct{}
+	// separateApprover: pools where a task's submitter may not approve it.
+	separateApprover poolGlobs
 }
 
 const apiPrefix = "/api/v1"
@@ -100,20 +102,28 @@ func (s *server) routes() chi.Router {
 	r.Get("/readyz", s.readyz)
 
 	r.Handle("/static/*", http.StripPrefix("/static/", http.FileServerFS(web.Static)))
-	r.Group(func(r chi.Router) {
-		if s.readAuth {
-			r.Use(s.sessions.LoadAndSave, s.requirePageToken)
+	// Page posts act on the browser's session cookie: refused when they
+	// come from another origin (Sec-Fetch-Site, else Origin against Host),
+	// besides the cookie's SameSite=Lax.
+	csrf := http.NewCrossOriginProtection()
+	csrf.SetDenyHandler(http.HandlerFunc(s.crossOriginPage))
+	for _, rt := range s.pageRoutes() {
+		var mws []func(http.Handler) http.Handler
+		if rt.method != http.MethodGet {
+			mws = append(mws, csrf.Handler)
 		}
-		r.Get("/", s.overviewPage)
-		r.Get("/pools/{ns}/{name}", s.poolPage)
-		r.Get("/pools/{ns}/{name}/grid", s.poolGrid)
-		r.Get("/pools/{ns}/{name}/chart", s.chartFragment)
-		r.With(s.capStreams(false)).Get("/pools/{ns}/{name}/live", s.live)
-		r.Get("/pools/{ns}/{name}/tasks/{id}", s.taskPage)
-	})
+		if s.readAuth || rt.verb != verbRead {
+			if s.sessions != nil {
+				mws = append(mws, s.sessions.LoadAndSave)
+			}
+			mws = append(mws, s.requirePageToken)
+		}
+		mws = append(mws, s.allow(rt.verb, false))
+		r.With(append(mws, rt.with...)...).Method(rt.method, rt.pattern, rt.handler)
+	}
 	if s.readAuth {
 		r.Group(func(r chi.Router) {
-			r.Use(s.sessions.LoadAndSave)
+			r.Use(csrf.Handler, s.sessions.LoadAndSave)
 			r.With(httprate.Limit(loginPostsPerMinute, time.Minute,
 				httprate.WithKeyFuncs(func(r *http.Request) (string, error) { return clientIP(r), nil }),
 				httprate.WithLimitHandler(s.tooManyLoginsPage))).Post("/login", s.login)
@@ -123,23 +133,14 @@ func (s *server) routes() chi.Router {
 
 	r.Route(apiPrefix, func(r chi.Router) {
 		r.Get("/openapi.json", serveOpenAPI)
-		r.Group(func(r chi.Router) {
-			if s.readAuth {
-				r.Use(s.requireToken)
+		for _, rt := range s.apiRoutes() {
+			var mws []func(http.Handler) http.Handler
+			if s.readAuth || rt.verb != verbRead {
+				mws = append(mws, s.requireToken)
 			}
-			r.Get("/pools", s.listPools)
-			r.Get("/pools/{ns}/{name}", s.getPool)
-			r.Get("/pools/{ns}/{name}/history", s.getHistory)
-			r.With(s.capStreams(true), s.longPollDeadlines).Get("/pools/{ns}/{name}/events", s.events)
-			r.Get("/pools/{ns}/{name}/tasks/{id}", s.getTask)
-		})
-		r.Group(func(r chi.Router) {
-			r.Use(s.requireToken)
-			r.Post("/pools/{ns}/{name}/tasks", s.submit)
-			r.Post("/pools/{ns}/{name}/tasks/{id}/cancel", s.cancel)
-			r.Post("/pools/{ns}/{name}/tasks/{id}/approve", s.approve)
-			r.Post("/pools/{ns}/{name}/tasks/{id}/reject", s.reject)
-		})
+			mws = append(mws, s.allow(rt.verb, true))
+			r.With(append(mws, rt.with...)...).Method(rt.method, rt.pattern, rt.handler)
+		}
 		r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 			writeError(w, http.StatusNotFound, "not_found", "no such API route")
 		})
@@ -181,16 +182,57 @@ func (s *server) requestLogger(next http.Handler) http.Handler {
 	})
 }
 
-type ctxKey struct{}
+// route is one route of the pages or of the API, with the verb its
+// identity must hold in the route's pool (pool-less routes show only what
+// the identity may read).
+type route struct {
+	method, pattern string
+	verb            verb
+	handler         http.HandlerFunc
+	with            []func(http.Handler) http.Handler // after authentication and the scope check
+}
+
+// pageRoutes are the HTML pages and their fragments, and the decisions
+// taken from them (forms posted by htmx, or plainly without JS).
+func (s *server) pageRoutes() []route {
+	return []route{
+		{method: "GET", pattern: "/", verb: verbRead, handler: s.overviewPage},
+		{method: "GET", pattern: "/approvals", verb: verbRead, handler: s.approvalsPage},
+		{method: "GET", pattern: "/pools/{ns}/{name}", verb: verbRead, handler: s.poolPage},
+		{method: "GET", pattern: "/pools/{ns}/{name}/grid", verb: verbRead, handler: s.poolGrid},
+		{method: "GET", pattern: "/pools/{ns}/{name}/chart", verb: verbRead, handler: s.chartFragment},
+		{method: "GET", pattern: "/pools/{ns}/{name}/live", verb: verbRead, handler: s.live, with: []func(http.Handler) http.Handler{s.capStreams(false)}},
+		{method: "GET", pattern: "/pools/{ns}/{name}/tasks/{id}", verb: verbRead, handler: s.taskPage},
+		{method: "POST", pattern: "/pools/{ns}/{name}/tasks/{id}/approve", verb: verbApprove, handler: s.decidePage(actionApprove)},
+		{method: "POST", pattern: "/pools/{ns}/{name}/tasks/{id}/reject", verb: verbApprove, handler: s.decidePage(actionReject)},
+		{method: "POST", pattern: "/pools/{ns}/{name}/tasks/{id}/cancel", verb: verbCancel, handler: s.decidePage(actionCancel)},
+	}
+}
+
+// apiRoutes are the JSON API's routes under apiPrefix (openapi.json aside,
+// which is open).
+func (s *server) apiRoutes() []route {
+	return []route{
+		{method: "GET", pattern: "/pools", verb: verbRead, handler: s.listPools},
+		{method: "GET", pattern: "/pools/{ns}/{name}", verb: verbRead, handler: s.getPool},
+		{method: "GET", pattern: "/pools/{ns}/{name}/history", verb: verbRead, handler: s.getHistory},
+		{method: "GET", pattern: "/pools/{ns}/{name}/events", verb: verbRead, handler: s.events, with: []func(http.Handler) http.Handler{s.capStreams(true), s.longPollDeadlines}},
+		{method: "GET", pattern: "/pools/{ns}/{name}/tasks/{id}", verb: verbRead, handler: s.getTask},
+		{method: "POST", pattern: "/pools/{ns}/{name}/tasks", verb: verbSubmit, handler: s.submit},
+		{method: "POST", pattern: "/pools/{ns}/{name}/tasks/{id}/cancel", verb: verbCancel, handler: s.decideAPI(actionCancel)},
+		{method: "POST", pattern: "/pools/{ns}/{name}/tasks/{id}/approve", verb: verbApprove, handler: s.decideAPI(actionApprove)},
+		{method: "POST", pattern: "/pools/{ns}/{name}/tasks/{id}/reject", verb: verbApprove, handler: s.decideAPI(actionReject)},
+	}
+}
 
 // requireToken admits requests carrying one of the configured bearer
-// tokens and records the token's name in the context.
+// tokens and puts the token's identity in the context.
 func (s *server) requireToken(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.failures.blocked(w, r, tooManyFailuresAPI) {
 			return
 		}
-		name, ok := s.authenticate(r.Header.Get("Authorization"))
+		id, ok := s.authenticate(r.Header.Get("Authorization"))
 		if !ok {
 			// No header at all is not a guess; a wrong one is.
 			if r.Header.Get("Authorization") != "" {
@@ -200,38 +242,17 @@ func (s *server) requireToken(next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "unauthorized", "missing or invalid bearer token")
 			return
 		}
-		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, name)))
+		next.ServeHTTP(w, r.WithContext(withIdentity(r.Context(), id)))
 	})
 }
 
-// authenticate compares the presented token with every configured one in
-// constant time each, without stopping at a match.
-func (s *server) authenticate(header string) (string, bool) {
+// authenticate checks an Authorization header's bearer token.
+func (s *server) authenticate(header string) (*identity, bool) {
 	scheme, token, ok := strings.Cut(header, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
+		return nil, false
 	}
-	return s.authenticateToken(token)
-}
-
-// authenticateToken checks a bare token (bearer header, login form or cookie).
-func (s *server) authenticateToken(token string) (string, bool) {
-	if token == "" {
-		return "", false
-	}
-	var found string
-	for name, secret := range s.tokens {
-		if subtle.ConstantTimeCompare([]byte(token), []byte(secret)) == 1 {
-			found = name
-		}
-	}
-	return found, found != ""
-}
-
-// tokenName is the name of the token that authenticated the request ("" if none).
-func tokenName(ctx context.Context) string {
-	n, _ := ctx.Value(ctxKey{}).(string)
-	return n
+	return s.tokens.authenticate(token)
 }
 
 func tooManyFailuresAPI(w http.ResponseWriter, _ *http.Request) {

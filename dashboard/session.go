@@ -132,23 +132,25 @@ func (s *server) sessionError(w http.ResponseWriter, r *http.Request, err error)
 	s.render(w, r, http.StatusServiceUnavailable, web.ErrorPage(http.StatusServiceUnavailable, "The session store (Redis) is unavailable."))
 }
 
-// sessionToken is the token name of the request's login session, if it
-// has one whose token is still configured with the same secret.
-func (s *server) sessionToken(r *http.Request) (string, bool) {
+// sessionIdentity is the identity of the request's login session: the
+// token it was opened with, if that token is still configured with the
+// same secret. The token's scopes are read from the configuration on each
+// request, so a changed scope applies to open sessions at once.
+func (s *server) sessionIdentity(r *http.Request) (*identity, bool) {
 	if s.sessions == nil {
-		return "", false
+		return nil, false
 	}
 	ctx := r.Context()
 	name := s.sessions.GetString(ctx, sessionTokenName)
-	secret, known := s.tokens[name]
+	t, known := s.tokens.byName(name)
 	if name == "" || !known {
-		return "", false
+		return nil, false
 	}
 	fp := s.sessions.GetString(ctx, sessionTokenFP)
-	if subtle.ConstantTimeCompare([]byte(fp), []byte(tokenFingerprint(secret))) != 1 {
-		return "", false
+	if subtle.ConstantTimeCompare([]byte(fp), []byte(tokenFingerprint(t.secret))) != 1 {
+		return nil, false
 	}
-	return name, true
+	return t.id, true
 }
 
 // requirePageToken guards the HTML pages when --read-auth is on: a bearer
@@ -159,17 +161,17 @@ func (s *server) requirePageToken(next http.Handler) http.Handler {
 			if s.failures.blocked(w, r, s.tooManyFailuresPage) {
 				return
 			}
-			name, ok := s.authenticate(h)
+			id, ok := s.authenticate(h)
 			if !ok {
 				s.failures.failed(r)
 				s.unauthorized(w, r, r.URL.RequestURI(), "")
 				return
 			}
-			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), ctxKey{}, name)))
+			next.ServeHTTP(w, r.WithContext(withIdentity(r.Context(), id)))
 			return
 		}
-		if name, ok := s.sessionToken(r); ok {
-			ctx := web.WithSignedIn(context.WithValue(r.Context(), ctxKey{}, name))
+		if id, ok := s.sessionIdentity(r); ok {
+			ctx := web.WithSignedIn(withIdentity(r.Context(), id), id.Name)
 			next.ServeHTTP(w, r.WithContext(ctx))
 			return
 		}
@@ -179,6 +181,12 @@ func (s *server) requirePageToken(next http.Handler) http.Handler {
 
 func (s *server) unauthorized(w http.ResponseWriter, r *http.Request, next, msg string) {
 	w.Header().Set("WWW-Authenticate", `Bearer realm="slotscaler"`)
+	if r.Header.Get("HX-Request") == "true" && r.Method != http.MethodGet {
+		// A decision form posted after the login ended: a line in the form,
+		// not the login page inside it.
+		s.render(w, r, http.StatusUnauthorized, web.DecisionError("Your login has ended: reload the page and log in again."))
+		return
+	}
 	s.render(w, r, http.StatusUnauthorized, web.UnauthorizedPage(web.LoginView{Next: next, Error: msg}))
 }
 
@@ -219,7 +227,7 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	next := localPath(r.PostForm.Get("next"))
 	token := r.PostForm.Get("token")
-	name, ok := s.authenticateToken(token)
+	id, ok := s.tokens.authenticate(token)
 	if !ok {
 		s.failures.failed(r)
 		s.log.Info("login refused", "client", clientIP(r))
@@ -231,9 +239,10 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 		s.sessionError(w, r, err)
 		return
 	}
-	s.sessions.Put(ctx, sessionTokenName, name)
-	s.sessions.Put(ctx, sessionTokenFP, tokenFingerprint(s.tokens[name]))
-	s.log.Info("login", "token_name", name, "client", clientIP(r))
+	t, _ := s.tokens.byName(id.Name)
+	s.sessions.Put(ctx, sessionTokenName, id.Name)
+	s.sessions.Put(ctx, sessionTokenFP, tokenFingerprint(t.secret))
+	s.log.Info("login", "token_name", id.Name, "client", clientIP(r))
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 

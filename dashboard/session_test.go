@@ -159,7 +159,7 @@ func TestSessionEndsAfterItsIdleTimeout(t *testing.T) {
 
 func TestChangingATokensSecretEndsItsSessions(t *testing.T) {
 	f := newFixture(t, withReadAuth)
-	_, rotated := f.newReplica(withReadAuth, func(s *server) { s.tokens = tokens{testTokenName: "the-new-secret"} })
+	_, rotated := f.newReplica(withReadAuth, func(s *server) { s.tokens = fullAccessTokens(tokens{testTokenName: "the-new-secret"}) })
 	c := f.login(f.http.URL, testToken, "/")
 	assert.Equal(t, http.StatusUnauthorized, f.withCookies("GET", rotated.URL+"/", c).StatusCode,
 		"a session opened with the old secret of %q", testTokenName)

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/slotscaler/slotscaler/pkg/capacity"
@@ -56,14 +57,15 @@ func (s *server) poolSummary(ctx context.Context, pool slots.PoolID) (poolSummar
 	return summarise(cfg, stats[0].Stats), nil
 }
 
-// poolSummaries reads every pool's counters and config and computes desired
-// pods. The API's pool list and the overview page both show this, so they
-// cannot disagree.
-func (s *server) poolSummaries(ctx context.Context) ([]poolSummary, error) {
+// poolSummaries reads the counters and config of every pool keep accepts
+// (the pools the identity may read) and computes desired pods. The API's
+// pool list and the overview page both show this, so they cannot disagree.
+func (s *server) poolSummaries(ctx context.Context, keep func(slots.PoolID) bool) ([]poolSummary, error) {
 	pools, err := s.store.Pools(ctx)
 	if err != nil {
 		return nil, err
 	}
+	pools = slices.DeleteFunc(pools, func(p slots.PoolID) bool { return !keep(p) })
 	if len(pools) == 0 {
 		return []poolSummary{}, nil
 	}

@@ -35,6 +35,8 @@ type Count struct {
 type OverviewView struct {
 	Pools []PoolRow
 	Error string // shown instead of the table when the store could not be read
+	// AwaitingApproval counts the reserved tasks of the pools shown.
+	AwaitingApproval int
 }
 
 // PoolRow is one pool on the overview.
@@ -64,6 +66,9 @@ type PoolView struct {
 	Janitor  JanitorView
 	Chart    ChartView
 	Grid     GridView
+	// Approvals are the pool's reserved tasks, with the decision forms the
+	// identity may use (not live: the grid is).
+	Approvals []ApprovalRow
 }
 
 // ScalingView is how many pods the pool needs and why.
@@ -171,6 +176,8 @@ type TaskView struct {
 	Reason          string
 	ExitCode        string // "" when no exit code is known
 	By              string // who approved, rejected or cancelled
+	Note            string // the last decision's note
+	SubmittedBy     string // "" when unknown
 	CancelRequested bool
 	PayloadSize     int
 	WorkspaceDigest string // the plan's workspace digest; "" when none was recorded
@@ -179,6 +186,7 @@ type TaskView struct {
 	History         []HistoryRow
 	Output          string // the tail of the output
 	OutputCut       int    // bytes cut from the front of Output, 0 when whole
+	Decisions       DecisionsView
 }
 
 // HistoryRow is one state change of a task.
@@ -192,4 +200,42 @@ type HistoryRow struct {
 type LoginView struct {
 	Next  string // where to go after logging in
 	Error string // "" unless a token was refused
+}
+
+// DecisionsView is the decision forms of one task, for the identity
+// looking: a URL is set only for what it may do to the task as it stands.
+type DecisionsView struct {
+	Task       string
+	ApproveURL string // "" when it may not approve (or the task is not reserved)
+	RejectURL  string // as ApproveURL
+	CancelURL  string // "" when it may not cancel (or the task is finished)
+	// Blocked says why approving is not offered though the identity holds
+	// the approve scope (the pool wants another approver); "" otherwise.
+	Blocked string
+}
+
+// Any says whether there is a form to show.
+func (v DecisionsView) Any() bool {
+	return v.ApproveURL != "" || v.RejectURL != "" || v.CancelURL != ""
+}
+
+// ApprovalsView is the "Awaiting approval" page across the pools the
+// identity may read.
+type ApprovalsView struct {
+	Rows []ApprovalRow
+	// More counts reservations not shown (beyond the page's bound).
+	More int
+}
+
+// ApprovalRow is one reserved task awaiting its decision.
+type ApprovalRow struct {
+	Task, TaskHref  string
+	Pool, PoolHref  string
+	SubmittedBy     string // "" when unknown
+	Age             string // since its plan ended
+	TimeLeft        string // until the reservation expires
+	WorkspaceDigest string // "" when none was recorded
+	OutputTail      string // the plan output's last lines
+	OutputCut       bool   // OutputTail is not the whole output
+	Decisions       DecisionsView
 }

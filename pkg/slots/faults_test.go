@@ -150,8 +150,9 @@ func TestADecisionWhoseReplyWasLostIsAnsweredLikeTheFirst(t *testing.T) {
 		e.submit(id, PlanAndApply)
 		require.Equal(t, StateReserved, e.complete(e.take("agent-0", uid), OutcomeSuccess))
 	}
+	// The approve's last arguments: task, approver, note.
 	lastArgs := func(a, b string) func([]string) bool {
-		return func(args []string) bool { n := len(args); return n > 2 && args[n-2] == a && args[n-1] == b }
+		return func(args []string) bool { n := len(args); return n > 3 && args[n-3] == a && args[n-2] == b }
 	}
 
 	reserve("pa")
@@ -171,8 +172,8 @@ func TestADecisionWhoseReplyWasLostIsAnsweredLikeTheFirst(t *testing.T) {
 
 	reserve("pr")
 	cut = proxy.Add(faultproxy.Rule{Command: "EVALSHA", Match: func(args []string) bool {
-		n := len(args)
-		return n > 4 && args[n-4] == "pr" && args[n-3] == "bob" && args[n-2] == "reject"
+		n := len(args) // ... task, who, mode, reason, note
+		return n > 5 && args[n-5] == "pr" && args[n-4] == "bob" && args[n-3] == "reject"
 	}, Times: 1, Action: faultproxy.CutAfterForward})
 	require.NoError(t, s.Reject(ctx, e.pool, "pr", "bob"))
 	require.Equal(t, 1, cut.Acted())

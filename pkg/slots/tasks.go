@@ -16,6 +16,10 @@ type TaskSpec struct {
 	ID      string
 	Type    TaskType
 	Payload []byte
+	// SubmittedBy is who submitted (the dashboard's authenticated
+	// identity); "" when unknown. Kept with the task, so a pool may refuse
+	// that the submitter approve their own task.
+	SubmittedBy string
 }
 
 // SubmitResult says what Submit did: Created is false when the id existed
@@ -41,7 +45,10 @@ func (s *Store) Submit(ctx context.Context, pool PoolID, spec TaskSpec) (SubmitR
 	if len(spec.Payload) > s.maxPayload {
 		return SubmitResult{}, fmt.Errorf("%w: task %s payload is %d bytes, limit %d", ErrPayloadTooLarge, spec.ID, len(spec.Payload), s.maxPayload)
 	}
-	res, err := s.run(ctx, "submit", pool, spec.ID, string(spec.Type), spec.Payload)
+	if err := validateActor(spec.SubmittedBy); err != nil {
+		return SubmitResult{}, err
+	}
+	res, err := s.run(ctx, "submit", pool, spec.ID, string(spec.Type), spec.Payload, spec.SubmittedBy)
 	if err != nil {
 		return SubmitResult{}, fmt.Errorf("submitting task %s to %s: %w", spec.ID, pool, err)
 	}
@@ -262,17 +269,39 @@ func (s *Store) Complete(ctx context.Context, pool PoolID, r Result) (TaskState,
 	return TaskState(asString(res)), nil
 }
 
+// Decision is a person's (or a system's) decision about a task: approve,
+// reject or cancel. By is who decided; Note is what they add (a reject's
+// reason, a ticket). The note is free text: it is kept in the task's own
+// note field and in its history, never in Reason, which stays a short
+// machine-readable code.
+type Decision struct {
+	By   string
+	Note string
+}
+
+func (d Decision) validate() error {
+	if err := validateActor(d.By); err != nil {
+		return err
+	}
+	return validateNote(d.Note)
+}
+
 // Approve runs the apply of a reserved task in the slot that ran its plan
 // (also on a cordoned pod). A reservation that ended is ErrReservationLost or
 // ErrNotReserved. Returns the apply's epoch.
 func (s *Store) Approve(ctx context.Context, pool PoolID, task, by string) (string, error) {
+	return s.ApproveWith(ctx, pool, task, Decision{By: by})
+}
+
+// ApproveWith is Approve with a note kept with the decision.
+func (s *Store) ApproveWith(ctx context.Context, pool PoolID, task string, d Decision) (string, error) {
 	if err := ValidateTaskID(task); err != nil {
 		return "", err
 	}
-	if err := validateActor(by); err != nil {
+	if err := d.validate(); err != nil {
 		return "", err
 	}
-	res, err := s.run(ctx, "approve", pool, task, by)
+	res, err := s.run(ctx, "approve", pool, task, d.By, d.Note)
 	if err != nil {
 		return "", fmt.Errorf("approving task %s in %s: %w", task, pool, err)
 	}
@@ -280,32 +309,37 @@ func (s *Store) Approve(ctx context.Context, pool PoolID, task, by string) (stri
 	if len(f) < 1 {
 		return "", fmt.Errorf("approving task %s: unexpected reply %v", task, res)
 	}
-	s.log.Info("task approved", "pool", pool, "task", task, "by", by, "epoch", f[0])
+	s.log.Info("task approved", "pool", pool, "task", task, "by", d.By, "epoch", f[0])
 	return f[0], nil
 }
 
 // Reject ends a reservation without applying; the slot is freed.
 func (s *Store) Reject(ctx context.Context, pool PoolID, task, by string) error {
-	return s.endReservation(ctx, pool, task, by, "reject", "")
+	return s.RejectWith(ctx, pool, task, Decision{By: by})
+}
+
+// RejectWith is Reject with a note (the rejection's reason, in words).
+func (s *Store) RejectWith(ctx context.Context, pool PoolID, task string, d Decision) error {
+	return s.endReservation(ctx, pool, task, d, "reject", "")
 }
 
 // ReleaseReservation lets a stopping agent give a reservation up: the task
 // fails with reason (e.g. "agent-shutdown") and the slot is freed.
 func (s *Store) ReleaseReservation(ctx context.Context, pool PoolID, task, reason string) error {
-	return s.endReservation(ctx, pool, task, "agent", "release", reason)
+	return s.endReservation(ctx, pool, task, Decision{By: "agent"}, "release", reason)
 }
 
-func (s *Store) endReservation(ctx context.Context, pool PoolID, task, by, mode, reason string) error {
+func (s *Store) endReservation(ctx context.Context, pool PoolID, task string, d Decision, mode, reason string) error {
 	if err := ValidateTaskID(task); err != nil {
 		return err
 	}
-	if err := validateActor(by); err != nil {
+	if err := d.validate(); err != nil {
 		return err
 	}
-	if _, err := s.run(ctx, "reject", pool, task, by, mode, reason); err != nil {
+	if _, err := s.run(ctx, "reject", pool, task, d.By, mode, reason, d.Note); err != nil {
 		return fmt.Errorf("ending reservation of task %s in %s (%s): %w", task, pool, mode, err)
 	}
-	s.log.Info("reservation ended", "pool", pool, "task", task, "by", by, "mode", mode, "reason", reason)
+	s.log.Info("reservation ended", "pool", pool, "task", task, "by", d.By, "mode", mode, "reason", reason)
 	return nil
 }
 
@@ -314,13 +348,18 @@ func (s *Store) endReservation(ctx context.Context, pool PoolID, task, by, mode,
 // task becomes cancelled when the agent completes it). A finished task is
 // ErrTaskFinished.
 func (s *Store) Cancel(ctx context.Context, pool PoolID, task, by string) (TaskState, error) {
+	return s.CancelWith(ctx, pool, task, Decision{By: by})
+}
+
+// CancelWith is Cancel with a note kept with the decision.
+func (s *Store) CancelWith(ctx context.Context, pool PoolID, task string, d Decision) (TaskState, error) {
 	if err := ValidateTaskID(task); err != nil {
 		return "", err
 	}
-	if err := validateActor(by); err != nil {
+	if err := d.validate(); err != nil {
 		return "", err
 	}
-	res, err := s.run(ctx, "cancel", pool, task, by)
+	res, err := s.run(ctx, "cancel", pool, task, d.By, d.Note)
 	if err != nil {
 		return "", fmt.Errorf("cancelling task %s in %s: %w", task, pool, err)
 	}
@@ -366,6 +405,8 @@ func (s *Store) Task(ctx context.Context, pool PoolID, id string) (Task, error) 
 		Reason:          h["reason"],
 		Output:          h["out"],
 		By:              h["by"],
+		Note:            h["note"],
+		SubmittedBy:     h["sub"],
 		Payload:         []byte(h["payload"]),
 		CancelRequested: h["cx"] == "1",
 		WorkspaceDigest: h["wsd"],

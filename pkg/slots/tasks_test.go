@@ -292,6 +292,21 @@ func TestBadInputIsRefusedAndWritesNothing(t *testing.T) {
 			_, err := e.s.Submit(e.ctx, PoolID{Namespace: "nope", Name: "x"}, TaskSpec{ID: "x", Type: Plan})
 			return err
 		}, ErrPoolNotFound},
+		"submitter name too long": {func() error {
+			_, err := e.s.Submit(e.ctx, e.pool, TaskSpec{ID: "x", Type: Plan, SubmittedBy: strings.Repeat("a", MaxActorLen+1)})
+			return err
+		}, ErrInvalidTask},
+		"note too long": {func() error {
+			_, err := e.s.CancelWith(e.ctx, e.pool, "x", Decision{By: "a", Note: strings.Repeat("x", MaxNoteLen+1)})
+			return err
+		}, ErrInvalidTask},
+		"note with control characters": {func() error {
+			return e.s.RejectWith(e.ctx, e.pool, "x", Decision{By: "a", Note: "fine\x1b[31mred"})
+		}, ErrInvalidTask},
+		"note not UTF-8": {func() error {
+			_, err := e.s.ApproveWith(e.ctx, e.pool, "x", Decision{By: "a", Note: "\xff"})
+			return err
+		}, ErrInvalidTask},
 		"bad pod name": {func() error { _, err := e.s.RegisterPod(e.ctx, e.pool, "Pod_1", "u"); return err }, ErrInvalidPod},
 		"missing uid":  {func() error { _, err := e.s.RegisterPod(e.ctx, e.pool, "pod-1", ""); return err }, ErrInvalidPod},
 		"bad outcome": {func() error {

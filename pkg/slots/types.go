@@ -224,6 +224,11 @@ type Task struct {
 	// workspace with this digest.
 	WorkspaceDigest string
 	History         []HistoryEntry
+	// Note is what the last decision (approve, reject, cancel) added in
+	// words; the history keeps every decision's note.
+	Note string
+	// SubmittedBy is who submitted the task ("" when unknown).
+	SubmittedBy string
 }
 
 // HistoryEntry is one state change of a task.

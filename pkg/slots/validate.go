@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Limits on what callers may send. Pool and pod names follow Kubernetes
@@ -16,6 +19,7 @@ const (
 	MaxTaskIDLen      = 128
 	MaxUIDLen         = 128
 	MaxActorLen       = 256
+	MaxNoteLen        = 1024
 	DefaultMaxPayload = 1 << 20
 	MaxSlots          = 64
 )
@@ -75,6 +79,21 @@ func ValidateTaskType(t TaskType) error {
 func validateActor(by string) error {
 	if len(by) > MaxActorLen {
 		return fmt.Errorf("%w: actor name longer than %d bytes", ErrInvalidTask, MaxActorLen)
+	}
+	return nil
+}
+
+// validateNote bounds a decision's note: text, no control characters but
+// newlines and tabs (it is shown in pages and logs).
+func validateNote(note string) error {
+	if len(note) > MaxNoteLen {
+		return fmt.Errorf("%w: note longer than %d bytes", ErrInvalidTask, MaxNoteLen)
+	}
+	if !utf8.ValidString(note) {
+		return fmt.Errorf("%w: note is not UTF-8", ErrInvalidTask)
+	}
+	if strings.ContainsFunc(note, func(r rune) bool { return unicode.IsControl(r) && r != '\n' && r != '\t' }) {
+		return fmt.Errorf("%w: note holds control characters", ErrInvalidTask)
 	}
 	return nil
 }

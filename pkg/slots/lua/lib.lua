@@ -26,7 +26,8 @@
 --   K.resv           zset   task -> reservation deadline
 --   K.done           zset   task -> time it finished
 --   K.tomb           zset   pod uid -> time it was removed
---   K.t:<id>         hash   task
+--   K.t:<id>         hash   task; among its fields: by (who decided last), note (that decision's
+--                           note), sub (who submitted, "" when unknown)
 --   K.h:<id>         list   task history "<ms>|<state>|<detail>"
 --   K.ev             stream events, ids "0-<n>" from the evseq counter
 -- Times are milliseconds from Redis TIME: one clock for every writer.
@@ -254,19 +255,26 @@ local function place_or_enqueue(c, now, id, ttype, qs)
   return nil
 end
 
--- finish moves a task to a terminal state.
-local function finish(c, now, id, st, reason, by)
+-- decided is the history detail of a person's decision: who, and their note.
+local function decided(by, note)
+  if note == nil or note == '' then return 'by ' .. by end
+  return 'by ' .. by .. ': ' .. note
+end
+
+-- finish moves a task to a terminal state. detail, when given, is the
+-- history entry's detail instead of the reason (a decision's who and note).
+local function finish(c, now, id, st, reason, by, detail)
   redis.call('HSET', tkey(id), 'st', st, 'reason', reason or '', 'upd', now, 'fin', now)
   if by and by ~= '' then redis.call('HSET', tkey(id), 'by', by) end
   redis.call('ZADD', K .. KEY_DONE, now, id)
-  hist(id, now, st, reason)
+  hist(id, now, st, detail or reason)
   emit(c, now, 'task', id, 'st', st, 'reason', reason or '')
 end
 
 -- end_reservation ends a reserved task and frees its slot.
-local function end_reservation(c, now, id, t, st, reason, by)
+local function end_reservation(c, now, id, t, st, reason, by, detail)
   redis.call('ZREM', K .. KEY_RESV, id)
-  finish(c, now, id, st, reason, by)
+  finish(c, now, id, st, reason, by, detail)
   release(c, now, t.pod, t.slot)
 end
 

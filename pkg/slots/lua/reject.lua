@@ -4,7 +4,8 @@
 -- A reject repeated by the same person (a retry after a lost reply) is
 -- answered as the first one was.
 -- KEYS[1] cfg
--- ARGV[1] task, ARGV[2] who, ARGV[3] "reject"|"release", ARGV[4] reason
+-- ARGV[1] task, ARGV[2] who, ARGV[3] "reject"|"release", ARGV[4] reason, ARGV[5] the
+-- rejecter's note (their reason in words; ARGV[4] is a machine-readable code)
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local id = ARGV[1]
@@ -17,6 +18,6 @@ if ARGV[3] == 'release' then
   end_reservation(c, now, id, t, 'failed', ARGV[4], ARGV[2])
   return 'failed'
 end
-redis.call('HSET', tkey(id), 'rs', '0') -- ended by a decision, not lost
-end_reservation(c, now, id, t, 'rejected', '', ARGV[2])
+redis.call('HSET', tkey(id), 'rs', '0', 'note', ARGV[5]) -- ended by a decision, not lost
+end_reservation(c, now, id, t, 'rejected', '', ARGV[2], decided(ARGV[2], ARGV[5]))
 return 'rejected'

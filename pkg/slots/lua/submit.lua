@@ -1,7 +1,7 @@
 -- submit: create a task and run its plan phase in the best idle slot, or
 -- queue it. Idempotent by id: a repeat returns the task's current state.
 -- KEYS[1] cfg
--- ARGV[1] task id, ARGV[2] type, ARGV[3] payload
+-- ARGV[1] task id, ARGV[2] type, ARGV[3] payload, ARGV[4] who submitted ("" unknown)
 -- Returns {"created"|"exists", state, epoch, pod, slot}.
 local c = load_cfg()
 if c == nil then return fail('nopool') end
@@ -27,7 +27,7 @@ if not free then
 end
 local qs = redis.call('HINCRBY', N, 'qseq', 1)
 redis.call('HSET', tkey(id), 'id', id, 'type', ttype, 'payload', ARGV[3], 'qs', qs, 'created', now,
-  'attempt', 0)
+  'attempt', 0, 'sub', ARGV[4])
 hist(id, now, 'submitted', ttype)
 local ep, pod, slot = place_or_enqueue(c, now, id, ttype, qs)
 if ep then return {'created', 'running', ep, pod, slot} end
