@@ -204,6 +204,7 @@ func TestChartFragmentAndAnEmptyHistory(t *testing.T) {
 	f := newFixture(t)
 	resp := f.do("GET", "/pools/ci/terraform/chart?window=24h", "", "")
 	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.True(t, resp.Uncompressed, "the fragment came gzipped (Go's client asked for it and unpacked it)")
 	body := readAll(t, resp)
 	assert.True(t, strings.HasPrefix(body, `<section id="chart"`), "a fragment, not a page: %.80s", body)
 	doc, err := goquery.NewDocumentFromReader(strings.NewReader(body))

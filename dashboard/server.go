@@ -192,6 +192,12 @@ type route struct {
 	with            []func(http.Handler) http.Handler // after authentication and the scope check
 }
 
+// compressed gzips the big, frequent, secret-free answers: a chart
+// fragment of an hour's samples is 60-80 KB of SVG, fetched again every
+// refresh by every viewer, and shrinks about tenfold. Pages that may carry
+// what a user typed next to something secret are left alone (BREACH).
+var compressed = []func(http.Handler) http.Handler{middleware.Compress(5, "text/html", "application/json")}
+
 // pageRoutes are the HTML pages and their fragments, and the decisions
 // taken from them (forms posted by htmx, or plainly without JS).
 func (s *server) pageRoutes() []route {
@@ -200,7 +206,7 @@ func (s *server) pageRoutes() []route {
 		{method: "GET", pattern: "/approvals", verb: verbRead, handler: s.approvalsPage},
 		{method: "GET", pattern: "/pools/{ns}/{name}", verb: verbRead, handler: s.poolPage},
 		{method: "GET", pattern: "/pools/{ns}/{name}/grid", verb: verbRead, handler: s.poolGrid},
-		{method: "GET", pattern: "/pools/{ns}/{name}/chart", verb: verbRead, handler: s.chartFragment},
+		{method: "GET", pattern: "/pools/{ns}/{name}/chart", verb: verbRead, handler: s.chartFragment, with: compressed},
 		{method: "GET", pattern: "/pools/{ns}/{name}/live", verb: verbRead, handler: s.live, with: []func(http.Handler) http.Handler{s.capStreams(false)}},
 		{method: "GET", pattern: "/pools/{ns}/{name}/tasks/{id}", verb: verbRead, handler: s.taskPage},
 		{method: "POST", pattern: "/pools/{ns}/{name}/tasks/{id}/approve", verb: verbApprove, handler: s.decidePage(actionApprove)},
@@ -215,7 +221,7 @@ func (s *server) apiRoutes() []route {
 	return []route{
 		{method: "GET", pattern: "/pools", verb: verbRead, handler: s.listPools},
 		{method: "GET", pattern: "/pools/{ns}/{name}", verb: verbRead, handler: s.getPool},
-		{method: "GET", pattern: "/pools/{ns}/{name}/history", verb: verbRead, handler: s.getHistory},
+		{method: "GET", pattern: "/pools/{ns}/{name}/history", verb: verbRead, handler: s.getHistory, with: compressed},
 		{method: "GET", pattern: "/pools/{ns}/{name}/events", verb: verbRead, handler: s.events, with: []func(http.Handler) http.Handler{s.capStreams(true), s.longPollDeadlines}},
 		{method: "GET", pattern: "/pools/{ns}/{name}/tasks/{id}", verb: verbRead, handler: s.getTask},
 		{method: "POST", pattern: "/pools/{ns}/{name}/tasks", verb: verbSubmit, handler: s.submit},
