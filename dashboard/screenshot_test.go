@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/stretchr/testify/require"
 
+	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -51,6 +52,20 @@ func TestWriteScreenshot(t *testing.T) {
 	require.NoError(t, f.store.Cordon(f.ctx, f.pool, pods[5].name, pods[5].uid))
 	_, err = f.store.Cancel(f.ctx, f.pool, "plan-22", "bob")
 	require.NoError(t, err)
+
+	// What the janitor would say of it: the cordoned pod waits to be idle.
+	now := time.Now().UTC()
+	require.NoError(t, janitorreport.NewStore(f.rdb, f.prefix).Write(f.ctx, f.pool, janitorreport.Report{
+		At: now, Changed: now.Add(-40 * time.Second), StaleAfter: now.Add(3 * time.Minute),
+		Content: janitorreport.Content{Pool: f.pool.String(), Janitor: "slotscaler-janitor-7d9f", Replicas: 5, Live: 5,
+			Summary: "At the desired size (5 pods), with more to do.",
+			Waiting: []janitorreport.Wait{{Kind: janitorreport.WaitBusy, Pods: 1,
+				Text: "1 surplus pod is busy: cordoned, it goes once idle."}},
+			Actions: []janitorreport.Action{
+				{At: now.Add(-40 * time.Second), Kind: janitorreport.ActionCordoned, Pods: []string{pods[5].name}, Count: 1, Reason: "surplus, busy"},
+				{At: now.Add(-9 * time.Minute), Kind: janitorreport.ActionCreated, Pods: []string{pods[4].name, pods[5].name}, Count: 2, Reason: "6 desired, 4 live"},
+			}},
+	}))
 
 	ctx := newBrowser(t)
 	var png []byte
