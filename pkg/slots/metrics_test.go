@@ -95,7 +95,7 @@ func TestPoolMetricsCountTransitions(t *testing.T) {
 		assert.Equal(t, uint64(1), pd.Counts[5], "the ~200 s plan: bucket le=300 (after 120)")
 		assert.Equal(t, uint64(1), m.PhaseDuration[PhaseKey{Type: PlanAndApply, Phase: PhasePlan}].Count())
 		assert.Equal(t, map[FinishedKey]uint64{
-			{Type: Plan, State: StateSucceeded, Reason: ""}:        1,
+			{Type: Plan, State: StateSucceeded, Reason: ""}:       1,
 			{Type: Plan, State: StateFailed, Reason: ReasonOther}: 1,
 		}, m.Finished)
 		assert.WithinDuration(t, e.redisNow().Add(e.cfg.ReservationTTL), m.NextReservationExpiry, time.Minute)
