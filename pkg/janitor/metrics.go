@@ -18,6 +18,9 @@ type Metrics struct {
 	// Pods reports each pool's pods by state (live, busy, idle, cordoned,
 	// draining, and foreign: static agents' pods being taken over).
 	Pods *prometheus.GaugeVec
+	// Degraded is 1 while a pool's Degraded condition is True (its pods
+	// cannot start, its spec is invalid, its template is refused), else 0.
+	Degraded *prometheus.GaugeVec
 }
 
 // NewMetrics registers the janitor's metrics with reg.
@@ -35,9 +38,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "slotscaler", Subsystem: "janitor", Name: "pool_pods",
 			Help: "Pods of a pool by state as of the last pass.",
 		}, []string{"namespace", "pool", "state"}),
+		Degraded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "slotscaler", Subsystem: "janitor", Name: "pool_degraded",
+			Help: "1 while the pool's Degraded condition is True (pods cannot start, invalid spec, template refused by the pod policy), else 0.",
+		}, []string{"namespace", "pool"}),
 	}
+	// Both results exist from the start, so rate() over errors sees the first.
+	m.Syncs.WithLabelValues(resultSuccess)
+	m.Syncs.WithLabelValues(resultError)
 	if reg != nil {
-		reg.MustRegister(m.Actions, m.Syncs, m.Pods)
+		reg.MustRegister(m.Actions, m.Syncs, m.Pods, m.Degraded)
 	}
 	return m
 }
