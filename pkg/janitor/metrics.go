@@ -20,6 +20,9 @@ type Metrics struct {
 	Pods *prometheus.GaugeVec
 	// Degraded is 1 while a pool's Degraded condition is True (its pods
 	// cannot start, its spec is invalid, its template is refused), else 0.
+	// Its one label is pool="<namespace>/<name>", as the scaler's per-pool
+	// metrics have it (pkg/poolmetrics): a "namespace" label would clash
+	// with the one Prometheus sets to the scraped pod's namespace.
 	Degraded *prometheus.GaugeVec
 }
 
@@ -41,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Degraded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "slotscaler", Subsystem: "janitor", Name: "pool_degraded",
 			Help: "1 while the pool's Degraded condition is True (pods cannot start, invalid spec, template refused by the pod policy), else 0.",
-		}, []string{"namespace", "pool"}),
+		}, []string{"pool"}),
 	}
 	// Both results exist from the start, so rate() over errors sees the first.
 	m.Syncs.WithLabelValues(resultSuccess)

@@ -105,7 +105,7 @@ func (p *pass) updateStatus(n podCounts, s *settings, snap *slots.Snapshot, degr
 	if degraded.Status == metav1.ConditionTrue {
 		isDegraded = 1
 	}
-	p.c.m.Degraded.WithLabelValues(p.id.Namespace, p.id.Name).Set(isDegraded)
+	p.c.m.Degraded.WithLabelValues(p.id.String()).Set(isDegraded)
 	if p.deleting != nil {
 		meta.SetStatusCondition(&st.Conditions, *p.deleting)
 	}

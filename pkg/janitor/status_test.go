@@ -163,7 +163,7 @@ func TestPassStatusShowsQueueAwaitingApprovalAndSlotPolicy(t *testing.T) {
 func TestDegradedGaugeFollowsTheConditionAndGoesWithThePool(t *testing.T) {
 	e := newPassEnv(t, testPool(1))
 	e.pass()
-	gauge := func() float64 { return testutil.ToFloat64(e.m.Degraded.WithLabelValues(e.id.Namespace, e.id.Name)) }
+	gauge := func() float64 { return testutil.ToFloat64(e.m.Degraded.WithLabelValues(e.id.String())) }
 	require.Equal(t, metav1.ConditionFalse, condition(e.pool(), v1alpha1.ConditionDegraded).Status)
 	require.Equal(t, 0.0, gauge())
 
