@@ -62,6 +62,11 @@ func newMetrics(pool slots.PoolID) *metrics {
 			Help: "Assignments refused because their phase already runs in this agent (a phase starts once).",
 		}),
 	}
+	// The ops retried with a count (heartbeat.go, inbox.go, phase.go) exist
+	// from the start, so rate() over errors sees the first one.
+	for _, op := range []string{"heartbeat", "take", "complete"} {
+		m.redisErrors.WithLabelValues(op)
+	}
 	prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool.String()}, m.registry).MustRegister(
 		m.tasks, m.phaseDuration, m.busySlots, m.reservedSlots, m.pendingResults, m.redisErrors, m.duplicateStarts)
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
