@@ -80,7 +80,7 @@ func TestStartRefusesAPhaseTheAgentAlreadyRuns(t *testing.T) {
 // recorded but whose reply has not arrived, beside its apply that already
 // runs, must be reported as the apply, or the apply would look missing.
 func TestHeartbeatReportsOnePhasePerTaskTheRunningOneFirst(t *testing.T) {
-	a := newAgent(Config{}, slog.New(slog.DiscardHandler), slog.New(slog.DiscardHandler), nil, nil, newMetrics(), hooks{})
+	a := newAgent(Config{}, slog.New(slog.DiscardHandler), slog.New(slog.DiscardHandler), nil, nil, newMetrics(slots.PoolID{Namespace: "ns", Name: "pool"}), hooks{})
 	plan := slots.TaskRef{Task: "pa", Epoch: "g-1"}
 	apply := slots.TaskRef{Task: "pa", Epoch: "g-2"}
 	other := slots.TaskRef{Task: "p", Epoch: "g-3"}

@@ -177,6 +177,7 @@ func (e *testEnv) podState(t testing.TB, pod string) slots.PodState {
 type agentRun struct {
 	built  chan *agent
 	addr   string
+	pool   slots.PoolID
 	logs   *testutil.SyncBuffer
 	stop   context.CancelFunc // what SIGTERM does
 	done   chan error
@@ -241,7 +242,7 @@ func (e *testEnv) start(t testing.TB, over map[string]string, h hooks) *agentRun
 	require.NoError(t, err)
 	env := e.settings(t, over)
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &agentRun{addr: ln.Addr().String(), logs: &testutil.SyncBuffer{}, stop: cancel, done: make(chan error, 1), built: make(chan *agent, 1)}
+	r := &agentRun{addr: ln.Addr().String(), pool: slots.PoolID{Namespace: env["POOL_NAMESPACE"], Name: env["POOL_NAME"]}, logs: &testutil.SyncBuffer{}, stop: cancel, done: make(chan error, 1), built: make(chan *agent, 1)}
 	built := func(a *agent) { r.built <- a }
 	go func() {
 		r.done <- run(ctx, nil, r.logs, lookupIn(env), &runOptions{listener: ln, hooks: h, built: built})
@@ -315,10 +316,19 @@ func (r *agentRun) waitReady(t testing.TB) {
 }
 
 // metric returns the value of one sample line of /metrics ("name{labels}").
+// Every slotscaler_agent_ sample carries the agent's pool label
+// (pool="<namespace>/<name>"), checked here and left out of sample.
 func (r *agentRun) metric(t testing.TB, sample string) (float64, bool) {
 	t.Helper()
 	_, body := r.get(t, "/metrics")
 	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, "slotscaler_agent_") {
+			pool := `pool="` + r.pool.String() + `"`
+			if !strings.Contains(line, pool) {
+				t.Fatalf("agent sample without %s: %s", pool, line)
+			}
+			line = strings.Replace(strings.Replace(strings.Replace(line, ","+pool, "", 1), pool+",", "", 1), "{"+pool+"}", "", 1)
+		}
 		if v, ok := strings.CutPrefix(line, sample+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			require.NoError(t, err)

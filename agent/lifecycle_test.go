@@ -275,6 +275,9 @@ func TestMetricsCountPhasesByTypeAndOutcome(t *testing.T) {
 	assert.Equal(t, 0.0, v)
 	_, ok := r.metric(t, "go_goroutines")
 	assert.True(t, ok, "runtime metrics on the agent's own registry")
+	_, body := r.get(t, "/metrics")
+	assert.Contains(t, body, `slotscaler_agent_task_phases_total{outcome="success",phase="plan",pool="`+e.pool.String()+`",type="plan"} 1`,
+		"the agent's metrics carry its pool")
 }
 
 func TestBadSettingsStopStartUpWithOneLineNamingThem(t *testing.T) {

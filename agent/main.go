@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	// new start is a new incarnation, whose reservations the store ends.
 	defer func() { ws.clear(log); ws.Close() }()
 
-	m := newMetrics()
+	m := newMetrics(cfg.Pool)
 	a := newAgent(cfg, log, base, runner, executorEnv(cfg, lookup), m, opts.hooks)
 	a.ws = ws
 	if opts.built != nil {

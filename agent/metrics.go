@@ -3,6 +3,8 @@ package main
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
 const (
@@ -23,7 +25,11 @@ type metrics struct {
 	duplicateStarts prometheus.Counter
 }
 
-func newMetrics() *metrics {
+// newMetrics registers the agent's metrics, each with the label
+// pool="<namespace>/<name>" (the pool this agent serves), as the scaler's
+// per-pool metrics have it: a query joins an agent's numbers with its
+// pool's without relabelling, in and outside Kubernetes.
+func newMetrics(pool slots.PoolID) *metrics {
 	m := &metrics{
 		registry: prometheus.NewRegistry(),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -56,7 +62,13 @@ func newMetrics() *metrics {
 			Help: "Assignments refused because their phase already runs in this agent (a phase starts once).",
 		}),
 	}
-	m.registry.MustRegister(m.tasks, m.phaseDuration, m.busySlots, m.reservedSlots, m.pendingResults, m.redisErrors, m.duplicateStarts,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The ops retried with a count (heartbeat.go, inbox.go, phase.go) exist
+	// from the start, so rate() over errors sees the first one.
+	for _, op := range []string{"heartbeat", "take", "complete"} {
+		m.redisErrors.WithLabelValues(op)
+	}
+	prometheus.WrapRegistererWith(prometheus.Labels{"pool": pool.String()}, m.registry).MustRegister(
+		m.tasks, m.phaseDuration, m.busySlots, m.reservedSlots, m.pendingResults, m.redisErrors, m.duplicateStarts)
+	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -132,6 +133,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	}
 
 	m := newMetrics()
+	m.exportPools(store, conn.Client, log)
 	h := &handler{store: store, log: log, metrics: m, nudge: cfg.NudgeTolerance,
 		streamPoll: cfg.StreamPoll, streams: perclient.New(cfg.MaxStreams), redisTimeout: cfg.RedisTimeout, configs: slots.NewConfigCache(store.Pool, cfg.ConfigCacheTTL)}
 	hs := health.NewServer()
@@ -160,7 +162,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		}
 		return nil
 	})
-	g.Go(func() error { watchRedis(ctx, conn, hs, log); return nil })
+	g.Go(func() error { watchRedis(ctx, conn, hs, m.redisUp, log); return nil })
 	if cfg.ReapInterval > 0 {
 		g.Go(func() error { store.RunReaper(ctx, cfg.ReapInterval, slots.ReapOptions{}); return nil })
 	}
@@ -193,18 +195,22 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 // watchRedis keeps the readiness service in step with Redis: KEDA's calls
 // would fail while it is unreachable, so the scaler is not ready then.
 // Liveness stays SERVING: restarting the scaler does not bring Redis back.
-func watchRedis(ctx context.Context, conn *redisconn.Conn, hs *health.Server, log *slog.Logger) {
+func watchRedis(ctx context.Context, conn *redisconn.Conn, hs *health.Server, up prometheus.Gauge, log *slog.Logger) {
 	hs.SetServingStatus("liveness", healthpb.HealthCheckResponse_SERVING)
 	ready := healthpb.HealthCheckResponse_UNKNOWN
 	for {
 		want := healthpb.HealthCheckResponse_SERVING
 		if err := redisconn.Ping(ctx, conn.Client, 2*time.Second); err != nil {
+			up.Set(0)
 			want = healthpb.HealthCheckResponse_NOT_SERVING
 			if ready != want && ctx.Err() == nil {
 				log.Warn("redis unreachable: not ready", "err", err)
 			}
-		} else if ready == healthpb.HealthCheckResponse_NOT_SERVING {
-			log.Info("redis reachable again: ready")
+		} else {
+			up.Set(1)
+			if ready == healthpb.HealthCheckResponse_NOT_SERVING {
+				log.Info("redis reachable again: ready")
+			}
 		}
 		if want != ready && ctx.Err() == nil {
 			hs.SetServingStatus("readiness", want)

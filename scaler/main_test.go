@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -276,4 +277,61 @@ func TestBinaryRecordsPoolHistory(t *testing.T) {
 	}, 15*time.Second, 100*time.Millisecond, "two samples within seconds")
 	assert.Equal(t, 1.0, got[len(got)-1].Queued["plan"])
 	assert.Equal(t, 1.0, got[len(got)-1].DesiredPods)
+}
+
+// scrapeMetrics returns the scaler's /metrics page.
+func scrapeMetrics(t *testing.T, r *running) string {
+	t.Helper()
+	resp, err := http.Get("http://" + r.metricsAddr + "/metrics")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return string(body)
+}
+
+// The binary exports every pool's view and Redis' reachability; a deleted
+// pool's series go, the per-pool view's and those of KEDA's last answer.
+func TestBinaryExportsPoolsAndForgetsDeletedOnes(t *testing.T) {
+	url, prefix := redistest.Standalone(t), redistest.Prefix(t)
+	opts, err := redis.ParseURL(url)
+	require.NoError(t, err)
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	ctx := context.Background()
+	store, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix})
+	require.NoError(t, err)
+	pool := slots.PoolID{Namespace: "ns", Name: "gone"}
+	_, err = store.DeclarePool(ctx, pool, slots.DefaultPoolConfig())
+	require.NoError(t, err)
+	_, err = store.Submit(ctx, pool, slots.TaskSpec{ID: "t1", Type: slots.Plan})
+	require.NoError(t, err)
+
+	r := start(t, map[string]string{"REDIS_URL": url, "KEY_PREFIX": prefix})
+	conn, err := grpc.NewClient(r.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	require.NoError(t, err)
+	defer conn.Close()
+	_, err = pb.NewExternalScalerClient(conn).GetMetricSpec(ctx,
+		&pb.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{"pool": "gone"}})
+	require.NoError(t, err)
+	_, err = pb.NewExternalScalerClient(conn).GetMetrics(ctx, &pb.GetMetricsRequest{MetricName: metricName(pool),
+		ScaledObjectRef: &pb.ScaledObjectRef{Namespace: "ns", ScalerMetadata: map[string]string{"pool": "gone"}}})
+	require.NoError(t, err)
+
+	require.Eventually(t, func() bool { return strings.Contains(scrapeMetrics(t, r), "slotscaler_scaler_redis_up 1") },
+		10*time.Second, 50*time.Millisecond)
+	page := scrapeMetrics(t, r)
+	assert.Contains(t, page, `slotscaler_pool_queued_tasks{pool="ns/gone",type="plan"} 1`)
+	assert.Contains(t, page, `slotscaler_scaler_desired_pods{pool="ns/gone"} 1`)
+
+	_, err = store.Cancel(ctx, pool, "t1", "test")
+	require.NoError(t, err)
+	_, err = store.BeginDeletion(ctx, pool)
+	require.NoError(t, err)
+	_, err = store.Purge(ctx, pool)
+	require.NoError(t, err)
+	// The per-pool view is cached for a few seconds: the series go with
+	// the first read after the purge.
+	require.Eventually(t, func() bool { return !strings.Contains(scrapeMetrics(t, r), `pool="ns/gone"`) },
+		20*time.Second, 100*time.Millisecond, "a purged pool's series stay:\n%s", scrapeMetrics(t, r))
 }

@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
 	"github.com/slotscaler/slotscaler/pkg/capacity"
+	"github.com/slotscaler/slotscaler/pkg/poolmetrics"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -22,6 +26,13 @@ type metrics struct {
 	desired     *prometheus.GaugeVec
 	binding     *prometheus.GaugeVec
 	oldestQueue *prometheus.GaugeVec
+	redisUp     prometheus.Gauge
+
+	// observed are the pools with series in the vectors above, so that
+	// forgetPools can drop those of pools that went: KEDA stops asking
+	// about a deleted pool, and nothing would update its series again.
+	mu       sync.Mutex
+	observed map[string]bool
 }
 
 func newMetrics() *metrics {
@@ -50,13 +61,47 @@ func newMetrics() *metrics {
 			Namespace: namespace, Subsystem: "scaler", Name: "oldest_queued_task_age_seconds",
 			Help: "Age of the pool's oldest queued task at the last read (0 when none).",
 		}, []string{"pool"}),
+		redisUp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: "scaler", Name: "redis_up",
+			Help: "1 while the scaler reaches Redis (a PING every 2 s), else 0: the scaler is not ready then.",
+		}),
+		observed: map[string]bool{},
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.desired, m.binding, m.oldestQueue,
+	m.registry.MustRegister(m.requests, m.latency, m.desired, m.binding, m.oldestQueue, m.redisUp,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
+// exportPools registers the per-pool view of every pool (pkg/poolmetrics)
+// and drops this scaler's own series of pools that went with each of its
+// reads.
+func (m *metrics) exportPools(store *slots.Store, rdb redis.UniversalClient, log *slog.Logger) {
+	m.registry.MustRegister(poolmetrics.New(store, rdb, poolmetrics.Options{Logger: log, OnPools: m.forgetPools}))
+}
+
+// forgetPools deletes the series of every pool not in pools.
+func (m *metrics) forgetPools(pools []slots.PoolID) {
+	keep := make(map[string]bool, len(pools))
+	for _, p := range pools {
+		keep[p.String()] = true
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p := range m.observed {
+		if keep[p] {
+			continue
+		}
+		for _, v := range []*prometheus.GaugeVec{m.desired, m.binding, m.oldestQueue} {
+			v.DeletePartialMatch(prometheus.Labels{"pool": p})
+		}
+		delete(m.observed, p)
+	}
+}
+
 func (m *metrics) observePool(p slots.PoolID, desired int, st slots.Stats, why capacity.Explanation) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.observed[p.String()] = true
 	m.desired.WithLabelValues(p.String()).Set(float64(desired))
 	// One series per binding, so a query needs no absent(): bounded at
 	// len(capacity.Bindings) per pool.

@@ -9,14 +9,15 @@
 # Env:
 #   TEST_FLAGS       extra go test flags, split on whitespace (e.g. "-run TestX -v")
 #   NO_RACE_MODULES  module dirs relative to the repo root that run without -race
-#                    (default: the KEDA and Kubernetes test modules, whose huge
-#                    dependency trees would take far longer to build with -race;
-#                    the code under test is raced in the root module)
+#                    (default: the KEDA, Kubernetes and monitoring test modules,
+#                    whose huge dependency trees would take far longer to build
+#                    with -race; the code under test is raced in the root module,
+#                    and test/monitoring's tests drive binaries and files)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 read -r -a test_flags <<<"${TEST_FLAGS:-}"
-read -r -a no_race <<<"${NO_RACE_MODULES-test/keda test/kube}"
+read -r -a no_race <<<"${NO_RACE_MODULES-test/keda test/kube test/monitoring}"
 
 # ---- Redis ------------------------------------------------------------------
 

@@ -473,6 +473,7 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 		delete(c.state, key)
 		c.mu.Unlock()
 		c.m.Pods.DeletePartialMatch(map[string]string{"namespace": ns, "pool": name})
+		c.m.Degraded.DeleteLabelValues(key)
 		c.removeCredentials(ctx, slots.PoolID{Namespace: ns, Name: name})
 		c.log.Info("pool deleted", "pool", key)
 		return 0, nil

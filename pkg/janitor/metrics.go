@@ -21,6 +21,12 @@ type Metrics struct {
 	// ReportWrites counts writes of the pools' janitor reports (for the
 	// dashboard) by result: one per change of a report, or per refresh.
 	ReportWrites *prometheus.CounterVec
+	// Degraded is 1 while a pool's Degraded condition is True (its pods
+	// cannot start, its spec is invalid, its template is refused), else 0.
+	// Its one label is pool="<namespace>/<name>", as the scaler's per-pool
+	// metrics have it (pkg/poolmetrics): a "namespace" label would clash
+	// with the one Prometheus sets to the scraped pod's namespace.
+	Degraded *prometheus.GaugeVec
 }
 
 // NewMetrics registers the janitor's metrics with reg.
@@ -42,9 +48,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "slotscaler", Subsystem: "janitor", Name: "report_writes_total",
 			Help: "Writes of the pools' janitor reports for the dashboard, by result (one per change of a report, or per refresh).",
 		}, []string{"result"}),
+		Degraded: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "slotscaler", Subsystem: "janitor", Name: "pool_degraded",
+			Help: "1 while the pool's Degraded condition is True (pods cannot start, invalid spec, template refused by the pod policy), else 0.",
+		}, []string{"pool"}),
 	}
+	// Both results exist from the start, so rate() over errors sees the first.
+	m.Syncs.WithLabelValues(resultSuccess)
+	m.Syncs.WithLabelValues(resultError)
 	if reg != nil {
-		reg.MustRegister(m.Actions, m.Syncs, m.Pods, m.ReportWrites)
+		reg.MustRegister(m.Actions, m.Syncs, m.Pods, m.ReportWrites, m.Degraded)
 	}
 	return m
 }

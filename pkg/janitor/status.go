@@ -101,6 +101,11 @@ func (p *pass) updateStatus(n podCounts, s *settings, snap *slots.Snapshot, degr
 	}
 	degraded.ObservedGeneration = ap.Generation
 	meta.SetStatusCondition(&st.Conditions, *degraded)
+	isDegraded := 0.0
+	if degraded.Status == metav1.ConditionTrue {
+		isDegraded = 1
+	}
+	p.c.m.Degraded.WithLabelValues(p.id.String()).Set(isDegraded)
 	if p.deleting != nil {
 		meta.SetStatusCondition(&st.Conditions, *p.deleting)
 	}

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -157,4 +158,28 @@ func TestPassStatusShowsQueueAwaitingApprovalAndSlotPolicy(t *testing.T) {
 	require.Equal(t, int32(4), ap.Status.QueuedTasks)
 	require.Equal(t, int32(1), ap.Status.AwaitingApproval)
 	require.Equal(t, "3 slots: 0=plan,plan_and_apply 1-2=plan", ap.Status.SlotPolicy)
+}
+
+// slotscaler_janitor_pool_degraded follows the pool's Degraded condition
+// and goes with the pool.
+func TestDegradedGaugeFollowsTheConditionAndGoesWithThePool(t *testing.T) {
+	e := newPassEnv(t, testPool(1))
+	e.pass()
+	gauge := func() float64 { return testutil.ToFloat64(e.m.Degraded.WithLabelValues(e.id.String())) }
+	require.Equal(t, metav1.ConditionFalse, condition(e.pool(), v1alpha1.ConditionDegraded).Status)
+	require.Equal(t, 0.0, gauge())
+
+	e.updatePool(func(ap *v1alpha1.AgentPool) { ap.Spec.IdleFor = dur(-time.Second) })
+	e.pass()
+	require.Equal(t, "InvalidSpec", condition(e.pool(), v1alpha1.ConditionDegraded).Reason)
+	require.Equal(t, 1.0, gauge())
+
+	require.NoError(t, e.dyn.Resource(v1alpha1.GroupVersionResource).Namespace(e.id.Namespace).Delete(e.ctx, e.id.Name, metav1.DeleteOptions{}))
+	require.Eventually(t, func() bool {
+		_, exists, _ := e.c.watchOf(e.id.Namespace).pools.GetIndexer().GetByKey(e.key)
+		return !exists
+	}, 10*time.Second, 5*time.Millisecond)
+	_, err := e.c.sync(e.ctx, e.key)
+	require.NoError(t, err)
+	require.Zero(t, testutil.CollectAndCount(e.m.Degraded), "a deleted pool's series go")
 }

@@ -31,6 +31,7 @@ const (
 	keyTask     = "t:"
 	keyHistory  = "h:"
 	keyEvents   = "ev"
+	keyMetrics  = "metrics"
 )
 
 // Fields of a pool's config hash. DeclarePool writes them, Pool reads them
@@ -82,6 +83,7 @@ var luaNames = []struct{ lua, value string }{
 	{"KEY_T", keyTask},
 	{"KEY_H", keyHistory},
 	{"KEY_EV", keyEvents},
+	{"KEY_M", keyMetrics},
 
 	{"CF_GEN", cfgGeneration},
 	{"CF_GAT", cfgGenerationAt},
@@ -115,6 +117,7 @@ func luaPrelude() string {
 	for _, n := range luaNames {
 		b.WriteString("local " + n.lua + " = " + strconv.Quote(n.value) + "\n")
 	}
+	b.WriteString(metricsPrelude())
 	return b.String()
 }
 

@@ -20,6 +20,7 @@ if not (t.st == 'running' and t.ep == ep) then return fail('stale', 'task ' .. i
 if t.started ~= '1' then return fail('notstarted', 'task ' .. id) end
 local now = now_ms()
 count('run:' .. class_of(c, t.slot), -1)
+observe('pd:' .. t.type .. ':' .. t.phase, PD_BOUNDS, now - (tonumber(t.sat) or now))
 redis.call('HSET', tkey(id), 'exit', ARGV[4], 'out', ARGV[6])
 local plan_of_pa = t.type == 'plan_and_apply' and t.phase == 'plan'
 if t.phase == 'plan' and ARGV[7] and ARGV[7] ~= '' then

@@ -30,6 +30,12 @@
 --                           note), sub (who submitted, "" when unknown)
 --   K.h:<id>         list   task history "<ms>|<state>|<detail>"
 --   K.ev             stream events, ids "0-<n>" from the evseq counter
+--   K.metrics        hash   cumulative counters for Prometheus (metrics.go), never decremented:
+--                           qw:<type>:<bucket> and qw:<type>:s, queue waits (count per histogram
+--                           bucket of QW_BOUNDS, sum in ms); pd:<type>:<phase>:<bucket> and
+--                           pd:<type>:<phase>:s, durations of started phases the agent completed
+--                           (PD_BOUNDS); out:<type>:<state>:<reason>, finished tasks (a reason
+--                           outside METRIC_REASONS counts as "other")
 -- Times are milliseconds from Redis TIME: one clock for every writer.
 
 local K = string.sub(KEYS[1], 1, #KEYS[1] - #KEY_CFG)
@@ -137,6 +143,20 @@ end
 
 local function count(field, by) redis.call('HINCRBY', N, field, by) end
 
+-- observe counts one duration (ms) in a histogram of K.metrics: the bucket it
+-- falls in (the first bound it does not exceed; #bounds for beyond the
+-- last) and the sum. Two O(1) calls, so the exporter reads a pool's
+-- histograms with one HGETALL and keeps nothing per task.
+local function observe(name, bounds, ms)
+  if ms < 0 then ms = 0 end
+  local b = #bounds
+  for i, bound in ipairs(bounds) do
+    if ms <= bound then b = i - 1 break end
+  end
+  redis.call('HINCRBY', K .. KEY_M, name .. ':' .. b, 1)
+  redis.call('HINCRBY', K .. KEY_M, name .. ':s', ms)
+end
+
 -- occupy marks a slot as held by val (a task id or "!" for orphan work) and
 -- keeps the busy/idle pod counters.
 local function occupy(pod, slot, val)
@@ -199,7 +219,9 @@ local function fill_slot(c, now, pod, slot)
   local cls = class_of(c, slot)
   local id, ttype = next_queued(c, cls)
   if id then
+    local qat = redis.call('ZSCORE', K .. KEY_QAT, id)
     dequeue(id, ttype)
+    observe('qw:' .. ttype, QW_BOUNDS, now - (tonumber(qat) or now))
     assign(c, now, id, 'plan', pod, slot)
     return true
   end
@@ -232,6 +254,7 @@ local function place(c, now, id, ttype)
     if m then
       redis.call('ZREM', K .. KEY_IDLE .. cls, m)
       local pod, slot = string.match(m, '^(.*)#(%d+)$')
+      observe('qw:' .. ttype, QW_BOUNDS, 0) -- a slot was free: no wait
       return assign(c, now, id, 'plan', pod, slot), pod, slot
     end
   end
@@ -267,6 +290,9 @@ local function finish(c, now, id, st, reason, by, detail)
   redis.call('HSET', tkey(id), 'st', st, 'reason', reason or '', 'upd', now, 'fin', now)
   if by and by ~= '' then redis.call('HSET', tkey(id), 'by', by) end
   redis.call('ZADD', K .. KEY_DONE, now, id)
+  local mreason = reason or ''
+  if not METRIC_REASONS[mreason] then mreason = 'other' end
+  redis.call('HINCRBY', K .. KEY_M, 'out:' .. (redis.call('HGET', tkey(id), 'type') or '') .. ':' .. st .. ':' .. mreason, 1)
   hist(id, now, st, detail or reason)
   emit(c, now, 'task', id, 'st', st, 'reason', reason or '')
 end

@@ -18,7 +18,7 @@ if #ids > 0 then
 end
 -- Every task is in done by now: a queued one was failed, a running or
 -- reserved one needs a pod, and the pool has none.
-local keys = {CFG, N, K .. KEY_PODS, K .. KEY_QAT, K .. KEY_HB, K .. KEY_RESV, K .. KEY_DONE, K .. KEY_TOMB, K .. KEY_EV}
+local keys = {CFG, N, K .. KEY_PODS, K .. KEY_QAT, K .. KEY_HB, K .. KEY_RESV, K .. KEY_DONE, K .. KEY_TOMB, K .. KEY_EV, K .. KEY_M}
 for _, t in ipairs(split(c.types)) do keys[#keys + 1] = K .. KEY_Q .. t end
 for i = 0, c.ncls - 1 do keys[#keys + 1] = K .. KEY_IDLE .. i end
 redis.call('DEL', unpack(keys))
