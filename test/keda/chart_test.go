@@ -1717,3 +1717,47 @@ func TestChartOptionalParts(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, m.agentPools[0].Spec.Replicas)
 }
+
+// A scoped tokens file comes from an existing Secret, mounted read-only at
+// the path API_TOKENS_FILE names; the four-eyes pools reach the dashboard
+// as one comma-separated setting.
+func TestChartDashboardScopedTokensFile(t *testing.T) {
+	out, err := render(t, "internal-redis-values.yaml", "--set", "dashboard.apiTokensFile.existingSecret=scoped-tokens",
+		"--set", "dashboard.apiTokensFile.key=tokens.yaml", "--set", "dashboard.separateApproverPools={team-a/*,*/prod}")
+	require.NoError(t, err)
+	m, err := decodeManifests(out)
+	require.NoError(t, err)
+	var dash *appsv1.Deployment
+	for i := range m.deployments {
+		if strings.HasSuffix(m.deployments[i].Name, "dashboard") {
+			dash = &m.deployments[i]
+		}
+	}
+	require.NotNil(t, dash, "the dashboard's Deployment")
+	spec := dash.Spec.Template.Spec
+	env := map[string]string{}
+	for _, e := range spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	assert.Equal(t, "/etc/slotscaler/tokens/tokens.yaml", env["API_TOKENS_FILE"])
+	assert.Equal(t, "team-a/*,*/prod", env["SEPARATE_APPROVER_POOLS"])
+	require.Len(t, spec.Containers[0].VolumeMounts, 1)
+	mount := spec.Containers[0].VolumeMounts[0]
+	assert.Equal(t, "/etc/slotscaler/tokens", mount.MountPath)
+	assert.True(t, mount.ReadOnly)
+	require.Len(t, spec.Volumes, 1)
+	require.NotNil(t, spec.Volumes[0].Secret)
+	assert.Equal(t, "scoped-tokens", spec.Volumes[0].Secret.SecretName)
+	assert.Equal(t, mount.Name, spec.Volumes[0].Name)
+
+	// Off by default: no file, no mount.
+	out, err = render(t, "internal-redis-values.yaml")
+	require.NoError(t, err)
+	m, err = decodeManifests(out)
+	require.NoError(t, err)
+	for _, d := range m.deployments {
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			assert.NotEqual(t, "API_TOKENS_FILE", e.Name, "deployment %s", d.Name)
+		}
+	}
+}
