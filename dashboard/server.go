@@ -68,6 +68,8 @@ type server struct {
 	stopping <-chan struct{}
 	// separateApprover: pools where a task's submitter may not approve it.
 	separateApprover poolGlobs
+	// oidc signs browsers in with an OpenID provider; nil: tokens only.
+	oidc *oidcLogin
 }
 
 const apiPrefix = "/api/v1"
@@ -129,6 +131,18 @@ func (s *server) routes() chi.Router {
 				httprate.WithLimitHandler(s.tooManyLoginsPage))).Post("/login", s.login)
 			r.Post("/logout", s.logout)
 		})
+		if s.oidc != nil {
+			r.Group(func(r chi.Router) {
+				// GETs (top-level navigations: SameSite=Lax sends the
+				// cookie back from the provider); the state in the session
+				// is what ties the callback to this browser's sign-in.
+				r.Use(s.sessions.LoadAndSave)
+				r.With(httprate.Limit(loginPostsPerMinute, time.Minute,
+					httprate.WithKeyFuncs(func(r *http.Request) (string, error) { return clientIP(r), nil }),
+					httprate.WithLimitHandler(s.tooManyLoginsPage))).Get(oidcLoginPath, s.oidcStart)
+				r.Get(oidcCallbackPath, s.oidcCallback)
+			})
+		}
 	}
 
 	r.Route(apiPrefix, func(r chi.Router) {
