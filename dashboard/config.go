@@ -54,6 +54,8 @@ type oidcSettings struct {
 	// Scopes asked for besides openid (Dex wants "groups" for the groups
 	// claim; some providers refuse scopes they do not know).
 	Scopes string
+	// ProviderLogout: signing out also ends the provider's session.
+	ProviderLogout bool
 }
 
 func (o oidcSettings) enabled() bool { return o.Issuer != "" }
@@ -165,6 +167,7 @@ func parseConfigWith(args []string, lookup func(string) (string, bool), out io.W
 	fs.StringVar(&c.OIDC.RedirectURL, "oidc-redirect-url", "", "the dashboard's callback as the provider knows it: https://<dashboard host>/login/oidc/callback")
 	fs.StringVar(&c.OIDC.GroupsClaim, "oidc-groups-claim", "groups", "ID token claim listing the user's groups (a list of strings, or one string)")
 	fs.StringVar(&c.OIDC.Scopes, "oidc-scopes", "email,profile", "scopes to ask for besides openid, comma-separated (add groups for Dex)")
+	fs.BoolVar(&c.OIDC.ProviderLogout, "oidc-provider-logout", true, "signing out of the dashboard also goes to the provider's end_session_endpoint, when it has one, which sends the browser back to the dashboard's / (register that as a post-logout redirect URI)")
 	fs.StringVar(&c.OIDC.ProviderName, "oidc-provider-name", "", "name on the login page's \"Sign in with\" link; empty: the issuer's host")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		return Config{}, err

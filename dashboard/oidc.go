@@ -55,6 +55,9 @@ const (
 	sessionOIDCName    = "oidc_name"
 	sessionOIDCEmail   = "oidc_email"
 	sessionOIDCGroups  = "oidc_groups" // joined by newlines
+	// sessionOIDCIDToken is the raw ID token, the id_token_hint of the
+	// provider's logout.
+	sessionOIDCIDToken = "oidc_id_token"
 )
 
 // oidcLogin is the configured OpenID provider and our client at it.
@@ -63,6 +66,12 @@ type oidcLogin struct {
 	oauth       oauth2.Config
 	verifier    *oidc.IDTokenVerifier
 	groupsClaim string
+	// endSession is the provider's end_session_endpoint (RP-initiated
+	// logout); "" when it has none or --oidc-provider-logout is off.
+	endSession string
+	// afterLogout is where the provider sends the browser back after its
+	// logout: the dashboard's root, from --oidc-redirect-url.
+	afterLogout string
 }
 
 // newOIDCLogin discovers the provider (its endpoints and keys) from the
@@ -83,6 +92,19 @@ func newOIDCLogin(ctx context.Context, set oidcSettings) (*oidcLogin, error) {
 	provider, err := oidc.NewProvider(ctx, set.Issuer)
 	if err != nil {
 		return nil, fmt.Errorf("discovering OpenID provider %s: %w", set.Issuer, err)
+	}
+	var meta struct {
+		EndSession string `json:"end_session_endpoint"`
+	}
+	if err := provider.Claims(&meta); err != nil {
+		return nil, fmt.Errorf("reading OpenID provider %s's discovery document: %w", set.Issuer, err)
+	}
+	if !set.ProviderLogout {
+		meta.EndSession = ""
+	}
+	var afterLogout string
+	if u, err := url.Parse(set.RedirectURL); err == nil {
+		afterLogout = (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: "/"}).String()
 	}
 	name := set.ProviderName
 	if name == "" {
@@ -107,6 +129,8 @@ func newOIDCLogin(ctx context.Context, set oidcSettings) (*oidcLogin, error) {
 		},
 		verifier:    provider.Verifier(&oidc.Config{ClientID: set.ClientID}),
 		groupsClaim: set.GroupsClaim,
+		endSession:  meta.EndSession,
+		afterLogout: afterLogout,
 	}, nil
 }
 
@@ -156,6 +180,7 @@ func (s *server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 	s.sessions.Put(ctx, sessionOIDCName, id.Name)
 	s.sessions.Put(ctx, sessionOIDCEmail, claims.Email)
 	s.sessions.Put(ctx, sessionOIDCGroups, strings.Join(claims.Groups, "\n"))
+	s.sessions.Put(ctx, sessionOIDCIDToken, claims.rawIDToken)
 	s.oidcAudit(r, "ok", slog.String("identity", id.Name), slog.String("subject", claims.Subject),
 		slog.String("groups", strings.Join(claims.Groups, ",")), slog.Bool("scoped", len(id.scopes) > 0))
 	http.Redirect(w, r, next, http.StatusSeeOther)
@@ -176,6 +201,8 @@ type oidcClaims struct {
 	Email    string
 	Username string
 	Groups   []string
+
+	rawIDToken string
 }
 
 // oidcExchange checks the callback against the sign-in under way, trades
@@ -204,7 +231,9 @@ func (s *server) oidcExchange(r *http.Request, state, nonce, verifier string) (o
 	if raw == "" {
 		return oidcClaims{}, fmt.Errorf("%w: the provider sent no ID token", errOIDCRefused)
 	}
-	return s.oidc.verify(r.Context(), raw, nonce)
+	c, err := s.oidc.verify(r.Context(), raw, nonce)
+	c.rawIDToken = raw
+	return c, err
 }
 
 // verify checks an ID token (signature, issuer, audience, expiry, then the
@@ -269,6 +298,41 @@ func (s *server) oidcSessionIdentity(ctx context.Context) (*identity, bool) {
 	}
 	return &identity{Kind: identityOIDC, Name: s.sessions.GetString(ctx, sessionOIDCName),
 		Email: s.sessions.GetString(ctx, sessionOIDCEmail), subject: sub, scopes: s.tokens.groupScopes(groups)}, true
+}
+
+// providerLogout is where a signing-out browser goes next: the provider's
+// logout (which ends its own session there, then sends the browser back
+// to the dashboard) for a session signed in with OIDC when the provider
+// has one; else "".
+func (s *server) providerLogout(ctx context.Context) string {
+	if s.oidc == nil || s.oidc.endSession == "" || s.sessions.GetString(ctx, sessionOIDCSubject) == "" {
+		return ""
+	}
+	u, err := url.Parse(s.oidc.endSession)
+	if err != nil {
+		return ""
+	}
+	q := u.Query()
+	q.Set("client_id", s.oidc.oauth.ClientID)
+	q.Set("post_logout_redirect_uri", s.oidc.afterLogout)
+	if hint := s.sessions.GetString(ctx, sessionOIDCIDToken); hint != "" {
+		q.Set("id_token_hint", hint)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// logoutOrigin is the origin of the provider's logout the sign-out form
+// leads to; "" when there is none.
+func (o *oidcLogin) logoutOrigin() string {
+	if o == nil || o.endSession == "" {
+		return ""
+	}
+	u, err := url.Parse(o.endSession)
+	if err != nil || u.Host == "" {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // oidcAudit writes the audit line of a sign-in, accepted or refused.

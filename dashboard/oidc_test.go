@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
 
 	"github.com/zitadel/oidc/v3/example/server/exampleop"
 	"github.com/zitadel/oidc/v3/example/server/storage"
@@ -38,6 +40,10 @@ import (
 type testOP struct {
 	url     string
 	clients map[string]*storage.Client
+	// postLogout is where the OP's logout may send browsers back to.
+	postLogout []string
+	// logouts counts the browsers sent to the OP's logout.
+	logouts atomic.Int32
 }
 
 const (
@@ -78,7 +84,27 @@ func (opUserStore) ExampleClientID() string { return "service" }
 
 // groupsStorage puts the user's email and groups in its ID tokens, as
 // Keycloak, Dex or Okta do when configured to.
-type groupsStorage struct{ *storage.Storage }
+type groupsStorage struct {
+	*storage.Storage
+	idp *testOP
+}
+
+// logoutClient is a client of the example storage with post-logout
+// redirect URIs (its own constructors have none).
+type logoutClient struct {
+	op.Client
+	postLogout []string
+}
+
+func (c logoutClient) PostLogoutRedirectURIs() []string { return c.postLogout }
+
+func (s groupsStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	c, err := s.Storage.GetClientByClientID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return logoutClient{Client: c, postLogout: s.idp.postLogout}, nil
+}
 
 func (s groupsStorage) SetUserinfoFromScopes(_ context.Context, ui *zoidc.UserInfo, userID, _ string, _ []string) error {
 	u, ok := opUsers[userID]
@@ -92,22 +118,27 @@ func (s groupsStorage) SetUserinfoFromScopes(_ context.Context, ui *zoidc.UserIn
 
 func newTestOP(t *testing.T) *testOP {
 	t.Helper()
-	op := &testOP{clients: map[string]*storage.Client{}}
+	p := &testOP{clients: map[string]*storage.Client{}}
 	var h http.Handler
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/end_session" {
+			p.logouts.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
-	op.url = srv.URL
-	st := groupsStorage{storage.NewStorageWithClients(opUserStore{}, op.clients)}
-	h = exampleop.SetupServer(op.url, st, nil, false)
-	return op
+	p.url = srv.URL
+	st := groupsStorage{Storage: storage.NewStorageWithClients(opUserStore{}, p.clients), idp: p}
+	h = exampleop.SetupServer(p.url, st, nil, false)
+	return p
 }
 
 // withOIDC signs the fixture's browsers in with op; the fixture's URL is
 // known once it serves, so the redirect URL is set by registerRedirect.
-func withOIDC(t *testing.T, op *testOP) fixtureOption {
+func withOIDC(t *testing.T, idp *testOP) fixtureOption {
 	return func(s *server) {
-		l, err := newOIDCLogin(t.Context(), oidcSettings{Issuer: op.url, ClientID: opClientID, ClientSecret: opClientSecret,
-			RedirectURL: "http://unset" + oidcCallbackPath, GroupsClaim: "groups", ProviderName: "Test OP", Scopes: "email,profile"})
+		l, err := newOIDCLogin(t.Context(), oidcSettings{Issuer: idp.url, ClientID: opClientID, ClientSecret: opClientSecret,
+			RedirectURL: "http://unset" + oidcCallbackPath, GroupsClaim: "groups", ProviderName: "Test OP", Scopes: "email,profile", ProviderLogout: true})
 		require.NoError(t, err)
 		s.oidc = l
 	}
@@ -115,14 +146,16 @@ func withOIDC(t *testing.T, op *testOP) fixtureOption {
 
 // oidcFixture: the scoped fixture with OIDC sign-in at op, platform-admins
 // mapped to read and approve in ci/*.
-func oidcFixture(t *testing.T, op *testOP) (*fixture, *testutil.SyncBuffer) {
+func oidcFixture(t *testing.T, idp *testOP) (*fixture, *testutil.SyncBuffer) {
 	t.Helper()
-	f, logs := scopedFixture(t, withOIDC(t, op), func(s *server) {
+	f, logs := scopedFixture(t, withOIDC(t, idp), func(s *server) {
 		s.tokens.groups = map[string][]scope{"platform-admins": {mustScope(t, []string{"read", "approve"}, []string{"ci/*"})}}
 	})
 	redirect := f.http.URL + oidcCallbackPath
 	f.srv.oidc.oauth.RedirectURL = redirect
-	op.clients[opClientID] = storage.WebClient(opClientID, opClientSecret, redirect)
+	idp.clients[opClientID] = storage.WebClient(opClientID, opClientSecret, redirect)
+	idp.postLogout = []string{f.http.URL + "/"}
+	f.srv.oidc.afterLogout = f.http.URL + "/"
 	return f, logs
 }
 
@@ -175,8 +208,8 @@ func sessionCookie(t *testing.T, ctx context.Context, url string) string {
 // user of no mapped group is signed in but may read nothing, and the 403
 // says why.
 func TestBrowserSignsInWithOIDCAndApproves(t *testing.T) {
-	op := newTestOP(t)
-	f, logs := oidcFixture(t, op)
+	idp := newTestOP(t)
+	f, logs := oidcFixture(t, idp)
 	pod, uid := f.addPod()
 	f.reserveIn(f.pool, pod, uid, "tf1", "submitter")
 	ctx := newBrowser(t)
@@ -224,10 +257,19 @@ func TestBrowserSignsInWithOIDCAndApproves(t *testing.T) {
 	assert.Equal(t, "oidc:alice@example.com", approved["identity"])
 	assert.Equal(t, "u-alice", approved["subject"], "the subject, which never changes, is in the audit line")
 
-	// Sign out: the session ends, pages ask for a sign-in again.
-	require.NoError(t, chromedp.Do(ctx,
+	// Sign out: the session ends, the browser goes through the OP's
+	// logout and back; pages ask for a sign-in again. (A CSP without the
+	// OP's origin in form-action would hold the browser on the way: the
+	// wait is bounded, on a context derived from the tab's.)
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	require.NoError(t, chromedp.Do(wctx,
 		chromedp.Click(`[data-testid="logout"] button`),
 		chromedp.WaitVisible(`[data-testid="oidc-login"]`),
+	), "back on the dashboard's sign-in page after the OP's logout")
+	assert.EqualValues(t, 1, idp.logouts.Load(), "signed out at the OP too")
+	assert.Empty(t, sessionCookie(t, ctx, f.http.URL), "the session cookie is gone")
+	require.NoError(t, chromedp.Do(ctx,
 		chromedp.Navigate(f.http.URL+"/pools/ci/terraform"),
 		chromedp.WaitVisible(`[data-testid="oidc-login"]`),
 	))
@@ -254,8 +296,8 @@ func noRedirects(t *testing.T) *http.Client {
 // sign-in under way, is refused with a clear page and an audit line; it
 // opens no session.
 func TestOIDCCallbackRefusesAForgedState(t *testing.T) {
-	op := newTestOP(t)
-	f, logs := oidcFixture(t, op)
+	idp := newTestOP(t)
+	f, logs := oidcFixture(t, idp)
 	c := noRedirects(t)
 
 	resp, err := c.Get(f.http.URL + oidcLoginPath + "?next=/approvals")
@@ -264,7 +306,7 @@ func TestOIDCCallbackRefusesAForgedState(t *testing.T) {
 	require.Equal(t, http.StatusFound, resp.StatusCode)
 	to, err := url.Parse(resp.Header.Get("Location"))
 	require.NoError(t, err)
-	assert.True(t, strings.HasPrefix(to.String(), op.url), "sent to the provider: %s", to)
+	assert.True(t, strings.HasPrefix(to.String(), idp.url), "sent to the provider: %s", to)
 	q := to.Query()
 	assert.Equal(t, "S256", q.Get("code_challenge_method"), "PKCE")
 	assert.NotEmpty(t, q.Get("code_challenge"))

@@ -95,8 +95,12 @@ func (s *server) routes() chi.Router {
 	if s.sessions != nil {
 		s.sessions.ErrorFunc = s.sessionError
 	}
+	csp := contentSecurityPolicy
+	if origin := s.oidc.logoutOrigin(); origin != "" {
+		csp = cspWithFormTarget(origin)
+	}
 	r := chi.NewRouter()
-	r.Use(securityHeaders, middleware.RequestID, s.clientIPs.middleware, s.requestLogger, middleware.Recoverer)
+	r.Use(securityHeadersWith(csp), middleware.RequestID, s.clientIPs.middleware, s.requestLogger, middleware.Recoverer)
 
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -250,11 +250,16 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 }
 
 // logout ends the browser's session on the server (every replica) and
-// expires its cookie.
+// expires its cookie; a session signed in with OIDC goes on to the
+// provider's logout when it has one.
 func (s *server) logout(w http.ResponseWriter, r *http.Request) {
+	next := s.providerLogout(r.Context())
+	if next == "" {
+		next = "/"
+	}
 	if err := s.sessions.Destroy(r.Context()); err != nil {
 		s.sessionError(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, next, http.StatusSeeOther)
 }
