@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"encoding/json"
+	"html"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -23,6 +24,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/oauth2"
 	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
@@ -525,6 +527,114 @@ func TestOIDCConfig(t *testing.T) {
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tc.want)
 			assert.NotContains(t, err.Error(), "topsecret")
+		})
+	}
+}
+
+// fakeTokenEndpoint answers the code exchange with the ID token the test
+// sets, after checking the PKCE verifier against the sign-in's challenge.
+type fakeTokenEndpoint struct {
+	idToken   atomic.Value // string
+	challenge atomic.Value // string: the S256 challenge the exchange must match
+}
+
+func (e *fakeTokenEndpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil || r.PostForm.Get("grant_type") != "authorization_code" {
+		http.Error(w, `{"error":"invalid_request"}`, http.StatusBadRequest)
+		return
+	}
+	if want, _ := e.challenge.Load().(string); oauth2.S256ChallengeFromVerifier(r.PostForm.Get("code_verifier")) != want {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"error":"invalid_grant","error_description":"PKCE verifier does not match"}`))
+		return
+	}
+	tok, _ := e.idToken.Load().(string)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"access_token": "at", "token_type": "Bearer", "expires_in": 60, "id_token": tok})
+}
+
+// The callback refuses, with a clear page and an audit line, an ID token
+// with a wrong nonce, for another audience, expired or signed by another
+// key; a good one opens a session with the mapped scopes.
+func TestOIDCCallbackRefusesBadIDTokens(t *testing.T) {
+	const issuer = "https://login.example.com"
+	sg := newSigner(t)
+	endpoint := &fakeTokenEndpoint{}
+	tokSrv := httptest.NewServer(endpoint)
+	t.Cleanup(tokSrv.Close)
+	f, logs := scopedFixture(t, func(s *server) {
+		s.oidc = &oidcLogin{name: "Fake OP", groupsClaim: "groups",
+			oauth: oauth2.Config{ClientID: opClientID, ClientSecret: opClientSecret, Scopes: []string{"openid"},
+				Endpoint:    oauth2.Endpoint{AuthURL: issuer + "/auth", TokenURL: tokSrv.URL + "/token"},
+				RedirectURL: "http://dashboard.example" + oidcCallbackPath},
+			verifier: oidc.NewVerifier(issuer, &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{&sg.key.PublicKey}}, &oidc.Config{ClientID: opClientID})}
+		s.tokens.groups = map[string][]scope{"platform-admins": {mustScope(t, []string{"read"}, []string{"*"})}}
+	})
+	now := time.Now()
+	claims := func(nonce string, change func(map[string]any)) map[string]any {
+		c := map[string]any{"iss": issuer, "aud": opClientID, "sub": "u-9", "nonce": nonce,
+			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(), "email": "dana@example.com", "groups": []string{"platform-admins"}}
+		if change != nil {
+			change(c)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name  string
+		token func(nonce string) string
+		want  string // "" accepted
+	}{
+		{"wrong nonce", func(string) string { return sg.sign(t, claims("another-nonce", nil)) }, "nonce is not the sign-in's"},
+		{"another audience", func(n string) string {
+			return sg.sign(t, claims(n, func(c map[string]any) { c["aud"] = "another-client" }))
+		}, "expected audience"},
+		{"expired", func(n string) string {
+			return sg.sign(t, claims(n, func(c map[string]any) { c["exp"] = now.Add(-time.Minute).Unix() }))
+		}, "token is expired"},
+		{"another key", func(n string) string { return newSigner(t).sign(t, claims(n, nil)) }, "failed to verify signature"},
+		{"good", func(n string) string { return sg.sign(t, claims(n, nil)) }, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := noRedirects(t)
+			resp, err := c.Get(f.http.URL + oidcLoginPath + "?next=/approvals")
+			require.NoError(t, err)
+			_ = resp.Body.Close()
+			to, err := url.Parse(resp.Header.Get("Location"))
+			require.NoError(t, err)
+			q := to.Query()
+			endpoint.challenge.Store(q.Get("code_challenge"))
+			endpoint.idToken.Store(tc.token(q.Get("nonce")))
+
+			resp, err = c.Get(f.http.URL + oidcCallbackPath + "?code=c1&state=" + url.QueryEscape(q.Get("state")))
+			require.NoError(t, err)
+			body := readAll(t, resp)
+			_ = resp.Body.Close()
+			lines := auditLines(t, logs)
+			require.NotEmpty(t, lines)
+			last := lines[len(lines)-1]
+			assert.Equal(t, "sign-in", last["action"])
+			if tc.want != "" {
+				require.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+				assert.Contains(t, body, "Sign-in with Fake OP failed: ")
+				assert.Contains(t, body, html.EscapeString(tc.want))
+				assert.Equal(t, "refused", last["result"])
+				assert.Contains(t, last["reason"], tc.want)
+				resp, err = c.Get(f.http.URL + "/approvals")
+				require.NoError(t, err)
+				_ = resp.Body.Close()
+				assert.Equal(t, http.StatusUnauthorized, resp.StatusCode, "no session was opened")
+				return
+			}
+			require.Equal(t, http.StatusSeeOther, resp.StatusCode, body)
+			assert.Equal(t, "/approvals", resp.Header.Get("Location"))
+			assert.Equal(t, "ok", last["result"])
+			assert.Equal(t, "oidc:dana@example.com", last["identity"])
+			assert.Equal(t, "u-9", last["subject"])
+			resp, err = c.Get(f.http.URL + "/pools/team-b/infra")
+			require.NoError(t, err)
+			_ = resp.Body.Close()
+			assert.Equal(t, http.StatusOK, resp.StatusCode, "signed in, with platform-admins' read on every pool")
 		})
 	}
 }
