@@ -176,6 +176,9 @@ func (s *server) oidcCallback(w http.ResponseWriter, r *http.Request) {
 		s.sessionError(w, r, err)
 		return
 	}
+	// One identity per session: a token login before this one ends.
+	s.sessions.Remove(ctx, sessionTokenName)
+	s.sessions.Remove(ctx, sessionTokenFP)
 	s.sessions.Put(ctx, sessionOIDCSubject, claims.Subject)
 	s.sessions.Put(ctx, sessionOIDCName, id.Name)
 	s.sessions.Put(ctx, sessionOIDCEmail, claims.Email)

@@ -243,6 +243,10 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, _ := s.tokens.byName(id.Name)
+	// One identity per session: an OIDC sign-in before this one ends.
+	for _, k := range []string{sessionOIDCSubject, sessionOIDCName, sessionOIDCEmail, sessionOIDCGroups, sessionOIDCIDToken} {
+		s.sessions.Remove(ctx, k)
+	}
 	s.sessions.Put(ctx, sessionTokenName, id.Name)
 	s.sessions.Put(ctx, sessionTokenFP, tokenFingerprint(t.secret))
 	s.log.Info("login", "token_name", id.Name, "client", clientIP(r))
