@@ -119,14 +119,17 @@ type scope struct {
 // scopeEverything is the scope of a token given by --api-tokens.
 var scopeEverything = scope{verbs: verbs, pools: poolGlobs{{text: "*", ns: "*", name: "*"}}}
 
-// identity is who a request acts as: today a token (a bearer header, or
-// the page session opened with it); an OIDC subject later, with the
+// identity is who a request acts as: a token (a bearer header, or the
+// page session opened with it), or a user signed in with OIDC, with the
 // scopes its groups map to. What it may do lives here, not in the token.
 type identity struct {
-	Kind   string // "token"
-	Name   string // the token's name
+	Kind   string // "token" or "oidc"
+	Name   string // the token's name; "oidc:<email or subject>"
 	Email  string // "" for tokens
 	scopes []scope
+	// subject is an OIDC identity's subject at its provider, which never
+	// changes (its email may): in every audit line.
+	subject string
 }
 
 const identityToken = "token"
@@ -145,11 +148,20 @@ func (id *identity) can(v verb, p slots.PoolID) bool {
 }
 
 // actor is what the store records as who submitted or decided: the
-// token's name. (An OIDC identity will record its email, or its subject.)
+// token's name, or "oidc:<email>" (else "oidc:<subject>").
 func (id *identity) actor() string { return id.Name }
 
 // describe names the identity in messages: `token "ci"`.
-func (id *identity) describe() string { return fmt.Sprintf("%s %q", id.Kind, id.Name) }
+// An OIDC identity without scopes is told why: none of its groups is mapped.
+func (id *identity) describe() string {
+	if id.Kind == identityOIDC {
+		if len(id.scopes) == 0 {
+			return fmt.Sprintf("%s (signed in, but none of its groups is mapped to scopes in the tokens file)", strings.TrimPrefix(id.Name, "oidc:"))
+		}
+		return strings.TrimPrefix(id.Name, "oidc:")
+	}
+	return fmt.Sprintf("%s %q", id.Kind, id.Name)
+}
 
 type identityKey struct{}
 
@@ -237,6 +249,9 @@ func (s *server) audit(r *http.Request, id *identity, action string, v verb, poo
 		slog.String("action", action), slog.String("verb", string(v)),
 		slog.String("pool", pool.String()), slog.String("task", task), slog.String("result", result),
 		slog.String("client", clientIP(r)), slog.String("request_id", middleware.GetReqID(r.Context())),
+	}
+	if id.subject != "" {
+		attrs = append(attrs, slog.String("subject", id.subject))
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "audit", append(attrs, extra...)...)
 }

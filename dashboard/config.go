@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 
@@ -37,7 +38,27 @@ type Config struct {
 	// SeparateApproverPools: in these pools the submitter of a task may
 	// not approve it.
 	SeparateApproverPools poolGlobs
+	// OIDC sign-in of the pages (oidc.go); off without an issuer.
+	OIDC oidcSettings
 }
+
+// oidcSettings configure the pages' sign-in with an OpenID provider.
+type oidcSettings struct {
+	Issuer           string
+	ClientID         string
+	ClientSecret     string
+	ClientSecretFile string
+	RedirectURL      string
+	GroupsClaim      string
+	ProviderName     string
+	// Scopes asked for besides openid (Dex wants "groups" for the groups
+	// claim; some providers refuse scopes they do not know).
+	Scopes string
+	// ProviderLogout: signing out also ends the provider's session.
+	ProviderLogout bool
+}
+
+func (o oidcSettings) enabled() bool { return o.Issuer != "" }
 
 // cidrs is a comma-separated list of networks (a bare address is a /32 or /128).
 type cidrs []netip.Prefix
@@ -139,6 +160,15 @@ func parseConfigWith(args []string, lookup func(string) (string, bool), out io.W
 	fs.Var(&c.TrustedProxies, "trusted-proxies", "CIDRs of reverse proxies (e.g. the Ingress controller's pods) whose X-Forwarded-For / X-Real-IP name the client; empty: the TCP peer is the client, forwarding headers are ignored")
 	fs.IntVar(&c.AuthFailuresPerMinute, "auth-failures-per-minute", 10, "failed logins and bearer checks a client IP may make per minute; beyond: 429 with Retry-After (successes never count)")
 	fs.IntVar(&c.MaxStreamsPerClient, "max-streams-per-client", 32, "open live grids (SSE) plus waiting events requests per client (token name when authenticated, else IP); beyond: 429")
+	fs.StringVar(&c.OIDC.Issuer, "oidc-issuer", "", "OpenID provider's issuer URL (https://login.example.com/realms/x); set, the login page offers \"Sign in with\" it (authorization code flow with PKCE); groups map to scopes in --api-tokens-file's \"groups:\"")
+	fs.StringVar(&c.OIDC.ClientID, "oidc-client-id", "", "the dashboard's client id at the OpenID provider")
+	fs.StringVar(&c.OIDC.ClientSecret, "oidc-client-secret", "", "the dashboard's client secret at the OpenID provider (prefer --oidc-client-secret-file or the environment: flags show in ps)")
+	fs.StringVar(&c.OIDC.ClientSecretFile, "oidc-client-secret-file", "", "file holding the client secret (a mounted Secret); instead of --oidc-client-secret")
+	fs.StringVar(&c.OIDC.RedirectURL, "oidc-redirect-url", "", "the dashboard's callback as the provider knows it: https://<dashboard host>/login/oidc/callback")
+	fs.StringVar(&c.OIDC.GroupsClaim, "oidc-groups-claim", "groups", "ID token claim listing the user's groups (a list of strings, or one string)")
+	fs.StringVar(&c.OIDC.Scopes, "oidc-scopes", "email,profile", "scopes to ask for besides openid, comma-separated (add groups for Dex)")
+	fs.BoolVar(&c.OIDC.ProviderLogout, "oidc-provider-logout", true, "signing out of the dashboard also goes to the provider's end_session_endpoint, when it has one, which sends the browser back to the dashboard's / (register that as a post-logout redirect URI)")
+	fs.StringVar(&c.OIDC.ProviderName, "oidc-provider-name", "", "name on the login page's \"Sign in with\" link; empty: the issuer's host")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		return Config{}, err
 	}
@@ -170,6 +200,38 @@ func (c Config) validate() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--shutdown-timeout %v must be positive", c.ShutdownTimeout))
+	}
+	errs = append(errs, c.OIDC.validate(c.ReadAuth))
+	return errors.Join(errs...)
+}
+
+// validate names every missing or conflicting OIDC setting; it never
+// shows the client secret.
+func (o oidcSettings) validate(readAuth bool) error {
+	if !o.enabled() {
+		if o.ClientID != "" || o.RedirectURL != "" || o.ClientSecret != "" || o.ClientSecretFile != "" {
+			return errors.New("--oidc-client-id, --oidc-client-secret(-file) and --oidc-redirect-url need --oidc-issuer")
+		}
+		return nil
+	}
+	var errs []error
+	if u, err := url.Parse(o.Issuer); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("--oidc-issuer %q: want an http(s) URL", o.Issuer))
+	}
+	if o.ClientID == "" {
+		errs = append(errs, errors.New("--oidc-issuer needs --oidc-client-id"))
+	}
+	if (o.ClientSecret == "") == (o.ClientSecretFile == "") {
+		errs = append(errs, errors.New("--oidc-issuer needs exactly one of --oidc-client-secret and --oidc-client-secret-file"))
+	}
+	if u, err := url.Parse(o.RedirectURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.Path != oidcCallbackPath {
+		errs = append(errs, fmt.Errorf("--oidc-redirect-url %q: want the dashboard's absolute URL ending in %s", o.RedirectURL, oidcCallbackPath))
+	}
+	if o.GroupsClaim == "" {
+		errs = append(errs, errors.New("--oidc-groups-claim must not be empty"))
+	}
+	if !readAuth {
+		errs = append(errs, errors.New("--oidc-issuer needs --read-auth: sign-in sessions are those of the pages' login"))
 	}
 	return errors.Join(errs...)
 }

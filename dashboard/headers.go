@@ -13,13 +13,27 @@ const contentSecurityPolicy = "default-src 'self'; object-src 'none'; frame-ance
 // securityHeaders sets the browser hardening headers on every response,
 // pages, API, static files and errors alike.
 func securityHeaders(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Security-Policy", contentSecurityPolicy)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "same-origin")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Cross-Origin-Opener-Policy", "same-origin")
-		next.ServeHTTP(w, r)
-	})
+	return securityHeadersWith(contentSecurityPolicy)(next)
+}
+
+// cspWithFormTarget is the policy letting forms also lead to origin: the
+// sign-out form's answer redirects to the OpenID provider's logout, and
+// browsers hold the redirects of a form's answer to form-action too.
+func cspWithFormTarget(origin string) string {
+	return contentSecurityPolicy + " " + origin
+}
+
+// securityHeadersWith is securityHeaders with the policy csp.
+func securityHeadersWith(csp string) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			h.Set("Content-Security-Policy", csp)
+			h.Set("X-Content-Type-Options", "nosniff")
+			h.Set("Referrer-Policy", "same-origin")
+			h.Set("X-Frame-Options", "DENY")
+			h.Set("Cross-Origin-Opener-Policy", "same-origin")
+			next.ServeHTTP(w, r)
+		})
+	}
 }

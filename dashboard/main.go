@@ -78,6 +78,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		return err
 	}
 	defer conn.Close()
+	var signIn *oidcLogin
+	if cfg.OIDC.enabled() {
+		// The provider must answer at start: its endpoints and keys come
+		// from its discovery document.
+		if signIn, err = newOIDCLogin(startCtx, cfg.OIDC); err != nil {
+			return err
+		}
+		log.Info("browser sign-in with OIDC", "issuer", cfg.OIDC.Issuer, "client_id", cfg.OIDC.ClientID,
+			"redirect_url", cfg.OIDC.RedirectURL, "groups_claim", cfg.OIDC.GroupsClaim, "groups_mapped", len(toks.groups))
+		if len(toks.groups) == 0 {
+			log.Warn("OIDC is on but --api-tokens-file maps no groups: whoever signs in may do nothing")
+		}
+	}
 	opts := cfg.Redis.StoreOptions(log)
 	opts.MaxPayload = cfg.MaxPayload
 	store, err := slots.New(startCtx, conn.Client, opts)
@@ -121,6 +134,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		janitor:   janitorreport.NewStore(conn.Client, cfg.KeyPrefix),
 		clientIPs: clientIPs{trusted: cfg.TrustedProxies},
 		failures:  newFailureLimiter(cfg.AuthFailuresPerMinute),
+		oidc:      signIn,
 		streams:   perclient.New(cfg.MaxStreamsPerClient),
 		ping:      func(ctx context.Context) error { return redisconn.Ping(ctx, conn.Client, 2*time.Second) }}
 	if cfg.ReadAuth {

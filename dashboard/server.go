@@ -68,6 +68,8 @@ type server struct {
 	stopping <-chan struct{}
 	// separateApprover: pools where a task's submitter may not approve it.
 	separateApprover poolGlobs
+	// oidc signs browsers in with an OpenID provider; nil: tokens only.
+	oidc *oidcLogin
 }
 
 const apiPrefix = "/api/v1"
@@ -93,8 +95,12 @@ func (s *server) routes() chi.Router {
 	if s.sessions != nil {
 		s.sessions.ErrorFunc = s.sessionError
 	}
+	csp := contentSecurityPolicy
+	if origin := s.oidc.logoutOrigin(); origin != "" {
+		csp = cspWithFormTarget(origin)
+	}
 	r := chi.NewRouter()
-	r.Use(securityHeaders, middleware.RequestID, s.clientIPs.middleware, s.requestLogger, middleware.Recoverer)
+	r.Use(securityHeadersWith(csp), middleware.RequestID, s.clientIPs.middleware, s.requestLogger, middleware.Recoverer)
 
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -129,6 +135,18 @@ func (s *server) routes() chi.Router {
 				httprate.WithLimitHandler(s.tooManyLoginsPage))).Post("/login", s.login)
 			r.Post("/logout", s.logout)
 		})
+		if s.oidc != nil {
+			r.Group(func(r chi.Router) {
+				// GETs (top-level navigations: SameSite=Lax sends the
+				// cookie back from the provider); the state in the session
+				// is what ties the callback to this browser's sign-in.
+				r.Use(s.sessions.LoadAndSave)
+				r.With(httprate.Limit(loginPostsPerMinute, time.Minute,
+					httprate.WithKeyFuncs(func(r *http.Request) (string, error) { return clientIP(r), nil }),
+					httprate.WithLimitHandler(s.tooManyLoginsPage))).Get(oidcLoginPath, s.oidcStart)
+				r.Get(oidcCallbackPath, s.oidcCallback)
+			})
+		}
 	}
 
 	r.Route(apiPrefix, func(r chi.Router) {

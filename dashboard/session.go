@@ -133,7 +133,7 @@ func (s *server) sessionError(w http.ResponseWriter, r *http.Request, err error)
 }
 
 // sessionIdentity is the identity of the request's login session: the
-// token it was opened with, if that token is still configured with the
+// OIDC user signed in (oidc.go), or the token it was opened with, if that token is still configured with the
 // same secret. The token's scopes are read from the configuration on each
 // request, so a changed scope applies to open sessions at once.
 func (s *server) sessionIdentity(r *http.Request) (*identity, bool) {
@@ -141,6 +141,9 @@ func (s *server) sessionIdentity(r *http.Request) (*identity, bool) {
 		return nil, false
 	}
 	ctx := r.Context()
+	if id, ok := s.oidcSessionIdentity(ctx); ok {
+		return id, true
+	}
 	name := s.sessions.GetString(ctx, sessionTokenName)
 	t, known := s.tokens.byName(name)
 	if name == "" || !known {
@@ -187,7 +190,7 @@ func (s *server) unauthorized(w http.ResponseWriter, r *http.Request, next, msg 
 		s.render(w, r, http.StatusUnauthorized, web.DecisionError("Your login has ended: reload the page and log in again."))
 		return
 	}
-	s.render(w, r, http.StatusUnauthorized, web.UnauthorizedPage(web.LoginView{Next: next, Error: msg}))
+	s.render(w, r, http.StatusUnauthorized, web.UnauthorizedPage(s.loginView(next, msg)))
 }
 
 func (s *server) tooManyFailuresPage(w http.ResponseWriter, r *http.Request) {
@@ -240,6 +243,10 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t, _ := s.tokens.byName(id.Name)
+	// One identity per session: an OIDC sign-in before this one ends.
+	for _, k := range []string{sessionOIDCSubject, sessionOIDCName, sessionOIDCEmail, sessionOIDCGroups, sessionOIDCIDToken} {
+		s.sessions.Remove(ctx, k)
+	}
 	s.sessions.Put(ctx, sessionTokenName, id.Name)
 	s.sessions.Put(ctx, sessionTokenFP, tokenFingerprint(t.secret))
 	s.log.Info("login", "token_name", id.Name, "client", clientIP(r))
@@ -247,11 +254,16 @@ func (s *server) login(w http.ResponseWriter, r *http.Request) {
 }
 
 // logout ends the browser's session on the server (every replica) and
-// expires its cookie.
+// expires its cookie; a session signed in with OIDC goes on to the
+// provider's logout when it has one.
 func (s *server) logout(w http.ResponseWriter, r *http.Request) {
+	next := s.providerLogout(r.Context())
+	if next == "" {
+		next = "/"
+	}
 	if err := s.sessions.Destroy(r.Context()); err != nil {
 		s.sessionError(w, r, err)
 		return
 	}
-	http.Redirect(w, r, "/", http.StatusSeeOther)
+	http.Redirect(w, r, next, http.StatusSeeOther)
 }

@@ -25,6 +25,21 @@ type apiToken struct {
 // messages, not in logs.
 type tokenSet struct {
 	tokens []apiToken // sorted by name
+	// groups maps an OIDC group to the scopes its members get.
+	groups map[string][]scope
+}
+
+// groupScopes is the union of the scopes of the groups mapped in the
+// tokens file; groups not mapped add nothing.
+func (ts *tokenSet) groupScopes(groups []string) []scope {
+	if ts == nil {
+		return nil
+	}
+	var out []scope
+	for _, g := range groups {
+		out = append(out, ts.groups[g]...)
+	}
+	return out
 }
 
 func (ts *tokenSet) len() int {
@@ -87,8 +102,22 @@ func (ts *tokenSet) sort() {
 //	    scopes:
 //	      - verbs: [submit, read]
 //	        pools: ["ci/*"]
+//	groups:                          # OIDC groups (--oidc-groups-claim)
+//	  - group: platform-admins
+//	    scopes:
+//	      - verbs: [read, approve, cancel]
+//	        pools: ["*"]
+//
+// Tokens and OIDC groups share the file so that who may do what is
+// reviewed in one place.
 type tokensFile struct {
 	Tokens []tokenEntry `json:"tokens"`
+	Groups []groupEntry `json:"groups"`
+}
+
+type groupEntry struct {
+	Group  string       `json:"group"`
+	Scopes []scopeEntry `json:"scopes"`
 }
 
 type tokenEntry struct {
@@ -125,10 +154,25 @@ func loadTokens(flagTokens tokens, file string, lookup func(string) (string, boo
 		// sigs.k8s.io/yaml errors name lines and fields, not values.
 		return nil, fmt.Errorf("parsing --api-tokens-file %s: %w", file, err)
 	}
-	if len(doc.Tokens) == 0 {
-		return nil, fmt.Errorf("--api-tokens-file %s: no tokens (want a top-level \"tokens:\" list)", file)
+	if len(doc.Tokens) == 0 && len(doc.Groups) == 0 {
+		return nil, fmt.Errorf("--api-tokens-file %s: no tokens and no groups (want a top-level \"tokens:\" or \"groups:\" list)", file)
 	}
 	var errs []error
+	for i, g := range doc.Groups {
+		scopes, err := g.scopes()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--api-tokens-file %s: group %d (%q): %w", file, i+1, g.Group, err))
+			continue
+		}
+		if _, dup := ts.groups[g.Group]; dup {
+			errs = append(errs, fmt.Errorf("--api-tokens-file %s: group %q given twice: give it one entry with all its scopes", file, g.Group))
+			continue
+		}
+		if ts.groups == nil {
+			ts.groups = map[string][]scope{}
+		}
+		ts.groups[g.Group] = scopes
+	}
 	for i, e := range doc.Tokens {
 		t, err := e.token(lookup)
 		if err != nil {
@@ -146,6 +190,24 @@ func loadTokens(flagTokens tokens, file string, lookup func(string) (string, boo
 		return nil, err
 	}
 	return ts, ts.checkSecretsDistinct()
+}
+
+func (g groupEntry) scopes() ([]scope, error) {
+	if strings.TrimSpace(g.Group) == "" {
+		return nil, errors.New("no group name (want the group as the provider's groups claim names it)")
+	}
+	if len(g.Scopes) == 0 {
+		return nil, errors.New("no scopes: a group must be allowed something")
+	}
+	var out []scope
+	for j, se := range g.Scopes {
+		sc, err := se.scope()
+		if err != nil {
+			return nil, fmt.Errorf("scope %d: %w", j+1, err)
+		}
+		out = append(out, sc)
+	}
+	return out, nil
 }
 
 func (e tokenEntry) token(lookup func(string) (string, bool)) (apiToken, error) {
