@@ -1720,7 +1720,7 @@ func TestChartOptionalParts(t *testing.T) {
 
 // A scoped tokens file comes from an existing Secret, mounted read-only at
 // the path API_TOKENS_FILE names; the four-eyes pools reach the dashboard
-// as one comma-separated setting.
+// as one comma-separated setting; OIDC's client secret is a mounted file.
 func TestChartDashboardScopedTokensFile(t *testing.T) {
 	out, err := render(t, "internal-redis-values.yaml", "--set", "dashboard.apiTokensFile.existingSecret=scoped-tokens",
 		"--set", "dashboard.apiTokensFile.key=tokens.yaml", "--set", "dashboard.separateApproverPools={team-a/*,*/prod}")
@@ -1749,6 +1749,33 @@ func TestChartDashboardScopedTokensFile(t *testing.T) {
 	require.NotNil(t, spec.Volumes[0].Secret)
 	assert.Equal(t, "scoped-tokens", spec.Volumes[0].Secret.SecretName)
 	assert.Equal(t, mount.Name, spec.Volumes[0].Name)
+
+	// OIDC: the client secret is a mounted file, never an env value.
+	out, err = render(t, "internal-redis-values.yaml", "--set", "dashboard.apiTokensFile.existingSecret=scoped-tokens",
+		"--set", "dashboard.oidc.issuer=https://login.example.com", "--set", "dashboard.oidc.clientId=slotscaler",
+		"--set", "dashboard.oidc.clientSecretSecret=oidc-client", "--set", "dashboard.oidc.redirectUrl=https://slots.example.com/login/oidc/callback")
+	require.NoError(t, err)
+	m, err = decodeManifests(out)
+	require.NoError(t, err)
+	for _, d := range m.deployments {
+		if !strings.HasSuffix(d.Name, "dashboard") {
+			continue
+		}
+		c := d.Spec.Template.Spec.Containers[0]
+		env = map[string]string{}
+		for _, e := range c.Env {
+			env[e.Name] = e.Value
+		}
+		assert.Equal(t, "https://login.example.com", env["OIDC_ISSUER"])
+		assert.Equal(t, "/etc/slotscaler/oidc/client-secret", env["OIDC_CLIENT_SECRET_FILE"])
+		assert.Equal(t, "email,profile", env["OIDC_SCOPES"])
+		assert.NotContains(t, env, "OIDC_CLIENT_SECRET")
+		require.Len(t, c.VolumeMounts, 2)
+		require.Len(t, d.Spec.Template.Spec.Volumes, 2)
+		assert.Equal(t, "oidc-client", d.Spec.Template.Spec.Volumes[1].Secret.SecretName)
+	}
+	_, err = render(t, "internal-redis-values.yaml", "--set", "dashboard.oidc.issuer=https://login.example.com")
+	require.ErrorContains(t, err, "dashboard.oidc.issuer needs", "an issuer without its client is refused")
 
 	// Off by default: no file, no mount.
 	out, err = render(t, "internal-redis-values.yaml")
