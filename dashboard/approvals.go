@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -60,18 +59,24 @@ func (s *server) awaiting(r *http.Request, pools []slots.PoolID, limit int) ([]w
 	more := max(0, len(res)-limit)
 	res = res[:min(len(res), limit)]
 	id := identityOf(ctx)
-	rows := make([]web.ApprovalRow, 0, len(res))
-	for _, rv := range res {
-		t, err := s.store.Task(ctx, rv.Pool, rv.Task)
-		if errors.Is(err, slots.ErrTaskNotFound) || errors.Is(err, slots.ErrPoolNotFound) {
-			continue // purged, or its pool deleted, since the list was read
-		}
-		if err != nil {
-			return nil, 0, fmt.Errorf("reading reserved task %s of %s: %w", rv.Task, rv.Pool, err)
-		}
+	keys := make([]slots.TaskKey, len(res))
+	until := make(map[slots.TaskKey]time.Time, len(res))
+	for i, rv := range res {
+		keys[i] = slots.TaskKey{Pool: rv.Pool, ID: rv.Task}
+		until[keys[i]] = rv.Until
+	}
+	// One pipeline for all of them (up to maxApprovals), not a round trip
+	// each; purged tasks and deleted pools are left out.
+	tasks, err := s.store.Tasks(ctx, keys)
+	if err != nil {
+		return nil, 0, fmt.Errorf("reading reserved tasks: %w", err)
+	}
+	rows := make([]web.ApprovalRow, 0, len(tasks))
+	for _, t := range tasks {
 		if t.State != slots.StateReserved {
 			continue // decided since the list was read
 		}
+		rv := slots.Reservation{Pool: t.Pool, Task: t.ID, Until: until[slots.TaskKey{Pool: t.Pool, ID: t.ID}]}
 		tail, cut := outputTailLines(t.Output, approvalTailLines, approvalTailBytes)
 		rows = append(rows, web.ApprovalRow{Task: t.ID, TaskHref: taskHref(rv.Pool, t.ID), Pool: rv.Pool.String(), PoolHref: poolHref(rv.Pool),
 			SubmittedBy: t.SubmittedBy, Age: ageText(now.Sub(reservedAt(t))), TimeLeft: ageText(rv.Until.Sub(now)),

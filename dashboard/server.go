@@ -23,6 +23,7 @@ import (
 type Store interface {
 	Submit(ctx context.Context, pool slots.PoolID, spec slots.TaskSpec) (slots.SubmitResult, error)
 	Task(ctx context.Context, pool slots.PoolID, id string) (slots.Task, error)
+	Tasks(ctx context.Context, keys []slots.TaskKey) ([]slots.Task, error)
 	CancelWith(ctx context.Context, pool slots.PoolID, task string, d slots.Decision) (slots.TaskState, error)
 	ApproveWith(ctx context.Context, pool slots.PoolID, task string, d slots.Decision) (string, error)
 	RejectWith(ctx context.Context, pool slots.PoolID, task string, d slots.Decision) error

@@ -377,18 +377,79 @@ func (s *Store) Task(ctx context.Context, pool PoolID, id string) (Task, error) 
 	if err := ValidateTaskID(id); err != nil {
 		return Task{}, err
 	}
-	base := s.base(pool)
 	pipe := s.rdb.Pipeline()
-	pc := pipe.Exists(ctx, base+keyCfg)
-	hc := pipe.HGetAll(ctx, base+keyTask+id)
-	lc := pipe.LRange(ctx, base+keyHistory+id, 0, -1)
+	rd := s.queueTask(ctx, pipe, pool, id)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return Task{}, fmt.Errorf("reading task %s in %s: %w", id, pool, err)
 	}
-	if pc.Val() == 0 {
+	return rd.task()
+}
+
+// TaskKey names a task of a pool.
+type TaskKey struct {
+	Pool PoolID
+	ID   string
+}
+
+// Tasks reads several tasks with their histories in one pipeline (one
+// round trip per Redis node), in the order asked. A task that is gone
+// (purged, or its pool deleted) is left out.
+func (s *Store) Tasks(ctx context.Context, keys []TaskKey) ([]Task, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	pipe := s.rdb.Pipeline()
+	reads := make([]taskRead, 0, len(keys))
+	for _, k := range keys {
+		if err := k.Pool.Validate(); err != nil {
+			return nil, err
+		}
+		if err := ValidateTaskID(k.ID); err != nil {
+			return nil, err
+		}
+		reads = append(reads, s.queueTask(ctx, pipe, k.Pool, k.ID))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("reading %d tasks: %w", len(keys), err)
+	}
+	out := make([]Task, 0, len(reads))
+	for _, rd := range reads {
+		t, err := rd.task()
+		if errors.Is(err, ErrTaskNotFound) || errors.Is(err, ErrPoolNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+// taskRead is one task's reads queued on a pipeline.
+type taskRead struct {
+	pool PoolID
+	id   string
+	pc   *redis.IntCmd
+	hc   *redis.MapStringStringCmd
+	lc   *redis.StringSliceCmd
+}
+
+func (s *Store) queueTask(ctx context.Context, pipe redis.Pipeliner, pool PoolID, id string) taskRead {
+	base := s.base(pool)
+	return taskRead{pool: pool, id: id,
+		pc: pipe.Exists(ctx, base+keyCfg),
+		hc: pipe.HGetAll(ctx, base+keyTask+id),
+		lc: pipe.LRange(ctx, base+keyHistory+id, 0, -1)}
+}
+
+// task decodes the reads once the pipeline ran.
+func (rd taskRead) task() (Task, error) {
+	id, pool := rd.id, rd.pool
+	if rd.pc.Val() == 0 {
 		return Task{}, fmt.Errorf("%w: %s", ErrPoolNotFound, pool)
 	}
-	h := hc.Val()
+	h := rd.hc.Val()
 	if len(h) == 0 || h["type"] == "" {
 		return Task{}, fmt.Errorf("%w: %s in %s", ErrTaskNotFound, id, pool)
 	}
@@ -418,7 +479,7 @@ func (s *Store) Task(ctx context.Context, pool PoolID, id string) (Task, error) 
 	}
 	t.Attempt, _ = strconv.Atoi(h["attempt"])
 	t.ExitCode, _ = strconv.Atoi(h["exit"])
-	for _, e := range lc.Val() {
+	for _, e := range rd.lc.Val() {
 		parts := strings.SplitN(e, "|", 3)
 		if len(parts) != 3 {
 			continue

@@ -463,3 +463,27 @@ func TestClaimWhoseReplyWasLostIsReturnedByTheNextTake(t *testing.T) {
 		e.consistent()
 	})
 }
+
+// Tasks reads several tasks in one pipeline, in the order asked, leaving
+// out the ones that are gone; it says what Task says of each.
+func TestTasksReadsSeveralInOneRoundTrip(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b)
+		e.submit("a", Plan)
+		e.submit("b", PlanAndApply)
+		other := PoolID{Namespace: e.pool.Namespace, Name: "gone"}
+		got, err := e.s.Tasks(e.ctx, []TaskKey{{e.pool, "b"}, {e.pool, "missing"}, {other, "a"}, {e.pool, "a"}})
+		require.NoError(t, err)
+		require.Len(t, got, 2)
+		for i, id := range []string{"b", "a"} {
+			one, err := e.s.Task(e.ctx, e.pool, id)
+			require.NoError(t, err)
+			assert.Equal(t, one, got[i])
+		}
+		_, err = e.s.Tasks(e.ctx, []TaskKey{{e.pool, "bad id!"}})
+		require.ErrorIs(t, err, ErrInvalidTask)
+		none, err := e.s.Tasks(e.ctx, nil)
+		require.NoError(t, err)
+		assert.Empty(t, none)
+	})
+}
