@@ -26,7 +26,7 @@ var mutants = map[string][][2]string{
 	},
 	// a freed slot goes idle without taking queued work.
 	"dispatch-on-free": {{
-		"if st == 'active' then fill_slot(c, now, pod, slot) end",
+		"if st == 'active' then fill_slot(c, now, pod, slot, seq) end",
 		"if st == 'active' then redis.call('ZADD', K .. KEY_IDLE .. class_of(c, slot), redis.call('HGET', pkey(pod), 'seq'), member(pod, slot)) end",
 	}},
 }

@@ -33,8 +33,8 @@ if t[1] == 'running' and t[2] == ep and t[3] == '1' and t[4] == pod then
 end
 if t[1] ~= 'running' or t[2] ~= ep or t[3] ~= '0' or t[4] ~= pod then return {'', left} end
 local now = now_ms()
-local attempt = redis.call('HINCRBY', tkey(id), 'attempt', 1)
-redis.call('HSET', tkey(id), 'started', '1', 'upd', now, 'sat', now, 'hbs', tonumber(ARGV[6]) or 0)
+local attempt = (tonumber(t[8]) or 0) + 1
+redis.call('HSET', tkey(id), 'attempt', attempt, 'started', '1', 'upd', now, 'sat', now, 'hbs', tonumber(ARGV[6]) or 0)
 -- The pod's task count (the janitor recycles pods after spec.recycle.afterTasks):
 -- a task counts once, when its plan starts; its apply runs on the same pod.
 if t[6] == 'plan' then redis.call('HINCRBY', pkey(pod), 'tasks', 1) end

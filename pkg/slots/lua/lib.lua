@@ -29,7 +29,8 @@
 --   K.t:<id>         hash   task; among its fields: by (who decided last), note (that decision's
 --                           note), sub (who submitted, "" when unknown)
 --   K.h:<id>         list   task history "<ms>|<state>|<detail>"
---   K.ev             stream events, ids "0-<n>" from the evseq counter
+--   K.ev             stream events, ids "0-<n>", n counting up from 1 (XADD "0-*": the stream
+--                           keeps its last id when trimmed; it and K.n go only together)
 --   K.metrics        hash   cumulative counters for Prometheus (metrics.go), never decremented:
 --                           qw:<type>:<bucket> and qw:<type>:s, queue waits (count per histogram
 --                           bucket of QW_BOUNDS, sum in ms); pd:<type>:<phase>:<bucket> and
@@ -66,37 +67,49 @@ local function hgetall(key)
   return h
 end
 
--- load_cfg returns the parsed pool config, or nil when the pool is not
--- declared. Scripts read the config through these Lua fields only, so a
--- config field's name lives in the CF_* names alone.
+-- load_cfg returns the pool config, or nil when the pool is not declared.
+-- Scripts read the config through these Lua fields only, so a config
+-- field's name lives in the CF_* names alone. The scalar fields come in one
+-- HMGET; the lists are parsed on first use (sc, fill) and a class's types
+-- and a type's classes read on first use (ctypes[class], order_of): a claim
+-- needs none of them, and parsing every field on every call was a large
+-- part of the cost of the cheapest scripts.
 local function load_cfg()
-  local h = hgetall(CFG)
-  if h == nil then return nil end
+  local v = redis.call('HMGET', CFG, CF_GEN, CF_MANAGED, CF_TYPES, CF_EVCAP, CF_NSLOTS, CF_SC, CF_FILL,
+    CF_NCLS, CF_HBTO, CF_RTTL, CF_MAXATT, CF_QLIM, CF_QAGE, CF_RET, CF_RETN, CF_DEL)
+  if not v[1] and #redis.call('HKEYS', CFG) == 0 then return nil end
   local c = {
-    raw = h,                          -- every field, for order_of
-    gen = h[CF_GEN],
-    managed = h[CF_MANAGED],
-    types = h[CF_TYPES],
-    evcap = h[CF_EVCAP],
-    nslots = tonumber(h[CF_NSLOTS]),
-    sc = split(h[CF_SC]),             -- class index (string) of each slot
-    fill = split(h[CF_FILL]),         -- slot indexes, most specific class first
-    ncls = tonumber(h[CF_NCLS]),
-    ctypes = {},                      -- class -> types
-    hbto = tonumber(h[CF_HBTO]),
-    rttl = tonumber(h[CF_RTTL]),
-    maxatt = tonumber(h[CF_MAXATT]),
-    qlim = tonumber(h[CF_QLIM]),
-    qage = tonumber(h[CF_QAGE]),
-    ret = tonumber(h[CF_RET]),
-    retn = tonumber(h[CF_RETN]),
-    del = h[CF_DEL],                  -- set while the pool is being deleted (delete_pool)
+    gen = v[1] or nil,
+    managed = v[2] or nil,
+    types = v[3] or nil,
+    evcap = v[4] or nil,
+    nslots = tonumber(v[5]),
+    ncls = tonumber(v[8]),
+    hbto = tonumber(v[9]),
+    rttl = tonumber(v[10]),
+    maxatt = tonumber(v[11]),
+    qlim = tonumber(v[12]),
+    qage = tonumber(v[13]),
+    ret = tonumber(v[14]),
+    retn = tonumber(v[15]),
+    del = v[16] or nil,               -- set while the pool is being deleted (delete_pool)
+    -- class -> types, read on first use
+    ctypes = setmetatable({}, {__index = function(t, cls)
+      local types = split(redis.call('HGET', CFG, CF_CT .. cls))
+      rawset(t, cls, types)
+      return types
+    end}),
   }
-  for i = 0, c.ncls - 1 do c.ctypes[tostring(i)] = split(h[CF_CT .. i]) end
-  return c
+  local lists = {sc = v[6], fill = v[7]} -- sc: class index (string) of each slot; fill: slot indexes, most specific class first
+  return setmetatable(c, {__index = function(t, k)
+    if lists[k] == nil then return nil end
+    local l = split(lists[k])
+    rawset(t, k, l)
+    return l
+  end})
 end
 
-local function order_of(c, ttype) return split(c.raw[CF_ORD .. ttype]) end
+local function order_of(c, ttype) return split(redis.call('HGET', CFG, CF_ORD .. ttype)) end
 local function pkey(pod) return K .. KEY_POD .. pod end
 local function tkey(id) return K .. KEY_T .. id end
 local function member(pod, slot) return pod .. '#' .. slot end
@@ -133,12 +146,14 @@ local function load_reserved(id, repeated)
 end
 
 local function emit(c, now, ...)
-  local seq = redis.call('HINCRBY', N, 'evseq', 1)
-  redis.call('XADD', K .. KEY_EV, 'MAXLEN', '~', c.evcap, '0-' .. seq, 'at', now, ...)
+  redis.call('XADD', K .. KEY_EV, 'MAXLEN', '~', c.evcap, '0-*', 'at', now, ...)
 end
 
+-- hist appends a history entry; hist_entry is its text, for a caller that
+-- appends several in one RPUSH.
+local function hist_entry(now, st, detail) return now .. '|' .. st .. '|' .. (detail or '') end
 local function hist(id, now, st, detail)
-  redis.call('RPUSH', K .. KEY_H .. id, now .. '|' .. st .. '|' .. (detail or ''))
+  redis.call('RPUSH', K .. KEY_H .. id, hist_entry(now, st, detail))
 end
 
 local function count(field, by) redis.call('HINCRBY', N, field, by) end
@@ -154,7 +169,8 @@ local function observe(name, bounds, ms)
     if ms <= bound then b = i - 1 break end
   end
   redis.call('HINCRBY', K .. KEY_M, name .. ':' .. b, 1)
-  redis.call('HINCRBY', K .. KEY_M, name .. ':s', ms)
+  -- Adding 0 changes nothing: an absent sum reads as 0 (parsePoolMetrics).
+  if ms > 0 then redis.call('HINCRBY', K .. KEY_M, name .. ':s', ms) end
 end
 
 -- occupy marks a slot as held by val (a task id or "!" for orphan work) and
@@ -169,29 +185,39 @@ local function occupy(pod, slot, val)
 end
 
 -- vacate clears a slot (the caller decides whether it gets new work) and
--- returns the pod's state.
-local function vacate(pod, slot)
+-- returns the pod's state and seq (for fill_slot). now, when given, is the
+-- script's time.
+local function vacate(pod, slot, now)
   local pk = pkey(pod)
   redis.call('HSET', pk, 's' .. slot, '')
-  local st = redis.call('HGET', pk, 'st')
+  local ph = redis.call('HMGET', pk, 'st', 'seq')
+  local st = ph[1]
   if redis.call('HINCRBY', pk, 'busy', -1) == 0 then
     count('busy', -1)
     if st == 'active' then count('idlepods', 1) end
     -- The janitor's idleFor counts from here.
-    redis.call('HSET', pk, 'idle', now_ms())
+    redis.call('HSET', pk, 'idle', now or now_ms())
   end
-  return st
+  return st, ph[2]
 end
 
 -- assign puts a task phase into a slot whose idle entry the caller removed.
-local function assign(c, now, id, phase, pod, slot)
+-- pre, when given, is what a new task's record holds before it (field/value
+-- pairs and its first history entry, written with the assignment's).
+local function assign(c, now, id, phase, pod, slot, pre)
   local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', 1)
-  redis.call('HSET', tkey(id), 'st', 'running', 'phase', phase, 'pod', pod, 'slot', slot,
-    'ep', ep, 'started', '0', 'upd', now)
+  local fields = {'st', 'running', 'phase', phase, 'pod', pod, 'slot', slot, 'ep', ep, 'started', '0', 'upd', now}
+  if pre then for _, v in ipairs(pre.fields) do fields[#fields + 1] = v end end
+  redis.call('HSET', tkey(id), unpack(fields))
   occupy(pod, slot, id)
   count('run:' .. class_of(c, slot), 1)
   redis.call('RPUSH', K .. KEY_INBOX .. pod, 'a|' .. id .. '|' .. ep)
-  hist(id, now, 'assigned', phase .. ' ' .. pod .. '#' .. slot .. ' epoch ' .. ep)
+  local entry = hist_entry(now, 'assigned', phase .. ' ' .. pod .. '#' .. slot .. ' epoch ' .. ep)
+  if pre then
+    redis.call('RPUSH', K .. KEY_H .. id, pre.hist, entry)
+  else
+    redis.call('RPUSH', K .. KEY_H .. id, entry)
+  end
   emit(c, now, 'task', id, 'st', 'running', 'phase', phase, 'pod', pod, 'slot', slot, 'ep', ep)
   return ep
 end
@@ -214,8 +240,9 @@ local function next_queued(c, cls)
 end
 
 -- fill_slot gives an idle slot of an active pod the oldest queued work it may
--- run, or files it as idle. Every path that frees a slot ends here.
-local function fill_slot(c, now, pod, slot)
+-- run, or files it as idle. Every path that frees a slot ends here. seq,
+-- when given, is the pod's (else it is read).
+local function fill_slot(c, now, pod, slot, seq)
   local cls = class_of(c, slot)
   local id, ttype = next_queued(c, cls)
   if id then
@@ -225,7 +252,7 @@ local function fill_slot(c, now, pod, slot)
     assign(c, now, id, 'plan', pod, slot)
     return true
   end
-  redis.call('ZADD', K .. KEY_IDLE .. cls, redis.call('HGET', pkey(pod), 'seq'), member(pod, slot))
+  redis.call('ZADD', K .. KEY_IDLE .. cls, seq or redis.call('HGET', pkey(pod), 'seq'), member(pod, slot))
   return false
 end
 
@@ -242,31 +269,50 @@ end
 -- in the same script (the at-rest invariant: no queued task beside an idle
 -- eligible uncordoned slot).
 local function release(c, now, pod, slot)
-  local st = vacate(pod, slot)
-  if st == 'active' then fill_slot(c, now, pod, slot) end
+  local st, seq = vacate(pod, slot, now)
+  if st == 'active' then fill_slot(c, now, pod, slot, seq) end
 end
 
--- place assigns a plan phase to the best idle slot: the most specific class
--- first, then the oldest pod. Returns the epoch, pod and slot, or nil.
-local function place(c, now, id, ttype)
-  for _, cls in ipairs(order_of(c, ttype)) do
+-- free_slot finds the best idle slot for a type, given its classes
+-- (order_of): the most specific class first, then the oldest pod. It only
+-- reads; take_slot assigns the slot it found.
+local function free_slot(order)
+  for _, cls in ipairs(order) do
     local m = redis.call('ZRANGE', K .. KEY_IDLE .. cls, 0, 0)[1]
-    if m then
-      redis.call('ZREM', K .. KEY_IDLE .. cls, m)
-      local pod, slot = string.match(m, '^(.*)#(%d+)$')
-      observe('qw:' .. ttype, QW_BOUNDS, 0) -- a slot was free: no wait
-      return assign(c, now, id, 'plan', pod, slot), pod, slot
-    end
+    if m then return m, cls end
   end
   return nil
 end
 
-local function enqueue(c, now, id, ttype, qs)
+-- take_slot assigns a plan phase to the idle slot m of class cls (free_slot).
+-- Returns the epoch, pod and slot. pre: see assign.
+local function take_slot(c, now, id, ttype, m, cls, pre)
+  redis.call('ZREM', K .. KEY_IDLE .. cls, m)
+  local pod, slot = string.match(m, '^(.*)#(%d+)$')
+  observe('qw:' .. ttype, QW_BOUNDS, 0) -- a slot was free: no wait
+  return assign(c, now, id, 'plan', pod, slot, pre), pod, slot
+end
+
+-- place assigns a plan phase to the best idle slot. Returns the epoch, pod
+-- and slot, or nil.
+local function place(c, now, id, ttype)
+  local m, cls = free_slot(order_of(c, ttype))
+  if m then return take_slot(c, now, id, ttype, m, cls) end
+  return nil
+end
+
+-- enqueue queues a task's plan phase. pre: see assign.
+local function enqueue(c, now, id, ttype, qs, pre)
   redis.call('ZADD', K .. KEY_Q .. ttype, qs, id)
   redis.call('ZADD', K .. KEY_QAT, now, id)
-  redis.call('HSET', tkey(id), 'st', 'queued', 'pod', '', 'slot', '', 'ep', '', 'started', '0',
-    'upd', now, 'qat', now)
-  hist(id, now, 'queued', '')
+  local fields = {'st', 'queued', 'pod', '', 'slot', '', 'ep', '', 'started', '0', 'upd', now, 'qat', now}
+  if pre then for _, v in ipairs(pre.fields) do fields[#fields + 1] = v end end
+  redis.call('HSET', tkey(id), unpack(fields))
+  if pre then
+    redis.call('RPUSH', K .. KEY_H .. id, pre.hist, hist_entry(now, 'queued', ''))
+  else
+    hist(id, now, 'queued', '')
+  end
   emit(c, now, 'task', id, 'st', 'queued')
 end
 
@@ -286,13 +332,18 @@ end
 
 -- finish moves a task to a terminal state. detail, when given, is the
 -- history entry's detail instead of the reason (a decision's who and note).
-local function finish(c, now, id, st, reason, by, detail)
-  redis.call('HSET', tkey(id), 'st', st, 'reason', reason or '', 'upd', now, 'fin', now)
-  if by and by ~= '' then redis.call('HSET', tkey(id), 'by', by) end
+-- ttype, when given, is the task's type (else it is read); extra, when
+-- given, are more field/value pairs of the task, written in the same HSET.
+local function finish(c, now, id, st, reason, by, detail, ttype, extra)
+  local fields = {'st', st, 'reason', reason or '', 'upd', now, 'fin', now}
+  if by and by ~= '' then fields[#fields + 1] = 'by'; fields[#fields + 1] = by end
+  if extra then for _, v in ipairs(extra) do fields[#fields + 1] = v end end
+  redis.call('HSET', tkey(id), unpack(fields))
   redis.call('ZADD', K .. KEY_DONE, now, id)
   local mreason = reason or ''
   if not METRIC_REASONS[mreason] then mreason = 'other' end
-  redis.call('HINCRBY', K .. KEY_M, 'out:' .. (redis.call('HGET', tkey(id), 'type') or '') .. ':' .. st .. ':' .. mreason, 1)
+  ttype = ttype or redis.call('HGET', tkey(id), 'type') or ''
+  redis.call('HINCRBY', K .. KEY_M, 'out:' .. ttype .. ':' .. st .. ':' .. mreason, 1)
   hist(id, now, st, detail or reason)
   emit(c, now, 'task', id, 'st', st, 'reason', reason or '')
 end

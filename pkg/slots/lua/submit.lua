@@ -16,19 +16,22 @@ local order = order_of(c, ttype)
 if #order == 0 then return fail('notype', ttype) end
 local now = now_ms()
 -- Check the limit only when the task would have to wait.
-local free = false
-for _, cls in ipairs(order) do
-  if redis.call('ZCARD', K .. KEY_IDLE .. cls) > 0 then free = true break end
-end
-if not free then
+local m, cls = free_slot(order)
+if not m then
   local queued = 0
   for _, t in ipairs(split(c.types)) do queued = queued + redis.call('ZCARD', K .. KEY_Q .. t) end
   if queued >= c.qlim then return fail('full', queued .. ' tasks queued, limit ' .. c.qlim) end
 end
 local qs = redis.call('HINCRBY', N, 'qseq', 1)
-redis.call('HSET', tkey(id), 'id', id, 'type', ttype, 'payload', ARGV[3], 'qs', qs, 'created', now,
-  'attempt', 0, 'sub', ARGV[4])
-hist(id, now, 'submitted', ttype)
-local ep, pod, slot = place_or_enqueue(c, now, id, ttype, qs)
-if ep then return {'created', 'running', ep, pod, slot} end
+-- The new record and its first history entry go with the assignment's (or
+-- the queue's) in one HSET and one RPUSH.
+local pre = {
+  fields = {'id', id, 'type', ttype, 'payload', ARGV[3], 'qs', qs, 'created', now, 'attempt', 0, 'sub', ARGV[4]},
+  hist = hist_entry(now, 'submitted', ttype),
+}
+if m then
+  local ep, pod, slot = take_slot(c, now, id, ttype, m, cls, pre)
+  return {'created', 'running', ep, pod, slot}
+end
+enqueue(c, now, id, ttype, qs, pre)
 return {'created', 'queued', '', '', ''}
