@@ -43,3 +43,12 @@ local function d(x) return x end
 		})
 	}
 }
+
+func TestPreludeForKeepsTheNamesCodeUses(t *testing.T) {
+	prelude := "-- generated\nlocal KEY_A = \"a\"\nlocal KEY_AB = \"ab\"\nlocal BOUNDS = {1, 2}\n"
+	got := preludeFor(prelude, "-- KEY_AB in a comment\nreturn KEY_A .. BOUNDS[1]")
+	want := "-- generated\nlocal KEY_A = \"a\"\nlocal BOUNDS = {1, 2}\n"
+	if got != want {
+		t.Errorf("preludeFor = %q, want %q", got, want)
+	}
+}

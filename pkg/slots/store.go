@@ -177,7 +177,8 @@ func buildScripts() (map[string]*redis.Script, error) {
 		if err != nil {
 			return nil, fmt.Errorf("script %s: %w", name, err)
 		}
-		out[name] = redis.NewScript(prelude + libFor(mlib, mbody) + "\n" + mbody)
+		code := libFor(mlib, mbody) + "\n" + mbody
+		out[name] = redis.NewScript(preludeFor(prelude, code) + code)
 	}
 	return out, nil
 }
@@ -245,6 +246,24 @@ func libFor(lib, body string) string {
 		}
 	}
 	b.WriteString(pending.String())
+	return b.String()
+}
+
+// preludeFor keeps the lines of the prelude that define a name code uses
+// (and its comments): like the helpers, every local of the prelude is set
+// on each call, and the metrics' tables are built on each call.
+func preludeFor(prelude, code string) string {
+	code = codeOnly(code)
+	var b strings.Builder
+	for line := range strings.SplitAfterSeq(prelude, "\n") {
+		if rest, ok := strings.CutPrefix(line, "local "); ok {
+			name, _, _ := strings.Cut(rest, " ")
+			if !usesName(code, name) {
+				continue
+			}
+		}
+		b.WriteString(line)
+	}
 	return b.String()
 }
 
