@@ -12,6 +12,10 @@ package slots
 // number of trivial round trips ("ratio"). Sub-benchmarks vary only the pool
 // size (pods=10, 1000, 10000); the slot policy is the same for all of them.
 //
+// BenchmarkLatencyUnderLoad (latency_bench_test.go) runs the same cycle load
+// beside one agent-like probe and reports the probe's claim and complete
+// latencies.
+//
 // BenchmarkStats1000Pools measures one Store.Stats call over 1,000 pools and
 // counts its round trips with a go-redis hook (1 on a single node).
 //
