@@ -68,22 +68,25 @@ local function hgetall(key)
 end
 
 -- load_cfg returns the pool config, or nil when the pool is not declared.
--- Scripts read the config through these Lua fields only, so a config
--- field's name lives in the CF_* names alone. The scalar fields come in one
--- HMGET; the lists are parsed on first use (sc, fill) and a class's types
--- and a type's classes read on first use (ctypes[class], order_of): a claim
--- needs none of them, and parsing every field on every call was a large
--- part of the cost of the cheapest scripts.
+-- Scripts read the config through these Lua fields and the accessors below
+-- only, so a config field's name lives in the CF_* names alone. The scalar
+-- fields come in one HMGET into a plain table; the lists are split on first
+-- use (class_of, fill_order), and a class's types and a type's classes read
+-- on first use (class_types, order_of): a claim needs none of them, and
+-- building every field on every call was a large part of the cost of the
+-- cheapest scripts.
 local function load_cfg()
   local v = redis.call('HMGET', CFG, CF_GEN, CF_MANAGED, CF_TYPES, CF_EVCAP, CF_NSLOTS, CF_SC, CF_FILL,
     CF_NCLS, CF_HBTO, CF_RTTL, CF_MAXATT, CF_QLIM, CF_QAGE, CF_RET, CF_RETN, CF_DEL)
   if not v[1] and #redis.call('HKEYS', CFG) == 0 then return nil end
-  local c = {
+  return {
     gen = v[1] or nil,
     managed = v[2] or nil,
     types = v[3] or nil,
     evcap = v[4] or nil,
     nslots = tonumber(v[5]),
+    sc_raw = v[6] or nil,             -- class index of each slot (class_of)
+    fill_raw = v[7] or nil,           -- slot indexes, most specific class first (fill_order)
     ncls = tonumber(v[8]),
     hbto = tonumber(v[9]),
     rttl = tonumber(v[10]),
@@ -93,27 +96,36 @@ local function load_cfg()
     ret = tonumber(v[14]),
     retn = tonumber(v[15]),
     del = v[16] or nil,               -- set while the pool is being deleted (delete_pool)
-    -- class -> types, read on first use
-    ctypes = setmetatable({}, {__index = function(t, cls)
-      local types = split(redis.call('HGET', CFG, CF_CT .. cls))
-      rawset(t, cls, types)
-      return types
-    end}),
   }
-  local lists = {sc = v[6], fill = v[7]} -- sc: class index (string) of each slot; fill: slot indexes, most specific class first
-  return setmetatable(c, {__index = function(t, k)
-    if lists[k] == nil then return nil end
-    local l = split(lists[k])
-    rawset(t, k, l)
-    return l
-  end})
+end
+
+-- class_of is the class index (a string) of a slot.
+local function class_of(c, slot)
+  if c.sc == nil then c.sc = split(c.sc_raw) end
+  return c.sc[tonumber(slot) + 1]
+end
+
+-- fill_order is the pool's slot indexes (strings), most specific class first.
+local function fill_order(c)
+  if c.fill == nil then c.fill = split(c.fill_raw) end
+  return c.fill
+end
+
+-- class_types is the types a class runs.
+local function class_types(c, cls)
+  if c.ctypes == nil then c.ctypes = {} end
+  local types = c.ctypes[cls]
+  if types == nil then
+    types = split(redis.call('HGET', CFG, CF_CT .. cls))
+    c.ctypes[cls] = types
+  end
+  return types
 end
 
 local function order_of(c, ttype) return split(redis.call('HGET', CFG, CF_ORD .. ttype)) end
 local function pkey(pod) return K .. KEY_POD .. pod end
 local function tkey(id) return K .. KEY_T .. id end
 local function member(pod, slot) return pod .. '#' .. slot end
-local function class_of(c, slot) return c.sc[tonumber(slot) + 1] end
 
 -- load_pod reads the record of a pod for a caller that names its incarnation
 -- by uid ('' for any). It returns the record, or nil, the refusal's code and
@@ -230,7 +242,7 @@ end
 -- next_queued returns the oldest queued task a slot of class cls may run.
 local function next_queued(c, cls)
   local best, best_type, best_score
-  for _, t in ipairs(c.ctypes[cls]) do
+  for _, t in ipairs(class_types(c, cls)) do
     local r = redis.call('ZRANGE', K .. KEY_Q .. t, 0, 0, 'WITHSCORES')
     if r[1] and (best_score == nil or tonumber(r[2]) < best_score) then
       best, best_type, best_score = r[1], t, tonumber(r[2])
@@ -260,7 +272,7 @@ end
 -- most specific slots first, so a plan does not take a slot 0 that a
 -- queued plan_and_apply needs while a plan-only slot is free beside it.
 local function fill_idle_slots(c, now, pod, ph)
-  for _, i in ipairs(c.fill) do
+  for _, i in ipairs(fill_order(c)) do
     if (ph['s' .. i] or '') == '' then fill_slot(c, now, pod, tonumber(i)) end
   end
 end
@@ -404,7 +416,7 @@ end
 local function drop_idle(c, pod, ph)
   for i = 0, c.nslots - 1 do
     if (ph['s' .. i] or '') == '' then
-      redis.call('ZREM', K .. KEY_IDLE .. c.sc[i + 1], member(pod, i))
+      redis.call('ZREM', K .. KEY_IDLE .. class_of(c, i), member(pod, i))
     end
   end
 end

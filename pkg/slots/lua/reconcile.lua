@@ -21,10 +21,10 @@ for _, pod in ipairs(pods) do
     if s ~= '' then
       busy = busy + 1
       if s ~= '!' and redis.call('HGET', tkey(s), 'st') == 'running' then
-        want['run:' .. c.sc[i + 1]] = want['run:' .. c.sc[i + 1]] + 1
+        want['run:' .. class_of(c, i)] = want['run:' .. class_of(c, i)] + 1
       end
     elseif ph.st == 'active' then
-      idle[c.sc[i + 1]][member(pod, i)] = ph.seq
+      idle[class_of(c, i)][member(pod, i)] = ph.seq
     end
   end
   busy_of[pod] = busy
