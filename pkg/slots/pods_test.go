@@ -347,6 +347,31 @@ func TestEventsFollowWithCursorAndReportGap(t *testing.T) {
 	})
 }
 
+// Event numbers count up by one (XADD "0-*" after the stream's last id),
+// also once the cap trimmed the stream: the gap check of Events relies on
+// it.
+func TestEventNumbersCountUpByOneAcrossTrims(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b string) {
+		e := newEnv(t, b, func(c *PoolConfig) { c.EventCap = 5 })
+		uid := e.pod("agent-0")
+		for i := range 200 {
+			e.submit(fmt.Sprintf("t-%d", i), Plan)
+			if a := e.take("agent-0", uid); a != nil {
+				e.complete(a, OutcomeSuccess)
+			}
+		}
+		ids, err := e.rdb.XRange(e.ctx, e.s.base(e.pool)+keyEvents, "-", "+").Result()
+		require.NoError(t, err)
+		require.NotEmpty(t, ids)
+		require.Less(t, len(ids), 200, "the cap trimmed the stream")
+		// One pod event, then per task: running (assigned), started, succeeded.
+		assert.Equal(t, fmt.Sprintf("0-%d", 1+3*200), ids[len(ids)-1].ID)
+		for i := 1; i < len(ids); i++ {
+			assert.Equal(t, seqOf(ids[i-1].ID)+1, seqOf(ids[i].ID), "event %s follows %s", ids[i].ID, ids[i-1].ID)
+		}
+	})
+}
+
 func TestSnapshotShowsPodsSlotsAndQueue(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b string) {
 		e := newEnv(t, b)
