@@ -10,6 +10,11 @@
 // (bytes per pod, slot and task; Redis CPU per heartbeat, poll, reap and
 // snapshot), which extrapolate linearly. The test is skipped unless
 // SLOTSCALER_SCALE_RUN=1: it is a benchmark, not part of the test suite.
+//
+// Other knobs: SLOTSCALER_SCALE_PHASE_SECONDS (each measured window, 30),
+// SLOTSCALER_SCALE_FINISHED (the finished-task sample, at most 100,000 by
+// default), SLOTSCALER_SCALE_JANITOR=1 (janitor snapshots in phase C too),
+// SLOTSCALER_SCALE_REPORT (a file to write the report to).
 package scale
 
 import (
@@ -64,6 +69,7 @@ const (
 	pollEvery     = 15 * time.Second
 )
 
+// params is the size of one run: SLOTSCALER_SCALE times the full figures.
 type params struct {
 	scale                                  float64
 	pools, pods, bigPods, queued, finished int
@@ -74,24 +80,29 @@ type params struct {
 	podsOf                                 []int
 }
 
-func envFloat(name string, def float64) float64 {
-	if v := os.Getenv(name); v != "" {
-		if f, err := strconv.ParseFloat(v, 64); err == nil && f > 0 {
-			return f
-		}
+// envFloat reads a positive number from the environment; a value that is
+// not one fails the run rather than silently running another size.
+func envFloat(t *testing.T, name string, def float64) float64 {
+	v := os.Getenv(name)
+	if v == "" {
+		return def
 	}
-	return def
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f <= 0 {
+		t.Fatalf("%s=%q: want a positive number", name, v)
+	}
+	return f
 }
 
 func newParams(t *testing.T) params {
-	s := envFloat("SLOTSCALER_SCALE", 1)
+	s := envFloat(t, "SLOTSCALER_SCALE", 1)
 	p := params{scale: s}
 	p.pools = max(2, int(fullPools*s+0.5))
 	p.pods = max(p.pools, int(fullPods*s+0.5))
 	p.bigPods = max(1, int(fullBigPods*s+0.5))
 	p.queued = int(fullQueued*s + 0.5)
-	p.finished = min(int(fullFinished*s+0.5), int(envFloat("SLOTSCALER_SCALE_FINISHED", finishedSampleCap)))
-	p.phase = time.Duration(envFloat("SLOTSCALER_SCALE_PHASE_SECONDS", 30) * float64(time.Second))
+	p.finished = min(int(fullFinished*s+0.5), int(envFloat(t, "SLOTSCALER_SCALE_FINISHED", finishedSampleCap)))
+	p.phase = time.Duration(envFloat(t, "SLOTSCALER_SCALE_PHASE_SECONDS", 30) * float64(time.Second))
 	// A worker heartbeats its agents one after the other: 100 agents per
 	// 5 s leaves each call 50 ms before the worker falls behind.
 	p.workers = max(16, p.pods/100)
@@ -1087,9 +1098,9 @@ func (h *harness) phaseC(bins binaries, achievedA float64) {
 		conns = append(conns, fmt.Sprintf("%d", n.clients))
 	}
 	h.linef("| client connections per node (this run) | %s |", strings.Join(conns, " / "))
-	for _, e := range firstErrs {
+	if len(firstErrs) > 0 {
 		h.linef("")
-		h.linef("first errors: %s", e)
+		h.linef("first errors: %s", strings.Join(firstErrs, "; "))
 	}
 }
 
