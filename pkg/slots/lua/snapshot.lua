@@ -1,13 +1,30 @@
--- snapshot: every pod, slot and queued task of a pool, read atomically.
+-- snapshot: one page of a pool's pods with their slots, and on the first
+-- page the pool-level part (queue, counts, generation, change token). Each
+-- call reads at most ARGV[3] pods, so no call holds Redis for long however
+-- big the pool (Snapshot in snapshot.go assembles the pages; why pages
+-- from different moments are safe is said there).
 -- KEYS[1] cfg
 -- ARGV[1] how many queued tasks to list (0: none, only the counts)
--- Returns {now, {pod JSON...}, {"<task>|<type>|<queued at>"...} in dispatch order,
--- generation, generation born at (ms), {type, count, ...}}.
+-- ARGV[2] cursor: "" for the first page, else the pod seq the last page
+-- ended at (pods are read in seq order, K.pods' scores)
+-- ARGV[3] pods per page
+-- Returns {now, {pod JSON...}, {"<task>|<type>|<queued at>"...} in dispatch
+-- order, generation, generation born at (ms), {type, count, ...}, next
+-- cursor ("" after the last page), evseq, chg}; the queue, the counts and
+-- the change token (evseq, chg) only on the first page.
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local now = now_ms()
+local first = ARGV[2] == ''
+local after = '-inf'
+if not first then after = '(' .. ARGV[2] end
+local page = tonumber(ARGV[3]) or 100
+local ids = redis.call('ZRANGEBYSCORE', K .. KEY_PODS, after, '+inf', 'WITHSCORES', 'LIMIT', 0, page)
 local pods = {}
-for _, pod in ipairs(redis.call('ZRANGE', K .. KEY_PODS, 0, -1)) do
+local nxt = ''
+for j = 1, #ids, 2 do
+  local pod = ids[j]
+  nxt = ids[j + 1]
   local ph = hgetall(pkey(pod))
   if ph then
     local p = {name = pod, uid = ph.uid, st = ph.st, seq = tonumber(ph.seq), created = tonumber(ph.created),
@@ -29,6 +46,11 @@ for _, pod in ipairs(redis.call('ZRANGE', K .. KEY_PODS, 0, -1)) do
     pods[#pods + 1] = cjson.encode(p)
   end
 end
+if #ids < 2 * page then nxt = '' end
+local g = redis.call('HMGET', CFG, CF_GEN, CF_GAT)
+if not first then
+  return {now, pods, {}, g[1] or '', tonumber(g[2] or '0'), {}, nxt, '', ''}
+end
 -- The queue in dispatch order (by queue position across types), its first
 -- ARGV[1] entries only: the dispatch order's first n are among each type's
 -- first n, so a long queue costs O(n·types), not O(queue). Every type's
@@ -49,5 +71,5 @@ for i = 1, math.min(#entries, limit) do
   local e = entries[i]
   q[#q + 1] = e.id .. '|' .. e.type .. '|' .. (redis.call('ZSCORE', K .. KEY_QAT, e.id) or '0')
 end
-local g = redis.call('HMGET', CFG, CF_GEN, CF_GAT)
-return {now, pods, q, g[1] or '', tonumber(g[2] or '0'), counts}
+local n = redis.call('HMGET', N, 'evseq', 'chg')
+return {now, pods, q, g[1] or '', tonumber(g[2] or '0'), counts, nxt, n[1] or '0', n[2] or '0'}
