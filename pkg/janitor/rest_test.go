@@ -1,0 +1,123 @@
+package janitor
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+
+	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// countingStore counts the janitor's whole-pool reads and token reads.
+type countingStore struct {
+	Store
+	snapshots, versions atomic.Int64
+}
+
+func (s *countingStore) Snapshot(ctx context.Context, id slots.PoolID) (slots.Snapshot, error) {
+	s.snapshots.Add(1)
+	return s.Store.Snapshot(ctx, id)
+}
+
+func (s *countingStore) Version(ctx context.Context, id slots.PoolID) (slots.Version, error) {
+	s.versions.Add(1)
+	return s.Store.Version(ctx, id)
+}
+
+// restFixture is a pool of two idle registered pods, all it wants, and a
+// controller that keeps its state from pass to pass.
+func restFixture(t *testing.T, opts Options, muts ...func(*v1alpha1.AgentPool)) (*fixture, *Controller, *countingStore) {
+	t.Helper()
+	ap := controllerPool(2)
+	for _, m := range muts {
+		m(ap)
+	}
+	f := newFixture(t, ap)
+	f.declare()
+	f.register(f.pod("a"))
+	f.register(f.pod("b"))
+	cs := &countingStore{}
+	f.wrap = func(s Store) Store { cs.Store = s; return cs }
+	return f, f.controller(opts), cs
+}
+
+// A pool at rest is passed by reading its change token alone, until
+// Redis, Kubernetes or the clock says something changed: then the pass is
+// full (and the one after it rests again). A heartbeat is no change.
+func TestAPoolAtRestIsPassedWithoutASnapshot(t *testing.T) {
+	f, c, cs := restFixture(t, Options{})
+	const key = "team/pool-a"
+	pass := func(wantSnapshots int64, why string) {
+		t.Helper()
+		_, err := c.sync(f.ctx, key)
+		require.NoError(t, err)
+		require.Equal(t, wantSnapshots, cs.snapshots.Load(), why)
+	}
+	pass(1, "the first pass is full")
+	pass(1, "at rest: no snapshot")
+	require.Equal(t, 1.0, testutil.ToFloat64(f.m.RestPasses))
+
+	_, err := f.store.Heartbeat(f.ctx, f.id, "a", "a-uid", nil)
+	require.NoError(t, err)
+	pass(1, "a heartbeat changes nothing the plan reads")
+
+	// A task runs on a and ends: a was busy meanwhile, and idle since.
+	_, err = f.store.Submit(f.ctx, f.id, slots.TaskSpec{ID: "t1", Type: slots.Plan, Payload: []byte("x")})
+	require.NoError(t, err)
+	m, err := f.store.Take(f.ctx, f.id, "a", "a-uid", time.Second, nil)
+	require.NoError(t, err)
+	require.NotNil(t, m)
+	require.NotNil(t, m.Assignment)
+	_, err = f.store.Complete(f.ctx, f.id, slots.Result{Task: m.Assignment.Task, Epoch: m.Assignment.Epoch, Outcome: slots.OutcomeSuccess})
+	require.NoError(t, err)
+	pass(2, "a task ran: full")
+	pass(2, "at rest again")
+
+	c.enqueue(key) // an informer event
+	pass(3, "after a Kubernetes change: full")
+	pass(3, "at rest again")
+
+	c.poolState(key).rest.until = time.Now().Add(-time.Millisecond)
+	pass(4, "a time-based decision (or the safety net) fell due: full")
+	pass(4, "at rest again")
+
+	// Redis lost the pool, and it was declared again: a new generation.
+	keys, err := f.rdb.Keys(f.ctx, f.prefix+":v1:{"+f.id.String()+"}:*").Result()
+	require.NoError(t, err)
+	require.NotEmpty(t, keys)
+	require.NoError(t, f.rdb.Del(f.ctx, keys...).Err())
+	f.declare()
+	pass(5, "a new generation: full (the data-loss hold is decided there)")
+	pass(6, "holding: full until the hold ends")
+}
+
+// FullPassInterval < 0: every pass is full.
+func TestEveryPassFullWithoutRest(t *testing.T) {
+	f, c, cs := restFixture(t, Options{FullPassInterval: -1})
+	for i := range 3 {
+		_, err := c.sync(f.ctx, "team/pool-a")
+		require.NoError(t, err)
+		require.Equal(t, int64(i+1), cs.snapshots.Load())
+	}
+}
+
+// A pool at rest with an idle surplus pod waiting for idleFor rests only
+// until idleFor is reached: the clock, not a change, makes that pass.
+func TestRestEndsWhenIdleForIsReached(t *testing.T) {
+	f, c, _ := restFixture(t, Options{}, func(ap *v1alpha1.AgentPool) {
+		one := int32(1)
+		ap.Spec.Replicas = &one
+		ap.Spec.IdleFor = dur(2 * time.Minute)
+	})
+	_, err := c.sync(f.ctx, "team/pool-a")
+	require.NoError(t, err)
+	after := time.Now()
+	rest := c.poolState("team/pool-a").rest
+	require.NotNil(t, rest, "waiting for idleFor is at rest")
+	require.False(t, rest.until.After(after.Add(2*time.Minute)), "rests until idleFor, not the safety net")
+}
