@@ -2,7 +2,6 @@ package slots
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -77,11 +76,12 @@ func (s *Store) Version(ctx context.Context, pool PoolID) (Version, error) {
 
 func changes(evseq, chg any) string { return asString(evseq) + "." + asString(chg) }
 
-// SnapshotPage bounds the pods one snapshot script reads: Redis runs
-// nothing else meanwhile, and a page of busy pods costs some 30µs a pod
-// (BenchmarkSlowestScript), so a page stays well under a millisecond
-// however big the pool.
-const SnapshotPage = 25
+// SnapshotPageReads bounds the reads of one snapshot script: Redis runs
+// nothing else meanwhile. A pod costs 2 (its record, its heartbeat), each
+// task it holds 1 more, so a page is 50 idle pods or 20 pods of three busy
+// slots, some half a millisecond (BenchmarkSlowestScript), however big the
+// pool.
+const SnapshotPageReads = 100
 
 // SnapshotQueueList bounds the queued tasks a Snapshot lists: the
 // snapshot is one script, and Redis runs nothing else meanwhile, so a
@@ -163,33 +163,7 @@ type QueuedTask struct {
 	QueuedAt time.Time
 }
 
-type rawPod struct {
-	Name    string `json:"name"`
-	UID     string `json:"uid"`
-	St      string `json:"st"`
-	Seq     int64  `json:"seq"`
-	Created int64  `json:"created"`
-	Reg     int64  `json:"reg"`
-	CBy     string `json:"cby"`
-	Idle    int64  `json:"idle"`
-	HB      int64  `json:"hb"`
-	Tasks   int    `json:"tasks"`
-	Slots   []struct {
-		I       int    `json:"i"`
-		Task    string `json:"task"`
-		Type    string `json:"type"`
-		St      string `json:"st"`
-		Phase   string `json:"phase"`
-		Ep      string `json:"ep"`
-		Started bool   `json:"started"`
-		Attempt int    `json:"attempt"`
-		Since   int64  `json:"since"`
-		Cx      bool   `json:"cx"`
-		Rdl     int64  `json:"rdl"`
-	} `json:"slots"`
-}
-
-// Snapshot reads a whole pool, SnapshotPage pods per script call (in the
+// Snapshot reads a whole pool, a page of pods per script call (in the
 // order the pods were first recorded), the pool-level part (queue, counts,
 // generation, change token) with the first page. It is O(pods + queued)
 // in all, but no one call holds Redis for long.
@@ -231,7 +205,7 @@ func (s *Store) snapshot(ctx context.Context, pool PoolID) (snap Snapshot, again
 		if page > 0 {
 			limit = 0
 		}
-		res, err := s.run(ctx, "snapshot", pool, limit, cursor, SnapshotPage)
+		res, err := s.run(ctx, "snapshot", pool, limit, cursor, SnapshotPageReads)
 		if err != nil {
 			return Snapshot{}, false, fmt.Errorf("snapshot of pool %s: %w", pool, err)
 		}
@@ -249,8 +223,9 @@ func (s *Store) snapshot(ctx context.Context, pool PoolID) (snap Snapshot, again
 		} else if asString(arr[3]) != snap.Generation {
 			return Snapshot{}, true, nil
 		}
-		for _, pj := range toStrings(arr[1]) {
-			p, err := decodePod(pj)
+		rows, _ := arr[1].([]any)
+		for _, row := range rows {
+			p, err := decodePod(row)
 			if err != nil {
 				return Snapshot{}, false, fmt.Errorf("snapshot of pool %s: %w", pool, err)
 			}
@@ -267,30 +242,42 @@ func (s *Store) snapshot(ctx context.Context, pool PoolID) (snap Snapshot, again
 	}
 }
 
-func decodePod(pj string) (PodSnapshot, error) {
-	var rp rawPod
-	if err := json.Unmarshal([]byte(pj), &rp); err != nil {
-		return PodSnapshot{}, fmt.Errorf("decoding pod: %w", err)
+// decodePod reads one pod of a snapshot page (snapshot.lua says how).
+func decodePod(v any) (PodSnapshot, error) {
+	f := toStrings(v)
+	const podFields, taskFields = 10, 9
+	if len(f) < podFields {
+		return PodSnapshot{}, fmt.Errorf("malformed pod record %q", f)
 	}
-	p := PodSnapshot{Name: rp.Name, UID: rp.UID, State: PodState(rp.St), CordonedBy: CordonOwner(rp.CBy), Seq: rp.Seq,
-		Created: msTime(strconv.FormatInt(rp.Created, 10)), Registered: msTime(strconv.FormatInt(rp.Reg, 10)),
-		LastBusy:          msTime(strconv.FormatInt(rp.Idle, 10)),
-		HeartbeatDeadline: msTime(strconv.FormatInt(rp.HB, 10)), TasksStarted: rp.Tasks}
-	for _, rs := range rp.Slots {
-		ss := SlotSnapshot{Index: rs.I, Task: rs.Task, Type: TaskType(rs.Type), Phase: Phase(rs.Phase), Epoch: rs.Ep,
-			Attempt: rs.Attempt, CancelRequested: rs.Cx, Since: msTime(strconv.FormatInt(rs.Since, 10)),
-			ReservedUntil: msTime(strconv.FormatInt(rs.Rdl, 10))}
-		switch {
-		case rs.Task == "":
+	seq, _ := strconv.ParseInt(f[3], 10, 64)
+	tasks, _ := strconv.Atoi(f[8])
+	p := PodSnapshot{Name: f[0], UID: f[1], State: PodState(f[2]), Seq: seq, Created: msTime(f[4]), Registered: msTime(f[5]),
+		CordonedBy: CordonOwner(f[6]), LastBusy: msTime(f[7]), TasksStarted: tasks, HeartbeatDeadline: msTime(f[9])}
+	for i := podFields; i < len(f); {
+		ss := SlotSnapshot{Index: len(p.Slots), Task: f[i]}
+		i++
+		switch ss.Task {
+		case "":
 			ss.State = SlotIdle
-		case rs.Task == "!":
+		case "!":
 			ss.State, ss.Task = SlotOrphan, ""
-		case rs.St == string(StateReserved):
-			ss.State = SlotReserved
-		case rs.Started:
-			ss.State = SlotRunning
 		default:
-			ss.State = SlotAssigned
+			if i+taskFields > len(f) {
+				return PodSnapshot{}, fmt.Errorf("malformed pod record %q", f)
+			}
+			t := f[i : i+taskFields]
+			i += taskFields
+			ss.Type, ss.Phase, ss.Epoch = TaskType(t[0]), Phase(t[2]), t[3]
+			ss.Attempt, _ = strconv.Atoi(t[5])
+			ss.Since, ss.CancelRequested, ss.ReservedUntil = msTime(t[6]), t[7] == "1", msTime(t[8])
+			switch {
+			case t[1] == string(StateReserved):
+				ss.State = SlotReserved
+			case t[4] == "1":
+				ss.State = SlotRunning
+			default:
+				ss.State = SlotAssigned
+			}
 		}
 		p.Slots = append(p.Slots, ss)
 	}

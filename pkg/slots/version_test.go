@@ -98,7 +98,7 @@ func TestVersionOfALostPool(t *testing.T) {
 func TestSnapshotReadsEveryPage(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b string) {
 		e := newEnv(t, b)
-		n := 2*SnapshotPage + 3
+		n := 2*SnapshotPageReads/5 + 3 // more than two pages of busy pods
 		uids := map[string]string{}
 		for i := range n {
 			name := fmt.Sprintf("agent-%03d", i)
@@ -123,4 +123,24 @@ func TestSnapshotReadsEveryPage(t *testing.T) {
 		require.NotEmpty(t, snap.Generation)
 		require.NotEmpty(t, snap.Changes)
 	})
+}
+
+// Pages of idle pods hold more pods (a page is bounded by its reads): a
+// pool of exactly a page, and of two pages and one, reads whole.
+func TestSnapshotPagesOfIdlePods(t *testing.T) {
+	for _, n := range []int{SnapshotPageReads / 2, SnapshotPageReads + 1} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			e := newEnv(t, "redis")
+			for i := range n {
+				e.pod(fmt.Sprintf("agent-%03d", i))
+			}
+			snap, err := e.s.Snapshot(e.ctx, e.pool)
+			require.NoError(t, err)
+			require.Len(t, snap.Pods, n)
+			for i, p := range snap.Pods {
+				require.Equal(t, fmt.Sprintf("agent-%03d", i), p.Name)
+				require.False(t, p.Busy())
+			}
+		})
+	}
 }
