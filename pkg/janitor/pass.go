@@ -108,8 +108,11 @@ func (p *pass) run() (time.Duration, error) {
 			p.st.finalizerFailed = false
 		}
 	}
+	// The settings as the spec has them, before the HPA verdict is added:
+	// what a pass at rest compares.
+	specKey := s.storeKey()
 	if !deleting {
-		if next, ok := p.skip(s); ok {
+		if next, ok := p.skip(specKey); ok {
 			// At rest: only what must hold on every pass (see rest.go).
 			if err := p.ensureCredentials(); err != nil {
 				return 0, err
@@ -223,7 +226,7 @@ func (p *pass) run() (time.Duration, error) {
 	} else if err != nil {
 		return 0, err
 	}
-	p.rest(s, snap, out, content, deleting, p.next)
+	p.rest(specKey, snap, out, content, deleting, p.next)
 	if p.next == 0 || p.next > c.opts.SyncInterval {
 		p.next = c.opts.SyncInterval
 	}

@@ -44,7 +44,7 @@ const DefaultFullPassInterval = 5 * time.Minute
 // passes to skip on.
 type restMemo struct {
 	generation, changes string // the snapshot's change token
-	settings            string // the store config it was declared with
+	settings            string // the spec's store config (settings.storeKey, without the HPA verdict)
 	// until (the janitor's clock) is when a time-based decision falls due,
 	// or the safety net's full pass.
 	until   time.Time
@@ -62,7 +62,7 @@ func atRest(out planOutput) bool {
 
 // rest remembers a full pass that did nothing, so that the next ones may
 // skip; any other pass forgets (st.rest is nil from its start).
-func (p *pass) rest(s settings, snap slots.Snapshot, out planOutput, content janitorreport.Content, deleting bool, due time.Duration) {
+func (p *pass) rest(specKey string, snap slots.Snapshot, out planOutput, content janitorreport.Content, deleting bool, due time.Duration) {
 	every := p.c.opts.FullPassInterval
 	if every <= 0 || deleting || p.c.opts.DryRun || !atRest(out) || p.st.policyPending != "" || len(p.done) > 0 ||
 		snap.Changes == "" {
@@ -72,16 +72,16 @@ func (p *pass) rest(s settings, snap slots.Snapshot, out planOutput, content jan
 	if due > 0 && p.now.Add(due).Before(until) {
 		until = p.now.Add(due)
 	}
-	p.st.rest = &restMemo{generation: snap.Generation, changes: snap.Changes, settings: s.storeKey(), until: until, content: content}
+	p.st.rest = &restMemo{generation: snap.Generation, changes: snap.Changes, settings: specKey, until: until, content: content}
 }
 
 // skip is the pass over a pool at rest: it reports whether the pool is
 // still at rest (and then when to look again), reading only its change
 // token. Any doubt (no memo, a change, an error) answers false: the pass
 // goes on in full.
-func (p *pass) skip(s settings) (time.Duration, bool) {
+func (p *pass) skip(specKey string) (time.Duration, bool) {
 	m := p.st.rest
-	if m == nil || m.settings != s.storeKey() || !p.now.Before(m.until) {
+	if m == nil || m.settings != specKey || !p.now.Before(m.until) {
 		return 0, false
 	}
 	v, err := p.c.store.Version(p.ctx, p.id)
