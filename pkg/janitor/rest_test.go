@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -120,4 +121,18 @@ func TestRestEndsWhenIdleForIsReached(t *testing.T) {
 	rest := c.poolState("team/pool-a").rest
 	require.NotNil(t, rest, "waiting for idleFor is at rest")
 	require.False(t, rest.until.After(after.Add(2*time.Minute)), "rests until idleFor, not the safety net")
+}
+
+// A pool whose HPA the janitor judged rests like any other: the verdict is
+// declared with the pool's settings, and is no change of its spec.
+func TestAPoolWithAnHPARests(t *testing.T) {
+	e := newPassEnv(t, testPool(1))
+	_, err := e.kube.AutoscalingV2().HorizontalPodAutoscalers("team").Create(e.ctx, hpaFor("keda-hpa-pool-a", "pool-a", ""), metav1.CreateOptions{})
+	require.NoError(t, err)
+	e.passOnceHPAsCached()
+	require.NotNil(t, condition(e.pool(), v1alpha1.ConditionHPAToleranceHonoured))
+	for range 5 {
+		e.pass()
+	}
+	require.Positive(t, testutil.ToFloat64(e.m.RestPasses), "a pool with an HPA never rested")
 }
