@@ -136,3 +136,27 @@ func TestAPoolWithAnHPARests(t *testing.T) {
 	}
 	require.Positive(t, testutil.ToFloat64(e.m.RestPasses), "a pool with an HPA never rested")
 }
+
+// A pass at rest still refreshes the janitor's report (its time, so the
+// dashboard does not call it stale), from the last full pass's content.
+func TestAPassAtRestRefreshesTheReport(t *testing.T) {
+	e, reports := newReportEnv(t, 2)
+	e.pass()
+	e.pass()
+	e.registerAll()
+	rests := func() float64 { return testutil.ToFloat64(e.m.RestPasses) }
+	for i := 0; rests() == 0; i++ {
+		require.Less(t, i, 5, "never at rest")
+		e.pass()
+	}
+	last := e.report()
+	e.c.reportRefresh = 0 // every pass is due to refresh it
+	n := reports.writes.Load()
+	e.pass()
+	require.Equal(t, 2.0, rests(), "at rest")
+	require.Equal(t, n+1, reports.writes.Load(), "refreshed")
+	r := e.report()
+	require.Equal(t, last.Summary, r.Summary)
+	require.Equal(t, last.Changed, r.Changed, "the same content")
+	require.False(t, r.At.Before(last.At))
+}
