@@ -160,3 +160,16 @@ func TestAPassAtRestRefreshesTheReport(t *testing.T) {
 	require.Equal(t, last.Changed, r.Changed, "the same content")
 	require.False(t, r.At.Before(last.At))
 }
+
+// A pool at rest whose pods come due for recycling by age must be looked
+// at then: nothing in Redis or Kubernetes changes when a pod grows old.
+func TestPlanSaysWhenThePodsComeDueForRecyclingByAge(t *testing.T) {
+	in := recycle(input(2, pods(pod("a", createdAgo(20*time.Hour)), pod("b", createdAgo(22*time.Hour))),
+		rec("a", slots.PodActive), rec("b", slots.PodActive)), 0, 24*time.Hour)
+	out := plan(in)
+	require.True(t, atRest(out))
+	require.Equal(t, 2*time.Hour, out.WaitRecycle, "b, the older, comes due first")
+
+	in.RecycleAfterAge = 0
+	require.Zero(t, plan(in).WaitRecycle, "no recycling by age")
+}
