@@ -78,10 +78,11 @@ func changes(evseq, chg any) string { return asString(evseq) + "." + asString(ch
 
 // SnapshotPageReads bounds the reads of one snapshot script: Redis runs
 // nothing else meanwhile. A pod costs 2 (its record, its heartbeat), each
-// task it holds 1 more, so a page is 50 idle pods or 20 pods of three busy
-// slots, some half a millisecond (BenchmarkSlowestScript), however big the
-// pool.
-const SnapshotPageReads = 100
+// task it holds 1 more, a queued task listed 1, so a page is 30 idle pods
+// or 12 pods of three busy slots, some 0.3 ms (BenchmarkSlowestScript),
+// however big the pool. (The first page lists the queue: SnapshotQueueList
+// reads, so it holds one pod.)
+const SnapshotPageReads = 60
 
 // SnapshotQueueList bounds the queued tasks a Snapshot lists: the
 // snapshot is one script, and Redis runs nothing else meanwhile, so a

@@ -1,8 +1,12 @@
 package slots
 
 import (
+	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/stretchr/testify/require"
 )
@@ -108,8 +112,10 @@ func TestSnapshotReadsEveryPage(t *testing.T) {
 		for i := range 3*n + 1 {
 			e.submit(fmt.Sprintf("t%03d", i), Plan)
 		}
+		calls := countScripts(e)
 		snap, err := e.s.Snapshot(e.ctx, e.pool)
 		require.NoError(t, err)
+		require.EqualValues(t, 3, calls.Load(), "pages of 12 busy pods (60 reads) for 27 pods")
 		require.Len(t, snap.Pods, n)
 		for i, p := range snap.Pods {
 			name := fmt.Sprintf("agent-%03d", i)
@@ -134,8 +140,10 @@ func TestSnapshotPagesOfIdlePods(t *testing.T) {
 			for i := range n {
 				e.pod(fmt.Sprintf("agent-%03d", i))
 			}
+			calls := countScripts(e)
 			snap, err := e.s.Snapshot(e.ctx, e.pool)
 			require.NoError(t, err)
+			require.EqualValues(t, n/(SnapshotPageReads/2)+1, calls.Load(), "pages of 30 idle pods")
 			require.Len(t, snap.Pods, n)
 			for i, p := range snap.Pods {
 				require.Equal(t, fmt.Sprintf("agent-%03d", i), p.Name)
@@ -143,4 +151,28 @@ func TestSnapshotPagesOfIdlePods(t *testing.T) {
 			}
 		})
 	}
+}
+
+// countScripts counts the scripts e's client runs from now on.
+func countScripts(e *env) *atomic.Int64 {
+	n := &atomic.Int64{}
+	e.rdb.AddHook(scriptCounter{n})
+	return n
+}
+
+type scriptCounter struct{ n *atomic.Int64 }
+
+func (h scriptCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h scriptCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if name := cmd.Name(); name == "evalsha" || name == "eval" {
+			h.n.Add(1)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h scriptCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }
