@@ -33,8 +33,9 @@ test: ## The whole test suite: installs redis-server and chromium if missing, pr
 	./scripts/test.sh
 
 .PHONY: bench
-bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA, the slowest call of each script on a 1,000-pod pool with 10,000 queued, stats, KEDA polls, the history recorder per tick, agent overhead, page render and live viewers, capacity math
+bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA, the slowest call of each script on a 1,000-pod pool with 10,000 queued, a janitor pass over a 1,000-pod pool at rest (full vs rest), stats, KEDA polls, the history recorder per tick, agent overhead, page render and live viewers, capacity math
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./pkg/history/ ./scaler/ ./agent/ ./pkg/executor/ ./dashboard/
+	$(GO) test -run '^$$' -bench JanitorPassAtRest -benchtime 20x ./pkg/janitor/
 
 .PHONY: bench-kube
 bench-kube: ## Janitor benchmark on a real kube-apiserver: 1,000-pod pool at the chart's QPS/burst (create, idle reconcile, remove 500)

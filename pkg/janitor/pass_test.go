@@ -67,7 +67,7 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 
 // newTestStore is a slot store on the test binary's redis-server, under a
 // key prefix of its own, and its client.
-func newTestStore(t *testing.T, ctx context.Context) (*slots.Store, *redis.Client, string) {
+func newTestStore(t testing.TB, ctx context.Context) (*slots.Store, *redis.Client, string) {
 	t.Helper()
 	opts, err := redis.ParseURL(redistest.Standalone(t))
 	require.NoError(t, err)

@@ -418,3 +418,10 @@ local function mark_lost(c, now, pod, ph)
   lose_all(c, now, lost, false)
   redis.call('ZREM', K .. KEY_HB, pod)
 end
+
+-- changed counts a change that emits no event (N field chg). With evseq it
+-- makes the pool's change token (version.lua), which lets the janitor skip
+-- the snapshot of a pool at rest: every write that changes what a snapshot
+-- shows either emits or calls this. Heartbeats that only move deadlines do
+-- neither (an expired one becomes the reaper's event).
+local function changed() redis.call('HINCRBY', N, 'chg', 1) end
