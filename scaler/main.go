@@ -26,6 +26,7 @@ import (
 
 	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -104,6 +105,15 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		return err
 	}
 
+	var notifyCfg notify.Config
+	if cfg.NotifyConfig != "" && cfg.Notify {
+		// Read before serving: a config that does not load (a missing
+		// Secret key, a typo) stops the scaler at start, not silently later.
+		if notifyCfg, err = notify.Load(cfg.NotifyConfig, lookup); err != nil {
+			return err
+		}
+	}
+
 	conn, store, err := openStore(ctx, cfg.Redis, log)
 	if err != nil {
 		return err
@@ -134,6 +144,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 
 	m := newMetrics()
 	m.exportPools(store, conn.Client, log)
+	var notifier *notify.Notifier
+	if len(notifyCfg.Webhooks) > 0 {
+		notifier, err = notify.New(store, conn.Client, notifyCfg, notify.Options{Logger: log, Registerer: m.registry})
+		if err != nil {
+			return err
+		}
+	}
 	h := &handler{store: store, log: log, metrics: m, nudge: cfg.NudgeTolerance,
 		streamPoll: cfg.StreamPoll, streams: perclient.New(cfg.MaxStreams), redisTimeout: cfg.RedisTimeout, configs: slots.NewConfigCache(store.Pool, cfg.ConfigCacheTTL)}
 	hs := health.NewServer()
@@ -168,6 +185,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	}
 	if rec != nil {
 		g.Go(func() error { rec.Run(ctx); return nil })
+	}
+	if notifier != nil {
+		g.Go(func() error { notifier.Run(ctx); return nil })
 	}
 	g.Go(func() error {
 		<-ctx.Done()
