@@ -112,3 +112,20 @@ func msField(s string) time.Time {
 }
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+
+// StatusReader reads the webhooks' delivery status of pools (the
+// dashboard's pool page and API).
+type StatusReader struct {
+	rdb    redis.UniversalClient
+	prefix string
+}
+
+// NewStatusReader reads the status under the installation's prefix.
+func NewStatusReader(rdb redis.UniversalClient, prefix string) *StatusReader {
+	return &StatusReader{rdb: rdb, prefix: prefix}
+}
+
+// Read reads the status of every webhook of a pool (ReadStatus).
+func (r *StatusReader) Read(ctx context.Context, pool slots.PoolID) ([]Status, error) {
+	return ReadStatus(ctx, r.rdb, r.prefix, pool)
+}
