@@ -34,8 +34,8 @@ func (n *Notifier) checkExpiring(ctx context.Context) {
 	n.mu.Lock()
 	seen := map[slots.PoolID]bool{}
 	var pools []slots.PoolID
-	for k := range n.workers {
-		if !seen[k.pool] && n.webhook(k.webhook).Wants(EventReservationExpiring) {
+	for k, w := range n.workers {
+		if !seen[k.pool] && w.wh.Wants(EventReservationExpiring) {
 			seen[k.pool] = true
 			pools = append(pools, k.pool)
 		}

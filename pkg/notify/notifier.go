@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -40,6 +41,10 @@ type Options struct {
 	// ExpiringInterval: how often reservations are checked for
 	// reservation-expiring (default 30s).
 	ExpiringInterval time.Duration
+	// Secrets reads the Secrets of the webhooks AgentPools declare
+	// (spec.notifications, copied into Redis by the janitor as references).
+	// nil: only the config file's webhooks are delivered.
+	Secrets SecretReader
 	// ClaimIdle: an entry pending this long with nobody touching it is
 	// taken over (its replica died). Default: a minute more than twice the
 	// longest webhook timeout. Must exceed twice every timeout: the holder
@@ -58,8 +63,25 @@ type Notifier struct {
 	metrics *metrics
 	script  *redis.Script
 
+	declared *Declarations
+
 	mu      sync.Mutex
 	workers map[pairKey]*worker
+}
+
+// pair is one webhook of one pool, resolved.
+type pair struct {
+	pool slots.PoolID
+	wh   Webhook
+}
+
+func (p pair) key() pairKey { return pairKey{p.pool, p.wh.Name} }
+
+// declaredDefaults are the delivery settings of the webhooks AgentPools
+// declare (the AgentPool names where to post, not how hard to try).
+func declaredDefaults() Webhook {
+	return Webhook{Timeout: DefaultTimeout, MaxAttempts: DefaultMaxAttempts, MaxAge: DefaultMaxAge,
+		InitialBackoff: DefaultInitialBackoff, MaxBackoff: DefaultMaxBackoff}
 }
 
 type pairKey struct {
@@ -95,6 +117,9 @@ func New(store *slots.Store, rdb redis.UniversalClient, cfg Config, opts Options
 	def(&opts.SyncInterval, DefaultSyncInterval)
 	def(&opts.ExpiringInterval, DefaultExpiringEvery)
 	var longest time.Duration
+	if opts.Secrets != nil {
+		longest = declaredDefaults().Timeout
+	}
 	for _, w := range cfg.Webhooks {
 		longest = max(longest, w.Timeout)
 	}
@@ -107,7 +132,7 @@ func New(store *slots.Store, rdb redis.UniversalClient, cfg Config, opts Options
 		return nil, fmt.Errorf("registering notifier metrics: %w", err)
 	}
 	return &Notifier{
-		store: store, rdb: rdb, prefix: store.Prefix(), cfg: cfg, opts: opts,
+		store: store, rdb: rdb, prefix: store.Prefix(), cfg: cfg, opts: opts, declared: NewDeclarations(rdb, store.Prefix()),
 		log: opts.Logger.With("component", "notifier"), metrics: m,
 		script: redis.NewScript(queueExpiringLua), workers: map[pairKey]*worker{},
 	}, nil
@@ -144,33 +169,61 @@ func (n *Notifier) Run(ctx context.Context) {
 // none yet and writes each pair's status header (host, format, events). A
 // new group starts at the end of its stream: a webhook hears of events
 // after it was configured (or its pool declared), not of a pool's past.
-func (n *Notifier) Sync(ctx context.Context) ([]pairKey, error) {
+// The pairs are the config file's webhooks matching each declared pool and
+// the webhooks each pool's AgentPool declares (with Options.Secrets).
+func (n *Notifier) Sync(ctx context.Context) ([]pair, error) {
 	pools, err := n.store.Pools(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var pairs []pairKey
+	var candidates []pair
 	var errs []error
 	for _, p := range pools {
 		for _, w := range n.cfg.Webhooks {
-			if !w.Matches(p) {
-				continue
+			if w.Matches(p) {
+				candidates = append(candidates, pair{p, w})
 			}
-			k := pairKey{p, w.Name}
-			n.mu.Lock()
-			_, running := n.workers[k]
-			n.mu.Unlock()
-			if !running {
-				if err := n.ensureGroups(ctx, p, w.Name, "$"); err != nil {
+		}
+	}
+	if n.opts.Secrets != nil {
+		declared, err := n.declared.Read(ctx, pools)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, p := range pools {
+			for _, h := range declared[p] {
+				w, err := resolvePool(ctx, n.opts.Secrets, p, h, declaredDefaults())
+				if err != nil {
+					// Logged; a pair that resolved before keeps its
+					// worker as it was (a Secret read failing for a
+					// moment must not stop deliveries).
 					errs = append(errs, err)
+					n.mu.Lock()
+					if old, ok := n.workers[pairKey{p, PoolWebhookPrefix + h.Name}]; ok {
+						candidates = append(candidates, pair{p, old.wh})
+					}
+					n.mu.Unlock()
 					continue
 				}
+				candidates = append(candidates, pair{p, w})
 			}
-			if err := n.writeHeader(ctx, p, w); err != nil {
-				errs = append(errs, err)
-			}
-			pairs = append(pairs, k)
 		}
+	}
+	var pairs []pair
+	for _, c := range candidates {
+		n.mu.Lock()
+		_, running := n.workers[c.key()]
+		n.mu.Unlock()
+		if !running {
+			if err := n.ensureGroups(ctx, c.pool, c.wh.Name, "$"); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := n.writeHeader(ctx, c.pool, c.wh); err != nil {
+			errs = append(errs, err)
+		}
+		pairs = append(pairs, c)
 	}
 	return pairs, errors.Join(errs...)
 }
@@ -183,37 +236,36 @@ func (n *Notifier) syncWorkers(ctx, wctx context.Context, wg *sync.WaitGroup) {
 	if pairs == nil && err != nil {
 		return // the pool list was not read: keep the workers as they are
 	}
-	want := map[pairKey]bool{}
-	for _, k := range pairs {
-		want[k] = true
+	want := map[pairKey]Webhook{}
+	for _, p := range pairs {
+		want[p.key()] = p.wh
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for k, w := range n.workers {
-		if !want[k] {
-			w.stop()
-			delete(n.workers, k)
+		wh, ok := want[k]
+		if ok && reflect.DeepEqual(wh, w.wh) {
+			continue
+		}
+		// Gone, or changed (a rotated Secret, other events): the worker
+		// stops; what it held stays pending for this consumer, and its
+		// successor reads this consumer's pending entries first.
+		w.stop()
+		<-w.done
+		delete(n.workers, k)
+		if !ok {
 			n.metrics.forget(k.pool.String(), k.webhook)
 		}
 	}
-	for _, k := range pairs {
-		if _, ok := n.workers[k]; ok {
+	for _, p := range pairs {
+		if _, ok := n.workers[p.key()]; ok {
 			continue
 		}
-		w := n.newWorker(wctx, k)
-		n.workers[k] = w
+		w := n.newWorker(wctx, p)
+		n.workers[p.key()] = w
 		wg.Add(1)
-		go func() { defer wg.Done(); w.run() }()
+		go func() { defer wg.Done(); defer close(w.done); w.run() }()
 	}
-}
-
-func (n *Notifier) webhook(name string) Webhook {
-	for _, w := range n.cfg.Webhooks {
-		if w.Name == name {
-			return w
-		}
-	}
-	return Webhook{}
 }
 
 // ensureGroups creates the webhook's group on both streams of the pool

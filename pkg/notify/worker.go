@@ -30,20 +30,21 @@ type worker struct {
 	log     *slog.Logger
 	ctx     context.Context
 	stop    context.CancelFunc
+	done    chan struct{} // closed when run returned
 	// used: the group was read at least once; when it is then missing the
 	// stream was purged (pool deleted and declared again, Redis lost its
 	// data) and everything in the new stream is news (start "0").
 	used bool
 }
 
-func (n *Notifier) newWorker(ctx context.Context, k pairKey) *worker {
+func (n *Notifier) newWorker(ctx context.Context, p pair) *worker {
 	ctx, cancel := context.WithCancel(ctx)
-	wh := n.webhook(k.webhook)
+	wh := p.wh
 	return &worker{
-		n: n, pool: k.pool, wh: wh, group: Group(wh.Name),
-		streams: []string{n.store.EventStreamKey(k.pool), StreamKey(n.prefix, k.pool)},
-		log:     n.log.With("pool", k.pool.String(), "webhook", wh.Name, "host", wh.Host()),
-		ctx:     ctx, stop: cancel,
+		n: n, pool: p.pool, wh: wh, group: Group(wh.Name),
+		streams: []string{n.store.EventStreamKey(p.pool), StreamKey(n.prefix, p.pool)},
+		log:     n.log.With("pool", p.pool.String(), "webhook", wh.Name, "host", wh.Host()),
+		ctx:     ctx, stop: cancel, done: make(chan struct{}),
 	}
 }
 
