@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/logging"
@@ -145,9 +146,20 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	m := newMetrics()
 	m.exportPools(store, conn.Client, log)
 	var notifier *notify.Notifier
-	if len(notifyCfg.Webhooks) > 0 {
-		notifier, err = notify.New(store, conn.Client, notifyCfg, notify.Options{Logger: log, Registerer: m.registry})
-		if err != nil {
+	if cfg.Notify && (len(notifyCfg.Webhooks) > 0 || cfg.NotifyAgentPools) {
+		opts := notify.Options{Logger: log, Registerer: m.registry}
+		if cfg.NotifyAgentPools {
+			rc, err := kubeConfig(cfg.Kubeconfig, "slotscaler-notifier")
+			if err != nil {
+				return err
+			}
+			kube, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return fmt.Errorf("creating the Kubernetes client: %w", err)
+			}
+			opts.Secrets = newKubeSecrets(kube, time.Minute)
+		}
+		if notifier, err = notify.New(store, conn.Client, notifyCfg, opts); err != nil {
 			return err
 		}
 	}

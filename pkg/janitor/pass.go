@@ -199,6 +199,9 @@ func (p *pass) run() (time.Duration, error) {
 		p.deleting = &cond
 	}
 	p.report(snap.At, summarise(in, out, p.facts(s)))
+	if !deleting {
+		p.declareWebhooks(s)
+	}
 	if err := p.updateStatus(out.Status, &s, &snap, out.Degraded); apierrors.IsConflict(err) {
 		// The HPA (or our own last write, not cached yet) changed the pool
 		// since the cache saw it: the next pass writes a fresh status.
