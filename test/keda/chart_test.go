@@ -1921,6 +1921,51 @@ notifications:
 		assert.NotContains(t, r.Resources, "secrets")
 	}
 
+	assert.False(t, *scaler.Spec.Template.Spec.AutomountServiceAccountToken, "no token without agentPools")
+
+	// Webhooks of AgentPools: a token, and get on Secrets in the named
+	// namespaces only (a Role each, never a ClusterRole).
+	out, err = render(t, "internal-redis-values.yaml", "--set", "notifications.enabled=true",
+		"--set", "notifications.agentPools.enabled=true", "--set", "notifications.agentPools.namespaces={team-a,team-b}")
+	require.NoError(t, err)
+	m, err = decodeManifests(out)
+	require.NoError(t, err)
+	assert.Empty(t, m.configMaps, "no config file without webhooks")
+	for _, d := range m.deployments {
+		if !strings.HasSuffix(d.Name, "-scaler") {
+			continue
+		}
+		assert.True(t, *d.Spec.Template.Spec.AutomountServiceAccountToken)
+		env := map[string]string{}
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			env[e.Name] = e.Value
+		}
+		assert.Equal(t, "true", env["NOTIFY_AGENTPOOLS"])
+		assert.NotContains(t, env, "NOTIFY_CONFIG")
+		sa = d.Spec.Template.Spec.ServiceAccountName
+	}
+	granted := map[string][]rbacv1.PolicyRule{}
+	for _, b := range m.roleBindings {
+		for _, s := range b.Subjects {
+			if s.Name == sa {
+				for _, r := range m.roles {
+					if r.Namespace == b.Namespace && r.Name == b.RoleRef.Name && b.RoleRef.Kind == "Role" {
+						granted[r.Namespace] = append(granted[r.Namespace], r.Rules...)
+					}
+				}
+			}
+		}
+	}
+	secretsGet := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}}}
+	assert.Equal(t, map[string][]rbacv1.PolicyRule{"team-a": secretsGet, "team-b": secretsGet}, granted)
+	for _, b := range m.clusterRoleBindings {
+		for _, s := range b.Subjects {
+			assert.NotEqual(t, sa, s.Name, "no cluster-wide grant to the scaler")
+		}
+	}
+	_, err = render(t, "internal-redis-values.yaml", "--set", "notifications.enabled=true", "--set", "notifications.agentPools.enabled=true")
+	require.ErrorContains(t, err, "never cluster-wide", "a janitor watching every namespace: the namespaces must be named")
+
 	// A whole file from an existing Secret instead.
 	out, err = render(t, "internal-redis-values.yaml", "--set", "notifications.enabled=true", "--set", "notifications.existingSecret=my-notify")
 	require.NoError(t, err)

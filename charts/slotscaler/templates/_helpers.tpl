@@ -251,11 +251,25 @@ Every pool gets "namespace" and "graceSeconds".
 {{- if and $n.existingSecret $n.webhooks -}}
 {{- fail "notifications: set webhooks or existingSecret, not both" -}}
 {{- end -}}
-{{- if not (or $n.existingSecret $n.webhooks) -}}
-{{- fail "notifications.enabled needs notifications.webhooks or notifications.existingSecret" -}}
+{{- if not (or $n.existingSecret $n.webhooks $n.agentPools.enabled) -}}
+{{- fail "notifications.enabled needs notifications.webhooks, notifications.existingSecret or notifications.agentPools.enabled" -}}
+{{- end -}}
+{{- if and $n.agentPools.enabled (empty (include "slotscaler.notifySecretNamespaces" . | fromJsonArray)) -}}
+{{- fail "notifications.agentPools needs notifications.agentPools.namespaces (or janitor.watchNamespaces): the scaler is granted get on Secrets per namespace, never cluster-wide" -}}
 {{- end -}}
 {{- end -}}
 {{- $_ := include "slotscaler.pools" . -}}
+{{- end -}}
+
+{{/* The namespaces whose Secrets the scaler may get for the webhooks of
+AgentPools: notifications.agentPools.namespaces, else the janitor's. */}}
+{{- define "slotscaler.notifySecretNamespaces" -}}
+{{- $a := .Values.notifications.agentPools -}}
+{{- if $a.namespaces -}}
+{{- $a.namespaces | uniq | sortAlpha | toJson -}}
+{{- else -}}
+{{- include "slotscaler.janitorNamespaces" . -}}
+{{- end -}}
 {{- end -}}
 
 {{/*
