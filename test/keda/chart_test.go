@@ -1281,8 +1281,8 @@ func caseOf(file string) string {
 func TestChartDecoderRejectsUnknownKindsAndFields(t *testing.T) {
 	tests := map[string]struct{ doc, want string }{
 		"unknown kind": {
-			doc:  "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: ns}\n",
-			want: "unknown kind v1/ConfigMap",
+			doc:  "apiVersion: v1\nkind: LimitRange\nmetadata: {name: x, namespace: ns}\n",
+			want: "unknown kind v1/LimitRange",
 		},
 		"unknown field": {
 			doc:  "apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: ns}\nspec: {selectr: {a: b}}\n",
