@@ -67,7 +67,20 @@ type Notifier struct {
 
 	mu      sync.Mutex
 	workers map[pairKey]*worker
+	// headers: what this replica last wrote of each pair's status header,
+	// and when (writeHeader skips an unchanged one until HeaderRefresh).
+	headers map[pairKey]headerWrite
 }
+
+type headerWrite struct {
+	content string
+	at      time.Time
+}
+
+// HeaderRefresh: a replica writes an unchanged status header (host,
+// format, events, seen) again this often, not at every sync: a status
+// older than StatusTTL means no notifier delivers that webhook any more.
+const HeaderRefresh = 5 * time.Minute
 
 // pair is one webhook of one pool, resolved.
 type pair struct {
@@ -134,7 +147,7 @@ func New(store *slots.Store, rdb redis.UniversalClient, cfg Config, opts Options
 	return &Notifier{
 		store: store, rdb: rdb, prefix: store.Prefix(), cfg: cfg, opts: opts, declared: NewDeclarations(rdb, store.Prefix()),
 		log: opts.Logger.With("component", "notifier"), metrics: m,
-		script: redis.NewScript(queueExpiringLua), workers: map[pairKey]*worker{},
+		script: redis.NewScript(queueExpiringLua), workers: map[pairKey]*worker{}, headers: map[pairKey]headerWrite{},
 	}, nil
 }
 
@@ -255,6 +268,7 @@ func (n *Notifier) syncWorkers(ctx, wctx context.Context, wg *sync.WaitGroup) {
 		delete(n.workers, k)
 		if !ok {
 			n.metrics.forget(k.pool.String(), k.webhook)
+			delete(n.headers, k)
 		}
 	}
 	for _, p := range pairs {
@@ -282,6 +296,14 @@ func (n *Notifier) ensureGroups(ctx context.Context, pool slots.PoolID, webhook,
 
 func (n *Notifier) writeHeader(ctx context.Context, pool slots.PoolID, w Webhook) error {
 	now := time.Now()
+	k := pairKey{pool, w.Name}
+	content := w.Host() + "|" + w.Format + "|" + strings.Join(w.Events, ",")
+	n.mu.Lock()
+	last, ok := n.headers[k]
+	n.mu.Unlock()
+	if ok && last.content == content && now.Sub(last.at) < HeaderRefresh {
+		return nil
+	}
 	key := StatusKey(n.prefix, pool, w.Name)
 	pipe := n.rdb.TxPipeline()
 	pipe.HSet(ctx, key, fHost, w.Host(), fFormat, w.Format, fEvents, strings.Join(w.Events, ","), fSeen, ms(now))
@@ -291,5 +313,8 @@ func (n *Notifier) writeHeader(ctx context.Context, pool slots.PoolID, w Webhook
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("writing status of webhook %s of pool %s: %w", w.Name, pool, err)
 	}
+	n.mu.Lock()
+	n.headers[k] = headerWrite{content, now}
+	n.mu.Unlock()
 	return nil
 }

@@ -14,7 +14,7 @@ import (
 )
 
 // StatusTTL: the status of a webhook lives this long after its last write.
-// The notifier writes it at every sync (SyncInterval) while the webhook is
+// The notifier writes it at least every HeaderRefresh while the webhook is
 // configured, so the status of a removed webhook goes by itself.
 const StatusTTL = 24 * time.Hour
 
