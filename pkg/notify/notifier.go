@@ -291,6 +291,11 @@ func (n *Notifier) ensureGroups(ctx context.Context, pool slots.PoolID, webhook,
 			return fmt.Errorf("creating consumer group of webhook %s on pool %s: %w", webhook, pool, err)
 		}
 	}
+	// The notifier's own stream goes by itself once nobody adds to it (a
+	// deleted pool's); a worker finding its group gone makes it again.
+	if err := n.rdb.ExpireNX(ctx, StreamKey(n.prefix, pool), streamTTL).Err(); err != nil {
+		return fmt.Errorf("setting the TTL of the notifier's stream of pool %s: %w", pool, err)
+	}
 	return nil
 }
 

@@ -72,6 +72,12 @@ func (w *worker) run() {
 				return
 			}
 			if strings.HasPrefix(err.Error(), "NOGROUP") {
+				if _, _, perr := w.n.store.Pool(ctx, w.pool); errors.Is(perr, slots.ErrPoolNotFound) {
+					// The pool was deleted (its stream with it): no stream
+					// is made again; the next sync stops this worker.
+					w.sleep(ctx, w.n.opts.PollInterval)
+					continue
+				}
 				start := "$"
 				if w.used {
 					start = "0"
