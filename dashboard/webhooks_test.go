@@ -37,7 +37,7 @@ func TestPoolShowsWebhookDeliveryStatus(t *testing.T) {
 		hook("pager", down.URL+"/hook?token=QUERYSECRET", 2),
 	}}, notify.Options{Consumer: "scaler-0", PollInterval: 10 * time.Millisecond, SyncInterval: 50 * time.Millisecond})
 	require.NoError(t, err)
-	_, err = n.Sync(f.ctx)
+	err = n.Sync(f.ctx)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(f.ctx)
 	done := make(chan struct{})

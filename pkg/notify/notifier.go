@@ -160,8 +160,8 @@ func (n *Notifier) Run(ctx context.Context) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n.log.Info("delivering webhooks", "webhooks", len(n.cfg.Webhooks), "consumer", n.opts.Consumer)
-	sync := time.NewTicker(n.opts.SyncInterval)
-	defer sync.Stop()
+	syncTick := time.NewTicker(n.opts.SyncInterval)
+	defer syncTick.Stop()
 	expiring := time.NewTicker(n.opts.ExpiringInterval)
 	defer expiring.Stop()
 	n.syncWorkers(ctx, wctx, &wg)
@@ -170,7 +170,7 @@ func (n *Notifier) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-sync.C:
+		case <-syncTick.C:
 			n.syncWorkers(ctx, wctx, &wg)
 		case <-expiring.C:
 			n.checkExpiring(ctx)
@@ -184,7 +184,13 @@ func (n *Notifier) Run(ctx context.Context) {
 // after it was configured (or its pool declared), not of a pool's past.
 // The pairs are the config file's webhooks matching each declared pool and
 // the webhooks each pool's AgentPool declares (with Options.Secrets).
-func (n *Notifier) Sync(ctx context.Context) ([]pair, error) {
+func (n *Notifier) Sync(ctx context.Context) error {
+	_, err := n.pairs(ctx)
+	return err
+}
+
+// pairs is Sync, returning the pairs to run workers for.
+func (n *Notifier) pairs(ctx context.Context) ([]pair, error) {
 	pools, err := n.store.Pools(ctx)
 	if err != nil {
 		return nil, err
@@ -242,7 +248,7 @@ func (n *Notifier) Sync(ctx context.Context) ([]pair, error) {
 }
 
 func (n *Notifier) syncWorkers(ctx, wctx context.Context, wg *sync.WaitGroup) {
-	pairs, err := n.Sync(ctx)
+	pairs, err := n.pairs(ctx)
 	if err != nil && ctx.Err() == nil {
 		n.log.Warn("syncing webhook workers", "err", err)
 	}

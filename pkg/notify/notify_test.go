@@ -200,7 +200,7 @@ func (e *env) notifier(consumer string, cfg Config, opts Options) (*Notifier, fu
 	require.NoError(e.t, err)
 	// A webhook that does not resolve is an error of Sync; the others'
 	// groups exist anyway.
-	_, _ = n.Sync(e.ctx)
+	_ = n.Sync(e.ctx)
 	ctx, cancel := context.WithCancel(e.ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); n.Run(ctx) }()
@@ -529,7 +529,7 @@ func TestPendingOfADeadReplicaIsTakenOver(t *testing.T) {
 	// events and dies before delivering them.
 	n, err := New(e.store, e.rdb, cfg, Options{Consumer: "setup"})
 	require.NoError(t, err)
-	_, err = n.Sync(e.ctx)
+	err = n.Sync(e.ctx)
 	require.NoError(t, err)
 	pod, uid := e.addPod()
 	e.run("t1", slots.Plan, pod, uid, slots.OutcomeSuccess)

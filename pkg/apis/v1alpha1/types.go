@@ -115,6 +115,7 @@ type AgentPoolSpec struct {
 
 // NotificationsSpec lists the pool's webhooks.
 type NotificationsSpec struct {
+	// Webhooks get the pool's events (at most 8, names unique).
 	// +kubebuilder:validation:MaxItems=8
 	// +listType=map
 	// +listMapKey=name
@@ -154,8 +155,10 @@ type WebhookEvent string
 
 // SecretKeyRef names one key of a Secret in the pool's namespace.
 type SecretKeyRef struct {
+	// Name of the Secret, in the pool's namespace.
 	// +kubebuilder:validation:MinLength=1
 	Name string `json:"name"`
+	// Key of the Secret's data whose value is used (surrounding blanks trimmed).
 	// +kubebuilder:validation:MinLength=1
 	Key string `json:"key"`
 }
