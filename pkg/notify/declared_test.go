@@ -5,7 +5,6 @@ import (
 	"errors"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -54,7 +53,7 @@ func TestDeclaredWebhooks(t *testing.T) {
 		{Name: "stolen", URL: SecretRef{"theirs", "url"}},
 	}))
 	var logs lockedBuffer
-	e.notifier("n1", Config{}, Options{Secrets: secrets, Logger: logs.logger()})
+	n, _ := e.notifier("n1", Config{}, Options{Secrets: secrets, Logger: logs.logger()})
 	pod, uid := e.addPod()
 	e.run("ok", slots.Plan, pod, uid, slots.OutcomeSuccess)
 	e.run("bad", slots.Plan, pod, uid, slots.OutcomeFailure)
@@ -72,7 +71,13 @@ func TestDeclaredWebhooks(t *testing.T) {
 	secrets.set("team-a/hooks/url", second.srv.URL)
 	secrets.set("team-a/hooks/signing", "rotated-secret")
 	require.Eventually(t, func() bool { return e.status("pool:chat").Host == second.srv.Listener.Addr().String() }, wait, tick)
-	time.Sleep(100 * time.Millisecond) // the worker restarted with the new settings
+	// The worker restarted with the new settings.
+	require.Eventually(t, func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		w, ok := n.workers[pairKey{e.pool, "pool:chat"}]
+		return ok && w.wh.URL == second.srv.URL
+	}, wait, tick)
 	e.run("bad2", slots.Plan, pod, uid, slots.OutcomeFailure)
 	require.Eventually(t, func() bool { return len(second.byEvent()[EventFailed]) == 1 }, wait, tick)
 	_, _, badSigs = second.counts()

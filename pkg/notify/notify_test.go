@@ -170,7 +170,9 @@ func (e *env) run(id string, typ slots.TaskType, pod, uid string, outcome slots.
 func (e *env) webhook(name, url string, mutate func(*Webhook)) Webhook {
 	w := Webhook{
 		Name: name, Pools: []string{"team-a/*"}, Events: Events, Format: FormatJSON, URL: url,
-		SigningSecret: signingSecret, Timeout: 200 * time.Millisecond, MaxAttempts: 50, MaxAge: time.Hour,
+		// A generous timeout: a slow answer under a loaded machine must not
+		// read as a timeout (a retry, a duplicate) where a test counts.
+		SigningSecret: signingSecret, Timeout: 3 * time.Second, MaxAttempts: 50, MaxAge: time.Hour,
 		InitialBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
 	}
 	if mutate != nil {
@@ -224,7 +226,9 @@ func (e *env) status(webhook string) Status {
 const wait, tick = 10 * time.Second, 10 * time.Millisecond
 
 func TestDeliversEachEventKind(t *testing.T) {
-	e := newEnv(t, func(c *slots.PoolConfig) { c.ReservationTTL = 400 * time.Millisecond })
+	// Long enough for the expiring check to see the reservation before its
+	// deadline on a loaded machine; the test waits that long for expired.
+	e := newEnv(t, func(c *slots.PoolConfig) { c.ReservationTTL = 2 * time.Second })
 	rc := newReceiver(t, signingSecret)
 	e.notifier("n1", Config{Webhooks: []Webhook{e.webhook("ops", rc.srv.URL+"/hook", nil)}}, Options{})
 	pod, uid := e.addPod()
@@ -345,7 +349,8 @@ func TestReceiverFailsTimesOutAndRecovers(t *testing.T) {
 		return http.StatusOK
 	})
 	reg := prometheus.NewRegistry()
-	e.notifier("n1", Config{Webhooks: []Webhook{e.webhook("ops", rc.srv.URL, nil)}}, Options{Registerer: reg})
+	// The hanging answers time out after a second.
+	e.notifier("n1", Config{Webhooks: []Webhook{e.webhook("ops", rc.srv.URL, func(w *Webhook) { w.Timeout = time.Second })}}, Options{Registerer: reg})
 	pod, uid := e.addPod()
 	for _, id := range []string{"a", "b", "c", "d", "e"} {
 		e.run(id, slots.Plan, pod, uid, slots.OutcomeSuccess)
@@ -524,7 +529,7 @@ func TestTwoNotifiersDeliverEachEventOnce(t *testing.T) {
 func TestPendingOfADeadReplicaIsTakenOver(t *testing.T) {
 	e := newEnv(t, nil)
 	rc := newReceiver(t, signingSecret)
-	cfg := Config{Webhooks: []Webhook{e.webhook("ops", rc.srv.URL, nil)}}
+	cfg := Config{Webhooks: []Webhook{e.webhook("ops", rc.srv.URL, func(w *Webhook) { w.Timeout = 200 * time.Millisecond })}}
 	// The groups exist (as a replica made them); a replica reads the two
 	// events and dies before delivering them.
 	n, err := New(e.store, e.rdb, cfg, Options{Consumer: "setup"})
