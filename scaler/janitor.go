@@ -31,6 +31,7 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/janitor"
 	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/podpolicy"
 	"github.com/slotscaler/slotscaler/pkg/poolcreds"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
@@ -341,6 +342,7 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 		Inject:           cfg.injection(), ReplicaWait: cfg.ReplicaWait, Parallelism: cfg.Parallelism, IgnoreHPAs: !cfg.WatchHPAs,
 		Logger: log, Metrics: janitor.NewMetrics(reg), Credentials: credentialsOption(creds),
 		Reports: janitorreport.NewStore(conn.Client, cfg.KeyPrefix), Identity: cfg.Identity,
+		Webhooks: notify.NewDeclarations(conn.Client, cfg.KeyPrefix),
 	})
 	if err != nil {
 		return err

@@ -93,7 +93,11 @@ type Options struct {
 	// Reports, when set, is where each pool's janitor report goes (what
 	// the janitor waits for and did last, for the dashboard: report.go);
 	// nil: none is written. Identity names this janitor in them.
-	Reports  Reports
+	Reports Reports
+	// Webhooks, when set, is where each pool's spec.notifications goes, as
+	// references to Secret keys (notify.Declarations): the scaler's
+	// notifier reads them and the Secrets. nil: none is written.
+	Webhooks WebhookDeclarations
 	Identity string
 	Logger   *slog.Logger
 	Metrics  *Metrics
@@ -165,6 +169,11 @@ type poolState struct {
 	reportActions []janitorreport.Action
 	reportRead    bool
 	reportFailing bool
+	// webhooks is the spec.notifications last written (JSON) and when;
+	// webhooksFailing: the last write failed (logged once per streak).
+	webhooks        string
+	webhooksAt      time.Time
+	webhooksFailing bool
 }
 
 const byPool = "pool"

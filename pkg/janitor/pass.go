@@ -218,6 +218,9 @@ func (p *pass) run() (time.Duration, error) {
 	}
 	content := summarise(in, out, p.facts(s))
 	p.report(snap.At, content)
+	if !deleting {
+		p.declareWebhooks(s)
+	}
 	if err := p.updateStatus(out.Status, &s, &snap, out.Degraded); apierrors.IsConflict(err) {
 		// The HPA (or our own last write, not cached yet) changed the pool
 		// since the cache saw it: the next pass writes a fresh status.

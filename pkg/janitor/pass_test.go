@@ -61,6 +61,7 @@ type passEnv struct {
 	reports  Reports
 	identity string
 	log      *slog.Logger
+	webhooks WebhookDeclarations
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -122,7 +123,7 @@ func (e *passEnv) startJanitor() {
 		log = quietLog()
 	}
 	c, err := New(e.kube, e.dyn, e.store, Options{SyncInterval: time.Hour, Logger: log, Metrics: e.m,
-		Inject: Injection{KeyPrefix: e.prefix}, IgnoreHPAs: e.ignoreHPAs, Reports: e.reports, Identity: e.identity})
+		Inject: Injection{KeyPrefix: e.prefix}, IgnoreHPAs: e.ignoreHPAs, Reports: e.reports, Identity: e.identity, Webhooks: e.webhooks})
 	require.NoError(e.t, err)
 	e.events = record.NewFakeRecorder(1000)
 	c.recorder = e.events

@@ -409,3 +409,12 @@ func seqOf(id string) uint64 {
 	n, _ := strconv.ParseUint(seq, 10, 64)
 	return n
 }
+
+// EventStreamKey is the Redis key of a pool's event stream, the stream
+// Events reads. Its entries' ids are "0-<sequence>" (lib.lua's emit). The
+// notifier (pkg/notify) follows it with consumer groups of its own: the
+// groups live in the stream, so they go with it when the pool is purged.
+func (s *Store) EventStreamKey(pool PoolID) string { return s.base(pool) + keyEvents }
+
+// Prefix is the installation's key prefix (DefaultPrefix when none was given).
+func (s *Store) Prefix() string { return s.prefix }
