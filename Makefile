@@ -33,12 +33,24 @@ test: ## The whole test suite: installs redis-server and chromium if missing, pr
 	./scripts/test.sh
 
 .PHONY: bench
-bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA, one agent's claim and complete latency (p50/p99) under that cycle load, the slowest call of each script on a 1,000-pod pool with 10,000 queued, stats, KEDA polls, the history recorder per tick, agent overhead, page render and live viewers, capacity math
+bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA, one agent's claim and complete latency (p50/p99) under that cycle load, the slowest call of each script on a 1,000-pod pool with 10,000 queued, a janitor pass over a 1,000-pod pool at rest (full vs rest), stats, KEDA polls, the history recorder per tick, agent overhead, page render and live viewers, capacity math
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./pkg/history/ ./scaler/ ./agent/ ./pkg/executor/ ./dashboard/
+	$(GO) test -run '^$$' -bench JanitorPassAtRest -benchtime 20x ./pkg/janitor/
 
 .PHONY: bench-kube
 bench-kube: ## Janitor benchmark on a real kube-apiserver: 1,000-pod pool at the chart's QPS/burst (create, idle reconcile, remove 500)
 	cd test/kube && $(GO) test -run '^$$' -bench Janitor1000Pods -benchtime 1x .
+
+SCALE ?= 1
+SCALE_PHASE ?= 30
+SCALE_LOG ?= /tmp/slotscaler-bench-scale.log
+.PHONY: bench-scale
+bench-scale: ## Sizing run (docs/sizing.md) on a private 3-node Redis Cluster: 1,000 pools, 100,000 pods, 300k slots, 100k queued, finished tasks, heartbeats at the real rate, scaler, reaper, janitor snapshots, dashboard; SCALE=0.1 for a 10% run, SCALE_PHASE seconds per measured window (full log: SCALE_LOG)
+	@echo "make bench-scale: SCALE=$(SCALE), $(SCALE_PHASE)s windows, log in $(SCALE_LOG) (full scale: about 5 minutes on 2 cores)"
+	@cd test/scale && env -u SLOTSCALER_TEST_REDIS_CLUSTER_ADDRS SLOTSCALER_SCALE_RUN=1 SLOTSCALER_SCALE=$(SCALE) \
+		SLOTSCALER_SCALE_PHASE_SECONDS=$(SCALE_PHASE) $(GO) test -v -count=1 -run '^TestScale$$' -timeout 0 . >$(SCALE_LOG) 2>&1 \
+		|| { tail -n 60 $(SCALE_LOG); exit 1; }
+	@sed -n '/^## Sizing run/,/^whole run/p' $(SCALE_LOG)
 
 SEED ?= 20261203
 DURATION ?= 30m

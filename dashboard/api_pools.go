@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -33,6 +34,10 @@ type snapshotView struct {
 	// Janitor is the janitor's report of the pool; null when there is
 	// none (or it could not be read).
 	Janitor *janitorView `json:"janitor"`
+	// Webhooks is the delivery status of the webhooks that deliver the
+	// pool's events (empty: none, or unreadable: the log says); the
+	// receiver's host only, never its URL or a secret.
+	Webhooks []notify.Status `json:"webhooks"`
 }
 
 type podView struct {
@@ -123,6 +128,10 @@ func (s *server) getPool(w http.ResponseWriter, r *http.Request) {
 	if rep, _ := s.janitorReport(r.Context(), snap.Pool); rep != nil {
 		j := viewJanitor(*rep, sum.At)
 		v.Janitor = &j
+	}
+	v.Webhooks, _ = s.webhookStatus(r.Context(), snap.Pool)
+	if v.Webhooks == nil {
+		v.Webhooks = []notify.Status{}
 	}
 	writeJSON(w, http.StatusOK, v)
 }

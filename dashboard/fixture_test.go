@@ -18,6 +18,7 @@ import (
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/janitorreport"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -88,6 +89,7 @@ func (f *fixture) newReplica(opts ...fixtureOption) (*server, *httptest.Server) 
 	s.configs = slots.NewConfigCache(f.store.Pool, time.Minute)
 	s.history = history.NewReader(rdb, f.prefix, history.DefaultLayout)
 	s.janitor = janitorreport.NewStore(rdb, f.prefix)
+	s.webhooks = notify.NewStatusReader(rdb, f.prefix)
 	s.sessions = newSessionManager(newRedisSessionStore(rdb, f.prefix), sessionSettings{Secure: true, Lifetime: 12 * time.Hour, IdleTimeout: time.Hour})
 	for _, o := range opts {
 		o(s)

@@ -20,6 +20,7 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -132,6 +133,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		configs:   slots.NewConfigCache(store.Pool, 30*time.Second),
 		history:   history.NewReader(conn.Client, cfg.KeyPrefix, history.DefaultLayout),
 		janitor:   janitorreport.NewStore(conn.Client, cfg.KeyPrefix),
+		webhooks:  notify.NewStatusReader(conn.Client, cfg.KeyPrefix),
 		clientIPs: clientIPs{trusted: cfg.TrustedProxies},
 		failures:  newFailureLimiter(cfg.AuthFailuresPerMinute),
 		oidc:      signIn,

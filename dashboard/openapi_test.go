@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/slotscaler/slotscaler/pkg/janitorreport"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 )
 
 func TestOpenAPIDescribesExactlyTheAPIRoutes(t *testing.T) {
@@ -75,6 +76,7 @@ func TestOpenAPISchemasMatchTheObjects(t *testing.T) {
 		{schema: "JanitorReport", typ: reflect.TypeFor[janitorView]()},
 		{schema: "JanitorWait", typ: reflect.TypeFor[janitorreport.Wait]()},
 		{schema: "JanitorAction", typ: reflect.TypeFor[janitorreport.Action]()},
+		{schema: "WebhookStatus", typ: reflect.TypeFor[notify.Status]()},
 		{schema: "Error", typ: reflect.TypeFor[apiError]()},
 		{schema: "Action", typ: reflect.TypeFor[decisionRequest]()},
 	} {

@@ -241,9 +241,11 @@ func (s *server) poolPage(w http.ResponseWriter, r *http.Request) {
 	q := parseGridQuery(r)
 	chart, _ := s.poolChart(r, snap.Pool, chartWindow(r))
 	rep, err := s.janitorReport(r.Context(), snap.Pool)
+	hooks, hooksErr := s.webhookStatus(r.Context(), snap.Pool)
 	s.render(w, r, http.StatusOK, web.PoolPage(web.PoolView{Pool: snap.Pool.String(), Overview: "/",
 		LiveURL: poolHref(snap.Pool) + "/live" + q.values(q.State, q.Page), Scaling: scalingView(sum),
-		Janitor: janitorPanel(rep, err, sum.At), Chart: chart, Grid: gridView(snap, q), Approvals: approvals}))
+		Janitor: janitorPanel(rep, err, sum.At), Webhooks: webhooksPanel(hooks, hooksErr),
+		Chart: chart, Grid: gridView(snap, q), Approvals: approvals}))
 }
 
 // chartWindow reads ?window=; an unknown one falls back to the hour rather

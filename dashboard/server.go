@@ -52,6 +52,9 @@ type server struct {
 	// janitor reads the janitor's reports of the pools (the pool page's
 	// Janitor block, the API's pool resource); nil: none is shown.
 	janitor janitorReader
+	// webhooks reads the webhooks' delivery status (the pool page's
+	// Webhooks block, the API's pool resource); nil: none is shown.
+	webhooks webhookReader
 	// configs caches slot policies for the overview's desired-pod counts:
 	// one Stats round trip for every pool instead of one more per pool.
 	configs *slots.ConfigCache

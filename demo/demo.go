@@ -50,6 +50,7 @@ type demo struct {
 	dashboardURL string
 
 	apiToken string
+	yours    *yours // the task that waits for your approval
 
 	// conflicts counts the janitor's status writes refused as stale (409).
 	conflicts atomic.Int64
@@ -233,6 +234,13 @@ func (d *demo) run(ctx context.Context) (result, error) {
 		loadWG.Go(func() { _ = a.run(loadCtx) })
 		loadWG.Go(func() { l.submitLoop(loadCtx, time.Now()) })
 		followWG.Go(func() { l.follow(followCtx, loadCtx) })
+	}
+	if len(prof.Pools) > 0 {
+		first := prof.Pools[0]
+		d.yours = &yours{store: store, pool: slots.PoolID{Namespace: first.Namespace, Name: first.Name}, run: runID,
+			con: d.con, url: d.dashboardURL + "approvals", log: log.With("component", "yours"), poll: time.Second,
+			last: make(chan string, 1)}
+		loadWG.Go(func() { d.yours.loop(loadCtx) })
 	}
 	loadWG.Go(func() { d.statusLoop(loadCtx) })
 	cleanups = append(cleanups, func() { stopLoad(); loadWG.Wait() })

@@ -314,6 +314,34 @@ func TestDemoScalesAPoolUpAndDownWithoutRemovingBusyPods(t *testing.T) {
 		}
 	}
 
+	// One plan_and_apply waits for you: the approvals page lists it, and
+	// approving it in the browser (the page's form post, as the
+	// logged-in token "you") runs its apply.
+	var yoursID string
+	select {
+	case yoursID = <-d.yours.last:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("no task waited for your approval within 2 minutes")
+	}
+	resp, err = browser.Get(d.dashboardURL + "approvals")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Contains(t, string(body), yoursID, "the approvals page lists the task that waits for you")
+	resp, err = browser.PostForm(d.dashboardURL+"pools/team-a/pool-a/tasks/"+yoursID+"/approve", url.Values{"note": {"looks right"}})
+	require.NoError(t, err)
+	body, _ = io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "approving in the browser leads to the task page: %s", body)
+	require.Eventually(t, func() bool {
+		return strings.Contains(out.String(), yoursID+" succeeded by you")
+	}, time.Minute, 100*time.Millisecond, "the approved task's apply did not succeed")
+	task, err := d.yours.store.Task(ctx, d.yours.pool, yoursID)
+	require.NoError(t, err)
+	assert.Equal(t, "looks right", task.Note)
+	assert.Equal(t, slots.PhaseApply, task.Phase, "the apply ran")
+
 	cancel()
 	select {
 	case <-done:

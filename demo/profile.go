@@ -84,7 +84,7 @@ func defaultProfile() Profile {
 		HeartbeatTimeout:  6 * time.Second,
 		HeartbeatInterval: time.Second,
 		PhaseTimeout:      time.Minute,
-		ReservationTTL:    2 * time.Minute,
+		ReservationTTL:    15 * time.Minute, // the approval that waits for you
 		TaskMin:           2 * time.Second,
 		TaskMax:           8 * time.Second,
 		ApproveMin:        time.Second,

@@ -61,6 +61,10 @@ func (d *demo) banner(redisDesc, scalerAddr string, bins binaries) {
 	}
 	c.Printf("  tasks        each phase sleeps %v-%v (the agent's builtin executor); applies approved after %v-%v, %d%% rejected",
 		prof.TaskMin, prof.TaskMax, prof.ApproveMin, prof.ApproveMax, int(prof.RejectRatio*100+0.5))
+	if len(prof.Pools) > 0 {
+		c.Printf("  yours        one plan_and_apply in %s waits for your approval: %sapprovals (approve or reject it; the next one follows)",
+			prof.Pools[0].Namespace+"/"+prof.Pools[0].Name, d.dashboardURL)
+	}
 	c.Printf("  guard        a pod deleted while the store says it holds work is reported as BUSY POD REMOVED (exit 1)")
 	if d.cfg.Duration > 0 {
 		c.Printf("Stops after %v, or on Ctrl-C.", d.cfg.Duration)

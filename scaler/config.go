@@ -17,20 +17,24 @@ import (
 // (--redis-url / REDIS_URL).
 type Config struct {
 	config.Common
-	ListenAddress   string
-	HealthAddress   string
-	MetricsAddress  string
-	TLSCertFile     string
-	TLSKeyFile      string
-	TLSClientCAFile string
-	NudgeTolerance  bool
-	StreamPoll      time.Duration
-	MaxStreams      int
-	ConfigCacheTTL  time.Duration
-	RedisTimeout    time.Duration
-	ReapInterval    time.Duration
-	HistoryInterval time.Duration
-	ShutdownTimeout time.Duration
+	ListenAddress    string
+	HealthAddress    string
+	MetricsAddress   string
+	TLSCertFile      string
+	TLSKeyFile       string
+	TLSClientCAFile  string
+	NudgeTolerance   bool
+	StreamPoll       time.Duration
+	MaxStreams       int
+	ConfigCacheTTL   time.Duration
+	RedisTimeout     time.Duration
+	ReapInterval     time.Duration
+	HistoryInterval  time.Duration
+	ShutdownTimeout  time.Duration
+	NotifyConfig     string
+	Notify           bool
+	NotifyAgentPools bool
+	Kubeconfig       string
 }
 
 func parseConfig(args []string, lookup func(string) (string, bool)) (Config, error) {
@@ -50,6 +54,10 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (Config, err
 	fs.DurationVar(&c.RedisTimeout, "redis-timeout", time.Second, "bound on the Redis reads of one KEDA call (KEDA's own timeout is 3s by default)")
 	fs.DurationVar(&c.ReapInterval, "reap-interval", time.Second, "how often to expire heartbeats, reservations and queue ages of every pool (0: off, e.g. when the janitor reaps); several reapers may run at once")
 	fs.DurationVar(&c.HistoryInterval, "history-interval", history.DefaultInterval, "how often to record every pool's history (desired, live, busy and idle pods, the queue) for the dashboard's charts, kept 1h as recorded and 24h as 5-minute means (0: off); several scalers may record at once, each pool keeps one sample per interval")
+	fs.StringVar(&c.NotifyConfig, "notify-config", "", "notifier config file (YAML: webhooks with pool globs, URL and signing secret from files or variables); empty: no webhooks")
+	fs.BoolVar(&c.Notify, "notify", true, "deliver the webhooks of --notify-config and --notify-agentpools; replicas share the work through Redis consumer groups (false: another scaler deployment delivers)")
+	fs.BoolVar(&c.NotifyAgentPools, "notify-agentpools", false, "also deliver the webhooks AgentPools declare (spec.notifications, copied into Redis by the janitor); reads their Secrets in each pool's namespace (needs get on secrets there)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig file for --notify-agentpools; empty: the in-cluster service account")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
 	if err := config.Parse(fs, args, lookup); err != nil {
 		return Config{}, err

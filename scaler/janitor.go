@@ -31,6 +31,7 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/janitor"
 	"github.com/slotscaler/slotscaler/pkg/janitorreport"
 	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/podpolicy"
 	"github.com/slotscaler/slotscaler/pkg/poolcreds"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
@@ -45,6 +46,7 @@ type JanitorConfig struct {
 	Namespaces       commaList
 	Workers          int
 	SyncInterval     time.Duration
+	FullPassInterval time.Duration
 	DryRun           bool
 	KubeQPS          float64
 	KubeBurst        int
@@ -95,6 +97,7 @@ func parseJanitorConfig(args []string, stderr io.Writer, lookup func(string) (st
 	fs.Var(&c.Namespaces, "namespace", "watch AgentPools and pods of these comma-separated namespaces only, with one informer per namespace (the chart then grants a Role in each instead of a ClusterRole); empty: all namespaces")
 	fs.IntVar(&c.Workers, "workers", 4, "pools worked on at once")
 	fs.DurationVar(&c.SyncInterval, "sync-interval", 5*time.Second, "how often each pool is looked at without a Kubernetes event (slots becoming idle are Redis changes)")
+	fs.DurationVar(&c.FullPassInterval, "full-pass-interval", janitor.DefaultFullPassInterval, "a pool at rest (nothing changed in Redis or Kubernetes, nothing due) is passed by reading its change token only; a full pass (the whole pool read and planned) still runs at least this often; 0: every pass is full")
 	fs.BoolVar(&c.DryRun, "dry-run", false, "decide and log, change nothing (no Kubernetes or Redis writes)")
 	fs.Float64Var(&c.KubeQPS, "kube-api-qps", 50, "Kubernetes API requests per second (client-side limit)")
 	fs.IntVar(&c.KubeBurst, "kube-api-burst", 100, "Kubernetes API request burst")
@@ -150,6 +153,9 @@ func (c JanitorConfig) validate() error {
 	}
 	if c.SyncInterval < 100*time.Millisecond {
 		errs = append(errs, fmt.Errorf("--sync-interval %v: want at least 100ms", c.SyncInterval))
+	}
+	if c.FullPassInterval < 0 {
+		errs = append(errs, fmt.Errorf("--full-pass-interval %v must not be negative", c.FullPassInterval))
 	}
 	if c.KubeQPS <= 0 || c.KubeBurst < 1 {
 		errs = append(errs, fmt.Errorf("--kube-api-qps %v and --kube-api-burst %d must be positive", c.KubeQPS, c.KubeBurst))
@@ -332,9 +338,11 @@ func runJanitor(ctx context.Context, args []string, stderr io.Writer, lookup fun
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ctrl, err := janitor.New(kube, dyn, store, janitor.Options{
 		Namespaces: cfg.Namespaces, PodPolicy: pol, Workers: cfg.Workers, SyncInterval: cfg.SyncInterval, DryRun: cfg.DryRun,
-		Inject: cfg.injection(), ReplicaWait: cfg.ReplicaWait, Parallelism: cfg.Parallelism, IgnoreHPAs: !cfg.WatchHPAs,
+		FullPassInterval: fullPassInterval(cfg.FullPassInterval),
+		Inject:           cfg.injection(), ReplicaWait: cfg.ReplicaWait, Parallelism: cfg.Parallelism, IgnoreHPAs: !cfg.WatchHPAs,
 		Logger: log, Metrics: janitor.NewMetrics(reg), Credentials: credentialsOption(creds),
 		Reports: janitorreport.NewStore(conn.Client, cfg.KeyPrefix), Identity: cfg.Identity,
+		Webhooks: notify.NewDeclarations(conn.Client, cfg.KeyPrefix),
 	})
 	if err != nil {
 		return err
@@ -442,4 +450,13 @@ func leadAndRun(ctx context.Context, cfg JanitorConfig, kube kubernetes.Interfac
 		return errors.New("lost the leader Lease")
 	}
 	return runErr
+}
+
+// fullPassInterval maps the flag (0: every pass full) to the option (0:
+// the default, negative: every pass full).
+func fullPassInterval(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

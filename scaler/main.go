@@ -23,9 +23,11 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/logging"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/perclient"
 	"github.com/slotscaler/slotscaler/pkg/redisconn"
 	"github.com/slotscaler/slotscaler/pkg/slots"
@@ -104,6 +106,15 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 		return err
 	}
 
+	var notifyCfg notify.Config
+	if cfg.NotifyConfig != "" && cfg.Notify {
+		// Read before serving: a config that does not load (a missing
+		// Secret key, a typo) stops the scaler at start, not silently later.
+		if notifyCfg, err = notify.Load(cfg.NotifyConfig, lookup); err != nil {
+			return err
+		}
+	}
+
 	conn, store, err := openStore(ctx, cfg.Redis, log)
 	if err != nil {
 		return err
@@ -134,6 +145,24 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 
 	m := newMetrics()
 	m.exportPools(store, conn.Client, log)
+	var notifier *notify.Notifier
+	if cfg.Notify && (len(notifyCfg.Webhooks) > 0 || cfg.NotifyAgentPools) {
+		opts := notify.Options{Logger: log, Registerer: m.registry}
+		if cfg.NotifyAgentPools {
+			rc, err := kubeConfig(cfg.Kubeconfig, "slotscaler-notifier")
+			if err != nil {
+				return err
+			}
+			kube, err := kubernetes.NewForConfig(rc)
+			if err != nil {
+				return fmt.Errorf("creating the Kubernetes client: %w", err)
+			}
+			opts.Secrets = newKubeSecrets(kube, time.Minute)
+		}
+		if notifier, err = notify.New(store, conn.Client, notifyCfg, opts); err != nil {
+			return err
+		}
+	}
 	h := &handler{store: store, log: log, metrics: m, nudge: cfg.NudgeTolerance,
 		streamPoll: cfg.StreamPoll, streams: perclient.New(cfg.MaxStreams), redisTimeout: cfg.RedisTimeout, configs: slots.NewConfigCache(store.Pool, cfg.ConfigCacheTTL)}
 	hs := health.NewServer()
@@ -168,6 +197,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	}
 	if rec != nil {
 		g.Go(func() error { rec.Run(ctx); return nil })
+	}
+	if notifier != nil {
+		g.Go(func() error { notifier.Run(ctx); return nil })
 	}
 	g.Go(func() error {
 		<-ctx.Done()

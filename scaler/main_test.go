@@ -5,9 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +32,7 @@ import (
 	"github.com/slotscaler/slotscaler/internal/testcerts"
 	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/history"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -114,6 +119,7 @@ func TestBinaryRefusesBadSettingsWithOneClearLine(t *testing.T) {
 		"bad redis url":      {"REDIS_URL": "http://localhost"},
 		"history too often":  {"HISTORY_INTERVAL": "100ms"},
 		"history too rarely": {"HISTORY_INTERVAL": "1h"},
+		"no notify config":   {"NOTIFY_CONFIG": "/nonexistent/notify.yaml"},
 	}
 	for name, env := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -334,4 +340,68 @@ func TestBinaryExportsPoolsAndForgetsDeletedOnes(t *testing.T) {
 	// the first read after the purge.
 	require.Eventually(t, func() bool { return !strings.Contains(scrapeMetrics(t, r), `pool="ns/gone"`) },
 		20*time.Second, 100*time.Millisecond, "a purged pool's series stay:\n%s", scrapeMetrics(t, r))
+}
+
+// The binary delivers the webhooks of its --notify-config, URL and signing
+// secret from variables, and exports the delivery metrics.
+func TestBinaryDeliversWebhooks(t *testing.T) {
+	url, prefix := redistest.Standalone(t), redistest.Prefix(t)
+	opt, err := redis.ParseURL(url)
+	require.NoError(t, err)
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	store, err := slots.New(t.Context(), rdb, slots.Options{Prefix: prefix})
+	require.NoError(t, err)
+	pool := slots.PoolID{Namespace: "ci", Name: "tf"}
+	_, err = store.DeclarePool(t.Context(), pool, slots.DefaultPoolConfig())
+	require.NoError(t, err)
+
+	got := make(chan notify.Payload, 10)
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if notify.Verify([]byte("sig"), r.Header.Get(notify.SignatureHeader), body, time.Minute) != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var p notify.Payload
+		_ = json.Unmarshal(body, &p)
+		got <- p
+	}))
+	defer recv.Close()
+	cfgFile := filepath.Join(t.TempDir(), "notify.yaml")
+	require.NoError(t, os.WriteFile(cfgFile, []byte(`
+dashboardURL: https://dash.example
+webhooks:
+- name: ci
+  pools: ["ci/*"]
+  urlEnv: HOOK_URL
+  signingSecretEnv: HOOK_SECRET
+`), 0o600))
+	r := start(t, map[string]string{"REDIS_URL": url, "KEY_PREFIX": prefix, "NOTIFY_CONFIG": cfgFile,
+		"HOOK_URL": recv.URL + "/hook", "HOOK_SECRET": "sig"})
+	// The webhook's group exists once its status does.
+	require.Eventually(t, func() bool {
+		st, err := notify.ReadStatus(t.Context(), rdb, prefix, pool)
+		return err == nil && len(st) == 1
+	}, 15*time.Second, 50*time.Millisecond)
+
+	_, err = store.RegisterPod(t.Context(), pool, "agent-0", "uid-0")
+	require.NoError(t, err)
+	_, err = store.Submit(t.Context(), pool, slots.TaskSpec{ID: "t1", Type: slots.Plan})
+	require.NoError(t, err)
+	msg, err := store.Take(t.Context(), pool, "agent-0", "uid-0", time.Second, nil)
+	require.NoError(t, err)
+	_, err = store.Complete(t.Context(), pool, slots.Result{Task: "t1", Epoch: msg.Epoch, Outcome: slots.OutcomeFailure, ExitCode: 2})
+	require.NoError(t, err)
+	select {
+	case p := <-got:
+		assert.Equal(t, notify.EventFailed, p.Event)
+		assert.Equal(t, "t1", p.Task)
+		assert.Equal(t, "https://dash.example/pools/ci/tf/tasks/t1", p.URL)
+	case <-time.After(15 * time.Second):
+		t.Fatal("no delivery")
+	}
+	require.Eventually(t, func() bool {
+		return strings.Contains(scrapeMetrics(t, r), `slotscaler_notify_deliveries_total{pool="ci/tf",result="success",webhook="ci"} 1`)
+	}, 5*time.Second, 50*time.Millisecond)
 }

@@ -9,15 +9,17 @@
 # Env:
 #   TEST_FLAGS       extra go test flags, split on whitespace (e.g. "-run TestX -v")
 #   NO_RACE_MODULES  module dirs relative to the repo root that run without -race
-#                    (default: the KEDA, Kubernetes and monitoring test modules,
+#                    (default: the KEDA, Kubernetes, monitoring and scale test modules,
 #                    whose huge dependency trees would take far longer to build
 #                    with -race; the code under test is raced in the root module,
-#                    and test/monitoring's tests drive binaries and files)
+#                    and test/monitoring's tests drive binaries and files;
+#                    test/scale is a benchmark that skips unless
+#                    SLOTSCALER_SCALE_RUN=1 (make bench-scale): only compiled)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 read -r -a test_flags <<<"${TEST_FLAGS:-}"
-read -r -a no_race <<<"${NO_RACE_MODULES-test/keda test/kube test/monitoring}"
+read -r -a no_race <<<"${NO_RACE_MODULES-test/keda test/kube test/monitoring test/scale}"
 
 # ---- Redis ------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ type PoolView struct {
 	LiveURL  string // the SSE stream of grid fragments (htmx's sse extension)
 	Scaling  ScalingView
 	Janitor  JanitorView
+	Webhooks WebhooksView
 	Chart    ChartView
 	Grid     GridView
 	// Approvals are the pool's reserved tasks, with the decision forms the
@@ -93,6 +94,31 @@ type JanitorView struct {
 	Summary string
 	Waiting []JanitorWait
 	Actions []JanitorAction
+}
+
+// WebhooksView is the delivery status of the webhooks of the pool
+// (pkg/notify): the receiver's host only, never its URL or a secret.
+type WebhooksView struct {
+	// State: "none" (no webhook delivers this pool's events), "error"
+	// (unreadable) or "ok".
+	State string
+	Rows  []WebhookRow
+}
+
+// WebhookRow is one webhook's delivery status.
+type WebhookRow struct {
+	Name        string
+	Host        string
+	Format      string
+	Events      string // comma-separated
+	Delivered   string
+	DeadLetters string
+	// Failing: the last attempt failed (Failures in a row, LastError why).
+	Failing     bool
+	Failures    string
+	LastSuccess string // "" when none yet
+	LastFailure string // "" when none
+	LastError   string
 }
 
 // JanitorWait is one thing the janitor waits for.

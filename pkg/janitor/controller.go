@@ -36,6 +36,7 @@ import (
 type Store interface {
 	DeclarePool(ctx context.Context, id slots.PoolID, cfg slots.PoolConfig) (slots.Declaration, error)
 	Snapshot(ctx context.Context, id slots.PoolID) (slots.Snapshot, error)
+	Version(ctx context.Context, id slots.PoolID) (slots.Version, error)
 	ExpectPod(ctx context.Context, id slots.PoolID, pod, uid string) error
 	ExpectStoppingPod(ctx context.Context, id slots.PoolID, pod, uid string) error
 	DrainReplicated(ctx context.Context, id slots.PoolID, pod, uid string, wait time.Duration) (int, error)
@@ -59,6 +60,12 @@ type Options struct {
 	// SyncInterval is how often a pool is looked at without a Kubernetes
 	// event: slots becoming idle are Redis changes the informers don't see.
 	SyncInterval time.Duration
+	// FullPassInterval: a pool at rest (its last pass did nothing, and
+	// neither Redis, Kubernetes nor the clock says anything changed since)
+	// gets a pass that reads only its change token, O(1), instead of the
+	// whole pool (rest.go); a full pass still runs at least this often, a
+	// safety net. 0: DefaultFullPassInterval; negative: every pass is full.
+	FullPassInterval time.Duration
 	// DryRun decides and logs but changes nothing: no Kubernetes write (pods,
 	// status, events) and no slot-store write.
 	DryRun bool
@@ -86,7 +93,11 @@ type Options struct {
 	// Reports, when set, is where each pool's janitor report goes (what
 	// the janitor waits for and did last, for the dashboard: report.go);
 	// nil: none is written. Identity names this janitor in them.
-	Reports  Reports
+	Reports Reports
+	// Webhooks, when set, is where each pool's spec.notifications goes, as
+	// references to Secret keys (notify.Declarations): the scaler's
+	// notifier reads them and the Secrets. nil: none is written.
+	Webhooks WebhookDeclarations
 	Identity string
 	Logger   *slog.Logger
 	Metrics  *Metrics
@@ -110,6 +121,9 @@ type Controller struct {
 
 	mu    sync.Mutex
 	state map[string]*poolState
+	// changed holds the pools an informer event concerned since their
+	// last pass began: their next pass is full (rest.go).
+	changed map[string]bool
 	// reportRefresh: an unchanged report is written again this long after
 	// the last write (janitorreport.RefreshInterval).
 	reportRefresh time.Duration
@@ -131,6 +145,9 @@ type poolState struct {
 	deletionSeen bool
 	// finalizerFailed: adding the finalizer failed (reported once).
 	finalizerFailed bool
+	// rest is what the last full pass left when it did nothing: the next
+	// passes may skip on it (rest.go). nil otherwise.
+	rest *restMemo
 	// expectedSince: when each pod's record was first seen expected, in an
 	// unbroken run of snapshots (observeExpected). Losing it only delays.
 	expectedSince map[types.UID]time.Time
@@ -152,6 +169,11 @@ type poolState struct {
 	reportActions []janitorreport.Action
 	reportRead    bool
 	reportFailing bool
+	// webhooks is the spec.notifications last written (JSON) and when;
+	// webhooksFailing: the last write failed (logged once per streak).
+	webhooks        string
+	webhooksAt      time.Time
+	webhooksFailing bool
 }
 
 const byPool = "pool"
@@ -266,6 +288,9 @@ func newController(kube kubernetes.Interface, dyn dynamic.Interface, watches []w
 	if opts.ReplicaWait <= 0 {
 		opts.ReplicaWait = 5 * time.Second
 	}
+	if opts.FullPassInterval == 0 {
+		opts.FullPassInterval = DefaultFullPassInterval
+	}
 	if opts.Parallelism <= 0 {
 		opts.Parallelism = 16
 	}
@@ -287,6 +312,7 @@ func newController(kube kubernetes.Interface, dyn dynamic.Interface, watches []w
 		m:             opts.Metrics,
 		exp:           newExpectations(time.Now),
 		state:         map[string]*poolState{},
+		changed:       map[string]bool{},
 		reportRefresh: janitorreport.RefreshInterval,
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(
 			workqueue.DefaultTypedControllerRateLimiter[string](),
@@ -337,7 +363,7 @@ func (c *Controller) handle(w watch) error {
 		AddFunc: func(obj any) {
 			if key, _, ok := poolKeyOf(obj); ok {
 				c.exp.CreationObserved(key)
-				c.queue.Add(key)
+				c.enqueue(key)
 			}
 		},
 		UpdateFunc: func(old, obj any) {
@@ -351,12 +377,12 @@ func (c *Controller) handle(w watch) error {
 			if o, ok := old.(*corev1.Pod); ok && o.ResourceVersion == p.ResourceVersion {
 				return // periodic resync, nothing changed
 			}
-			c.queue.Add(key)
+			c.enqueue(key)
 		},
 		DeleteFunc: func(obj any) {
 			if key, p, ok := poolKeyOf(obj); ok {
 				c.exp.DeletionObserved(key, p.UID)
-				c.queue.Add(key)
+				c.enqueue(key)
 			}
 		},
 	}); err != nil {
@@ -371,7 +397,27 @@ func (c *Controller) enqueuePool(obj any) {
 		utilruntime.HandleError(err)
 		return
 	}
+	c.enqueue(key)
+}
+
+// enqueue queues a pool an informer event concerned, for a full pass.
+func (c *Controller) enqueue(key string) {
+	c.mu.Lock()
+	c.changed[key] = true
+	c.mu.Unlock()
 	c.queue.Add(key)
+}
+
+// takeChanged reports whether an informer event concerned the pool since
+// its last pass began, and forgets it: called as a pass begins, before it
+// reads the caches, so an event the pass may not see makes the next one
+// full.
+func (c *Controller) takeChanged(key string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := c.changed[key]
+	delete(c.changed, key)
+	return ch
 }
 
 // poolKeyOf returns the pool key of a pod (or a deleted pod's tombstone).
@@ -461,6 +507,9 @@ func (c *Controller) sync(ctx context.Context, key string) (time.Duration, error
 	w := c.watchOf(ns)
 	if w == nil {
 		return 0, nil // a namespace not watched: no key we made
+	}
+	if c.takeChanged(key) {
+		c.poolState(key).rest = nil
 	}
 	obj, exists, err := w.pools.GetIndexer().GetByKey(key)
 	if err != nil {

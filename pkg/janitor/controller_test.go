@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -37,14 +38,17 @@ import (
 // fixture is one pool, the objects the informers and the API hold, and the
 // slot store.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	ap    *v1alpha1.AgentPool
 	store *slots.Store
-	id    slots.PoolID
-	gen   string // the pool's slot-store generation ("" until declared)
-	hash  string // the pool's current template hash
-	pods  []*corev1.Pod
+	rdb   *redis.Client
+	// prefix is the store's key prefix.
+	prefix string
+	id     slots.PoolID
+	gen    string // the pool's slot-store generation ("" until declared)
+	hash   string // the pool's current template hash
+	pods   []*corev1.Pod
 	// wrap, when set, stands between the controller and the store.
 	wrap func(Store) Store
 
@@ -54,11 +58,18 @@ type fixture struct {
 }
 
 // newFixture is the AgentPool ap (namespace "team") and an empty store.
-func newFixture(t *testing.T, ap *v1alpha1.AgentPool) *fixture {
+func newFixture(t testing.TB, ap *v1alpha1.AgentPool) *fixture {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	store, _, _ := newTestStore(t, ctx)
+	store, rdb, prefix := newTestStore(t, ctx)
+	return newFixtureWith(t, ctx, ap, store, rdb, prefix)
+}
+
+// newFixtureWith is newFixture on a given store (rdb and prefix its
+// client and key prefix).
+func newFixtureWith(t testing.TB, ctx context.Context, ap *v1alpha1.AgentPool, store *slots.Store, rdb *redis.Client, prefix string) *fixture {
+	t.Helper()
 	ap.UID = "ap-uid"
 	// A pool the janitor has seen carries its finalizer
 	// (TestSyncAddsTheFinalizer covers the first pass).
@@ -66,7 +77,7 @@ func newFixture(t *testing.T, ap *v1alpha1.AgentPool) *fixture {
 	ap.TypeMeta = metav1.TypeMeta{APIVersion: v1alpha1.GroupVersion.String(), Kind: v1alpha1.Kind}
 	s, err := settingsOf(ap)
 	require.NoError(t, err)
-	return &fixture{t: t, ctx: ctx, ap: ap, store: store, id: slots.PoolID{Namespace: ap.Namespace, Name: ap.Name},
+	return &fixture{t: t, ctx: ctx, ap: ap, store: store, rdb: rdb, prefix: prefix, id: slots.PoolID{Namespace: ap.Namespace, Name: ap.Name},
 		hash: templateHash(ap, s, Injection{})}
 }
 
@@ -122,6 +133,16 @@ type apiCalls struct {
 // key, returning the API calls it made.
 func (f *fixture) sync(key string, opts Options) apiCalls {
 	f.t.Helper()
+	c := f.controller(opts)
+	_, err := c.sync(f.ctx, key)
+	require.NoError(f.t, err)
+	return apiCalls{Kube: describeActions(f.t, f.kube.Actions()), Dyn: describeActions(f.t, f.dyn.Actions())}
+}
+
+// controller builds a controller over the fixture's objects, its
+// informers' indexers filled, none of them running.
+func (f *fixture) controller(opts Options) *Controller {
+	f.t.Helper()
 	var kubeObjs []runtime.Object
 	for _, p := range f.pods {
 		kubeObjs = append(kubeObjs, p)
@@ -156,17 +177,14 @@ func (f *fixture) sync(key string, opts Options) apiCalls {
 		require.NoError(f.t, podInformers.Informer().GetIndexer().Add(p))
 	}
 	require.NoError(f.t, poolInformers.Informer().GetIndexer().Add(pool))
-
-	_, err = c.sync(f.ctx, key)
-	require.NoError(f.t, err)
-	return apiCalls{Kube: describeActions(f.t, f.kube.Actions()), Dyn: describeActions(f.t, f.dyn.Actions())}
+	return c
 }
 
 // describeActions describes the actions that are not list or watch (an
 // informer's, none of which runs here) one per line: verb, resource,
 // namespace/name and what the janitor must get right. A pod the janitor
 // named is "<pool>-?????": the suffix is random.
-func describeActions(t *testing.T, actions []k8stesting.Action) []string {
+func describeActions(t testing.TB, actions []k8stesting.Action) []string {
 	t.Helper()
 	var out []string
 	for _, a := range actions {

@@ -191,7 +191,7 @@ func (c *Controller) handleHPAs(w watch) error {
 		}
 		if h, ok := obj.(*autoscalingv2.HorizontalPodAutoscaler); ok {
 			if key, ok := hpaTarget(h); ok {
-				c.queue.Add(key)
+				c.enqueue(key)
 			}
 		}
 	}

@@ -15,6 +15,9 @@ type Metrics struct {
 	Actions *prometheus.CounterVec
 	// Syncs counts passes over pools by result.
 	Syncs *prometheus.CounterVec
+	// RestPasses counts the passes over pools at rest that read only the
+	// pool's change token, no snapshot (rest.go); Syncs counts them too.
+	RestPasses prometheus.Counter
 	// Pods reports each pool's pods by state (live, busy, idle, cordoned,
 	// draining, and foreign: static agents' pods being taken over).
 	Pods *prometheus.GaugeVec
@@ -40,6 +43,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: "slotscaler", Subsystem: "janitor", Name: "syncs_total",
 			Help: "Passes over a pool by result.",
 		}, []string{"result"}),
+		RestPasses: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "slotscaler", Subsystem: "janitor", Name: "rest_passes_total",
+			Help: "Passes over a pool at rest that read only its change token from Redis (no snapshot, no plan).",
+		}),
 		Pods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "slotscaler", Subsystem: "janitor", Name: "pool_pods",
 			Help: "Pods of a pool by state as of the last pass.",
@@ -57,7 +64,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.Syncs.WithLabelValues(resultSuccess)
 	m.Syncs.WithLabelValues(resultError)
 	if reg != nil {
-		reg.MustRegister(m.Actions, m.Syncs, m.Pods, m.ReportWrites, m.Degraded)
+		reg.MustRegister(m.Actions, m.Syncs, m.RestPasses, m.Pods, m.ReportWrites, m.Degraded)
 	}
 	return m
 }

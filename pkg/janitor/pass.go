@@ -108,6 +108,23 @@ func (p *pass) run() (time.Duration, error) {
 			p.st.finalizerFailed = false
 		}
 	}
+	// The settings as the spec has them, before the HPA verdict is added:
+	// what a pass at rest compares.
+	specKey := s.storeKey()
+	if !deleting {
+		if next, ok := p.skip(specKey); ok {
+			// At rest: only what must hold on every pass (see rest.go).
+			if err := p.ensureCredentials(); err != nil {
+				return 0, err
+			}
+			if p.next > 0 && p.next < next {
+				next = p.next
+			}
+			return next, nil
+		}
+	}
+	// A full pass: the pool is at rest again only if it does nothing.
+	p.st.rest = nil
 	pods := p.podsOf()
 	if p.hpa = p.checkHPAs(); p.hpa != nil {
 		// Declared with the pool, so a changed verdict declares it again.
@@ -183,6 +200,7 @@ func (p *pass) run() (time.Duration, error) {
 	p.annotate(out.Annotate)
 	p.after(out.WaitIdle)
 	p.after(out.WaitRegistration)
+	p.after(out.WaitRecycle)
 	if out.Deferred > 0 {
 		p.after(time.Duration(float64(time.Minute) / float64(s.MaxDeletionsPerMinute)))
 	}
@@ -198,7 +216,11 @@ func (p *pass) run() (time.Duration, error) {
 		cond := deletingCondition(p.ap, s, len(pods), out.Status)
 		p.deleting = &cond
 	}
-	p.report(snap.At, summarise(in, out, p.facts(s)))
+	content := summarise(in, out, p.facts(s))
+	p.report(snap.At, content)
+	if !deleting {
+		p.declareWebhooks(s)
+	}
 	if err := p.updateStatus(out.Status, &s, &snap, out.Degraded); apierrors.IsConflict(err) {
 		// The HPA (or our own last write, not cached yet) changed the pool
 		// since the cache saw it: the next pass writes a fresh status.
@@ -207,6 +229,7 @@ func (p *pass) run() (time.Duration, error) {
 	} else if err != nil {
 		return 0, err
 	}
+	p.rest(specKey, snap, out, content, deleting, p.next)
 	if p.next == 0 || p.next > c.opts.SyncInterval {
 		p.next = c.opts.SyncInterval
 	}

@@ -61,13 +61,14 @@ type passEnv struct {
 	reports  Reports
 	identity string
 	log      *slog.Logger
+	webhooks WebhookDeclarations
 }
 
 func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // newTestStore is a slot store on the test binary's redis-server, under a
 // key prefix of its own, and its client.
-func newTestStore(t *testing.T, ctx context.Context) (*slots.Store, *redis.Client, string) {
+func newTestStore(t testing.TB, ctx context.Context) (*slots.Store, *redis.Client, string) {
 	t.Helper()
 	opts, err := redis.ParseURL(redistest.Standalone(t))
 	require.NoError(t, err)
@@ -122,7 +123,7 @@ func (e *passEnv) startJanitor() {
 		log = quietLog()
 	}
 	c, err := New(e.kube, e.dyn, e.store, Options{SyncInterval: time.Hour, Logger: log, Metrics: e.m,
-		Inject: Injection{KeyPrefix: e.prefix}, IgnoreHPAs: e.ignoreHPAs, Reports: e.reports, Identity: e.identity})
+		Inject: Injection{KeyPrefix: e.prefix}, IgnoreHPAs: e.ignoreHPAs, Reports: e.reports, Identity: e.identity, Webhooks: e.webhooks})
 	require.NoError(e.t, err)
 	e.events = record.NewFakeRecorder(1000)
 	c.recorder = e.events

@@ -158,6 +158,9 @@ type planOutput struct {
 	// WaitRegistration: pods to remove have an expected record while their
 	// agent runs (unconfirmedUntil); look again when that is settled.
 	WaitRegistration time.Duration
+	// WaitRecycle: a pod comes due for recycling by age then
+	// (recycleWait); look again.
+	WaitRecycle time.Duration
 	// Deferred counts surplus idle pods left for lack of deletion budget or
 	// because of a hold, and pods due for recycling left for the same
 	// reasons.
@@ -542,7 +545,30 @@ func plan(in planInput) planOutput {
 	}
 	slices.Sort(out.StartFailures)
 	startFailures(in, hold, &out)
+	out.WaitRecycle = recycleWait(in, records)
 	return out
+}
+
+// recycleWait is how long until the first pod not yet due for recycling
+// by age (spec.recycle.afterAge) comes due, or 0: no record changes then,
+// so a pool at rest must be looked at again by the clock (rest.go).
+func recycleWait(in planInput, records map[string]*slots.PodSnapshot) time.Duration {
+	var w time.Duration
+	d := in.RecycleAfterAge
+	if d <= 0 || in.TemplateRefused {
+		return 0
+	}
+	for _, p := range in.Pods {
+		r, ok := records[p.Name]
+		if !ok || r.UID != string(p.UID) || p.DeletionTimestamp != nil || p.Labels[LabelTemplateHash] != in.TemplateHash ||
+			(r.State != slots.PodActive && r.State != slots.PodCordoned) {
+			continue
+		}
+		if age := in.Now.Sub(p.CreationTimestamp.Time); age < d {
+			wait(&w, d-age)
+		}
+	}
+	return w
 }
 
 // cordonedWhy says why a pod the janitor cordoned, and does not take back,

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -43,6 +44,9 @@ type settings struct {
 	// by that measure).
 	RecycleAfterTasks int
 	RecycleAfterAge   time.Duration
+	// Webhooks: spec.notifications, as references to Secret keys (the
+	// janitor never reads a Secret; the scaler's notifier does).
+	Webhooks []notify.PoolWebhook
 }
 
 // settingsOf applies defaults and validates an AgentPool's spec. An error
@@ -133,6 +137,19 @@ func settingsOf(ap *v1alpha1.AgentPool) (settings, error) {
 	s.Store = cfg
 	if s.DeletionTimeout == 0 {
 		s.DeletionTimeout = s.longestPhase()
+	}
+	if n := sp.Notifications; n != nil {
+		for _, w := range n.Webhooks {
+			h := notify.PoolWebhook{Name: w.Name, Format: w.Format,
+				URL: notify.SecretRef{Name: w.URLSecretRef.Name, Key: w.URLSecretRef.Key}}
+			for _, e := range w.Events {
+				h.Events = append(h.Events, string(e))
+			}
+			if r := w.SigningSecretRef; r != nil {
+				h.SigningSecret = &notify.SecretRef{Name: r.Name, Key: r.Key}
+			}
+			s.Webhooks = append(s.Webhooks, h)
+		}
 	}
 	return s, errors.Join(errs...)
 }

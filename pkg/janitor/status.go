@@ -129,7 +129,9 @@ func (p *pass) updateStatus(n podCounts, s *settings, snap *slots.Snapshot, degr
 		if at.IsZero() {
 			at = p.now // dry-run, pool not declared
 		}
-		observeQueue(p.ap.Status, st, queueOf(*snap), at, p.c.opts.SyncInterval)
+		// A deferred write of the counts is due by the clock alone: no
+		// change of the pool's would start the pass that writes them.
+		p.after(observeQueue(p.ap.Status, st, queueOf(*snap), at, p.c.opts.SyncInterval))
 	}
 	switch {
 	case p.hpa != nil:
@@ -197,17 +199,18 @@ func queueOf(snap slots.Snapshot) queueCounts {
 // written on every change, the counts would keep the janitor passing and
 // writing as fast as the API answers. So when the counts are the only
 // change they are written at most once per every (the sync interval);
-// when anything else changed they ride along. at is Redis's clock.
-func observeQueue(old v1alpha1.AgentPoolStatus, st *v1alpha1.AgentPoolStatus, q queueCounts, at time.Time, every time.Duration) {
+// when anything else changed they ride along. at is Redis's clock. It
+// returns how long a deferred write of the counts waits (0: none deferred).
+func observeQueue(old v1alpha1.AgentPoolStatus, st *v1alpha1.AgentPoolStatus, q queueCounts, at time.Time, every time.Duration) time.Duration {
 	if st.QueuedTasks == q.Queued && st.AwaitingApproval == q.Awaiting && maps.Equal(st.QueuedByType, q.ByType) &&
 		st.QueueObservedTime != nil {
-		return
+		return 0
 	}
 	if equality.Semantic.DeepEqual(old, *st) && old.QueueObservedTime != nil {
 		// Redis's clock going back (another server after a failover) must
 		// not freeze the counts either.
 		if since := at.Sub(old.QueueObservedTime.Time); since >= 0 && since < every {
-			return
+			return every - since
 		}
 	}
 	st.QueuedTasks, st.QueuedByType, st.AwaitingApproval = q.Queued, q.ByType, q.Awaiting
@@ -215,6 +218,7 @@ func observeQueue(old v1alpha1.AgentPoolStatus, st *v1alpha1.AgentPoolStatus, q 
 	// status compares equal to what the cache reads back.
 	t := metav1.NewTime(at.Truncate(time.Second))
 	st.QueueObservedTime = &t
+	return 0
 }
 
 // policySummary is a slot policy in a short human form for the status and

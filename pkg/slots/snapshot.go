@@ -2,7 +2,6 @@ package slots
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -40,7 +39,50 @@ type Snapshot struct {
 	// pod's agent may still run work it will re-register with.
 	Generation string
 	Declared   time.Time
+	// Changes is the pool's change token when the snapshot began (see
+	// Version): a later Version with the same Generation and Changes
+	// means nothing the snapshot shows has changed since, heartbeat
+	// deadlines aside.
+	Changes string
 }
+
+// Version is a pool's change token, read in O(1): every change of what a
+// Snapshot shows (pods registered, removed, lost, cordoned, drained; slots
+// taken and freed; tasks queued, started, reserved, ended; the pool
+// declared) emits an event or counts as a change without one (lib.lua
+// changed), and a new generation (Redis lost the pool) changes Generation.
+// Heartbeats that only move deadlines are no change: an expired one is
+// the reaper's event. The janitor skips its snapshot of a pool at rest
+// with it.
+type Version struct {
+	At         time.Time // Redis's clock
+	Generation string
+	Changes    string // "<last event>.<chg>"
+}
+
+// Version reads a pool's change token (one script call, O(1)).
+func (s *Store) Version(ctx context.Context, pool PoolID) (Version, error) {
+	res, err := s.run(ctx, "version", pool)
+	if err != nil {
+		return Version{}, fmt.Errorf("version of pool %s: %w", pool, err)
+	}
+	arr, _ := res.([]any)
+	if len(arr) != 4 {
+		return Version{}, fmt.Errorf("version of pool %s: unexpected reply", pool)
+	}
+	return Version{At: time.UnixMilli(asInt(arr[0])), Generation: asString(arr[1]),
+		Changes: changes(arr[2], arr[3])}, nil
+}
+
+func changes(event, chg any) string { return asString(event) + "." + asString(chg) }
+
+// SnapshotPageReads bounds the reads of one snapshot script: Redis runs
+// nothing else meanwhile. A pod costs 2 (its record, its heartbeat), each
+// task it holds 1 more, a queued task listed 1, so a page is 30 idle pods
+// or 12 pods of three busy slots, some 0.3 ms (BenchmarkSlowestScript),
+// however big the pool. (The first page lists the queue: SnapshotQueueList
+// reads, so it holds one pod.)
+const SnapshotPageReads = 60
 
 // SnapshotQueueList bounds the queued tasks a Snapshot lists: the
 // snapshot is one script, and Redis runs nothing else meanwhile, so a
@@ -122,96 +164,145 @@ type QueuedTask struct {
 	QueuedAt time.Time
 }
 
-type rawPod struct {
-	Name    string `json:"name"`
-	UID     string `json:"uid"`
-	St      string `json:"st"`
-	Seq     int64  `json:"seq"`
-	Created int64  `json:"created"`
-	Reg     int64  `json:"reg"`
-	CBy     string `json:"cby"`
-	Idle    int64  `json:"idle"`
-	HB      int64  `json:"hb"`
-	Tasks   int    `json:"tasks"`
-	Slots   []struct {
-		I       int    `json:"i"`
-		Task    string `json:"task"`
-		Type    string `json:"type"`
-		St      string `json:"st"`
-		Phase   string `json:"phase"`
-		Ep      string `json:"ep"`
-		Started bool   `json:"started"`
-		Attempt int    `json:"attempt"`
-		Since   int64  `json:"since"`
-		Cx      bool   `json:"cx"`
-		Rdl     int64  `json:"rdl"`
-	} `json:"slots"`
-}
-
-// Snapshot reads a whole pool atomically in one script. It is O(pods +
-// queued): meant for dashboards and tests, not for the scaler's hot path.
+// Snapshot reads a whole pool, a page of pods per script call (in the
+// order the pods were first recorded), the pool-level part (queue, counts,
+// generation, change token) with the first page. It is O(pods + queued)
+// in all, but no one call holds Redis for long.
+//
+// The pages are read at different moments, so the snapshot is not one
+// instant: a pod may be shown as it was a few pages ago. That is safe for
+// its readers: the dashboard shows it, and the janitor acts on a pod only
+// through scripts that check the pod's state again atomically (the drain,
+// its deletion's fence, refuses a pod with a busy or reserved slot; cordon,
+// uncordon and remove check the state and the uid), so a stale page can
+// delay an action, never make a wrong one happen. A single-call snapshot
+// was already stale by the time it was acted on. What a decision reads
+// across pods comes whole from one call: the generation and its birth (the
+// data-loss hold) and the counts are the first page's, and a generation
+// change between pages (Redis lost the pool meanwhile) starts the
+// snapshot over, so no snapshot mixes pods of two generations. A pod
+// recorded again under its name between pages (a new incarnation, a higher
+// seq) shows once, as the later record.
 func (s *Store) Snapshot(ctx context.Context, pool PoolID) (Snapshot, error) {
 	if err := pool.Validate(); err != nil {
 		return Snapshot{}, err
 	}
-	res, err := s.run(ctx, "snapshot", pool, SnapshotQueueList)
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot of pool %s: %w", pool, err)
-	}
-	arr, _ := res.([]any)
-	if len(arr) != 6 {
-		return Snapshot{}, fmt.Errorf("snapshot of pool %s: unexpected reply", pool)
-	}
-	snap := Snapshot{Pool: pool, At: time.UnixMilli(asInt(arr[0])), Generation: asString(arr[3])}
-	if ms := asInt(arr[4]); ms > 0 {
-		snap.Declared = time.UnixMilli(ms)
-	}
-	for _, pj := range toStrings(arr[1]) {
-		var rp rawPod
-		if err := json.Unmarshal([]byte(pj), &rp); err != nil {
-			return Snapshot{}, fmt.Errorf("snapshot of pool %s: decoding pod: %w", pool, err)
+	for range 3 {
+		snap, again, err := s.snapshot(ctx, pool)
+		if err != nil || !again {
+			return snap, err
 		}
-		p := PodSnapshot{Name: rp.Name, UID: rp.UID, State: PodState(rp.St), CordonedBy: CordonOwner(rp.CBy), Seq: rp.Seq,
-			Created: msTime(strconv.FormatInt(rp.Created, 10)), Registered: msTime(strconv.FormatInt(rp.Reg, 10)),
-			LastBusy:          msTime(strconv.FormatInt(rp.Idle, 10)),
-			HeartbeatDeadline: msTime(strconv.FormatInt(rp.HB, 10)), TasksStarted: rp.Tasks}
-		for _, rs := range rp.Slots {
-			ss := SlotSnapshot{Index: rs.I, Task: rs.Task, Type: TaskType(rs.Type), Phase: Phase(rs.Phase), Epoch: rs.Ep,
-				Attempt: rs.Attempt, CancelRequested: rs.Cx, Since: msTime(strconv.FormatInt(rs.Since, 10)),
-				ReservedUntil: msTime(strconv.FormatInt(rs.Rdl, 10))}
+	}
+	return Snapshot{}, fmt.Errorf("snapshot of pool %s: its generation kept changing while it was read", pool)
+}
+
+// snapshot reads every page once; again reports a generation change
+// between pages.
+func (s *Store) snapshot(ctx context.Context, pool PoolID) (snap Snapshot, again bool, err error) {
+	seen := map[string]int{} // pod name -> index in snap.Pods
+	cursor := ""
+	for page := 0; ; page++ {
+		limit := SnapshotQueueList
+		if page > 0 {
+			limit = 0
+		}
+		res, err := s.run(ctx, "snapshot", pool, limit, cursor, SnapshotPageReads)
+		if err != nil {
+			return Snapshot{}, false, fmt.Errorf("snapshot of pool %s: %w", pool, err)
+		}
+		arr, _ := res.([]any)
+		if len(arr) != 9 {
+			return Snapshot{}, false, fmt.Errorf("snapshot of pool %s: unexpected reply", pool)
+		}
+		if page == 0 {
+			snap = Snapshot{Pool: pool, At: time.UnixMilli(asInt(arr[0])), Generation: asString(arr[3]),
+				Changes: changes(arr[7], arr[8])}
+			if ms := asInt(arr[4]); ms > 0 {
+				snap.Declared = time.UnixMilli(ms)
+			}
+			snap.readQueue(arr[2], arr[5])
+		} else if asString(arr[3]) != snap.Generation {
+			return Snapshot{}, true, nil
+		}
+		rows, _ := arr[1].([]any)
+		for _, row := range rows {
+			p, err := decodePod(row)
+			if err != nil {
+				return Snapshot{}, false, fmt.Errorf("snapshot of pool %s: %w", pool, err)
+			}
+			if i, ok := seen[p.Name]; ok {
+				snap.Pods[i] = p
+				continue
+			}
+			seen[p.Name] = len(snap.Pods)
+			snap.Pods = append(snap.Pods, p)
+		}
+		if cursor = asString(arr[6]); cursor == "" {
+			return snap, false, nil
+		}
+	}
+}
+
+// decodePod reads one pod of a snapshot page (snapshot.lua says how).
+func decodePod(v any) (PodSnapshot, error) {
+	f := toStrings(v)
+	const podFields, taskFields = 10, 9
+	if len(f) < podFields {
+		return PodSnapshot{}, fmt.Errorf("malformed pod record %q", f)
+	}
+	seq, _ := strconv.ParseInt(f[3], 10, 64)
+	tasks, _ := strconv.Atoi(f[8])
+	p := PodSnapshot{Name: f[0], UID: f[1], State: PodState(f[2]), Seq: seq, Created: msTime(f[4]), Registered: msTime(f[5]),
+		CordonedBy: CordonOwner(f[6]), LastBusy: msTime(f[7]), TasksStarted: tasks, HeartbeatDeadline: msTime(f[9])}
+	for i := podFields; i < len(f); {
+		ss := SlotSnapshot{Index: len(p.Slots), Task: f[i]}
+		i++
+		switch ss.Task {
+		case "":
+			ss.State = SlotIdle
+		case "!":
+			ss.State, ss.Task = SlotOrphan, ""
+		default:
+			if i+taskFields > len(f) {
+				return PodSnapshot{}, fmt.Errorf("malformed pod record %q", f)
+			}
+			t := f[i : i+taskFields]
+			i += taskFields
+			ss.Type, ss.Phase, ss.Epoch = TaskType(t[0]), Phase(t[2]), t[3]
+			ss.Attempt, _ = strconv.Atoi(t[5])
+			ss.Since, ss.CancelRequested, ss.ReservedUntil = msTime(t[6]), t[7] == "1", msTime(t[8])
 			switch {
-			case rs.Task == "":
-				ss.State = SlotIdle
-			case rs.Task == "!":
-				ss.State, ss.Task = SlotOrphan, ""
-			case rs.St == string(StateReserved):
+			case t[1] == string(StateReserved):
 				ss.State = SlotReserved
-			case rs.Started:
+			case t[4] == "1":
 				ss.State = SlotRunning
 			default:
 				ss.State = SlotAssigned
 			}
-			p.Slots = append(p.Slots, ss)
 		}
-		snap.Pods = append(snap.Pods, p)
+		p.Slots = append(p.Slots, ss)
 	}
-	for _, q := range toStrings(arr[2]) {
+	return p, nil
+}
+
+// readQueue fills the queue list and the counts of the first page.
+func (snap *Snapshot) readQueue(list, counts any) {
+	for _, q := range toStrings(list) {
 		parts := strings.SplitN(q, "|", 3)
 		if len(parts) != 3 {
 			continue
 		}
 		snap.Queue = append(snap.Queue, QueuedTask{ID: parts[0], Type: TaskType(parts[1]), QueuedAt: msTime(parts[2])})
 	}
-	counts, _ := arr[5].([]any)
-	for i := 0; i+1 < len(counts); i += 2 {
-		if n := asInt(counts[i+1]); n > 0 {
+	c, _ := counts.([]any)
+	for i := 0; i+1 < len(c); i += 2 {
+		if n := asInt(c[i+1]); n > 0 {
 			if snap.Queued == nil {
 				snap.Queued = map[TaskType]int{}
 			}
-			snap.Queued[TaskType(asString(counts[i]))] = int(n)
+			snap.Queued[TaskType(asString(c[i]))] = int(n)
 		}
 	}
-	return snap, nil
 }
 
 // Event is one state change in a pool's event stream.
@@ -318,3 +409,12 @@ func seqOf(id string) uint64 {
 	n, _ := strconv.ParseUint(seq, 10, 64)
 	return n
 }
+
+// EventStreamKey is the Redis key of a pool's event stream, the stream
+// Events reads. Its entries' ids are "0-<sequence>" (lib.lua's emit). The
+// notifier (pkg/notify) follows it with consumer groups of its own: the
+// groups live in the stream, so they go with it when the pool is purged.
+func (s *Store) EventStreamKey(pool PoolID) string { return s.base(pool) + keyEvents }
+
+// Prefix is the installation's key prefix (DefaultPrefix when none was given).
+func (s *Store) Prefix() string { return s.prefix }

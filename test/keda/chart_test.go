@@ -62,6 +62,7 @@ import (
 	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/apis/v1alpha1"
 	"github.com/slotscaler/slotscaler/pkg/capacity"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -98,6 +99,7 @@ type manifests struct {
 	services            []corev1.Service
 	serviceAccounts     []corev1.ServiceAccount
 	secrets             []corev1.Secret
+	configMaps          []corev1.ConfigMap
 	pvcs                []corev1.PersistentVolumeClaim
 	clusterRoles        []rbacv1.ClusterRole
 	clusterRoleBindings []rbacv1.ClusterRoleBinding
@@ -199,6 +201,8 @@ func decodeManifests(out []byte) (*manifests, error) {
 			derr = decodeInto(doc, &m.serviceAccounts)
 		case "v1/Secret":
 			derr = decodeInto(doc, &m.secrets)
+		case "v1/ConfigMap":
+			derr = decodeInto(doc, &m.configMaps)
 		case "v1/PersistentVolumeClaim":
 			derr = decodeInto(doc, &m.pvcs)
 		case "rbac.authorization.k8s.io/v1/ClusterRole":
@@ -1277,8 +1281,8 @@ func caseOf(file string) string {
 func TestChartDecoderRejectsUnknownKindsAndFields(t *testing.T) {
 	tests := map[string]struct{ doc, want string }{
 		"unknown kind": {
-			doc:  "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: ns}\n",
-			want: "unknown kind v1/ConfigMap",
+			doc:  "apiVersion: v1\nkind: LimitRange\nmetadata: {name: x, namespace: ns}\n",
+			want: "unknown kind v1/LimitRange",
 		},
 		"unknown field": {
 			doc:  "apiVersion: v1\nkind: Service\nmetadata: {name: x, namespace: ns}\nspec: {selectr: {a: b}}\n",
@@ -1786,5 +1790,213 @@ func TestChartDashboardScopedTokensFile(t *testing.T) {
 		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
 			assert.NotEqual(t, "API_TOKENS_FILE", e.Name, "deployment %s", d.Name)
 		}
+	}
+}
+
+// notifications renders the notifier's config file as a ConfigMap without
+// a URL or a secret, mounts only the Secret keys its webhooks name into the
+// scaler, and the file it renders is one the notifier accepts (strictly).
+// The scaler's ServiceAccount gets no access to Secrets.
+func TestChartNotifications(t *testing.T) {
+	values := filepath.Join(t.TempDir(), "notify.yaml")
+	require.NoError(t, os.WriteFile(values, []byte(`
+notifications:
+  enabled: true
+  dashboardURL: https://slots.example.com
+  webhooks:
+    - name: team-a-slack
+      pools: ["team-a/*"]
+      events: [awaiting-approval, failed]
+      format: slack
+      urlSecretRef: {name: team-a-hooks, key: slack-url}
+    - name: ops
+      pools: ["*/*"]
+      urlSecretRef: {name: ops-hook, key: url}
+      signingSecretRef: {name: ops-hook, key: signing-secret}
+      timeout: 5s
+      maxAttempts: 8
+`), 0o600))
+	out, err := render(t, "internal-redis-values.yaml", "-f", values)
+	require.NoError(t, err)
+	m, err := decodeManifests(out)
+	require.NoError(t, err)
+
+	var cm *corev1.ConfigMap
+	for i := range m.configMaps {
+		if strings.HasSuffix(m.configMaps[i].Name, "scaler-notify") {
+			cm = &m.configMaps[i]
+		}
+	}
+	require.NotNil(t, cm, "the notifier's config file")
+	file := cm.Data["notify.yaml"]
+	// The notifier reads the rendered file: the mounted Secret keys stand
+	// in a temporary directory.
+	secrets := t.TempDir()
+	for _, f := range []struct{ path, value string }{
+		{"team-a-hooks/slack-url", "https://hooks.slack.com/services/T/B/X"},
+		{"ops-hook/url", "https://ops.example.com/hook"},
+		{"ops-hook/signing-secret", "s3cret"},
+	} {
+		require.NoError(t, os.MkdirAll(filepath.Join(secrets, filepath.Dir(f.path)), 0o700))
+		require.NoError(t, os.WriteFile(filepath.Join(secrets, f.path), []byte(f.value+"\n"), 0o600))
+	}
+	cfg, err := notify.Parse([]byte(strings.ReplaceAll(file, "/etc/slotscaler/notify/secrets/", secrets+"/")), os.LookupEnv)
+	require.NoError(t, err, "the rendered file:\n%s", file)
+	assert.Equal(t, "https://slots.example.com", cfg.DashboardURL)
+	require.Len(t, cfg.Webhooks, 2)
+	assert.Equal(t, notify.FormatSlack, cfg.Webhooks[0].Format)
+	assert.Equal(t, []string{"awaiting-approval", "failed"}, cfg.Webhooks[0].Events)
+	assert.Equal(t, "https://ops.example.com/hook", cfg.Webhooks[1].URL)
+	assert.Equal(t, []byte("s3cret"), cfg.Webhooks[1].SigningSecret)
+	assert.Equal(t, 5*time.Second, cfg.Webhooks[1].Timeout)
+	assert.Equal(t, 8, cfg.Webhooks[1].MaxAttempts)
+
+	var scaler *appsv1.Deployment
+	for i := range m.deployments {
+		if strings.HasSuffix(m.deployments[i].Name, "-scaler") {
+			scaler = &m.deployments[i]
+		}
+	}
+	require.NotNil(t, scaler)
+	spec := scaler.Spec.Template.Spec
+	env := map[string]string{}
+	for _, e := range spec.Containers[0].Env {
+		env[e.Name] = e.Value
+	}
+	assert.Equal(t, "/etc/slotscaler/notify/config/notify.yaml", env["NOTIFY_CONFIG"])
+	assert.NotEmpty(t, scaler.Spec.Template.Annotations["checksum/notify"], "a changed config restarts the scaler")
+	mounts := map[string]string{}
+	for _, vm := range spec.Containers[0].VolumeMounts {
+		assert.True(t, vm.ReadOnly, vm.Name)
+		mounts[vm.Name] = vm.MountPath
+	}
+	items := map[string][]string{}
+	for _, v := range spec.Volumes {
+		switch {
+		case v.ConfigMap != nil:
+			assert.Equal(t, cm.Name, v.ConfigMap.Name)
+			assert.Equal(t, "/etc/slotscaler/notify/config", mounts[v.Name])
+		case v.Secret != nil && v.Name != "tls":
+			assert.Equal(t, "/etc/slotscaler/notify/secrets/"+v.Secret.SecretName, mounts[v.Name])
+			for _, it := range v.Secret.Items {
+				assert.Equal(t, it.Key, it.Path)
+				items[v.Secret.SecretName] = append(items[v.Secret.SecretName], it.Key)
+			}
+		}
+	}
+	assert.Equal(t, map[string][]string{"ops-hook": {"signing-secret", "url"}, "team-a-hooks": {"slack-url"}}, items,
+		"only the keys the webhooks name")
+	for _, s := range m.secrets {
+		assert.NotContains(t, s.Name, "notify")
+	}
+	// No role the chart renders lets the scaler read Secrets.
+	sa := scaler.Spec.Template.Spec.ServiceAccountName
+	bound := map[string]bool{}
+	for _, b := range m.roleBindings {
+		for _, s := range b.Subjects {
+			if s.Name == sa {
+				bound[b.RoleRef.Kind+"/"+b.RoleRef.Name] = true
+			}
+		}
+	}
+	for _, b := range m.clusterRoleBindings {
+		for _, s := range b.Subjects {
+			if s.Name == sa {
+				bound[b.RoleRef.Kind+"/"+b.RoleRef.Name] = true
+			}
+		}
+	}
+	var rules []rbacv1.PolicyRule
+	for _, r := range m.roles {
+		if bound["Role/"+r.Name] {
+			rules = append(rules, r.Rules...)
+		}
+	}
+	for _, r := range m.clusterRoles {
+		if bound["ClusterRole/"+r.Name] {
+			rules = append(rules, r.Rules...)
+		}
+	}
+	for _, r := range rules {
+		assert.NotContains(t, r.Resources, "secrets")
+	}
+
+	assert.False(t, *scaler.Spec.Template.Spec.AutomountServiceAccountToken, "no token without agentPools")
+
+	// Webhooks of AgentPools: a token, and get on Secrets in the named
+	// namespaces only (a Role each, never a ClusterRole).
+	out, err = render(t, "internal-redis-values.yaml", "--set", "notifications.enabled=true",
+		"--set", "notifications.agentPools.enabled=true", "--set", "notifications.agentPools.namespaces={team-a,team-b}")
+	require.NoError(t, err)
+	m, err = decodeManifests(out)
+	require.NoError(t, err)
+	assert.Empty(t, m.configMaps, "no config file without webhooks")
+	for _, d := range m.deployments {
+		if !strings.HasSuffix(d.Name, "-scaler") {
+			continue
+		}
+		assert.True(t, *d.Spec.Template.Spec.AutomountServiceAccountToken)
+		env := map[string]string{}
+		for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+			env[e.Name] = e.Value
+		}
+		assert.Equal(t, "true", env["NOTIFY_AGENTPOOLS"])
+		assert.NotContains(t, env, "NOTIFY_CONFIG")
+		sa = d.Spec.Template.Spec.ServiceAccountName
+	}
+	granted := map[string][]rbacv1.PolicyRule{}
+	for _, b := range m.roleBindings {
+		for _, s := range b.Subjects {
+			if s.Name == sa {
+				for _, r := range m.roles {
+					if r.Namespace == b.Namespace && r.Name == b.RoleRef.Name && b.RoleRef.Kind == "Role" {
+						granted[r.Namespace] = append(granted[r.Namespace], r.Rules...)
+					}
+				}
+			}
+		}
+	}
+	secretsGet := []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}}}
+	assert.Equal(t, map[string][]rbacv1.PolicyRule{"team-a": secretsGet, "team-b": secretsGet}, granted)
+	for _, b := range m.clusterRoleBindings {
+		for _, s := range b.Subjects {
+			assert.NotEqual(t, sa, s.Name, "no cluster-wide grant to the scaler")
+		}
+	}
+	_, err = render(t, "internal-redis-values.yaml", "--set", "notifications.enabled=true", "--set", "notifications.agentPools.enabled=true")
+	require.ErrorContains(t, err, "never cluster-wide", "a janitor watching every namespace: the namespaces must be named")
+
+	// A whole file from an existing Secret instead.
+	out, err = render(t, "internal-redis-values.yaml", "--set", "notifications.enabled=true", "--set", "notifications.existingSecret=my-notify")
+	require.NoError(t, err)
+	m, err = decodeManifests(out)
+	require.NoError(t, err)
+	assert.Empty(t, m.configMaps)
+	for _, d := range m.deployments {
+		if strings.HasSuffix(d.Name, "-scaler") {
+			var names []string
+			for _, v := range d.Spec.Template.Spec.Volumes {
+				if v.Secret != nil {
+					names = append(names, v.Secret.SecretName)
+				}
+			}
+			assert.Contains(t, names, "my-notify")
+		}
+	}
+
+	// Off by default: no file, no mount, no setting.
+	out, err = render(t, "internal-redis-values.yaml")
+	require.NoError(t, err)
+	assert.NotContains(t, string(out), "NOTIFY_CONFIG")
+	assert.NotContains(t, string(out), "notify")
+
+	for name, args := range map[string][]string{
+		"enabled without webhooks": {"--set", "notifications.enabled=true"},
+		"webhooks and a file":      {"--set", "notifications.enabled=true", "--set", "notifications.existingSecret=x", "-f", values},
+		"unknown event":            {"--set", "notifications.webhooks[0].name=a", "--set", "notifications.webhooks[0].pools={a/*}", "--set", "notifications.webhooks[0].urlSecretRef.name=s", "--set", "notifications.webhooks[0].urlSecretRef.key=k", "--set", "notifications.webhooks[0].events={started}"},
+		"no url":                   {"--set", "notifications.webhooks[0].name=a", "--set", "notifications.webhooks[0].pools={a/*}"},
+	} {
+		_, err := render(t, "internal-redis-values.yaml", args...)
+		assert.Error(t, err, name)
 	}
 }

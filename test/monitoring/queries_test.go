@@ -27,6 +27,7 @@ import (
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/internal/testutil"
 	"github.com/slotscaler/slotscaler/pkg/janitor"
+	"github.com/slotscaler/slotscaler/pkg/notify"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -287,6 +288,10 @@ func runningBinaries(t *testing.T) exported {
 	e.addScrape(get(t, agentMetrics))
 	reg := prometheus.NewRegistry()
 	janitor.NewMetrics(reg)
+	// The notifier's series exist once it delivered: described instead.
+	if _, err := notify.New(store, rdb, notify.Config{}, notify.Options{Consumer: "monitoring", Registerer: reg}); err != nil {
+		t.Fatal(err)
+	}
 	e.addDescribed(t, reg)
 	return e
 }

@@ -40,8 +40,8 @@ func TestAlertRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := promtool(t, ".", "check", "rules", abs)
-	if !strings.Contains(out, "SUCCESS: 10 rules found") {
-		t.Errorf("promtool check rules: want 10 rules:\n%s", out)
+	if !strings.Contains(out, "SUCCESS: 11 rules found") {
+		t.Errorf("promtool check rules: want 11 rules:\n%s", out)
 	}
 	out = promtool(t, "testdata", "test", "rules", "rules_test.yaml")
 	if !strings.Contains(out, "SUCCESS") {

@@ -246,7 +246,50 @@ Every pool gets "namespace" and "graceSeconds".
 {{- if and .Values.dashboard.apiTokens.existingSecret .Values.dashboard.apiTokens.tokens -}}
 {{- fail "dashboard.apiTokens: set tokens or existingSecret, not both" -}}
 {{- end -}}
+{{- $n := .Values.notifications -}}
+{{- if $n.enabled -}}
+{{- if and $n.existingSecret $n.webhooks -}}
+{{- fail "notifications: set webhooks or existingSecret, not both" -}}
+{{- end -}}
+{{- if not (or $n.existingSecret $n.webhooks $n.agentPools.enabled) -}}
+{{- fail "notifications.enabled needs notifications.webhooks, notifications.existingSecret or notifications.agentPools.enabled" -}}
+{{- end -}}
+{{- if and $n.agentPools.enabled (empty (include "slotscaler.notifySecretNamespaces" . | fromJsonArray)) -}}
+{{- fail "notifications.agentPools needs notifications.agentPools.namespaces (or janitor.watchNamespaces): the scaler is granted get on Secrets per namespace, never cluster-wide" -}}
+{{- end -}}
+{{- end -}}
 {{- $_ := include "slotscaler.pools" . -}}
+{{- end -}}
+
+{{/* The namespaces whose Secrets the scaler may get for the webhooks of
+AgentPools: notifications.agentPools.namespaces, else the janitor's. */}}
+{{- define "slotscaler.notifySecretNamespaces" -}}
+{{- $a := .Values.notifications.agentPools -}}
+{{- if $a.namespaces -}}
+{{- $a.namespaces | uniq | sortAlpha | toJson -}}
+{{- else -}}
+{{- include "slotscaler.janitorNamespaces" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Secrets the notifier's webhooks name (urlSecretRef, signingSecretRef),
+as a YAML map: Secret name -> the keys used. The scaler mounts each one
+(only those keys) read-only under /etc/slotscaler/notify/secrets/<name>:
+the kubelet reads them, so the scaler's ServiceAccount needs no access to
+Secrets at all.
+*/}}
+{{- define "slotscaler.notifySecrets" -}}
+{{- $out := dict -}}
+{{- range $w := .Values.notifications.webhooks -}}
+{{- range $ref := list $w.urlSecretRef $w.signingSecretRef -}}
+{{- if $ref -}}
+{{- $keys := get $out $ref.name | default list -}}
+{{- $_ := set $out $ref.name (append $keys $ref.key | uniq | sortAlpha) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
 
 {{/* Pod-level settings shared by the chart's own components: (dict "root" $ "c" .Values.scaler). */}}

@@ -103,6 +103,64 @@ type AgentPoolSpec struct {
 	// off too).
 	// +optional
 	Recycle *RecycleSpec `json:"recycle,omitempty"`
+
+	// Notifications are webhooks for the pool's events, delivered by the
+	// scaler's notifier when it reads AgentPools' webhooks
+	// (--notify-agentpools). The janitor copies only the references into
+	// Redis, never a Secret's value; the notifier reads the Secrets, in the
+	// pool's namespace only.
+	// +optional
+	Notifications *NotificationsSpec `json:"notifications,omitempty"`
+}
+
+// NotificationsSpec lists the pool's webhooks.
+type NotificationsSpec struct {
+	// Webhooks get the pool's events (at most 8, names unique).
+	// +kubebuilder:validation:MaxItems=8
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	Webhooks []WebhookSpec `json:"webhooks,omitempty"`
+}
+
+// WebhookSpec is one webhook of a pool. The request's body is JSON (or
+// Slack's {"text": ...}); with a signing secret it carries
+// X-Slotscaler-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>.
+type WebhookSpec struct {
+	// Name identifies the webhook in its status on the dashboard and in
+	// the metrics (shown as "pool:<name>").
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([a-z0-9-]{0,56}[a-z0-9])?$`
+	Name string `json:"name"`
+	// Events the webhook gets. Default: all of them.
+	// +kubebuilder:validation:MaxItems=5
+	// +listType=set
+	// +optional
+	Events []WebhookEvent `json:"events,omitempty"`
+	// Format of the body: json (default) or slack.
+	// +kubebuilder:validation:Enum=json;slack
+	// +optional
+	Format string `json:"format,omitempty"`
+	// URLSecretRef is the key of a Secret in the pool's namespace holding
+	// the webhook's URL (URLs often carry their credential).
+	URLSecretRef SecretKeyRef `json:"urlSecretRef"`
+	// SigningSecretRef is the key of a Secret in the pool's namespace
+	// holding the HMAC-SHA256 signing secret. None: requests are unsigned.
+	// +optional
+	SigningSecretRef *SecretKeyRef `json:"signingSecretRef,omitempty"`
+}
+
+// WebhookEvent is an event a webhook can get.
+// +kubebuilder:validation:Enum=awaiting-approval;reservation-expiring;succeeded;failed;expired
+type WebhookEvent string
+
+// SecretKeyRef names one key of a Secret in the pool's namespace.
+type SecretKeyRef struct {
+	// Name of the Secret, in the pool's namespace.
+	// +kubebuilder:validation:MinLength=1
+	Name string `json:"name"`
+	// Key of the Secret's data whose value is used (surrounding blanks trimmed).
+	// +kubebuilder:validation:MinLength=1
+	Key string `json:"key"`
 }
 
 // DeletionSpec is how a pool is deleted. Deleting an AgentPool fails its

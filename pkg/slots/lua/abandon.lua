@@ -36,5 +36,5 @@ if ph.st == 'active' then
   set_state(pod, 'active', 'cordoned', 0)
   redis.call('HSET', pkey(pod), 'cby', 'janitor')
 end
-if #ended > 0 then emit(c, now, 'pod', pod, 'st', 'abandoned', 'tasks', #ended) end
+if #ended > 0 then emit(c, now, 'pod', pod, 'st', 'abandoned', 'tasks', #ended) else changed() end
 return ended

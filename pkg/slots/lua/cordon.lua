@@ -11,7 +11,10 @@ local pod = ARGV[1]
 local ph, code, why = load_pod(pod, ARGV[2])
 if ph == nil then return fail(code, why) end
 if ph.st == 'cordoned' then
-  if ARGV[3] == 'agent' and ph.cby ~= 'agent' then redis.call('HSET', pkey(pod), 'cby', 'agent') end
+  if ARGV[3] == 'agent' and ph.cby ~= 'agent' then
+    redis.call('HSET', pkey(pod), 'cby', 'agent')
+    changed()
+  end
   return 'cordoned'
 end
 if ph.st ~= 'active' then return fail('podstate', 'pod ' .. pod .. ' is ' .. ph.st) end

@@ -37,4 +37,5 @@ if pending == '' then
 end
 for i = 4 + 2 * npol, #ARGV do args[#args + 1] = ARGV[i] end
 redis.call('HSET', CFG, unpack(args))
+changed()
 return {gen, pending}

@@ -55,7 +55,10 @@ for i = 0, c.nslots - 1 do
   if s == '!' then
     local still = false
     for id, slot in pairs(on_slot) do if slot == i then still = true end end
-    if not still then release(c, now, pod, i) end
+    if not still then
+      release(c, now, pod, i)
+      changed() -- the pod may be idle now: no event says so
+    end
   elseif s ~= '' then
     local t = redis.call('HMGET', tkey(s), 'st', 'ep', 'started', 'cx', 'sat', 'hbs')
     if t[1] == 'running' then

@@ -161,6 +161,15 @@ local function emit(c, now, ...)
   redis.call('XADD', K .. KEY_EV, 'MAXLEN', '~', c.evcap, '0-*', 'at', now, ...)
 end
 
+-- last_event is the number of the pool's last event ("0-<n>" ids count up
+-- by one, and the capped stream always keeps its newest entry), '0' before
+-- the first: the event half of the change token (version, snapshot).
+local function last_event()
+  local e = redis.call('XREVRANGE', K .. KEY_EV, '+', '-', 'COUNT', 1)
+  if e[1] == nil then return '0' end
+  return string.match(e[1][1], '^0%-(%d+)$') or '0'
+end
+
 -- hist appends a history entry; hist_entry is its text, for a caller that
 -- appends several in one RPUSH.
 local function hist_entry(now, st, detail) return now .. '|' .. st .. '|' .. (detail or '') end
@@ -481,3 +490,10 @@ local function mark_lost(c, now, pod, ph)
   lose_all(c, now, lost, false)
   redis.call('ZREM', K .. KEY_HB, pod)
 end
+
+-- changed counts a change that emits no event (N field chg). With the last event it
+-- makes the pool's change token (version.lua), which lets the janitor skip
+-- the snapshot of a pool at rest: every write that changes what a snapshot
+-- shows either emits or calls this. Heartbeats that only move deadlines do
+-- neither (an expired one becomes the reaper's event).
+local function changed() redis.call('HINCRBY', N, 'chg', 1) end

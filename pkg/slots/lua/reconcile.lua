@@ -74,4 +74,5 @@ for cls, _ in pairs(idle) do
     fill_slot(c, now_ms(), pod, slot)
   end
 end
+if fix and #out > 0 then changed() end
 return out

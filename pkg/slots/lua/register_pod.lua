@@ -36,7 +36,10 @@ elseif ph.st == 'active' and ARGV[4] == '1' then
   return 'cordoned'
 elseif ph.st == 'active' or ph.st == 'cordoned' then
   -- A retry of a registration that already succeeded.
-  if ARGV[4] == '1' then redis.call('HSET', pkey(pod), 'cby', 'agent') end
+  if ARGV[4] == '1' and ph.cby ~= 'agent' then
+    redis.call('HSET', pkey(pod), 'cby', 'agent')
+    changed()
+  end
   redis.call('ZADD', K .. KEY_HB, now + c.hbto, pod)
   return ph.st
 elseif ph.st ~= 'expected' then

@@ -1,0 +1,139 @@
+package janitor
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/slotscaler/slotscaler/internal/redistest"
+	"github.com/slotscaler/slotscaler/pkg/slots"
+)
+
+// BenchmarkJanitorPassAtRest: one janitor pass over a pool of 1,000 idle
+// registered pods that wants no change, on a redis-server of its own (so
+// INFO commandstats counts this benchmark alone). "full" reads the whole
+// pool (the snapshot, in pages) and plans, as every pass did before rest
+// passes; "rest" reads the pool's change token and skips (rest.go).
+//
+//	go test -run '^$' -bench JanitorPassAtRest -benchtime 20x ./pkg/janitor/
+//
+// Per pass: redis-us (Redis's own time in the pass's scripts, INFO
+// commandstats usec of EVALSHA: every Redis call of a pass is a script,
+// and a script's time includes the commands it runs), redis-cmds (every
+// command Redis ran, those inside scripts included), round-trips (counted
+// by a go-redis hook; a pipeline is one). ns/op includes the plan, the
+// fake API's status write and the fake informers, none of which is Redis's.
+func BenchmarkJanitorPassAtRest(b *testing.B) {
+	const pods = 1000
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := redistest.Start(b)
+	opts, err := redis.ParseURL(srv.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	admin := redis.NewClient(opts)
+	defer admin.Close()
+	hook := &roundTrips{}
+	rdb.AddHook(hook)
+	prefix := "bench"
+	store, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix, Logger: quietLog()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := newFixtureWith(b, ctx, controllerPool(pods), store, rdb, prefix)
+	f.declare()
+	for i := range pods {
+		f.register(f.pod(fmt.Sprintf("agent-%04d", i)))
+	}
+	for _, mode := range []struct {
+		name  string
+		every time.Duration
+	}{{"full", -1}, {"rest", 0}} {
+		b.Run(mode.name, func(b *testing.B) {
+			c := f.controller(Options{FullPassInterval: mode.every})
+			if _, err := c.sync(ctx, "team/pool-a"); err != nil { // the first pass is full either way
+				b.Fatal(err)
+			}
+			before, err := commandStats(ctx, admin)
+			if err != nil {
+				b.Fatal(err)
+			}
+			trips := hook.n.Load()
+			b.ResetTimer()
+			for range b.N {
+				if _, err := c.sync(ctx, "team/pool-a"); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			after, err := commandStats(ctx, admin)
+			if err != nil {
+				b.Fatal(err)
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(after.scriptUsec-before.scriptUsec)/n, "redis-us/pass")
+			b.ReportMetric(float64(after.calls-before.calls)/n, "redis-cmds/pass")
+			b.ReportMetric(float64(hook.n.Load()-trips)/n, "round-trips/pass")
+		})
+	}
+}
+
+// roundTrips counts round trips: one per command outside a pipeline, one
+// per pipeline.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+// redisWork is the commands a redis-server ran (INFO commandstats, INFO
+// itself left out) and its time in scripts.
+type redisWork struct{ calls, scriptUsec int64 }
+
+func commandStats(ctx context.Context, admin *redis.Client) (redisWork, error) {
+	info, err := admin.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return redisWork{}, fmt.Errorf("reading commandstats: %w", err)
+	}
+	var w redisWork
+	for line := range strings.SplitSeq(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(k, "cmdstat_") || k == "cmdstat_info" {
+			continue
+		}
+		for kv := range strings.SplitSeq(v, ",") {
+			f, val, _ := strings.Cut(kv, "=")
+			n, _ := strconv.ParseInt(val, 10, 64)
+			switch f {
+			case "calls":
+				w.calls += n
+			case "usec":
+				if k == "cmdstat_evalsha" || k == "cmdstat_eval" {
+					w.scriptUsec += n
+				}
+			}
+		}
+	}
+	return w, nil
+}
