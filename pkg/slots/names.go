@@ -144,7 +144,7 @@ var poolACLCommands = []string{
 	// the user can read the server's statistics, never a key or a setting.
 	"info|replication",
 	// the scripts' calls (lua/*.lua)
-	"del", "hdel", "hget", "hincrby", "hkeys", "hmget", "hset", "llen", "rpush", "time", "xadd",
+	"del", "hdel", "hget", "hincrby", "hkeys", "hmget", "hset", "llen", "rpush", "time", "xadd", "xrevrange",
 	"zadd", "zcard", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
 }
 
