@@ -1,10 +1,13 @@
 package kube
 
 import (
+	"errors"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,8 +18,33 @@ import (
 )
 
 // startEtcd runs an embedded etcd on free loopback ports for the test's lifetime.
+//
+// A port found free is closed before etcd binds it, so another process (the
+// parallel tests' API servers, the kernel's ephemeral ports) can take it in
+// between: etcd cannot be handed a listener, so a bind that loses that race is
+// retried on new ports instead of failing the test.
 func startEtcd(t testing.TB) string {
 	t.Helper()
+	const attempts = 5
+	for i := 1; ; i++ {
+		e, clientURL, err := tryStartEtcd(t)
+		if err == nil {
+			t.Cleanup(e.Close)
+			select {
+			case <-e.Server.ReadyNotify():
+			case <-time.After(60 * time.Second):
+				t.Fatal("etcd did not become ready")
+			}
+			return clientURL
+		}
+		if i == attempts || !addrInUse(err) {
+			t.Fatalf("starting etcd (attempt %d of %d): %v", i, attempts, err)
+		}
+		t.Logf("starting etcd: %v; retrying on other ports", err)
+	}
+}
+
+func tryStartEtcd(t testing.TB) (*embed.Etcd, string, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = filepath.Join(t.TempDir(), "etcd")
 	cfg.LogLevel = "error"
@@ -28,16 +56,13 @@ func startEtcd(t testing.TB) string {
 	cfg.AdvertisePeerUrls = []url.URL{peerURL}
 	cfg.InitialCluster = cfg.Name + "=" + peerURL.String()
 	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("starting etcd: %v", err)
-	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(60 * time.Second):
-		t.Fatal("etcd did not become ready")
-	}
-	return clientURL.String()
+	return e, clientURL.String(), err
+}
+
+// addrInUse reports a lost race for a port. etcd does not always keep the
+// error chain, so the message is checked too.
+func addrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
 }
 
 // auditFlags make the API server log every pod DELETE (who, which pod,
