@@ -21,7 +21,7 @@ for i = 0, c.nslots - 1 do
     if s ~= '!' then
       local st = redis.call('HGET', tkey(s), 'st')
       if st == 'reserved' then redis.call('ZREM', K .. KEY_RESV, s) end
-      if st == 'running' then count('run:' .. class_of(c, i), -1) end
+      if st == 'running' then count('run:' .. class_of(c, i), '-1') end
       if st == 'reserved' or st == 'running' then
         finish(c, now, s, 'failed', 'pool-deleted')
         ended[#ended + 1] = s

@@ -15,10 +15,10 @@ end)
 if t == nil then return reply end
 local now = now_ms()
 redis.call('ZREM', K .. KEY_RESV, id)
-local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', 1)
+local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', '1')
 redis.call('HSET', tkey(id), 'st', 'running', 'phase', 'apply', 'ep', ep, 'started', '0', 'attempt', 0,
   'upd', now, 'by', ARGV[2], 'note', ARGV[3], 'rdl', '', 'rs', '0', 'aby', ARGV[2], 'aep', ep)
-count('run:' .. class_of(c, t.slot), 1)
+count('run:' .. class_of(c, t.slot), '1')
 redis.call('RPUSH', K .. KEY_INBOX .. t.pod, 'a|' .. id .. '|' .. ep)
 hist(id, now, 'approved', decided(ARGV[2], ARGV[3]))
 hist(id, now, 'assigned', 'apply ' .. t.pod .. '#' .. t.slot .. ' epoch ' .. ep)

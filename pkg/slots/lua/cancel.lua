@@ -20,7 +20,7 @@ elseif t.st == 'reserved' then
   end_reservation(c, now, id, t, 'cancelled', '', by, decided(by, note))
   return 'cancelled'
 elseif t.st == 'running' and t.started ~= '1' then
-  count('run:' .. class_of(c, t.slot), -1)
+  count('run:' .. class_of(c, t.slot), '-1')
   redis.call('HSET', tkey(id), 'note', note)
   finish(c, now, id, 'cancelled', '', by, decided(by, note))
   release(c, now, t.pod, t.slot)

@@ -37,7 +37,7 @@ local attempt = (tonumber(t[8]) or 0) + 1
 redis.call('HSET', tkey(id), 'attempt', attempt, 'started', '1', 'upd', now, 'sat', now, 'hbs', tonumber(ARGV[6]) or 0)
 -- The pod's task count (the janitor recycles pods after spec.recycle.afterTasks):
 -- a task counts once, when its plan starts; its apply runs on the same pod.
-if t[6] == 'plan' then redis.call('HINCRBY', pkey(pod), 'tasks', 1) end
+if t[6] == 'plan' then redis.call('HINCRBY', pkey(pod), 'tasks', '1') end
 hist(id, now, 'started', t[6] .. ' attempt ' .. attempt)
 emit(c, now, 'task', id, 'st', 'started', 'phase', t[6], 'pod', pod, 'slot', t[7], 'ep', ep)
 return {t[5], t[6], t[7], attempt, t[9], left, t[10] or ''}

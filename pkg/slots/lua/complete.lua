@@ -22,7 +22,7 @@ local t = {type = v[1], st = v[3], ep = v[4], started = v[5], slot = v[6], phase
 if not (t.st == 'running' and t.ep == ep) then return fail('stale', 'task ' .. id .. ' epoch ' .. ep) end
 if t.started ~= '1' then return fail('notstarted', 'task ' .. id) end
 local now = now_ms()
-count('run:' .. class_of(c, t.slot), -1)
+count('run:' .. class_of(c, t.slot), '-1')
 observe('pd:' .. t.type .. ':' .. t.phase, PD_BOUNDS, now - (tonumber(t.sat) or now))
 -- Written with the outcome's fields, in one HSET.
 local fields = {'exit', ARGV[4], 'out', ARGV[6]}

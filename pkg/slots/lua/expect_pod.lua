@@ -14,12 +14,12 @@ if ph[1] then
   return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph[1])
 end
 local now = now_ms()
-local seq = redis.call('HINCRBY', N, 'podseq', 1)
+local seq = redis.call('HINCRBY', N, 'podseq', '1')
 local fields = {'uid', uid, 'st', 'expected', 'seq', seq, 'busy', 0, 'created', now}
 if ARGV[3] == '1' then fields[#fields + 1] = 'cby'; fields[#fields + 1] = 'agent' end
 for i = 0, c.nslots - 1 do fields[#fields + 1] = 's' .. i; fields[#fields + 1] = '' end
 redis.call('HSET', pkey(pod), unpack(fields))
 redis.call('ZADD', K .. KEY_PODS, seq, pod)
-count('pods:expected', 1)
+count('pods:expected', '1')
 emit(c, now, 'pod', pod, 'st', 'expected', 'uid', uid)
 return 'expected'

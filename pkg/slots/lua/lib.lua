@@ -47,9 +47,13 @@ local function fail(code, msg)
   return redis.error_reply('SSERR:' .. code .. ' ' .. (msg or ''))
 end
 
+-- now_ms is the time in ms as a string of digits, built from TIME's strings:
+-- Redis formats every number a script passes to redis.call (and Lua every
+-- number it concatenates) with printf, which was about a tenth of the
+-- cycle's cost. Arithmetic converts it; compare it only through tonumber.
 local function now_ms()
   local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  return t[1] .. string.sub('00000' .. t[2], -6, -4)
 end
 
 local function split(s)
@@ -189,7 +193,7 @@ local function observe(name, bounds, ms)
   for i, bound in ipairs(bounds) do
     if ms <= bound then b = i - 1 break end
   end
-  redis.call('HINCRBY', K .. KEY_M, name .. ':' .. b, 1)
+  redis.call('HINCRBY', K .. KEY_M, name .. ':' .. b, '1')
   -- Adding 0 changes nothing: an absent sum reads as 0 (parsePoolMetrics).
   if ms > 0 then redis.call('HINCRBY', K .. KEY_M, name .. ':s', ms) end
 end
@@ -199,9 +203,9 @@ end
 local function occupy(pod, slot, val)
   local pk = pkey(pod)
   redis.call('HSET', pk, 's' .. slot, val)
-  if redis.call('HINCRBY', pk, 'busy', 1) == 1 then
-    count('busy', 1)
-    if redis.call('HGET', pk, 'st') == 'active' then count('idlepods', -1) end
+  if redis.call('HINCRBY', pk, 'busy', '1') == 1 then
+    count('busy', '1')
+    if redis.call('HGET', pk, 'st') == 'active' then count('idlepods', '-1') end
   end
 end
 
@@ -213,9 +217,9 @@ local function vacate(pod, slot, now)
   redis.call('HSET', pk, 's' .. slot, '')
   local ph = redis.call('HMGET', pk, 'st', 'seq')
   local st = ph[1]
-  if redis.call('HINCRBY', pk, 'busy', -1) == 0 then
-    count('busy', -1)
-    if st == 'active' then count('idlepods', 1) end
+  if redis.call('HINCRBY', pk, 'busy', '-1') == 0 then
+    count('busy', '-1')
+    if st == 'active' then count('idlepods', '1') end
     -- The janitor's idleFor counts from here.
     redis.call('HSET', pk, 'idle', now or now_ms())
   end
@@ -226,12 +230,12 @@ end
 -- pre, when given, is what a new task's record holds before it (field/value
 -- pairs and its first history entry, written with the assignment's).
 local function assign(c, now, id, phase, pod, slot, pre)
-  local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', 1)
+  local ep = c.gen .. '-' .. redis.call('HINCRBY', N, 'seq', '1')
   local fields = {'st', 'running', 'phase', phase, 'pod', pod, 'slot', slot, 'ep', ep, 'started', '0', 'upd', now}
   if pre then for _, v in ipairs(pre.fields) do fields[#fields + 1] = v end end
   redis.call('HSET', tkey(id), unpack(fields))
   occupy(pod, slot, id)
-  count('run:' .. class_of(c, slot), 1)
+  count('run:' .. class_of(c, slot), '1')
   redis.call('RPUSH', K .. KEY_INBOX .. pod, 'a|' .. id .. '|' .. ep)
   local entry = hist_entry(now, 'assigned', phase .. ' ' .. pod .. '#' .. slot .. ' epoch ' .. ep)
   if pre then
@@ -364,7 +368,7 @@ local function finish(c, now, id, st, reason, by, detail, ttype, extra)
   local mreason = reason or ''
   if not METRIC_REASONS[mreason] then mreason = 'other' end
   ttype = ttype or redis.call('HGET', tkey(id), 'type') or ''
-  redis.call('HINCRBY', K .. KEY_M, 'out:' .. ttype .. ':' .. st .. ':' .. mreason, 1)
+  redis.call('HINCRBY', K .. KEY_M, 'out:' .. ttype .. ':' .. st .. ':' .. mreason, '1')
   hist(id, now, st, detail or reason)
   emit(c, now, 'task', id, 'st', st, 'reason', reason or '')
 end
@@ -392,17 +396,17 @@ local function lose(c, now, id, requeue_started)
   if t.st ~= 'running' then return true end
   if t.cx == '1' then
     -- Its cancel was asked for: the loss ends it, nothing runs it again.
-    count('run:' .. class_of(c, t.slot), -1)
+    count('run:' .. class_of(c, t.slot), '-1')
     finish(c, now, id, 'cancelled', 'agent-lost', t.cxby)
     return true
   end
   if t.phase == 'apply' then
-    count('run:' .. class_of(c, t.slot), -1)
+    count('run:' .. class_of(c, t.slot), '-1')
     finish(c, now, id, 'failed', 'agent-lost')
     return true
   end
   if t.started == '1' and not requeue_started then return false end
-  count('run:' .. class_of(c, t.slot), -1)
+  count('run:' .. class_of(c, t.slot), '-1')
   if t.started == '1' and tonumber(t.attempt or '0') >= c.maxatt then
     finish(c, now, id, 'failed', 'agent-lost')
     return true
@@ -434,11 +438,11 @@ end
 -- idle-pod counters; it does not touch slots.
 local function set_state(pod, from, to, busy)
   redis.call('HSET', pkey(pod), 'st', to)
-  count('pods:' .. from, -1)
-  count('pods:' .. to, 1)
+  count('pods:' .. from, '-1')
+  count('pods:' .. to, '1')
   if busy == 0 then
-    if from == 'active' then count('idlepods', -1) end
-    if to == 'active' then count('idlepods', 1) end
+    if from == 'active' then count('idlepods', '-1') end
+    if to == 'active' then count('idlepods', '1') end
   end
 end
 
@@ -450,9 +454,9 @@ local function remove_pod(c, now, pod, ph, reason)
   emit(c, now, 'pod', pod, 'st', 'removed', 'uid', ph.uid, 'reason', reason)
   if st == 'active' then
     drop_idle(c, pod, ph)
-    if tonumber(ph.busy) == 0 then count('idlepods', -1) end
+    if tonumber(ph.busy) == 0 then count('idlepods', '-1') end
   end
-  count('pods:' .. st, -1)
+  count('pods:' .. st, '-1')
   redis.call('HSET', pkey(pod), 'st', 'gone')
   local lost = {}
   for i = 0, c.nslots - 1 do
@@ -496,4 +500,4 @@ end
 -- the snapshot of a pool at rest: every write that changes what a snapshot
 -- shows either emits or calls this. Heartbeats that only move deadlines do
 -- neither (an expired one becomes the reaper's event).
-local function changed() redis.call('HINCRBY', N, 'chg', 1) end
+local function changed() redis.call('HINCRBY', N, 'chg', '1') end

@@ -9,7 +9,7 @@
 local c = load_cfg()
 if c == nil then return fail('nopool') end
 local batch, max_gap = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = now_ms()
+local now = tonumber(now_ms()) -- compared below
 local last = tonumber(redis.call('HGET', N, 'reap_last') or '')
 local grace = tonumber(redis.call('HGET', N, 'grace') or '0')
 if last and now - last > max_gap then

@@ -16,12 +16,12 @@ local ph = hgetall(pkey(pod))
 local now = now_ms()
 if ph == nil then
   if c.managed == '1' then return fail('notexpected', 'pod ' .. pod .. ' uid ' .. uid) end
-  local seq = redis.call('HINCRBY', N, 'podseq', 1)
+  local seq = redis.call('HINCRBY', N, 'podseq', '1')
   local fields = {'uid', uid, 'st', 'expected', 'seq', seq, 'busy', 0, 'created', now}
   for i = 0, c.nslots - 1 do fields[#fields + 1] = 's' .. i; fields[#fields + 1] = '' end
   redis.call('HSET', pkey(pod), unpack(fields))
   redis.call('ZADD', K .. KEY_PODS, seq, pod)
-  count('pods:expected', 1)
+  count('pods:expected', '1')
   ph = {uid = uid, st = 'expected', busy = '0'}
 elseif ph.uid ~= uid then
   return fail('conflict', 'pod ' .. pod .. ' is held by uid ' .. ph.uid)

@@ -22,11 +22,11 @@ if not m then
   for _, t in ipairs(split(c.types)) do queued = queued + redis.call('ZCARD', K .. KEY_Q .. t) end
   if queued >= c.qlim then return fail('full', queued .. ' tasks queued, limit ' .. c.qlim) end
 end
-local qs = redis.call('HINCRBY', N, 'qseq', 1)
+local qs = redis.call('HINCRBY', N, 'qseq', '1')
 -- The new record and its first history entry go with the assignment's (or
 -- the queue's) in one HSET and one RPUSH.
 local pre = {
-  fields = {'id', id, 'type', ttype, 'payload', ARGV[3], 'qs', qs, 'created', now, 'attempt', 0, 'sub', ARGV[4]},
+  fields = {'id', id, 'type', ttype, 'payload', ARGV[3], 'qs', qs, 'created', now, 'attempt', '0', 'sub', ARGV[4]},
   hist = hist_entry(now, 'submitted', ttype),
 }
 if m then
