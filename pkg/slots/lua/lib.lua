@@ -88,17 +88,19 @@ local function load_cfg()
     managed = v[2] or nil,
     types = v[3] or nil,
     evcap = v[4] or nil,
-    nslots = tonumber(v[5]),
+    -- Numbers used only in arithmetic stay strings (Lua converts them
+    -- there): each tonumber is a strtod on every call of every script.
+    nslots = v[5] or nil,
     sc_raw = v[6] or nil,             -- class index of each slot (class_of)
     fill_raw = v[7] or nil,           -- slot indexes, most specific class first (fill_order)
-    ncls = tonumber(v[8]),
-    hbto = tonumber(v[9]),
-    rttl = tonumber(v[10]),
-    maxatt = tonumber(v[11]),
-    qlim = tonumber(v[12]),
-    qage = tonumber(v[13]),
-    ret = tonumber(v[14]),
-    retn = tonumber(v[15]),
+    ncls = v[8] or nil,
+    hbto = v[9] or nil,
+    rttl = v[10] or nil,
+    maxatt = tonumber(v[11]),         -- compared
+    qlim = tonumber(v[12]),           -- compared
+    qage = tonumber(v[13]),           -- compared
+    ret = v[14] or nil,
+    retn = v[15] or nil,
     del = v[16] or nil,               -- set while the pool is being deleted (delete_pool)
   }
 end
@@ -199,13 +201,16 @@ local function observe(name, bounds, ms)
 end
 
 -- occupy marks a slot as held by val (a task id or "!" for orphan work) and
--- keeps the busy/idle pod counters.
+-- keeps the busy/idle pod counters. One read and one write of the pod: the
+-- script is atomic, so reading busy and writing it back is an increment.
 local function occupy(pod, slot, val)
   local pk = pkey(pod)
-  redis.call('HSET', pk, 's' .. slot, val)
-  if redis.call('HINCRBY', pk, 'busy', '1') == 1 then
+  local ph = redis.call('HMGET', pk, 'busy', 'st')
+  local busy = (tonumber(ph[1]) or 0) + 1
+  redis.call('HSET', pk, 's' .. slot, val, 'busy', busy)
+  if busy == 1 then
     count('busy', '1')
-    if redis.call('HGET', pk, 'st') == 'active' then count('idlepods', '-1') end
+    if ph[2] == 'active' then count('idlepods', '-1') end
   end
 end
 
@@ -214,14 +219,16 @@ end
 -- script's time.
 local function vacate(pod, slot, now)
   local pk = pkey(pod)
-  redis.call('HSET', pk, 's' .. slot, '')
-  local ph = redis.call('HMGET', pk, 'st', 'seq')
+  local ph = redis.call('HMGET', pk, 'st', 'seq', 'busy')
   local st = ph[1]
-  if redis.call('HINCRBY', pk, 'busy', '-1') == 0 then
+  local busy = (tonumber(ph[3]) or 0) - 1
+  if busy == 0 then
     count('busy', '-1')
     if st == 'active' then count('idlepods', '1') end
     -- The janitor's idleFor counts from here.
-    redis.call('HSET', pk, 'idle', now or now_ms())
+    redis.call('HSET', pk, 's' .. slot, '', 'busy', '0', 'idle', now or now_ms())
+  else
+    redis.call('HSET', pk, 's' .. slot, '', 'busy', busy)
   end
   return st, ph[2]
 end
