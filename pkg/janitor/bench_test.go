@@ -3,8 +3,6 @@ package janitor
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -63,7 +61,7 @@ func BenchmarkJanitorPassAtRest(b *testing.B) {
 			if _, err := c.sync(ctx, "team/pool-a"); err != nil { // the first pass is full either way
 				b.Fatal(err)
 			}
-			before, err := commandStats(ctx, admin)
+			before, err := redistest.ReadInfo(ctx, admin)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -75,13 +73,13 @@ func BenchmarkJanitorPassAtRest(b *testing.B) {
 				}
 			}
 			b.StopTimer()
-			after, err := commandStats(ctx, admin)
+			after, err := redistest.ReadInfo(ctx, admin)
 			if err != nil {
 				b.Fatal(err)
 			}
 			n := float64(b.N)
-			b.ReportMetric(float64(after.scriptUsec-before.scriptUsec)/n, "redis-us/pass")
-			b.ReportMetric(float64(after.calls-before.calls)/n, "redis-cmds/pass")
+			b.ReportMetric(float64(after.Scripts().Usec-before.Scripts().Usec)/n, "redis-us/pass")
+			b.ReportMetric(float64(after.AllCalls()-before.AllCalls())/n, "redis-cmds/pass")
 			b.ReportMetric(float64(hook.n.Load()-trips)/n, "round-trips/pass")
 		})
 	}
@@ -105,35 +103,4 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 		h.n.Add(1)
 		return next(ctx, cmds)
 	}
-}
-
-// redisWork is the commands a redis-server ran (INFO commandstats, INFO
-// itself left out) and its time in scripts.
-type redisWork struct{ calls, scriptUsec int64 }
-
-func commandStats(ctx context.Context, admin *redis.Client) (redisWork, error) {
-	info, err := admin.Info(ctx, "commandstats").Result()
-	if err != nil {
-		return redisWork{}, fmt.Errorf("reading commandstats: %w", err)
-	}
-	var w redisWork
-	for line := range strings.SplitSeq(info, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || !strings.HasPrefix(k, "cmdstat_") || k == "cmdstat_info" {
-			continue
-		}
-		for kv := range strings.SplitSeq(v, ",") {
-			f, val, _ := strings.Cut(kv, "=")
-			n, _ := strconv.ParseInt(val, 10, 64)
-			switch f {
-			case "calls":
-				w.calls += n
-			case "usec":
-				if k == "cmdstat_evalsha" || k == "cmdstat_eval" {
-					w.scriptUsec += n
-				}
-			}
-		}
-	}
-	return w, nil
 }

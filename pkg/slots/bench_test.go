@@ -165,46 +165,9 @@ func benchParallel(n int, fn func(i int) error) error {
 	return first
 }
 
-// redisCounters are the parts of INFO the benchmarks report.
-type redisCounters struct {
-	cpu      time.Duration    // used_cpu_user + used_cpu_sys
-	cmdUsec  map[string]int64 // commandstats: usec per command
-	cmdCalls map[string]int64 // commandstats: calls per command
-}
-
-func (bs *benchStore) redisCounters() (redisCounters, error) {
-	info, err := bs.admin.Info(bs.ctx, "cpu", "commandstats").Result()
-	if err != nil {
-		return redisCounters{}, err
-	}
-	rc := redisCounters{cmdUsec: map[string]int64{}, cmdCalls: map[string]int64{}}
-	var cpu float64
-	for line := range strings.SplitSeq(info, "\n") {
-		line = strings.TrimSpace(line)
-		k, v, ok := strings.Cut(line, ":")
-		if !ok {
-			continue
-		}
-		switch {
-		case k == "used_cpu_user" || k == "used_cpu_sys":
-			f, _ := strconv.ParseFloat(v, 64)
-			cpu += f
-		case strings.HasPrefix(k, "cmdstat_"):
-			name := strings.TrimPrefix(k, "cmdstat_")
-			for kv := range strings.SplitSeq(v, ",") {
-				f, val, _ := strings.Cut(kv, "=")
-				n, _ := strconv.ParseInt(val, 10, 64)
-				switch f {
-				case "calls":
-					rc.cmdCalls[name] = n
-				case "usec":
-					rc.cmdUsec[name] = n
-				}
-			}
-		}
-	}
-	rc.cpu = time.Duration(cpu * float64(time.Second))
-	return rc, nil
+// redisCounters reads the server's INFO (see redistest.Info).
+func (bs *benchStore) redisCounters() (redistest.Info, error) {
+	return redistest.ReadInfo(bs.ctx, bs.admin)
 }
 
 // processCPU is the CPU time (user + system) of this test binary: the Go
@@ -445,8 +408,8 @@ func runCycles(b *testing.B, f *cycleFixture) {
 	b.ReportMetric(pct(0.99), "p99-µs")
 	b.ReportMetric(float64(rt1-rt0)/n, "roundtrips/cycle")
 	b.ReportMetric(float64(totalNil)/n, "nil-takes/cycle")
-	b.ReportMetric(float64((rc1.cpu-rc0.cpu).Microseconds())/n, "redis-cpu-µs/cycle")
-	b.ReportMetric(float64(rc1.cmdUsec["evalsha"]-rc0.cmdUsec["evalsha"])/n, "redis-script-µs/cycle")
+	b.ReportMetric(float64((rc1.CPU-rc0.CPU).Microseconds())/n, "redis-cpu-µs/cycle")
+	b.ReportMetric(float64(rc1.Commands["evalsha"].Usec-rc0.Commands["evalsha"].Usec)/n, "redis-script-µs/cycle")
 	b.ReportMetric(float64((cpu1-cpu0).Microseconds())/n, "client-cpu-µs/cycle")
 }
 
@@ -535,8 +498,8 @@ func BenchmarkStats1000Pools(b *testing.B) {
 	n := float64(b.N)
 	rt := float64(rt1-rt0) / n
 	b.ReportMetric(rt, "roundtrips/op")
-	b.ReportMetric(float64(rc1.cmdUsec["evalsha"]-rc0.cmdUsec["evalsha"])/n, "redis-script-µs/op")
-	b.ReportMetric(float64((rc1.cpu-rc0.cpu).Microseconds())/n, "redis-cpu-µs/op")
+	b.ReportMetric(float64(rc1.Commands["evalsha"].Usec-rc0.Commands["evalsha"].Usec)/n, "redis-script-µs/op")
+	b.ReportMetric(float64((rc1.CPU-rc0.CPU).Microseconds())/n, "redis-cpu-µs/op")
 	if rt != 1 {
 		b.Errorf("Stats of %d pools took %.2f round trips per call, want 1 on a single node", statsPools, rt)
 	}

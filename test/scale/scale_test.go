@@ -213,58 +213,15 @@ func redisVersion(h *harness) string {
 	return "redis ?"
 }
 
-// nodeInfo is what the run reads from one node's INFO.
-type nodeInfo struct {
-	mem      int64   // used_memory - mem_clients_normal: the data, not the connections' buffers
-	cpu      float64 // used_cpu_user + used_cpu_sys, seconds
-	evalUsec int64   // commandstats evalsha usec
-	evals    int64
-	keys     int64
-	clients  int64
-}
-
-type clusterInfo []nodeInfo
+// clusterInfo is each node's INFO, in node order.
+type clusterInfo []redistest.Info
 
 func (h *harness) info() clusterInfo {
 	var ci clusterInfo
 	for _, n := range h.nodes {
-		s, err := n.Info(h.ctx, "memory", "cpu", "commandstats", "keyspace", "clients").Result()
+		ni, err := redistest.ReadInfo(h.ctx, n)
 		if err != nil {
-			h.t.Fatalf("INFO: %v", err)
-		}
-		var ni nodeInfo
-		for line := range strings.SplitSeq(s, "\n") {
-			k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-			if !ok {
-				continue
-			}
-			switch {
-			case k == "used_memory":
-				n, _ := strconv.ParseInt(v, 10, 64)
-				ni.mem += n
-			case k == "mem_clients_normal":
-				n, _ := strconv.ParseInt(v, 10, 64)
-				ni.mem -= n
-			case k == "used_cpu_user" || k == "used_cpu_sys":
-				f, _ := strconv.ParseFloat(v, 64)
-				ni.cpu += f
-			case k == "connected_clients":
-				ni.clients, _ = strconv.ParseInt(v, 10, 64)
-			case k == "db0":
-				kv, _, _ := strings.Cut(v, ",")
-				ni.keys, _ = strconv.ParseInt(strings.TrimPrefix(kv, "keys="), 10, 64)
-			case k == "cmdstat_evalsha":
-				for f := range strings.SplitSeq(v, ",") {
-					name, val, _ := strings.Cut(f, "=")
-					n, _ := strconv.ParseInt(val, 10, 64)
-					switch name {
-					case "calls":
-						ni.evals = n
-					case "usec":
-						ni.evalUsec = n
-					}
-				}
-			}
+			h.t.Fatalf("node %s: %v", n, err)
 		}
 		ci = append(ci, ni)
 	}
@@ -273,28 +230,28 @@ func (h *harness) info() clusterInfo {
 
 func (c clusterInfo) mem() (n int64) {
 	for _, x := range c {
-		n += x.mem
+		n += x.DataMemory()
 	}
 	return n
 }
 
 func (c clusterInfo) cpu() (s float64) {
 	for _, x := range c {
-		s += x.cpu
+		s += x.CPU.Seconds()
 	}
 	return s
 }
 
 func (c clusterInfo) evalUsec() (n int64) {
 	for _, x := range c {
-		n += x.evalUsec
+		n += x.Commands["evalsha"].Usec
 	}
 	return n
 }
 
 func (c clusterInfo) keys() (n int64) {
 	for _, x := range c {
-		n += x.keys
+		n += x.Keys
 	}
 	return n
 }
@@ -308,7 +265,7 @@ type cost struct {
 func diff(a, b clusterInfo) cost {
 	c := cost{cpuUS: (b.cpu() - a.cpu()) * 1e6, scriptUS: float64(b.evalUsec() - a.evalUsec())}
 	for i := range a {
-		c.perNodeCPU = append(c.perNodeCPU, (b[i].cpu-a[i].cpu)*1e6)
+		c.perNodeCPU = append(c.perNodeCPU, float64((b[i].CPU - a[i].CPU).Microseconds()))
 	}
 	return c
 }
@@ -530,7 +487,7 @@ func (h *harness) setup(base clusterInfo) {
 		mib(total), afterQueue.keys(), p.finished, fullFin, mib(total+perFinished*(fullFin-int64(p.finished))))
 	var per []string
 	for i, n := range afterQueue {
-		per = append(per, fmt.Sprintf("%s: %s, %d keys", h.addrs[i], mib(n.mem), n.keys))
+		per = append(per, fmt.Sprintf("%s: %s, %d keys", h.addrs[i], mib(n.DataMemory()), n.Keys))
 	}
 	h.linef("per node (the big pool lives on one): %s", strings.Join(per, "; "))
 	h.linef("setup: declare+register %v, %d finished cycles %v, fill+claim %d slots %v, queue %d %v",
@@ -1095,7 +1052,7 @@ func (h *harness) phaseC(bins binaries, achievedA float64) {
 	h.linef("| Redis CPU per node | %s |", cores(d.perNodeCPU, el))
 	var conns []string
 	for _, n := range i1 {
-		conns = append(conns, fmt.Sprintf("%d", n.clients))
+		conns = append(conns, fmt.Sprintf("%d", n.Clients))
 	}
 	h.linef("| client connections per node (this run) | %s |", strings.Join(conns, " / "))
 	if len(firstErrs) > 0 {
