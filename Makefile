@@ -45,7 +45,7 @@ SCALE ?= 1
 SCALE_PHASE ?= 30
 SCALE_LOG ?= /tmp/slotscaler-bench-scale.log
 .PHONY: bench-scale
-bench-scale: ## Sizing run (docs/sizing.md) on a private 3-node Redis Cluster: 1,000 pools, 100,000 pods, 300k slots, 100k queued, finished tasks, heartbeats at the real rate, scaler, reaper, janitor snapshots, dashboard; SCALE=0.1 for a 10% run, SCALE_PHASE seconds per measured window (full log: SCALE_LOG)
+bench-scale: ## Sizing run (docs/sizing.md) on a private 3-node Redis Cluster: 1,000 pools, 100,000 pods, 300k slots, 100k queued, finished tasks, heartbeats at the real rate, scaler, reaper, janitor resyncs (full and at rest), dashboard; SCALE=0.1 for a 10% run, SCALE_PHASE seconds per measured window (full log: SCALE_LOG)
 	@echo "make bench-scale: SCALE=$(SCALE), $(SCALE_PHASE)s windows, log in $(SCALE_LOG) (full scale: about 5 minutes on 2 cores)"
 	@cd test/scale && env -u SLOTSCALER_TEST_REDIS_CLUSTER_ADDRS SLOTSCALER_SCALE_RUN=1 SLOTSCALER_SCALE=$(SCALE) \
 		SLOTSCALER_SCALE_PHASE_SECONDS=$(SCALE_PHASE) $(GO) test -v -count=1 -run '^TestScale$$' -timeout 0 . >$(SCALE_LOG) 2>&1 \

@@ -13,11 +13,15 @@
 //
 // Other knobs: SLOTSCALER_SCALE_PHASE_SECONDS (each measured window, 30),
 // SLOTSCALER_SCALE_FINISHED (the finished-task sample, at most 100,000 by
-// default), SLOTSCALER_SCALE_JANITOR=1 (janitor snapshots in phase C too),
+// default), SLOTSCALER_SCALE_JANITOR (phase C's janitor: "rest", the
+// default, sweeps every pool as the janitor does at rest, its change token
+// and a snapshot only where it moved; "full" a snapshot of every pool every
+// sweep, as a janitor in which every pool changed; "off" none),
 // SLOTSCALER_SCALE_REPORT (a file to write the report to).
 package scale
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -74,6 +78,7 @@ type params struct {
 	scale                                  float64
 	pools, pods, bigPods, queued, finished int
 	phase                                  time.Duration // each measured window with heartbeats
+	janitor                                string        // phase C's janitor: rest, full or off
 	workers                                int           // heartbeat goroutines
 	bigPool                                slots.PoolID
 	ids                                    []slots.PoolID
@@ -103,6 +108,10 @@ func newParams(t *testing.T) params {
 	p.queued = int(fullQueued*s + 0.5)
 	p.finished = min(int(fullFinished*s+0.5), int(envFloat(t, "SLOTSCALER_SCALE_FINISHED", finishedSampleCap)))
 	p.phase = time.Duration(envFloat(t, "SLOTSCALER_SCALE_PHASE_SECONDS", 30) * float64(time.Second))
+	p.janitor = cmp.Or(os.Getenv("SLOTSCALER_SCALE_JANITOR"), "rest")
+	if p.janitor != "rest" && p.janitor != "full" && p.janitor != "off" {
+		t.Fatalf("SLOTSCALER_SCALE_JANITOR=%q: want rest, full or off", p.janitor)
+	}
 	// A worker heartbeats its agents one after the other: 100 agents per
 	// 5 s leaves each call 50 ms before the worker falls behind.
 	p.workers = max(16, p.pods/100)
@@ -774,7 +783,8 @@ func (h *harness) sweep(maxGap time.Duration) (time.Duration, error) {
 
 // janitorSweep is the Redis side of one janitor resync of every pool: a
 // snapshot each, janitorWorker at a time (a steady pass declares nothing).
-func (h *harness) janitorSweep() (time.Duration, time.Duration, error) {
+// It records each pool's change token in tokens, as a full pass does.
+func (h *harness) janitorSweep(tokens []string) (time.Duration, time.Duration, error) {
 	t0 := time.Now()
 	var mu sync.Mutex
 	var slowest time.Duration
@@ -787,10 +797,34 @@ func (h *harness) janitorSweep() (time.Duration, time.Duration, error) {
 		d := time.Since(s0)
 		mu.Lock()
 		slowest = max(slowest, d)
+		tokens[i] = snap.Generation + "/" + snap.Changes
 		mu.Unlock()
 		return err
 	})
 	return time.Since(t0), slowest, err
+}
+
+// janitorRestSweep is the Redis side of a resync at rest, as the janitor
+// runs it (pkg/janitor/rest.go): each pool's change token (slots.Version,
+// O(1)), and a snapshot only of a pool whose token moved since tokens was
+// recorded. It returns how many pools needed their snapshot.
+func (h *harness) janitorRestSweep(tokens []string) (time.Duration, int, error) {
+	t0 := time.Now()
+	var moved atomic.Int64
+	err := parallel(len(h.p.ids), janitorWorker, func(i int) error {
+		v, err := h.store.Version(h.ctx, h.p.ids[i])
+		if err != nil {
+			return err
+		}
+		if v.Generation+"/"+v.Changes == tokens[i] {
+			return nil
+		}
+		moved.Add(1)
+		snap, err := h.store.Snapshot(h.ctx, h.p.ids[i])
+		tokens[i] = snap.Generation + "/" + snap.Changes
+		return err
+	})
+	return time.Since(t0), int(moved.Load()), err
 }
 
 // overview fetches the dashboard's overview page and checks every pool is on it.
@@ -880,13 +914,22 @@ func (h *harness) phaseB(bins binaries) {
 
 	// Janitor: a snapshot of every pool, then the big pool alone.
 	i0 = h.info()
-	d, slowest, err := h.janitorSweep()
+	tokens := make([]string, p.pools)
+	d, slowest, err := h.janitorSweep(tokens)
 	if err != nil {
 		h.t.Fatalf("janitor: %v", err)
 	}
 	c = diff(i0, h.info())
-	h.linef("| janitor resync of %d pools (a snapshot each, %d workers) | %s (slowest snapshot %s) | %.0f µs / sweep | %.0f µs / pool |",
+	h.linef("| janitor resync of %d pools, every pool changed (a snapshot each, %d workers) | %s (slowest snapshot %s) | %.0f µs / sweep | %.0f µs / pool |",
 		p.pools, janitorWorker, ms(d), ms(slowest), c.cpuUS, c.cpuUS/float64(p.pools))
+	i0 = h.info()
+	d, moved, err := h.janitorRestSweep(tokens)
+	if err != nil {
+		h.t.Fatalf("janitor at rest: %v", err)
+	}
+	c = diff(i0, h.info())
+	h.linef("| janitor resync of %d pools at rest (the change token each; %d snapshots) | %s | %.0f µs / sweep | %.1f µs / pool |",
+		p.pools, moved, ms(d), c.cpuUS, c.cpuUS/float64(p.pools))
 	i0 = h.info()
 	t0 := time.Now()
 	for range 3 {
@@ -925,10 +968,11 @@ func (h *harness) phaseB(bins binaries) {
 // (its cores are shared with the simulated agents), so heartbeats run at a
 // quarter of the rate phase A achieved when that fell short of the target,
 // every agent at a longer interval; what each heartbeat costs Redis is
-// phase A's figure. The janitor's snapshots run here only with
-// SLOTSCALER_SCALE_JANITOR=1: a resync of every pool alone keeps a small
-// machine's cores busy (phase B measures it), and the scaler's figures
-// would then say more about the machine than about the scaler.
+// phase A's figure. The janitor sweeps every pool every sync interval as it
+// does at rest (SLOTSCALER_SCALE_JANITOR=rest, the default): a snapshot of
+// every pool every sweep ("full") keeps a small machine's cores busy (phase
+// B measures one), and the scaler's figures would then say more about the
+// machine than about the scaler.
 func (h *harness) phaseC(bins binaries, achievedA float64) {
 	p := h.p
 	target := float64(len(h.agents)) / hbInterval.Seconds()
@@ -997,10 +1041,27 @@ func (h *harness) phaseC(bins binaries, achievedA float64) {
 			}
 		})
 	}
-	janitor := os.Getenv("SLOTSCALER_SCALE_JANITOR") == "1"
-	if janitor {
+	janitor := p.janitor
+	var snapshots atomic.Int64
+	tokens := make([]string, p.pools)
+	switch janitor {
+	case "rest", "full":
+		if janitor == "rest" { // the janitor's first pass over each pool is full
+			if _, _, err := h.janitorSweep(tokens); err != nil {
+				h.t.Fatalf("janitor: %v", err)
+			}
+		}
 		every(syncInterval, func() {
-			d, _, err := h.janitorSweep()
+			var d time.Duration
+			var err error
+			if janitor == "full" {
+				d, _, err = h.janitorSweep(tokens)
+				snapshots.Add(int64(p.pools))
+			} else {
+				var moved int
+				d, moved, err = h.janitorRestSweep(tokens)
+				snapshots.Add(int64(moved))
+			}
 			if err != nil {
 				fail(&janitorErrs, err)
 				return
@@ -1032,8 +1093,11 @@ func (h *harness) phaseC(bins binaries, achievedA float64) {
 	worstGap, reaps := gaps()
 	h.linef("### Everything at once (phase C, %v)", el.Round(time.Second))
 	h.linef("")
-	jan := "no janitor snapshots (SLOTSCALER_SCALE_JANITOR=1 adds them)"
-	if janitor {
+	jan := "no janitor (SLOTSCALER_SCALE_JANITOR=off)"
+	switch janitor {
+	case "rest":
+		jan = fmt.Sprintf("a janitor resync of every pool every %v as at rest (its change token; a snapshot where it moved; %d workers)", syncInterval, janitorWorker)
+	case "full":
 		jan = fmt.Sprintf("a janitor snapshot of every pool every %v (%d workers)", syncInterval, janitorWorker)
 	}
 	h.linef("Heartbeats of every agent every %v (when phase A fell short of the target: a quarter of the rate it achieved, since this machine's cores also run the simulated agents), the scaler's reaper every %v, a KEDA poll of every pool every %v, %s, the scaler's history recorder every 10s, the overview every 5s.",
@@ -1045,8 +1109,9 @@ func (h *harness) phaseC(bins binaries, achievedA float64) {
 	h.linef("| heartbeat latency p50 / p99 | %s / %s |", ms(pct(hb.lat, 0.5)), ms(pct(hb.lat, 0.99)))
 	h.linef("| KEDA poll latency p50 / p99 (%d polls, %d failed) | %s / %s |", len(polls), pollErrs, ms(pct(polls, 0.5)), ms(pct(polls, 0.99)))
 	h.linef("| reaper: longest gap between two passes over a pool (%d passes seen on %d pools); MaxGap %v | %s |", reaps, len(p.ids)/50+1, 3*reapInterval, ms(worstGap))
-	if janitor {
-		h.linef("| janitor resync of every pool: p50 / slowest (%d, %d failed) | %s / %s |", len(janitorSweeps), janitorErrs, ms(pct(janitorSweeps, 0.5)), ms(pct(janitorSweeps, 1)))
+	if janitor != "off" {
+		h.linef("| janitor resync of every pool: p50 / slowest (%d, %d failed; %d snapshots in all) | %s / %s |",
+			len(janitorSweeps), janitorErrs, snapshots.Load(), ms(pct(janitorSweeps, 0.5)), ms(pct(janitorSweeps, 1)))
 	}
 	h.linef("| dashboard overview p50 / slowest (%d, %d failed) | %s / %s |", len(overviews), overviewErrs, ms(pct(overviews, 0.5)), ms(pct(overviews, 1)))
 	h.linef("| Redis CPU per node | %s |", cores(d.perNodeCPU, el))
