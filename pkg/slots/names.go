@@ -145,7 +145,7 @@ var poolACLCommands = []string{
 	"info|replication",
 	// the scripts' calls (lua/*.lua)
 	"del", "hdel", "hget", "hincrby", "hkeys", "hmget", "hset", "llen", "rpush", "time", "xadd", "xrevrange",
-	"zadd", "zcard", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
+	"zadd", "zcard", "zpopmin", "zrange", "zrangebyscore", "zrem", "zremrangebyscore", "zscore",
 }
 
 // PoolACL returns the ACL SETUSER rules (after the user name, without its

@@ -305,21 +305,20 @@ local function release(c, now, pod, slot)
   if st == 'active' then fill_slot(c, now, pod, slot, seq) end
 end
 
--- free_slot finds the best idle slot for a type, given its classes
--- (order_of): the most specific class first, then the oldest pod. It only
--- reads; take_slot assigns the slot it found.
+-- free_slot takes the best idle slot for a type, given its classes
+-- (order_of), out of its idle set: the most specific class first, then the
+-- oldest pod. take_slot assigns it; a caller that takes a slot assigns it.
 local function free_slot(order)
   for _, cls in ipairs(order) do
-    local m = redis.call('ZRANGE', K .. KEY_IDLE .. cls, 0, 0)[1]
+    local m = redis.call('ZPOPMIN', K .. KEY_IDLE .. cls)[1]
     if m then return m, cls end
   end
   return nil
 end
 
--- take_slot assigns a plan phase to the idle slot m of class cls (free_slot).
--- Returns the epoch, pod and slot. pre: see assign.
+-- take_slot assigns a plan phase to the idle slot m of class cls, which
+-- free_slot took. Returns the epoch, pod and slot. pre: see assign.
 local function take_slot(c, now, id, ttype, m, cls, pre)
-  redis.call('ZREM', K .. KEY_IDLE .. cls, m)
   local pod, slot = string.match(m, '^(.*)#(%d+)$')
   observe('qw:' .. ttype, QW_BOUNDS, 0) -- a slot was free: no wait
   return assign(c, now, id, 'plan', pod, slot, pre), pod, slot
