@@ -95,11 +95,11 @@ func runFloor(b *testing.B, bs *benchStore, sc floorScripts) {
 	start := time.Now()
 	var wg sync.WaitGroup
 	for g := range benchClients {
-		inbox, proc := k("inbox:"+strconv.Itoa(g)), k("proc:"+strconv.Itoa(g))
+		inbox, proc := k(keyInbox+strconv.Itoa(g)), k(keyProc+strconv.Itoa(g))
 		wg.Go(func() {
 			for next.Add(1) <= int64(b.N) {
 				id := "t" + strconv.FormatInt(seq.Add(1), 10)
-				keys := []string{inbox, proc, k("t:" + id), k("h:" + id), k("ev"), k("n"), k("done"), k("idle")}
+				keys := []string{inbox, proc, k(keyTask + id), k(keyHistory + id), k(keyEvents), k(keyCounters), k(keyDone), k(keyIdle + "0")}
 				now := strconv.FormatInt(time.Now().UnixMilli(), 10)
 				err := sc.submit.EvalSha(ctx, bs.rdb, keys, id, now, payload).Err()
 				if err == nil {
