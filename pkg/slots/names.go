@@ -108,16 +108,75 @@ var luaNames = []struct{ lua, value string }{
 	{"CF_HPATOL", cfgHPATolerance},
 }
 
-// luaPrelude is the Lua that defines luaNames, put before lib.lua. Locals
-// cost the scripts nothing at run time over the literals they replace, and
-// the prelude is part of the script loaded once (no extra round trip).
+// luaPrelude is the Lua put before lib.lua: the metrics' tables
+// (metricsPrelude). The names of luaNames are not locals there: inlineNames
+// writes their values into the code as literals, because a local that
+// lib.lua's helpers use becomes an upvalue of each, allocated on every call
+// (Redis runs a script's whole chunk per call): about 1-2 µs of a
+// heartbeat's or a completion's prelude. Literals are constants of the
+// compiled chunk and cost nothing per call.
 func luaPrelude() string {
-	var b strings.Builder
-	b.WriteString("-- Generated from names.go when the scripts are built: the names Go and Lua share.\n")
+	return "-- Generated from names.go and metrics.go when the scripts are built.\n" + metricsPrelude()
+}
+
+// luaNameValues maps each name of luaNames to its Lua string literal.
+var luaNameValues = func() map[string]string {
+	m := make(map[string]string, len(luaNames))
 	for _, n := range luaNames {
-		b.WriteString("local " + n.lua + " = " + strconv.Quote(n.value) + "\n")
+		m[n.lua] = strconv.Quote(n.value)
 	}
-	b.WriteString(metricsPrelude())
+	return m
+}()
+
+// inlineNames replaces each whole identifier of code that is a name of
+// luaNames with its value as a Lua string literal; comments and string
+// literals are copied as they are. The Lua sources keep using the names,
+// defined once here.
+func inlineNames(code string) string {
+	isIdent := func(c byte) bool {
+		return c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+	}
+	var b strings.Builder
+	b.Grow(len(code))
+	for i := 0; i < len(code); {
+		c := code[i]
+		switch {
+		case c == '-' && strings.HasPrefix(code[i:], "--"): // a comment, to the end of its line
+			j := strings.IndexByte(code[i:], '\n')
+			if j < 0 {
+				j = len(code) - i
+			}
+			b.WriteString(code[i : i+j])
+			i += j
+			continue
+		case c == '\'' || c == '"': // a string, to its closing quote
+			j := i + 1
+			for j < len(code) && code[j] != c && code[j] != '\n' {
+				if code[j] == '\\' {
+					j++
+				}
+				j++
+			}
+			j = min(j+1, len(code))
+			b.WriteString(code[i:j])
+			i = j
+			continue
+		case !isIdent(c):
+			b.WriteByte(c)
+			i++
+			continue
+		}
+		j := i
+		for j < len(code) && isIdent(code[j]) {
+			j++
+		}
+		if lit, ok := luaNameValues[code[i:j]]; ok {
+			b.WriteString(lit)
+		} else {
+			b.WriteString(code[i:j])
+		}
+		i = j
+	}
 	return b.String()
 }
 

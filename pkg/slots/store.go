@@ -146,7 +146,7 @@ func (s *Store) checkVersion(ctx context.Context) error {
 	return nil
 }
 
-// buildScripts builds each script: the shared names (luaPrelude), lib.lua,
+// buildScripts builds each script: the metrics' tables (luaPrelude), lib.lua,
 // then the operation's file, with the test-only mutations of mutant_on.go
 // applied.
 func buildScripts() (map[string]*redis.Script, error) {
@@ -177,7 +177,7 @@ func buildScripts() (map[string]*redis.Script, error) {
 		if err != nil {
 			return nil, fmt.Errorf("script %s: %w", name, err)
 		}
-		code := libFor(mlib, mbody) + "\n" + mbody
+		code := inlineNames(libFor(mlib, mbody) + "\n" + mbody)
 		out[name] = redis.NewScript(preludeFor(prelude, code) + code)
 	}
 	return out, nil
