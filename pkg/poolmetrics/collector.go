@@ -25,11 +25,11 @@
 // so several Prometheus servers scraping together cost one read.
 //
 // The stats script is most of that cost (about 20 of 21 ms of Redis CPU
-// per scrape at 1,000 pools, BenchmarkScrape), and the scaler's history recorder runs it for every pool each
-// interval already. Options.Stats lends the collector such a read: a
-// pool's counters come from it while it is younger than
-// Options.StatsMaxAge, and the stats script runs only for the pools it
-// lacks (declared since). Without a lent read young enough (no recorder,
+// per scrape at 1,000 pools, BenchmarkScrape), and the scaler's history
+// recorder runs it for every pool each interval already. Options.Stats
+// lends the collector such a read: a pool's counters come from it while
+// it is younger than Options.StatsMaxAge, and the stats script runs only
+// for the pools it lacks (declared since). Without a lent read young enough (no recorder,
 // none yet, its last tick failed, or it fell behind) the scrape reads
 // every pool itself, as before. The registry, metrics hash and reservation
 // deadline are always read by the scrape: the registry decides which
