@@ -144,7 +144,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, lookup func(strin
 	}
 
 	m := newMetrics()
-	m.exportPools(store, conn.Client, log)
+	m.exportPools(store, conn.Client, rec, cfg.HistoryInterval, log)
 	var notifier *notify.Notifier
 	if cfg.Notify && (len(notifyCfg.Webhooks) > 0 || cfg.NotifyAgentPools) {
 		opts := notify.Options{Logger: log, Registerer: m.registry}

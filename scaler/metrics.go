@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/slotscaler/slotscaler/pkg/capacity"
+	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/poolmetrics"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
@@ -72,11 +73,33 @@ func newMetrics() *metrics {
 	return m
 }
 
+// maxLentStatsAge caps lentStatsMaxAge whatever --history-interval.
+const maxLentStatsAge = 30 * time.Second
+
+// lentStatsMaxAge is how old the history recorder's read of the pools'
+// counters may be for a scrape to export it rather than run the stats
+// script of every pool again: one recorder interval plus the 5 s a
+// scrape's own read answers later scrapes for (poolmetrics.DefaultCacheFor).
+// A recorder that ticks on time (its read takes milliseconds) so answers
+// every scrape, with gauges at most 15 s old at the default 10 s interval;
+// one that missed a tick (failing, or stuck) answers none, and the scrape
+// reads for itself. Capped at 30 s, a usual scrape interval: with a longer
+// --history-interval the pool gauges must not lag by minutes, so scrapes
+// read for themselves in the rest of each interval.
+func lentStatsMaxAge(historyInterval time.Duration) time.Duration {
+	return min(historyInterval+poolmetrics.DefaultCacheFor, maxLentStatsAge)
+}
+
 // exportPools registers the per-pool view of every pool (pkg/poolmetrics)
 // and drops this scaler's own series of pools that went with each of its
-// reads.
-func (m *metrics) exportPools(store *slots.Store, rdb redis.UniversalClient, log *slog.Logger) {
-	m.registry.MustRegister(poolmetrics.New(store, rdb, poolmetrics.Options{Logger: log, OnPools: m.forgetPools}))
+// reads. rec (nil when the scaler records no history) lends the collector
+// its read of the pools' counters.
+func (m *metrics) exportPools(store *slots.Store, rdb redis.UniversalClient, rec *history.Recorder, historyInterval time.Duration, log *slog.Logger) {
+	opts := poolmetrics.Options{Logger: log, OnPools: m.forgetPools}
+	if rec != nil {
+		opts.Stats, opts.StatsMaxAge = rec, lentStatsMaxAge(historyInterval)
+	}
+	m.registry.MustRegister(poolmetrics.New(store, rdb, opts))
 }
 
 // forgetPools deletes the series of every pool not in pools.

@@ -22,7 +22,10 @@
 // samples (the stats script the scaler runs for KEDA), the pool registry,
 // and the slot policies (for the desired count) not read in the last 30 s.
 // Per pool and tick that is two O(1) scripts; samples land one tick after
-// they were read, stamped with the Redis time of the read.
+// they were read, stamped with the Redis time of the read. The scaler's
+// metrics collector borrows each tick's read of the counters
+// (Recorder.LatestStats) rather than run the stats script of every pool
+// again on a scrape (pkg/poolmetrics, Options.Stats).
 //
 // # Layout
 //

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -62,6 +63,13 @@ type Recorder struct {
 	// failing is the error of the last tick that failed, so an outage is
 	// logged when it starts and ends, not on every tick.
 	failing error
+
+	// latest is the last tick's read of the pools' counters, lent to the
+	// scaler's metrics collector (LatestStats) so a scrape need not run the
+	// stats script of every pool again.
+	mu       sync.Mutex
+	latest   []slots.PoolStats
+	latestAt time.Time
 }
 
 type cachedPolicy struct {
@@ -200,6 +208,7 @@ func (r *Recorder) Tick(ctx context.Context) (TickResult, error) {
 		// the tick again. Writes that landed the first time are refused
 		// as duplicates the second.
 		if lerr := errors.Join(r.store.LoadScripts(ctx), loadOnMasters(ctx, r.rdb, recordScript)); lerr != nil {
+			r.keepLatest(nil, lerr, now)
 			return TickResult{}, lerr
 		}
 		_ = exec() // every command's own answer is checked below
@@ -229,7 +238,9 @@ func (r *Recorder) Tick(ctx context.Context) (TickResult, error) {
 		}
 		r.configs[p] = cachedPolicy{cfg: cfg, read: now}
 	}
-	if st, serr := stats.Result(); serr != nil {
+	st, serr := stats.Result()
+	r.keepLatest(st, serr, now)
+	if serr != nil {
 		errs.add(serr)
 	} else {
 		for _, ps := range st {
@@ -271,6 +282,37 @@ func (r *Recorder) Tick(ctx context.Context) (TickResult, error) {
 	// The pipeline's own error is its first failed command's, and every
 	// command's answer was checked above.
 	return res, errs.err()
+}
+
+// keepLatest keeps a tick's read of the counters for LatestStats, or
+// forgets the previous one when this read failed: a reader then reads for
+// itself rather than take numbers older than the tick that failed.
+func (r *Recorder) keepLatest(st []slots.PoolStats, err error, began time.Time) {
+	var found []slots.PoolStats
+	if err == nil {
+		found = make([]slots.PoolStats, 0, len(st))
+		for _, ps := range st {
+			if ps.Err == nil { // a pool deleted since the registry was read has none
+				found = append(found, ps)
+			}
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.latest, r.latestAt = found, began
+}
+
+// LatestStats returns the counters of the pools the last tick read and
+// when that tick began (the local clock, earlier than the read itself, so
+// an age computed from it errs old); ok is false before the first tick
+// and after a tick whose read failed. The pools are those of the registry
+// one tick earlier: a pool declared since is missing, one purged since is
+// still there. Safe to call while the recorder runs; the slice is shared,
+// not to be modified.
+func (r *Recorder) LatestStats() (stats []slots.PoolStats, readAt time.Time, ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.latest, r.latestAt, r.latest != nil
 }
 
 // failures keeps the first of a tick's failures and counts the rest: a

@@ -69,7 +69,7 @@ func emitPool(ch chan<- prometheus.Metric, p poolReading) {
 	gauge(ch, descOldest, age, pool)
 	gauge(ch, descReserved, float64(st.Reserved), pool)
 	if !m.NextReservationExpiry.IsZero() {
-		gauge(ch, descNextExpiry, max(0, m.NextReservationExpiry.Sub(st.Now).Seconds()), pool)
+		gauge(ch, descNextExpiry, max(0, m.NextReservationExpiry.Sub(p.metricsAt).Seconds()), pool)
 	}
 	for _, s := range podStates {
 		gauge(ch, descPods, float64(st.Pods[s]), pool, string(s))

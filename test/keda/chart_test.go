@@ -9,6 +9,7 @@ package keda
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -492,6 +493,11 @@ func checkChart(m *manifests, tc chartCase) []string {
 		if envValue(jc, name) == "" {
 			add("janitor: %s not set", name)
 		}
+	}
+	if v := envValue(jc, "FULL_PASS_INTERVAL"); v == "" {
+		add("janitor: FULL_PASS_INTERVAL not set")
+	} else if _, err := time.ParseDuration(v); err != nil {
+		add("janitor FULL_PASS_INTERVAL %q: %v", v, err)
 	}
 	for _, pr := range []struct {
 		probe *corev1.Probe
@@ -1112,6 +1118,10 @@ func TestChartRejectsBrokenValues(t *testing.T) {
 		schema  bool   // the schema refuses it, so helm lint does too (lint ignores fail)
 		problem string // or render, and checkChart must report this
 	}{
+		"full pass interval not a duration": {
+			file: "internal-redis-values.yaml", args: []string{"--set", "janitor.fullPassInterval=5 minutes"},
+			helmErr: "/janitor/fullPassInterval", schema: true,
+		},
 		"security context removed": {
 			file: "internal-redis-values.yaml", args: []string{"--set", "securityContext=null"},
 			problem: "container scaler: no securityContext",
@@ -1231,6 +1241,43 @@ func TestChartHeartbeatIntervalCheckIsExact(t *testing.T) {
 			} else {
 				require.ErrorContains(t, err, "more than a third of heartbeatTimeout")
 			}
+		})
+	}
+}
+
+// janitor.fullPassInterval reaches the janitor as FULL_PASS_INTERVAL, and
+// its default is the binary's own, read from `scaler janitor --help` (a
+// chart default drifting from pkg/janitor's would silently change how
+// often pools at rest get a full pass).
+func TestChartJanitorFullPassInterval(t *testing.T) {
+	help, _ := exec.Command(scalerBin, "janitor", "--help").CombinedOutput() // --help exits non-zero
+	m := regexp.MustCompile(`(?s)--full-pass-interval duration.*?\(default "([^"]+)"\)`).FindSubmatch(help)
+	require.NotNil(t, m, "no --full-pass-interval default in:\n%s", help)
+	binaryDefault, err := time.ParseDuration(string(m[1]))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		set  string
+		want time.Duration
+	}{
+		{"", binaryDefault},
+		{"janitor.fullPassInterval=90s", 90 * time.Second},
+		{"janitor.fullPassInterval=0s", 0},
+	} {
+		t.Run(cmp.Or(tc.set, "default"), func(t *testing.T) {
+			var args []string
+			if tc.set != "" {
+				args = []string{"--set", tc.set}
+			}
+			out, err := render(t, "internal-redis-values.yaml", args...)
+			require.NoError(t, err)
+			m, err := decodeManifests(out)
+			require.NoError(t, err)
+			d := findDeployment(m, "slotscaler-janitor")
+			require.NotNil(t, d)
+			v := envValue(d.Spec.Template.Spec.Containers[0], "FULL_PASS_INTERVAL")
+			got, err := time.ParseDuration(v)
+			require.NoError(t, err, "FULL_PASS_INTERVAL %q", v)
+			assert.Equal(t, tc.want, got)
 		})
 	}
 }
