@@ -13,8 +13,6 @@ package poolmetrics
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,18 +47,9 @@ func (h *benchHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pr
 // redisCPU is the server's used_cpu_user + used_cpu_sys.
 func redisCPU(b *testing.B, admin *redis.Client) time.Duration {
 	b.Helper()
-	info, err := admin.Info(b.Context(), "cpu").Result()
+	info, err := redistest.ReadInfo(b.Context(), admin)
 	require.NoError(b, err)
-	var total float64
-	for line := range strings.SplitSeq(info, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(b, err)
-			total += f
-		}
-	}
-	return time.Duration(total * float64(time.Second))
+	return info.CPU
 }
 
 func BenchmarkScrape(b *testing.B) {
