@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -97,4 +98,27 @@ func ParseInfo(s string) Info {
 	}
 	info.CPU = time.Duration(cpu * float64(time.Second))
 	return info
+}
+
+// Calls is a go-redis hook that counts what a client sends: one round trip
+// per command outside a pipeline and one per pipeline (a single node
+// answers a pipeline in one), and every command either way.
+type Calls struct{ RoundTrips, Commands atomic.Int64 }
+
+func (c *Calls) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *Calls) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.RoundTrips.Add(1)
+		c.Commands.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *Calls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.RoundTrips.Add(1)
+		c.Commands.Add(int64(len(cmds)))
+		return next(ctx, cmds)
+	}
 }

@@ -59,3 +59,19 @@ func TestParseInfo(t *testing.T) {
 		t.Errorf("all calls %d, want 8 (INFO left out)", n)
 	}
 }
+
+// Calls is pure counting around go-redis's hook calls (a live client would
+// also count its connection's set-up commands, which go-redis sends through
+// the hooks too).
+func TestCallsCountsRoundTripsAndCommands(t *testing.T) {
+	ctx := context.Background()
+	calls := &Calls{}
+	var ran int
+	process := calls.ProcessHook(func(context.Context, redis.Cmder) error { ran++; return nil })
+	pipeline := calls.ProcessPipelineHook(func(context.Context, []redis.Cmder) error { ran++; return nil })
+	_ = process(ctx, redis.NewStatusCmd(ctx, "ping"))
+	_ = pipeline(ctx, []redis.Cmder{redis.NewStatusCmd(ctx, "ping"), redis.NewStatusCmd(ctx, "ping"), redis.NewStatusCmd(ctx, "ping")})
+	if rt, n := calls.RoundTrips.Load(), calls.Commands.Load(); rt != 2 || n != 4 || ran != 2 {
+		t.Errorf("%d round trips, %d commands, %d calls through; want 2, 4 and 2", rt, n, ran)
+	}
+}

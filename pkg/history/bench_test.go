@@ -14,9 +14,7 @@ package history
 //	go test -run '^$' -bench RecorderTick -benchtime 200x ./pkg/history/
 
 import (
-	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,24 +24,6 @@ import (
 	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
-
-type benchHook struct{ roundTrips, cmds atomic.Int64 }
-
-func (h *benchHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *benchHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.roundTrips.Add(1)
-		h.cmds.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (h *benchHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.roundTrips.Add(1)
-		h.cmds.Add(int64(len(cmds)))
-		return next(ctx, cmds)
-	}
-}
 
 // redisCPU is the server's used_cpu_user + used_cpu_sys.
 func redisCPU(b *testing.B, admin *redis.Client) time.Duration {
@@ -66,12 +46,12 @@ func BenchmarkRecorderTick(b *testing.B) {
 			e.declare(pools[i])
 			e.submit(pools[i], "t1", slots.Plan) // something queued: every field has a value
 		}
-		hook := &benchHook{}
+		hook := &redistest.Calls{}
 		e.rdb.AddHook(hook)
 		measure := func(b *testing.B, tick func()) {
 			tick() // warm: connections, the registry and the policies
 			tick()
-			rt0, cmd0, cpu0 := hook.roundTrips.Load(), hook.cmds.Load(), redisCPU(b, admin)
+			rt0, cmd0, cpu0 := hook.RoundTrips.Load(), hook.Commands.Load(), redisCPU(b, admin)
 			b.ResetTimer()
 			for b.Loop() {
 				tick()
@@ -79,8 +59,8 @@ func BenchmarkRecorderTick(b *testing.B) {
 			b.StopTimer()
 			cpu := redisCPU(b, admin) - cpu0
 			per := float64(b.N)
-			b.ReportMetric(float64(hook.roundTrips.Load()-rt0)/per, "roundtrips/tick")
-			b.ReportMetric(float64(hook.cmds.Load()-cmd0)/per, "cmds/tick")
+			b.ReportMetric(float64(hook.RoundTrips.Load()-rt0)/per, "roundtrips/tick")
+			b.ReportMetric(float64(hook.Commands.Load()-cmd0)/per, "cmds/tick")
 			b.ReportMetric(float64(cpu.Microseconds())/per, "redis-cpu-µs/tick")
 			b.ReportMetric(float64(cpu.Nanoseconds())/per/float64(n), "redis-cpu-ns/pool")
 		}

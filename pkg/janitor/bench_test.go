@@ -3,7 +3,6 @@ package janitor
 import (
 	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,7 +39,7 @@ func BenchmarkJanitorPassAtRest(b *testing.B) {
 	defer rdb.Close()
 	admin := redis.NewClient(opts)
 	defer admin.Close()
-	hook := &roundTrips{}
+	hook := &redistest.Calls{}
 	rdb.AddHook(hook)
 	prefix := "bench"
 	store, err := slots.New(ctx, rdb, slots.Options{Prefix: prefix, Logger: quietLog()})
@@ -65,7 +64,7 @@ func BenchmarkJanitorPassAtRest(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			trips := hook.n.Load()
+			trips := hook.RoundTrips.Load()
 			b.ResetTimer()
 			for range b.N {
 				if _, err := c.sync(ctx, "team/pool-a"); err != nil {
@@ -80,27 +79,7 @@ func BenchmarkJanitorPassAtRest(b *testing.B) {
 			n := float64(b.N)
 			b.ReportMetric(float64(after.Scripts().Usec-before.Scripts().Usec)/n, "redis-us/pass")
 			b.ReportMetric(float64(after.AllCalls()-before.AllCalls())/n, "redis-cmds/pass")
-			b.ReportMetric(float64(hook.n.Load()-trips)/n, "round-trips/pass")
+			b.ReportMetric(float64(hook.RoundTrips.Load()-trips)/n, "round-trips/pass")
 		})
-	}
-}
-
-// roundTrips counts round trips: one per command outside a pipeline, one
-// per pipeline.
-type roundTrips struct{ n atomic.Int64 }
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmds)
 	}
 }

@@ -11,9 +11,7 @@ package poolmetrics
 //	go test -run '^$' -bench Scrape -benchtime 50x ./pkg/poolmetrics/
 
 import (
-	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,24 +23,6 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/history"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
-
-type benchHook struct{ roundTrips, cmds atomic.Int64 }
-
-func (h *benchHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *benchHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.roundTrips.Add(1)
-		h.cmds.Add(1)
-		return next(ctx, cmd)
-	}
-}
-func (h *benchHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.roundTrips.Add(1)
-		h.cmds.Add(int64(len(cmds)))
-		return next(ctx, cmds)
-	}
-}
 
 // redisCPU is the server's used_cpu_user + used_cpu_sys.
 func redisCPU(b *testing.B, admin *redis.Client) time.Duration {
@@ -76,7 +56,7 @@ func BenchmarkScrape(b *testing.B) {
 		_, err := rec.Tick(b.Context())
 		require.NoError(b, err)
 	}
-	hook := &benchHook{}
+	hook := &redistest.Calls{}
 	rdb.AddHook(hook)
 
 	for _, tc := range []struct {
@@ -96,7 +76,7 @@ func BenchmarkScrape(b *testing.B) {
 				}
 			}
 			scrape() // warm: connections, the registry
-			rt0, cmd0, cpu0 := hook.roundTrips.Load(), hook.cmds.Load(), redisCPU(b, admin)
+			rt0, cmd0, cpu0 := hook.RoundTrips.Load(), hook.Commands.Load(), redisCPU(b, admin)
 			b.ResetTimer()
 			for b.Loop() {
 				scrape()
@@ -104,8 +84,8 @@ func BenchmarkScrape(b *testing.B) {
 			b.StopTimer()
 			cpu := redisCPU(b, admin) - cpu0
 			per := float64(b.N)
-			b.ReportMetric(float64(hook.roundTrips.Load()-rt0)/per, "roundtrips/scrape")
-			b.ReportMetric(float64(hook.cmds.Load()-cmd0)/per, "cmds/scrape")
+			b.ReportMetric(float64(hook.RoundTrips.Load()-rt0)/per, "roundtrips/scrape")
+			b.ReportMetric(float64(hook.Commands.Load()-cmd0)/per, "cmds/scrape")
 			b.ReportMetric(float64(cpu.Microseconds())/per, "redis-cpu-µs/scrape")
 		})
 	}

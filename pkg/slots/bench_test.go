@@ -64,26 +64,6 @@ func benchPolicy() SlotPolicy {
 	return SlotPolicy{Slots: slots}
 }
 
-// benchHook counts round trips: one per command outside a pipeline, one per
-// pipeline (a single node answers a pipeline in one round trip).
-type benchHook struct{ n atomic.Int64 }
-
-func (h *benchHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *benchHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *benchHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
-
 // benchStore is a Store on its own key prefix with a round-trip counter, and
 // a second client for INFO and cleanup that the counter does not see.
 type benchStore struct {
@@ -91,7 +71,7 @@ type benchStore struct {
 	s      *Store
 	rdb    *redis.Client
 	admin  *redis.Client
-	hook   *benchHook
+	hook   *redistest.Calls
 	prefix string
 }
 
@@ -106,7 +86,7 @@ func newBenchStore(tb testing.TB, url, prefix string) *benchStore {
 	}
 	opts.PoolSize = 2 * benchClients // ≥ 128: a blocked BLMOVE holds a connection
 	opts.MinIdleConns = benchClients
-	bs := &benchStore{ctx: context.Background(), rdb: redis.NewClient(opts), hook: &benchHook{}, prefix: prefix}
+	bs := &benchStore{ctx: context.Background(), rdb: redis.NewClient(opts), hook: &redistest.Calls{}, prefix: prefix}
 	adminOpts := *opts
 	adminOpts.PoolSize, adminOpts.MinIdleConns = 4, 0
 	bs.admin = redis.NewClient(&adminOpts)
@@ -349,7 +329,7 @@ func runCycles(b *testing.B, f *cycleFixture) {
 	if err != nil {
 		b.Fatalf("INFO: %v", err)
 	}
-	rt0, cpu0 := f.hook.n.Load(), processCPU()
+	rt0, cpu0 := f.hook.RoundTrips.Load(), processCPU()
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -374,7 +354,7 @@ func runCycles(b *testing.B, f *cycleFixture) {
 	if first != nil {
 		b.Fatalf("cycle: %v", first)
 	}
-	rt1, cpu1 := f.hook.n.Load(), processCPU()
+	rt1, cpu1 := f.hook.RoundTrips.Load(), processCPU()
 	rc1, err := f.redisCounters()
 	if err != nil {
 		b.Fatalf("INFO: %v", err)
@@ -484,13 +464,13 @@ func BenchmarkStats1000Pools(b *testing.B) {
 	if err != nil {
 		b.Fatalf("INFO: %v", err)
 	}
-	rt0 := f.hook.n.Load()
+	rt0 := f.hook.RoundTrips.Load()
 	for b.Loop() {
 		if _, err := f.s.Stats(f.ctx, f.pools...); err != nil {
 			b.Fatalf("stats: %v", err)
 		}
 	}
-	rt1 := f.hook.n.Load()
+	rt1 := f.hook.RoundTrips.Load()
 	rc1, err := f.redisCounters()
 	if err != nil {
 		b.Fatalf("INFO: %v", err)
