@@ -15,43 +15,48 @@ import (
 // label of slotscaler_notify_group_removals_total): bounded.
 const (
 	RemovalDestroyed = "destroyed" // both groups destroyed
-	RemovalInUse     = "in_use"    // a consumer used a group within the grace period: kept
+	RemovalInUse     = "in_use"    // another notifier declared the webhook delivered within the grace: kept
 	RemovalError     = "error"     // Redis failed; tried again at the next sweep
 )
 
 // DefaultGroupGrace: a webhook's groups are destroyed once it has been
-// missing from this replica's configuration, and nobody used its groups,
-// for this long.
+// missing from this replica's configuration, and no replica has declared
+// it delivered (its status header's seen), for this long.
 const DefaultGroupGrace = 10 * time.Minute
 
-// destroyGroupsLua destroys one webhook's group on both streams of a pool,
-// unless a consumer of either used it within the grace period: checked and
-// destroyed in one step, so a replica that still delivers the webhook (its
-// config not rolled out yet) keeps it. Both keys carry the pool's hash tag.
-// KEYS[1] the pool's event stream, KEYS[2] the notifier's stream of the pool
-// ARGV[1] the group, ARGV[2] the grace (ms)
-// Returns -1 when a consumer was active (nothing destroyed), else the
-// number of pending entries dropped.
+// destroyGroupsLua destroys one webhook's groups on both streams of a pool,
+// unless a notifier wrote the webhook's status header within the grace: a
+// replica that still delivers the webhook (its config not rolled out yet,
+// or another deployment's) rewrites it at least every grace/2 (see
+// headerRefresh), so its groups stay. Checked and destroyed in one step.
+// All keys carry the pool's hash tag.
+// KEYS[1] the pool's event stream, KEYS[2] the notifier's stream of the
+// pool, KEYS[3] the webhook's status (StatusKey)
+// ARGV[1] the group, ARGV[2] the grace (ms), ARGV[3] the status's seen field
+// Returns -1 when the webhook was seen delivered within the grace (nothing
+// destroyed), else the number of pending entries dropped.
 const destroyGroupsLua = `
-local function field(t, name)
-  for i = 1, #t, 2 do if t[i] == name then return t[i+1] end end
+local seen = tonumber(redis.call('HGET', KEYS[3], ARGV[3]))
+if seen then
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if now - seen < tonumber(ARGV[2]) then return -1 end
 end
 local pending = 0
-local found = {}
 for k = 1, 2 do
   if redis.call('TYPE', KEYS[k]).ok == 'stream' then
     for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[k])) do
-      if field(g, 'name') == ARGV[1] then
-        for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[k], ARGV[1])) do
-          if tonumber(field(c, 'idle')) < tonumber(ARGV[2]) then return -1 end
-        end
-        pending = pending + tonumber(field(g, 'pending'))
-        found[#found+1] = KEYS[k]
+      local name, p
+      for i = 1, #g, 2 do
+        if g[i] == 'name' then name = g[i+1] elseif g[i] == 'pending' then p = g[i+1] end
+      end
+      if name == ARGV[1] then
+        pending = pending + p
+        redis.call('XGROUP', 'DESTROY', KEYS[k], ARGV[1])
       end
     end
   end
 end
-for _, key in ipairs(found) do redis.call('XGROUP', 'DESTROY', key, ARGV[1]) end
 return pending
 `
 
@@ -79,10 +84,12 @@ func (n *Notifier) ownGroup(group string) (string, bool) {
 // uncertain pools (a declaration or Secret that did not read) are skipped
 // this time. A group is destroyed only once it has been missing from this
 // replica's configuration for GroupGrace (as seen by this replica: a
-// restart starts the clock again) and no consumer has used it for as long
-// (destroyGroupsLua): during a rollout, a replica that still has the
-// webhook reads its groups at least every SafetyPollInterval and keeps
-// them; once every replica dropped it, it goes.
+// restart starts the clock again) and no notifier has written the
+// webhook's status header for as long (destroyGroupsLua): during a
+// rollout, a replica that still has the webhook keeps its groups; once
+// every replica dropped it, they go. (Consumers' idle times cannot tell:
+// before Redis 7.2 an empty XREADGROUP does not reset them, and a worker
+// that never got an entry has no consumer at all.)
 func (n *Notifier) sweepGroups(ctx context.Context, pools []slots.PoolID, configured map[groupRef]bool, uncertain map[slots.PoolID]bool) {
 	now := time.Now()
 	pipe := n.rdb.Pipeline()
@@ -147,8 +154,8 @@ func (n *Notifier) sweepGroups(ctx context.Context, pools []slots.PoolID, config
 func (n *Notifier) destroyGroups(ctx context.Context, ref groupRef) bool {
 	log := n.log.With("pool", ref.pool.String(), "webhook", ref.webhook)
 	dropped, err := n.destroyScript.Run(ctx, n.rdb,
-		[]string{n.store.EventStreamKey(ref.pool), StreamKey(n.prefix, ref.pool)},
-		Group(ref.webhook), n.opts.GroupGrace.Milliseconds()).Int64()
+		[]string{n.store.EventStreamKey(ref.pool), StreamKey(n.prefix, ref.pool), StatusKey(n.prefix, ref.pool, ref.webhook)},
+		Group(ref.webhook), n.opts.GroupGrace.Milliseconds(), fSeen).Int64()
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {
@@ -158,7 +165,7 @@ func (n *Notifier) destroyGroups(ctx context.Context, ref groupRef) bool {
 		return false
 	case dropped < 0:
 		n.metrics.groupRemovals.WithLabelValues(RemovalInUse).Inc()
-		log.Debug("kept the consumer groups of a webhook this replica does not deliver: another consumer still reads them")
+		log.Debug("kept the consumer groups of a webhook this replica does not deliver: another notifier delivers it")
 		return false
 	}
 	n.metrics.groupRemovals.WithLabelValues(RemovalDestroyed).Inc()

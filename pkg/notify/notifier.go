@@ -37,15 +37,17 @@ type Options struct {
 	// block, so workers hold no connection while idle.
 	PollInterval time.Duration
 	// SafetyPollInterval: how often each worker reads its groups even
-	// without news (default 2m, jittered between half and all of it): its
-	// consumer's idle time tells other replicas the webhook is still
-	// delivered (GroupGrace). What the watch misses is caught every
-	// ClaimIdle/3 (the groups' lag), or by this read.
+	// without news (default 2m, jittered between half and all of it). What
+	// the watch misses is caught every ClaimIdle/3 (the groups' lag); this
+	// read is the last resort.
 	SafetyPollInterval time.Duration
 	// GroupGrace: the consumer groups of a webhook no longer configured for
 	// a pool are destroyed once it has been missing from this replica's
-	// configuration for this long and no consumer used them for as long
-	// (default 10m; at least twice SafetyPollInterval and ClaimIdle/3).
+	// configuration for this long and no notifier has written its status
+	// header for as long (default 10m; at least four SyncIntervals). Every
+	// replica delivering a webhook rewrites its header at least every
+	// GroupGrace/2 (HeaderRefresh at most): replicas sharing a Redis
+	// should share this setting.
 	GroupGrace time.Duration
 	// SyncInterval: how often the declared pools are listed to start and
 	// stop workers (default 15s).
@@ -99,8 +101,10 @@ type headerWrite struct {
 }
 
 // HeaderRefresh: a replica writes an unchanged status header (host,
-// format, events, seen) again this often, not at every sync: a status
-// older than StatusTTL means no notifier delivers that webhook any more.
+// format, events, seen) again this often (or every GroupGrace/2 if that is
+// shorter), not at every sync: a status older than StatusTTL means no
+// notifier delivers that webhook any more, one not seen for GroupGrace
+// lets its groups go.
 const HeaderRefresh = 5 * time.Minute
 
 // pair is one webhook of one pool, resolved.
@@ -163,11 +167,11 @@ func New(store *slots.Store, rdb redis.UniversalClient, cfg Config, opts Options
 	}
 	def(&opts.SafetyPollInterval, DefaultSafetyPoll)
 	def(&opts.GroupGrace, DefaultGroupGrace)
-	if opts.GroupGrace < 2*opts.SafetyPollInterval || opts.GroupGrace < 2*(opts.ClaimIdle/3) {
-		// A replica still delivering the webhook must touch its groups
-		// well within the grace, or its groups could go under it.
-		return nil, fmt.Errorf("notifier: group grace %v must be at least twice the safety poll interval (%v) and twice a third of claim idle (%v)",
-			opts.GroupGrace, opts.SafetyPollInterval, opts.ClaimIdle/3)
+	if opts.GroupGrace < 4*opts.SyncInterval {
+		// Headers are written at syncs: a replica still delivering the
+		// webhook must rewrite its header well within the grace, or its
+		// groups could go under it.
+		return nil, fmt.Errorf("notifier: group grace %v must be at least four sync intervals (%v)", opts.GroupGrace, opts.SyncInterval)
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
@@ -384,7 +388,9 @@ func (n *Notifier) writeHeader(ctx context.Context, pool slots.PoolID, w Webhook
 	n.mu.Lock()
 	last, ok := n.headers[k]
 	n.mu.Unlock()
-	if ok && last.content == content && now.Sub(last.at) < HeaderRefresh {
+	// At least every half grace: the header says the webhook is still
+	// delivered (sweepGroups on other replicas).
+	if ok && last.content == content && now.Sub(last.at) < min(HeaderRefresh, n.opts.GroupGrace/2) {
 		return nil
 	}
 	key := StatusKey(n.prefix, pool, w.Name)

@@ -19,8 +19,7 @@ import (
 // every watched stream (checkGroups): only workers whose group has pending
 // entries run XAUTOCLAIM, and a worker whose group lags behind its stream
 // (a notice another replica queued, a change watch missed) is woken. A
-// worker still reads every SafetyPollInterval on its own: its consumer's
-// idle time then tells other replicas it is alive (sweepGroups).
+// worker still reads every SafetyPollInterval on its own, the last resort.
 
 // byPool is the running workers of each pool.
 func (n *Notifier) byPool() map[slots.PoolID][]*worker {
