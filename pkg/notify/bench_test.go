@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,9 +19,28 @@ import (
 )
 
 // commandCounter is a go-redis hook counting what a client sends: commands,
-// and round trips (a pipeline is one).
+// round trips (a pipeline is one), and commands by name.
 type commandCounter struct {
 	commands, roundTrips atomic.Int64
+	mu                   sync.Mutex
+	byName               map[string]int
+}
+
+func (c *commandCounter) count(cmds ...redis.Cmder) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.byName == nil {
+		c.byName = map[string]int{}
+	}
+	for _, cmd := range cmds {
+		c.byName[cmd.Name()]++
+	}
+}
+
+func (c *commandCounter) named(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byName[name]
 }
 
 func (c *commandCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -29,6 +49,7 @@ func (c *commandCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
 		c.commands.Add(1)
 		c.roundTrips.Add(1)
+		c.count(cmd)
 		return next(ctx, cmd)
 	}
 }
@@ -37,6 +58,7 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 	return func(ctx context.Context, cmds []redis.Cmder) error {
 		c.commands.Add(int64(len(cmds)))
 		c.roundTrips.Add(1)
+		c.count(cmds...)
 		return next(ctx, cmds)
 	}
 }
