@@ -45,8 +45,8 @@ func TestWorkersAtRestDoNotRead(t *testing.T) {
 	require.Eventually(t, func() bool { return rc.gotTask("t1") }, wait, tick)
 	// The watch goes on; after a few rounds nothing moves any more.
 	watched := func(n int) func() bool {
-		from := calls.named("xrevrange")
-		return func() bool { return calls.named("xrevrange") >= from+n }
+		from := calls.named("xread")
+		return func() bool { return calls.named("xread") >= from+n }
 	}
 	require.Eventually(t, watched(3), wait, tick)
 	reads := calls.named("xreadgroup")
@@ -65,8 +65,8 @@ func TestNoticeAnotherReplicaQueuedIsDelivered(t *testing.T) {
 	e.notifierOn(rdb, "n1", Config{Webhooks: []Webhook{e.webhook("ops", rc.srv.URL, func(w *Webhook) { w.Timeout = 100 * time.Millisecond })}},
 		Options{SafetyPollInterval: time.Hour, ClaimIdle: 300 * time.Millisecond})
 	// At rest (the watch went round a few times)…
-	from := calls.named("xrevrange")
-	require.Eventually(t, func() bool { return calls.named("xrevrange") >= from+3 }, wait, tick)
+	from := calls.named("xread")
+	require.Eventually(t, func() bool { return calls.named("xread") >= from+3 }, wait, tick)
 	// …another replica's checkExpiring queued a notice: nobody here was told.
 	dl := time.Now().Add(10 * time.Minute).UnixMilli()
 	require.NoError(t, e.rdb.XAdd(e.ctx, &redis.XAddArgs{Stream: StreamKey(e.prefix, e.pool), Values: []string{
