@@ -1,6 +1,7 @@
 package notify
 
 import (
+	"log/slog"
 	"strconv"
 	"testing"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/slotscaler/slotscaler/internal/redistest"
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
@@ -74,4 +76,38 @@ func TestNoticeAnotherReplicaQueuedIsDelivered(t *testing.T) {
 	}}).Err())
 	require.Eventually(t, func() bool { return len(rc.byEvent()[EventReservationExpiring]) == 1 }, wait, tick,
 		"the group's lag wakes the worker")
+}
+
+// On a Redis Cluster the pools' streams are in different slots: the watch
+// reads each one's last entry (pipelined per node) and still wakes only the
+// pool that moved.
+func TestWatchOnACluster(t *testing.T) {
+	addrs := redistest.ClusterAddrs(t)
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { _ = rdb.Close() })
+	calls := &commandCounter{}
+	rdb.AddHook(calls)
+	prefix := redistest.Prefix(t)
+	store, err := slots.New(t.Context(), rdb, slots.Options{Prefix: prefix, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	e := &env{t: t, ctx: t.Context(), store: store, prefix: prefix, pool: slots.PoolID{Namespace: "team-a", Name: "infra"}}
+	for _, name := range []string{"infra", "web", "data"} {
+		_, err := store.DeclarePool(e.ctx, slots.PoolID{Namespace: "team-a", Name: name}, slots.DefaultPoolConfig())
+		require.NoError(t, err)
+	}
+	rc := newReceiver(t, signingSecret)
+	e.notifierOn(rdb, "n1", Config{Webhooks: []Webhook{e.webhook("ops", rc.srv.URL, nil)}},
+		Options{SafetyPollInterval: time.Hour, ClaimIdle: time.Hour, GroupGrace: 2 * time.Hour})
+	watched := func(n int) func() bool {
+		from := calls.named("xrevrange")
+		return func() bool { return calls.named("xrevrange") >= from+3*n }
+	}
+	require.Eventually(t, watched(3), wait, tick)
+	reads := calls.named("xreadgroup")
+	require.Eventually(t, watched(5), wait, tick)
+	assert.Equal(t, reads, calls.named("xreadgroup"), "no worker reads while its stream does not move")
+
+	pod, uid := e.addPod()
+	e.run("t1", slots.Plan, pod, uid, slots.OutcomeFailure)
+	require.Eventually(t, func() bool { return rc.gotTask("t1") }, wait, tick, "the watch wakes the worker")
 }
