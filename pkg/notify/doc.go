@@ -34,9 +34,10 @@
 // # At rest
 //
 // A worker with nothing to do sends nothing (watch.go): every PollInterval
-// one pipeline reads the last entry of every watched pool's event stream
-// (one round trip per Redis node, whatever the number of pools) and wakes
-// the workers of the pools whose stream moved; every ClaimIdle/3 one
+// one round trip per Redis node, whatever the number of pools, finds the
+// pools whose event stream moved (one XREAD of them all after the last ids
+// seen; on a Cluster, each stream's last entry, pipelined) and wakes their
+// workers; every ClaimIdle/3 one
 // pipeline lists the groups of both streams of every pool, so only workers
 // whose group holds pending entries run XAUTOCLAIM, and a worker whose
 // group lags its stream (a notice another replica queued) is woken. Each

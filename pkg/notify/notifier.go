@@ -31,10 +31,10 @@ type Options struct {
 	// Client posts the deliveries (default: a client without redirects;
 	// each attempt's timeout is the webhook's).
 	Client *http.Client
-	// PollInterval: how often the last entry of every watched pool's event
-	// stream is read, all pools in one pipeline (default 1s); only the
-	// workers of a pool whose stream moved read their groups. Reads do not
-	// block, so workers hold no connection while idle.
+	// PollInterval: how often the notifier looks for pools whose event
+	// stream moved, all pools in one round trip per Redis node (default
+	// 1s; see watch.go); only those pools' workers read their groups.
+	// Reads do not block, so workers hold no connection while idle.
 	PollInterval time.Duration
 	// SafetyPollInterval: how often each worker reads its groups even
 	// without news (default 2m, jittered between half and all of it). What
