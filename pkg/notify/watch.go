@@ -14,13 +14,13 @@ import (
 // and webhooks, finds the pools whose event stream moved (on a single
 // Redis one XREAD of every stream after the last id seen, on a Cluster
 // the last entry of each, pipelined), and only their workers read their
-// groups. The notifier's own stream is not watched:
-// only the notifiers add to it (checkExpiring), and the one that adds
-// wakes its workers. Every ClaimIdle/3 one pipeline reads the groups of
-// every watched stream (checkGroups): only workers whose group has pending
-// entries run XAUTOCLAIM, and a worker whose group lags behind its stream
-// (a notice another replica queued, a change watch missed) is woken. A
-// worker still reads every SafetyPollInterval on its own, the last resort.
+// groups. The notifier's own stream is not watched: only notifiers add to
+// it (checkExpiring), and the one that adds wakes its workers. Every
+// ClaimIdle/3 one pipeline reads the groups of every watched stream
+// (checkGroups): only workers whose group has pending entries run
+// XAUTOCLAIM, and a worker whose group lags behind its stream (a notice
+// another replica queued, a change the watch missed) is woken. A worker
+// still reads every SafetyPollInterval on its own, the last resort.
 
 // byPool is the running workers of each pool.
 func (n *Notifier) byPool() map[slots.PoolID][]*worker {
