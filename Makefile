@@ -33,9 +33,10 @@ test: ## The whole test suite: installs redis-server and chromium if missing, pr
 	./scripts/test.sh
 
 .PHONY: bench
-bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA and vs the floor under them (the cycle's round trips alone; plus only its writes), one agent's claim and complete latency (p50/p99) under that cycle load, the slowest call of each script on a 1,000-pod pool with 10,000 queued, a janitor pass over a 1,000-pod pool at rest (full vs rest), stats, KEDA polls, the history recorder per tick, a metrics scrape of 1,000 pools (own read vs the recorder's), agent overhead, page render and live viewers, capacity math
+bench: ## Benchmarks on real redis-servers (started privately): slot store cycles vs trivial EVALSHA and vs the floor under them (the cycle's round trips alone; plus only its writes), one agent's claim and complete latency (p50/p99) under that cycle load, the slowest call of each script on a 1,000-pod pool with 10,000 queued, a janitor pass over a 1,000-pod pool at rest (full vs rest), stats, KEDA polls, the history recorder per tick, a metrics scrape of 1,000 pools (own read vs the recorder's), the webhook notifier at rest (100 and 1,000 pools: commands, round trips, Redis CPU per second), agent overhead, page render and live viewers, capacity math
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./pkg/slots/ ./pkg/capacity/ ./pkg/history/ ./pkg/poolmetrics/ ./scaler/ ./agent/ ./pkg/executor/ ./dashboard/
 	$(GO) test -run '^$$' -bench JanitorPassAtRest -benchtime 20x ./pkg/janitor/
+	$(GO) test -run '^$$' -bench NotifierAtRest -benchtime 60x ./pkg/notify/
 
 .PHONY: bench-kube
 bench-kube: ## Janitor benchmark on a real kube-apiserver: 1,000-pod pool at the chart's QPS/burst (create, idle reconcile, remove 500)

@@ -44,6 +44,7 @@ const (
 	DefaultMaxBackoff      = 10 * time.Minute
 	DefaultExpiringLead    = 15 * time.Minute
 	DefaultPollInterval    = time.Second
+	DefaultSafetyPoll      = 2 * time.Minute
 	DefaultSyncInterval    = 15 * time.Second
 	DefaultExpiringEvery   = 30 * time.Second
 	DefaultClaimIdleMargin = time.Minute

@@ -31,6 +31,31 @@
 // checking at once add it once). Workers read both streams with one
 // XREADGROUP (both keys carry the pool's hash tag).
 //
+// # At rest
+//
+// A worker with nothing to do sends nothing (watch.go): every PollInterval
+// one round trip per Redis node, whatever the number of pools, finds the
+// pools whose event stream moved (one XREAD of them all after the last ids
+// seen; on a Cluster, each stream's last entry, pipelined) and wakes their
+// workers; every ClaimIdle/3 one
+// pipeline lists the groups of both streams of every pool, so only workers
+// whose group holds pending entries run XAUTOCLAIM, and a worker whose
+// group lags its stream (a notice another replica queued) is woken. Each
+// worker still reads every SafetyPollInterval on its own.
+//
+// # Removed webhooks
+//
+// A webhook removed from the config file or from an AgentPool leaves
+// groups behind on both streams of each of its pools. A sync (groups.go)
+// lists the groups and destroys those named like the notifier's own
+// (Group) whose webhook this replica would deliver if configured, once the
+// webhook has been missing from its configuration for GroupGrace and no
+// notifier has written the webhook's status header (rewritten at least
+// every GroupGrace/2 by every replica delivering it) for as long: during a
+// rollout the replica that still has the webhook keeps its groups. The
+// check and the XGROUP DESTROY are one script. Groups of declared webhooks
+// ("notify:pool:*") are judged only by replicas reading declarations.
+//
 // # Keys
 //
 // Defined here and only here (keys.go):

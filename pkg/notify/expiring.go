@@ -58,10 +58,25 @@ func (n *Notifier) checkExpiring(ctx context.Context) {
 		}
 		dl := r.Until.UnixMilli()
 		ttl := left + time.Hour
-		err := n.script.Run(ctx, n.rdb, []string{SentKey(n.prefix, r.Pool, r.Task, dl), StreamKey(n.prefix, r.Pool)},
-			ttl.Milliseconds(), r.Task, strconv.FormatInt(dl, 10), now.UnixMilli(), streamTTL.Milliseconds()).Err()
-		if err != nil && ctx.Err() == nil {
-			n.log.Warn("queueing reservation-expiring", "pool", r.Pool.String(), "task", r.Task, "err", err)
+		queued, err := n.script.Run(ctx, n.rdb, []string{SentKey(n.prefix, r.Pool, r.Task, dl), StreamKey(n.prefix, r.Pool)},
+			ttl.Milliseconds(), r.Task, strconv.FormatInt(dl, 10), now.UnixMilli(), streamTTL.Milliseconds()).Int64()
+		if err != nil {
+			if ctx.Err() == nil {
+				n.log.Warn("queueing reservation-expiring", "pool", r.Pool.String(), "task", r.Task, "err", err)
+			}
+			continue
+		}
+		if queued == 1 {
+			// Nobody watches this stream: the replica that queued the
+			// notice wakes its workers (the others' read it at their
+			// safety poll, if this one's have not delivered it by then).
+			n.mu.Lock()
+			for k, w := range n.workers {
+				if k.pool == r.Pool {
+					w.wake()
+				}
+			}
+			n.mu.Unlock()
 		}
 	}
 }

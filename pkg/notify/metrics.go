@@ -18,6 +18,9 @@ type metrics struct {
 	deliveries  *prometheus.CounterVec
 	deadLetters *prometheus.CounterVec
 	duration    *prometheus.HistogramVec
+	// groupRemovals has no pool or webhook label: the pairs are gone
+	// (their series with them); the log names them.
+	groupRemovals *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,11 +38,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Duration of one webhook delivery attempt.",
 			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"pool", "webhook"}),
+		groupRemovals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "slotscaler_notify_group_removals_total",
+			Help: "Attempts to remove the consumer groups of a webhook no longer configured for a pool, by result (destroyed, in_use, error).",
+		}, []string{"result"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.deliveries, m.deadLetters, m.duration} {
+	for _, c := range []prometheus.Collector{m.deliveries, m.deadLetters, m.duration, m.groupRemovals} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -31,10 +31,24 @@ type Options struct {
 	// Client posts the deliveries (default: a client without redirects;
 	// each attempt's timeout is the webhook's).
 	Client *http.Client
-	// PollInterval: how often each (pool, webhook) worker reads new
-	// entries when there were none (default 1s). Reads do not block, so
-	// workers hold no connection while idle.
+	// PollInterval: how often the notifier looks for pools whose event
+	// stream moved, all pools in one round trip per Redis node (default
+	// 1s; see watch.go); only those pools' workers read their groups.
+	// Reads do not block, so workers hold no connection while idle.
 	PollInterval time.Duration
+	// SafetyPollInterval: how often each worker reads its groups even
+	// without news (default 2m, jittered between half and all of it). What
+	// the watch misses is caught every ClaimIdle/3 (the groups' lag); this
+	// read is the last resort.
+	SafetyPollInterval time.Duration
+	// GroupGrace: the consumer groups of a webhook no longer configured for
+	// a pool are destroyed once it has been missing from this replica's
+	// configuration for this long and no notifier has written its status
+	// header for as long (default 10m; at least four SyncIntervals). Every
+	// replica delivering a webhook rewrites its header at least every
+	// GroupGrace/2 (HeaderRefresh at most): replicas sharing a Redis
+	// should share this setting.
+	GroupGrace time.Duration
 	// SyncInterval: how often the declared pools are listed to start and
 	// stop workers (default 15s).
 	SyncInterval time.Duration
@@ -54,14 +68,15 @@ type Options struct {
 
 // Notifier delivers the configured webhooks of every declared pool.
 type Notifier struct {
-	store   *slots.Store
-	rdb     redis.UniversalClient
-	prefix  string
-	cfg     Config
-	opts    Options
-	log     *slog.Logger
-	metrics *metrics
-	script  *redis.Script
+	store         *slots.Store
+	rdb           redis.UniversalClient
+	prefix        string
+	cfg           Config
+	opts          Options
+	log           *slog.Logger
+	metrics       *metrics
+	script        *redis.Script
+	destroyScript *redis.Script
 
 	declared *Declarations
 
@@ -70,6 +85,14 @@ type Notifier struct {
 	// headers: what this replica last wrote of each pair's status header,
 	// and when (writeHeader skips an unchanged one until HeaderRefresh).
 	headers map[pairKey]headerWrite
+
+	// Used by Run's goroutine only: when each removed webhook's groups were
+	// first seen unconfigured, and when groups were last swept.
+	orphans   map[groupRef]time.Time
+	lastSweep time.Time
+	// lastIDs: the last entry id of each watched event stream ("" when
+	// empty), by watch.
+	lastIDs map[slots.PoolID]string
 }
 
 type headerWrite struct {
@@ -78,8 +101,10 @@ type headerWrite struct {
 }
 
 // HeaderRefresh: a replica writes an unchanged status header (host,
-// format, events, seen) again this often, not at every sync: a status
-// older than StatusTTL means no notifier delivers that webhook any more.
+// format, events, seen) again this often (or every GroupGrace/2 if that is
+// shorter), not at every sync: a status older than StatusTTL means no
+// notifier delivers that webhook any more, one not seen for GroupGrace
+// lets its groups go.
 const HeaderRefresh = 5 * time.Minute
 
 // pair is one webhook of one pool, resolved.
@@ -140,6 +165,14 @@ func New(store *slots.Store, rdb redis.UniversalClient, cfg Config, opts Options
 	if opts.ClaimIdle <= 2*longest {
 		return nil, fmt.Errorf("notifier: claim idle %v must exceed twice the longest webhook timeout (%v)", opts.ClaimIdle, longest)
 	}
+	def(&opts.SafetyPollInterval, DefaultSafetyPoll)
+	def(&opts.GroupGrace, DefaultGroupGrace)
+	if opts.GroupGrace < 4*opts.SyncInterval {
+		// Headers are written at syncs: a replica still delivering the
+		// webhook must rewrite its header well within the grace, or its
+		// groups could go under it.
+		return nil, fmt.Errorf("notifier: group grace %v must be at least four sync intervals (%v)", opts.GroupGrace, opts.SyncInterval)
+	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {
 		return nil, fmt.Errorf("registering notifier metrics: %w", err)
@@ -147,7 +180,9 @@ func New(store *slots.Store, rdb redis.UniversalClient, cfg Config, opts Options
 	return &Notifier{
 		store: store, rdb: rdb, prefix: store.Prefix(), cfg: cfg, opts: opts, declared: NewDeclarations(rdb, store.Prefix()),
 		log: opts.Logger.With("component", "notifier"), metrics: m,
-		script: redis.NewScript(queueExpiringLua), workers: map[pairKey]*worker{}, headers: map[pairKey]headerWrite{},
+		script: redis.NewScript(queueExpiringLua), destroyScript: redis.NewScript(destroyGroupsLua),
+		workers: map[pairKey]*worker{}, headers: map[pairKey]headerWrite{},
+		orphans: map[groupRef]time.Time{}, lastIDs: map[slots.PoolID]string{},
 	}, nil
 }
 
@@ -164,6 +199,10 @@ func (n *Notifier) Run(ctx context.Context) {
 	defer syncTick.Stop()
 	expiring := time.NewTicker(n.opts.ExpiringInterval)
 	defer expiring.Stop()
+	poll := time.NewTicker(n.opts.PollInterval)
+	defer poll.Stop()
+	claims := time.NewTicker(max(n.opts.ClaimIdle/3, time.Millisecond))
+	defer claims.Stop()
 	n.syncWorkers(ctx, wctx, &wg)
 	n.checkExpiring(ctx)
 	for {
@@ -174,6 +213,10 @@ func (n *Notifier) Run(ctx context.Context) {
 			n.syncWorkers(ctx, wctx, &wg)
 		case <-expiring.C:
 			n.checkExpiring(ctx)
+		case <-poll.C:
+			n.watch(ctx)
+		case <-claims.C:
+			n.checkGroups(ctx)
 		}
 	}
 }
@@ -189,12 +232,24 @@ func (n *Notifier) Sync(ctx context.Context) error {
 	return err
 }
 
+// configuration is what one sync found: the pairs to run workers for, and
+// for removing groups, every pool, the pairs configured (their groups may
+// exist even when creating them failed this time) and the pools whose
+// configuration did not read completely.
+type configuration struct {
+	pairs      []pair
+	pools      []slots.PoolID
+	configured map[groupRef]bool
+	uncertain  map[slots.PoolID]bool
+}
+
 // pairs is Sync, returning the pairs to run workers for.
-func (n *Notifier) pairs(ctx context.Context) ([]pair, error) {
+func (n *Notifier) pairs(ctx context.Context) (configuration, error) {
 	pools, err := n.store.Pools(ctx)
 	if err != nil {
-		return nil, err
+		return configuration{}, err
 	}
+	uncertain := map[slots.PoolID]bool{}
 	var candidates []pair
 	var errs []error
 	for _, p := range pools {
@@ -208,6 +263,11 @@ func (n *Notifier) pairs(ctx context.Context) ([]pair, error) {
 		declared, err := n.declared.Read(ctx, pools)
 		if err != nil {
 			errs = append(errs, err)
+			// Which pool's declaration failed is in the error only: no
+			// pool's declared groups are removed this time.
+			for _, p := range pools {
+				uncertain[p] = true
+			}
 		}
 		for _, p := range pools {
 			for _, h := range declared[p] {
@@ -217,6 +277,7 @@ func (n *Notifier) pairs(ctx context.Context) ([]pair, error) {
 					// worker as it was (a Secret read failing for a
 					// moment must not stop deliveries).
 					errs = append(errs, err)
+					uncertain[p] = true
 					n.mu.Lock()
 					if old, ok := n.workers[pairKey{p, PoolWebhookPrefix + h.Name}]; ok {
 						candidates = append(candidates, pair{p, old.wh})
@@ -228,7 +289,10 @@ func (n *Notifier) pairs(ctx context.Context) ([]pair, error) {
 			}
 		}
 	}
-	var pairs []pair
+	conf := configuration{pools: pools, configured: map[groupRef]bool{}, uncertain: uncertain}
+	for _, c := range candidates {
+		conf.configured[c.key()] = true
+	}
 	for _, c := range candidates {
 		n.mu.Lock()
 		_, running := n.workers[c.key()]
@@ -242,19 +306,28 @@ func (n *Notifier) pairs(ctx context.Context) ([]pair, error) {
 		if err := n.writeHeader(ctx, c.pool, c.wh); err != nil {
 			errs = append(errs, err)
 		}
-		pairs = append(pairs, c)
+		conf.pairs = append(conf.pairs, c)
 	}
-	return pairs, errors.Join(errs...)
+	return conf, errors.Join(errs...)
 }
 
 func (n *Notifier) syncWorkers(ctx, wctx context.Context, wg *sync.WaitGroup) {
-	pairs, err := n.pairs(ctx)
+	conf, err := n.pairs(ctx)
 	if err != nil && ctx.Err() == nil {
 		n.log.Warn("syncing webhook workers", "err", err)
 	}
-	if pairs == nil && err != nil {
+	if conf.pools == nil && err != nil {
 		return // the pool list was not read: keep the workers as they are
 	}
+	pairs := conf.pairs
+	defer func() {
+		// A quarter of the grace between sweeps: a removed webhook's
+		// groups go within 1.25 graces of its removal.
+		if time.Since(n.lastSweep) >= n.opts.GroupGrace/4 {
+			n.lastSweep = time.Now()
+			n.sweepGroups(ctx, conf.pools, conf.configured, conf.uncertain)
+		}
+	}()
 	want := map[pairKey]Webhook{}
 	for _, p := range pairs {
 		want[p.key()] = p.wh
@@ -283,6 +356,9 @@ func (n *Notifier) syncWorkers(ctx, wctx context.Context, wg *sync.WaitGroup) {
 		}
 		w := n.newWorker(wctx, p)
 		n.workers[p.key()] = w
+		// Woken once: the watch may have seen the stream move before the
+		// worker existed.
+		w.wake()
 		wg.Add(1)
 		go func() { defer wg.Done(); defer close(w.done); w.run() }()
 	}
@@ -312,7 +388,9 @@ func (n *Notifier) writeHeader(ctx context.Context, pool slots.PoolID, w Webhook
 	n.mu.Lock()
 	last, ok := n.headers[k]
 	n.mu.Unlock()
-	if ok && last.content == content && now.Sub(last.at) < HeaderRefresh {
+	// At least every half grace: the header says the webhook is still
+	// delivered (sweepGroups on other replicas).
+	if ok && last.content == content && now.Sub(last.at) < min(HeaderRefresh, n.opts.GroupGrace/2) {
 		return nil
 	}
 	key := StatusKey(n.prefix, pool, w.Name)

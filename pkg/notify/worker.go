@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -31,6 +32,11 @@ type worker struct {
 	ctx     context.Context
 	stop    context.CancelFunc
 	done    chan struct{} // closed when run returned
+	// news: the pool's stream moved (watch) or a notice was queued; claims:
+	// a group holds pending entries (checkPending). Buffered by one: a
+	// signal while the worker is busy is kept, and one is enough.
+	news   chan struct{}
+	claims chan struct{}
 	// used: the group was read at least once; when it is then missing the
 	// stream was purged (pool deleted and declared again, Redis lost its
 	// data) and everything in the new stream is news (start "0").
@@ -45,6 +51,23 @@ func (n *Notifier) newWorker(ctx context.Context, p pair) *worker {
 		streams: []string{n.store.EventStreamKey(p.pool), StreamKey(n.prefix, p.pool)},
 		log:     n.log.With("pool", p.pool.String(), "webhook", wh.Name, "host", wh.Host()),
 		ctx:     ctx, stop: cancel, done: make(chan struct{}),
+		news: make(chan struct{}, 1), claims: make(chan struct{}, 1),
+	}
+}
+
+// wake has the worker read its groups.
+func (w *worker) wake() {
+	select {
+	case w.news <- struct{}{}:
+	default:
+	}
+}
+
+// claimSoon has the worker take over what a dead replica left pending.
+func (w *worker) claimSoon() {
+	select {
+	case w.claims <- struct{}{}:
+	default:
 	}
 }
 
@@ -53,10 +76,12 @@ func (w *worker) run() {
 	// First this consumer's own pending entries (id "0"): a replica
 	// restarted under the same name resumes them at once.
 	pending := true
-	var lastClaim time.Time
+	// Claim once at start (a replica that died before this one started
+	// left its entries), then when checkPending asks.
+	claim := true
 	for ctx.Err() == nil {
-		if time.Since(lastClaim) >= w.n.opts.ClaimIdle/3 {
-			lastClaim = time.Now()
+		if claim {
+			claim = false
 			w.claim(ctx)
 		}
 		id := ">"
@@ -104,9 +129,25 @@ func (w *worker) run() {
 				pending = false
 				continue
 			}
-			w.sleep(ctx, w.n.opts.PollInterval)
+			claim = w.idle(ctx)
 		}
 	}
+}
+
+// idle waits for news, a claim request or the safety poll (jittered, so
+// workers started together do not poll together); true when asked to claim.
+func (w *worker) idle(ctx context.Context) bool {
+	safety := w.n.opts.SafetyPollInterval
+	t := time.NewTimer(safety/2 + rand.N(safety/2+1))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-w.news:
+	case <-w.claims:
+		return true
+	case <-t.C:
+	}
+	return false
 }
 
 // claim takes over the entries another consumer left pending longer than
