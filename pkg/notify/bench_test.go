@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -65,18 +63,9 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 
 // redisCPU is the server's CPU time so far (INFO cpu: user + sys).
 func redisCPU(tb testing.TB, rdb *redis.Client) time.Duration {
-	info, err := rdb.Info(context.Background(), "cpu").Result()
+	info, err := redistest.ReadInfo(context.Background(), rdb)
 	require.NoError(tb, err)
-	var total float64
-	for _, line := range strings.Split(info, "\r\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
-			f, err := strconv.ParseFloat(v, 64)
-			require.NoError(tb, err)
-			total += f
-		}
-	}
-	return time.Duration(total * float64(time.Second))
+	return info.CPU
 }
 
 // BenchmarkNotifierAtRest is what a notifier costs Redis while nothing
