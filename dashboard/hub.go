@@ -62,8 +62,8 @@ type poolHub struct {
 	// tick, no token reads).
 	fullEvery int
 	tick      ticker
-	log      *slog.Logger
-	onViewer func(delta int) // viewers gauge; may be nil
+	log       *slog.Logger
+	onViewer  func(delta int) // viewers gauge; may be nil
 
 	mu    sync.Mutex
 	pools map[slots.PoolID]*poolFeed

@@ -92,7 +92,9 @@ func TestLiveHubSeesAChangeOnTheNextTick(t *testing.T) {
 				}
 				assert.Contains(t, tasks, "p1", "the task is on one of the pod's slots")
 			}},
-		{"pod cordoned", func(t *testing.T, f *fixture, pod, uid string) { require.NoError(t, f.store.Cordon(f.ctx, f.pool, pod, uid)) },
+		{"pod cordoned", func(t *testing.T, f *fixture, pod, uid string) {
+			require.NoError(t, f.store.Cordon(f.ctx, f.pool, pod, uid))
+		},
 			func(t *testing.T, snap slots.Snapshot, pod string) {
 				require.Len(t, snap.Pods, 1)
 				assert.Equal(t, slots.PodCordoned, snap.Pods[0].State)
