@@ -155,7 +155,7 @@ func (h *poolHub) poll(ctx context.Context, pool slots.PoolID, f *poolFeed) {
 // read is one tick of pool's poller: the snapshot, fanned out, unless the
 // change token says the viewers already show it.
 func (h *poolHub) read(ctx context.Context, pool slots.PoolID, f *poolFeed) {
-	if h.unchanged(ctx, pool, f) {
+	if h.unchanged(ctx, pool, f) || ctx.Err() != nil { // or the last viewer left meanwhile
 		return
 	}
 	rctx, cancel := context.WithTimeout(ctx, h.readTimeout())

@@ -77,6 +77,29 @@ func TestLiveHubDoesNotReadAPoolAtRestAgain(t *testing.T) {
 	assert.Empty(t, sub.C, "viewers are sent nothing while the pool rests: they show it already")
 }
 
+// A pool at rest shows at the token's time what it showed when read, so a
+// viewer who joins gets the grid's ages as of the last tick, not of the
+// last full read (the stream would otherwise take the page's fresh ages
+// back by up to liveFullReadEvery).
+func TestLiveHubSendsANewViewerTheAgesOfTheLastTick(t *testing.T) {
+	f := newFixture(t)
+	f.addPod()
+	h := newHubOn(f, t, 100)
+	h.store.clockAhead = time.Minute // the token is read a minute after the snapshot
+	sub := h.hub.subscribe(f.pool)
+	first := receive(t, sub)
+	h.tick(2) // the first tick's read is over once the second is taken
+	late := h.hub.subscribe(f.pool)
+	require.Len(t, late.C, 1)
+	got := <-late.C
+	assert.False(t, got.At.Before(first.At.Add(time.Minute)), "snapshot at %v, then at rest at %v", first.At, got.At)
+	assert.Equal(t, first.Pods, got.Pods)
+	late.close()
+	h.stop(sub)
+	assert.EqualValues(t, 1, h.store.snapshots.Load())
+	assert.Empty(t, sub.C)
+}
+
 func TestLiveHubSeesAChangeOnTheNextTick(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

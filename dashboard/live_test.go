@@ -19,11 +19,13 @@ import (
 )
 
 // countingStore counts the pool reads that reach the slot store: whole
-// snapshots and change tokens; failVersion makes every token read fail.
+// snapshots and change tokens; failVersion makes every token read fail,
+// and a token is read as of clockAhead later than Redis says.
 type countingStore struct {
 	Store
 	snapshots, versions atomic.Int64
 	failVersion         bool
+	clockAhead          time.Duration
 }
 
 func (c *countingStore) Snapshot(ctx context.Context, pool slots.PoolID) (slots.Snapshot, error) {
@@ -36,7 +38,9 @@ func (c *countingStore) Version(ctx context.Context, pool slots.PoolID) (slots.V
 	if c.failVersion {
 		return slots.Version{}, errors.New("redis: connection refused")
 	}
-	return c.Store.Version(ctx, pool)
+	v, err := c.Store.Version(ctx, pool)
+	v.At = v.At.Add(c.clockAhead)
+	return v, err
 }
 
 // manualTicker ticks when the test says so and reports when it is stopped.
