@@ -152,7 +152,7 @@ func parseConfigWith(args []string, lookup func(string) (string, bool), out io.W
 	fs.BoolVar(&c.ReadAuth, "read-auth", true, "require a bearer token (or the pages' login session) for pages and API reads too: task payloads and output may hold secrets; without --api-tokens nobody can read; false serves reads to anyone who reaches the port")
 	fs.IntVar(&c.MaxPayload, "max-payload", 1<<20, "largest task payload in bytes (must match the slot store's limit)")
 	fs.DurationVar(&c.PollInterval, "events-poll-interval", 250*time.Millisecond, "how often a waiting events request re-reads the stream")
-	fs.DurationVar(&c.LiveInterval, "live-interval", 2*time.Second, "how often a watched pool is read for its live viewers (one Redis read per pool, whatever the number of viewers)")
+	fs.DurationVar(&c.LiveInterval, "live-interval", 2*time.Second, "how often a watched pool is read for its live viewers (one Redis read per pool, whatever the number of viewers: its O(1) change token, and the snapshot only when the pool changed or 30s have passed)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful stop may take before connections are cut")
 	fs.BoolVar(&c.SecureCookie, "secure-cookie", true, "mark the login session cookie Secure (browsers send it over HTTPS only, also when TLS ends at an Ingress); false only for plain-HTTP local use (make demo)")
 	fs.DurationVar(&c.SessionLifetime, "session-lifetime", 12*time.Hour, "how long a page login lasts at most")

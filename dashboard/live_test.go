@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -17,15 +18,29 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
-// countingStore counts the pool reads that reach the slot store.
+// countingStore counts the pool reads that reach the slot store: whole
+// snapshots and change tokens; failVersion makes every token read fail,
+// and a token is read as of clockAhead later than Redis says.
 type countingStore struct {
 	Store
-	snapshots atomic.Int64
+	snapshots, versions atomic.Int64
+	failVersion         bool
+	clockAhead          time.Duration
 }
 
 func (c *countingStore) Snapshot(ctx context.Context, pool slots.PoolID) (slots.Snapshot, error) {
 	c.snapshots.Add(1)
 	return c.Store.Snapshot(ctx, pool)
+}
+
+func (c *countingStore) Version(ctx context.Context, pool slots.PoolID) (slots.Version, error) {
+	c.versions.Add(1)
+	if c.failVersion {
+		return slots.Version{}, errors.New("redis: connection refused")
+	}
+	v, err := c.Store.Version(ctx, pool)
+	v.At = v.At.Add(c.clockAhead)
+	return v, err
 }
 
 // manualTicker ticks when the test says so and reports when it is stopped.

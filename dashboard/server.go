@@ -32,6 +32,7 @@ type Store interface {
 	Pool(ctx context.Context, id slots.PoolID) (slots.PoolConfig, string, error)
 	Stats(ctx context.Context, pools ...slots.PoolID) ([]slots.PoolStats, error)
 	Snapshot(ctx context.Context, pool slots.PoolID) (slots.Snapshot, error)
+	Version(ctx context.Context, pool slots.PoolID) (slots.Version, error)
 	Events(ctx context.Context, pool slots.PoolID, cursor string, limit int) (slots.EventPage, error)
 }
 
