@@ -53,7 +53,8 @@
 // notifier has written the webhook's status header (rewritten at least
 // every GroupGrace/2 by every replica delivering it) for as long: during a
 // rollout the replica that still has the webhook keeps its groups. The
-// check and the XGROUP DESTROY are one script. Groups of declared webhooks
+// check, the XGROUP DESTROY and the removal of the webhook's delivery
+// status (so the pool page stops listing it) are one script. Groups of declared webhooks
 // ("notify:pool:*") are judged only by replicas reading declarations.
 //
 // # Keys

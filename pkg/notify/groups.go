@@ -28,11 +28,14 @@ const DefaultGroupGrace = 10 * time.Minute
 // unless a notifier wrote the webhook's status header within the grace: a
 // replica that still delivers the webhook (its config not rolled out yet,
 // or another deployment's) rewrites it at least every grace/2 (see
-// headerRefresh), so its groups stay. Checked and destroyed in one step.
+// headerRefresh), so its groups stay. Checked and destroyed in one step,
+// with the webhook's delivery status, so the pool page stops listing it.
 // All keys carry the pool's hash tag.
 // KEYS[1] the pool's event stream, KEYS[2] the notifier's stream of the
-// pool, KEYS[3] the webhook's status (StatusKey)
-// ARGV[1] the group, ARGV[2] the grace (ms), ARGV[3] the status's seen field
+// pool, KEYS[3] the webhook's status (StatusKey), KEYS[4] the pool's set of
+// webhooks (WebhooksKey)
+// ARGV[1] the group, ARGV[2] the grace (ms), ARGV[3] the status's seen
+// field, ARGV[4] the webhook's name
 // Returns -1 when the webhook was seen delivered within the grace (nothing
 // destroyed), else the number of pending entries dropped.
 const destroyGroupsLua = `
@@ -57,6 +60,8 @@ for k = 1, 2 do
     end
   end
 end
+redis.call('DEL', KEYS[3])
+redis.call('SREM', KEYS[4], ARGV[4])
 return pending
 `
 
@@ -154,8 +159,9 @@ func (n *Notifier) sweepGroups(ctx context.Context, pools []slots.PoolID, config
 func (n *Notifier) destroyGroups(ctx context.Context, ref groupRef) bool {
 	log := n.log.With("pool", ref.pool.String(), "webhook", ref.webhook)
 	dropped, err := n.destroyScript.Run(ctx, n.rdb,
-		[]string{n.store.EventStreamKey(ref.pool), StreamKey(n.prefix, ref.pool), StatusKey(n.prefix, ref.pool, ref.webhook)},
-		Group(ref.webhook), n.opts.GroupGrace.Milliseconds(), fSeen).Int64()
+		[]string{n.store.EventStreamKey(ref.pool), StreamKey(n.prefix, ref.pool), StatusKey(n.prefix, ref.pool, ref.webhook),
+			WebhooksKey(n.prefix, ref.pool)},
+		Group(ref.webhook), n.opts.GroupGrace.Milliseconds(), fSeen, ref.webhook).Int64()
 	switch {
 	case err != nil:
 		if ctx.Err() == nil {

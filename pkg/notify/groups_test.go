@@ -92,6 +92,16 @@ func TestRemovedWebhooksGroupsAreDestroyed(t *testing.T) {
 	assert.Contains(t, logs.String(), "webhook=gone")
 	assert.Contains(t, logs.String(), "pool=team-a/infra")
 	assert.Contains(t, logs.String(), "pending_dropped="+strconv.Itoa(pendingGone))
+	// Its delivery status went with its groups: the pool page lists "keep" only.
+	assert.Zero(t, e.rdb.Exists(e.ctx, StatusKey(e.prefix, e.pool, "gone")).Val())
+	assert.False(t, e.rdb.SIsMember(e.ctx, WebhooksKey(e.prefix, e.pool), "gone").Val())
+	statuses, err := ReadStatus(e.ctx, e.rdb, e.prefix, e.pool)
+	require.NoError(t, err)
+	var listed []string
+	for _, st := range statuses {
+		listed = append(listed, st.Webhook)
+	}
+	assert.Equal(t, []string{"keep"}, listed)
 
 	// "keep" still delivers.
 	e.run("t2", slots.Plan, pod, uid, slots.OutcomeSuccess)
