@@ -92,9 +92,20 @@ func (f *fixture) viewer(ctx context.Context, path string) <-chan sseEvent {
 	return events
 }
 
+// liveWait bounds each wait for the live view in these tests: a view that
+// stopped updating fails the test instead of hanging it until go test's
+// timeout. Generous, for a loaded machine: not a latency assertion.
+const liveWait = 30 * time.Second
+
 func next(t *testing.T, events <-chan sseEvent) *goquery.Document {
 	t.Helper()
-	ev, ok := <-events
+	var ev sseEvent
+	var ok bool
+	select {
+	case ev, ok = <-events:
+	case <-time.After(liveWait):
+		t.Fatalf("no live event within %v", liveWait)
+	}
 	require.True(t, ok, "stream ended")
 	require.Equal(t, "grid", ev.name)
 	doc, err := goquery.NewDocumentFromReader(strings.NewReader(ev.data))
@@ -128,7 +139,11 @@ func TestLiveViewersShareOneStoreReadPerInterval(t *testing.T) {
 	assert.EqualValues(t, viewers, testutil.ToFloat64(f.srv.metrics.viewers))
 
 	f.submit("p1", slots.Plan)
-	ticker.ticks <- time.Time{} // one interval passes
+	select { // one interval passes
+	case ticker.ticks <- time.Time{}:
+	case <-time.After(liveWait):
+		t.Fatalf("the pool's poller took no tick within %v", liveWait)
+	}
 	for _, s := range streams {
 		doc := next(t, s)
 		slot := doc.Find(testid("pod") + `[data-pod="` + pod + `"]`).Find(testid("slot") + `[data-slot="1"]`)
