@@ -63,7 +63,8 @@ type poolHub struct {
 	fullEvery int
 	tick      ticker
 	log       *slog.Logger
-	onViewer  func(delta int) // viewers gauge; may be nil
+	onViewer  func(delta int)   // viewers gauge; may be nil
+	onTick    func(read string) // live_ticks_total: liveReadSnapshot or liveReadToken; may be nil
 
 	mu    sync.Mutex
 	pools map[slots.PoolID]*poolFeed
@@ -155,9 +156,14 @@ func (h *poolHub) poll(ctx context.Context, pool slots.PoolID, f *poolFeed) {
 // read is one tick of pool's poller: the snapshot, fanned out, unless the
 // change token says the viewers already show it.
 func (h *poolHub) read(ctx context.Context, pool slots.PoolID, f *poolFeed) {
-	if h.unchanged(ctx, pool, f) || ctx.Err() != nil { // or the last viewer left meanwhile
+	if h.unchanged(ctx, pool, f) {
+		h.ticked(liveReadToken)
 		return
 	}
+	if ctx.Err() != nil { // the last viewer left meanwhile
+		return
+	}
+	h.ticked(liveReadSnapshot)
 	rctx, cancel := context.WithTimeout(ctx, h.readTimeout())
 	snap, err := h.store.Snapshot(rctx, pool)
 	cancel()
@@ -178,6 +184,18 @@ func (h *poolHub) read(ctx context.Context, pool slots.PoolID, f *poolFeed) {
 		default:
 		}
 		sub.C <- snap
+	}
+}
+
+// What a tick of the live hub read (live_ticks_total's read label).
+const (
+	liveReadSnapshot = "snapshot"
+	liveReadToken    = "token"
+)
+
+func (h *poolHub) ticked(read string) {
+	if h.onTick != nil {
+		h.onTick(read)
 	}
 }
 

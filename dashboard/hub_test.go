@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -191,4 +192,24 @@ func TestFullReadTicks(t *testing.T) {
 	} {
 		assert.Equal(t, tc.want, fullReadTicks(tc.interval), "%v", tc.interval)
 	}
+}
+
+// live_ticks_total says what each tick read: the whole pool, or only its
+// unchanged change token.
+func TestLiveTicksAreCountedByWhatTheyRead(t *testing.T) {
+	f := newFixture(t)
+	f.addPod()
+	h := newHubOn(f, t, 100)
+	m := newMetrics(h.hub)
+	sub := h.hub.subscribe(f.pool)
+	receive(t, sub) // the first viewer's read: the whole pool
+	h.tick(3)       // at rest: the token only
+	f.submit("p1", slots.Plan)
+	h.tick(1) // changed: the whole pool
+	receive(t, sub)
+	h.stop(sub)
+	assert.EqualValues(t, 2, testutil.ToFloat64(m.ticks.WithLabelValues(liveReadSnapshot)))
+	assert.EqualValues(t, 3, testutil.ToFloat64(m.ticks.WithLabelValues(liveReadToken)))
+	assert.EqualValues(t, h.store.snapshots.Load(), testutil.ToFloat64(m.ticks.WithLabelValues(liveReadSnapshot)),
+		"one count per snapshot read")
 }

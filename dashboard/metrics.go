@@ -17,6 +17,7 @@ type metrics struct {
 	duration *prometheus.HistogramVec
 	viewers  prometheus.Gauge
 	watched  prometheus.GaugeFunc
+	ticks    *prometheus.CounterVec
 }
 
 func newMetrics(hub *poolHub) *metrics {
@@ -35,14 +36,22 @@ func newMetrics(hub *poolHub) *metrics {
 			Namespace: "slotscaler", Subsystem: "dashboard", Name: "live_viewers",
 			Help: "Open SSE streams of pool grids.",
 		}),
+		ticks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "slotscaler", Subsystem: "dashboard", Name: "live_ticks_total",
+			Help: "Ticks of the live hub's pollers by what they read: snapshot (the whole pool) or token (its change token only, unchanged).",
+		}, []string{"read"}),
 	}
 	m.watched = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "slotscaler", Subsystem: "dashboard", Name: "watched_pools",
 		Help: "Pools the live hub is reading (one Redis read per interval each).",
 	}, func() float64 { return float64(hub.watching()) })
-	m.reg.MustRegister(m.requests, m.duration, m.viewers, m.watched,
+	for _, read := range []string{liveReadSnapshot, liveReadToken} {
+		m.ticks.WithLabelValues(read) // both series from the start
+	}
+	m.reg.MustRegister(m.requests, m.duration, m.viewers, m.watched, m.ticks,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hub.onViewer = func(d int) { m.viewers.Add(float64(d)) }
+	hub.onTick = func(read string) { m.ticks.WithLabelValues(read).Inc() }
 	return m
 }
 
