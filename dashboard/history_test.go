@@ -198,6 +198,12 @@ func TestPoolPageDrawsTheRecordedSamples(t *testing.T) {
 	require.Equal(t, 2, links.Length())
 	assert.Equal(t, "/pools/ci/terraform?window=24h", links.Last().AttrOr("href", ""))
 	assert.Equal(t, "/pools/ci/terraform/chart?window=24h", links.Last().AttrOr("hx-get", ""))
+	// The links survive the chart's own refreshes (the same window's id), and
+	// are replaced when the window changes (another id).
+	nav := doc.Find(testid("chart-windows"))
+	assert.Equal(t, "true", nav.AttrOr("hx-preserve", ""))
+	assert.Equal(t, "chart-windows-"+doc.Find(testid("chart")).AttrOr("data-window", ""), nav.AttrOr("id", ""))
+	assert.Equal(t, "chart-windows-24h", day.Find(testid("chart-windows")).AttrOr("id", ""))
 }
 
 func TestChartFragmentAndAnEmptyHistory(t *testing.T) {
