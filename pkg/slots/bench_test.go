@@ -41,6 +41,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/slotscaler/slotscaler/internal/redistest"
 )
@@ -119,30 +120,18 @@ func (bs *benchStore) close() {
 	_ = bs.admin.Close()
 }
 
-// parallel runs fn(i) for i in [0, n) on benchClients goroutines and returns
-// the first error.
+// benchParallel runs fn(i) for i in [0, n) on benchClients goroutines and
+// returns the first error.
 func benchParallel(n int, fn func(i int) error) error {
-	var next atomic.Int64
-	var first error
-	var once sync.Once
-	var wg sync.WaitGroup
-	for range benchClients {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					once.Do(func() { first = err })
-					next.Store(int64(n)) // stop the others
-					return
-				}
-			}
-		})
+	g, ctx := errgroup.WithContext(context.Background())
+	g.SetLimit(benchClients)
+	for i := range n {
+		if ctx.Err() != nil { // an error stops the rest
+			break
+		}
+		g.Go(func() error { return fn(i) })
 	}
-	wg.Wait()
-	return first
+	return g.Wait()
 }
 
 // redisCounters reads the server's INFO (see redistest.Info).

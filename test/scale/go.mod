@@ -8,6 +8,7 @@ require (
 	github.com/kedacore/keda/v2 v2.20.2
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/slotscaler/slotscaler v0.0.0-00010101000000-000000000000
+	golang.org/x/sync v0.25.0
 	google.golang.org/grpc v1.85.0
 )
 

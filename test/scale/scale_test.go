@@ -43,6 +43,7 @@ import (
 
 	pb "github.com/kedacore/keda/v2/pkg/scalers/externalscaler"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -295,27 +296,15 @@ func (h *harness) parallel(what string, n, g int, fn func(i int) error) {
 
 // parallel runs fn(i) for i in [0, n) on g goroutines and returns the first error.
 func parallel(n, g int, fn func(i int) error) error {
-	var next atomic.Int64
-	var first error
-	var once sync.Once
-	var wg sync.WaitGroup
-	for range g {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				if err := fn(i); err != nil {
-					once.Do(func() { first = err })
-					next.Store(int64(n))
-					return
-				}
-			}
-		})
+	eg, ctx := errgroup.WithContext(context.Background())
+	eg.SetLimit(g)
+	for i := range n {
+		if ctx.Err() != nil { // an error stops the rest
+			break
+		}
+		eg.Go(func() error { return fn(i) })
 	}
-	wg.Wait()
-	return first
+	return eg.Wait()
 }
 
 func poolConfig(p params) slots.PoolConfig {
