@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -121,4 +122,15 @@ func (c *Calls) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proces
 		c.Commands.Add(int64(len(cmds)))
 		return next(ctx, cmds)
 	}
+}
+
+// CPU is the server's CPU time so far (used_cpu_user + used_cpu_sys); a
+// failed read fails the test.
+func CPU(tb testing.TB, c redis.Cmdable) time.Duration {
+	tb.Helper()
+	info, err := ReadInfo(context.Background(), c)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return info.CPU
 }

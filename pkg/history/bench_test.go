@@ -25,14 +25,6 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
-// redisCPU is the server's used_cpu_user + used_cpu_sys.
-func redisCPU(b *testing.B, admin *redis.Client) time.Duration {
-	b.Helper()
-	info, err := redistest.ReadInfo(b.Context(), admin)
-	require.NoError(b, err)
-	return info.CPU
-}
-
 func BenchmarkRecorderTick(b *testing.B) {
 	url := redistest.Standalone(b)
 	for _, n := range []int{1, 100, 1000} {
@@ -51,13 +43,13 @@ func BenchmarkRecorderTick(b *testing.B) {
 		measure := func(b *testing.B, tick func()) {
 			tick() // warm: connections, the registry and the policies
 			tick()
-			rt0, cmd0, cpu0 := hook.RoundTrips.Load(), hook.Commands.Load(), redisCPU(b, admin)
+			rt0, cmd0, cpu0 := hook.RoundTrips.Load(), hook.Commands.Load(), redistest.CPU(b, admin)
 			b.ResetTimer()
 			for b.Loop() {
 				tick()
 			}
 			b.StopTimer()
-			cpu := redisCPU(b, admin) - cpu0
+			cpu := redistest.CPU(b, admin) - cpu0
 			per := float64(b.N)
 			b.ReportMetric(float64(hook.RoundTrips.Load()-rt0)/per, "roundtrips/tick")
 			b.ReportMetric(float64(hook.Commands.Load()-cmd0)/per, "cmds/tick")

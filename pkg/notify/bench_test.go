@@ -61,13 +61,6 @@ func (c *commandCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) red
 	}
 }
 
-// redisCPU is the server's CPU time so far (INFO cpu: user + sys).
-func redisCPU(tb testing.TB, rdb *redis.Client) time.Duration {
-	info, err := redistest.ReadInfo(context.Background(), rdb)
-	require.NoError(tb, err)
-	return info.CPU
-}
-
 // BenchmarkNotifierAtRest is what a notifier costs Redis while nothing
 // happens: N declared pools, one webhook for all of them, the default
 // intervals, no events. One op is one second at rest; it reports the
@@ -118,7 +111,7 @@ func benchmarkAtRest(b *testing.B, pools int) {
 	// Warm up: every worker started, read its pending entries and the
 	// pod's event, and made its first claim.
 	time.Sleep(3 * time.Second)
-	cmds, rts, cpu := counter.commands.Load(), counter.roundTrips.Load(), redisCPU(b, rdb)
+	cmds, rts, cpu := counter.commands.Load(), counter.roundTrips.Load(), redistest.CPU(b, rdb)
 	b.ResetTimer()
 	start := time.Now()
 	time.Sleep(time.Duration(b.N) * time.Second)
@@ -126,6 +119,6 @@ func benchmarkAtRest(b *testing.B, pools int) {
 	b.StopTimer()
 	b.ReportMetric(float64(counter.commands.Load()-cmds)/elapsed, "commands/s")
 	b.ReportMetric(float64(counter.roundTrips.Load()-rts)/elapsed, "round-trips/s")
-	b.ReportMetric(float64((redisCPU(b, rdb)-cpu).Milliseconds())/elapsed, "redis-cpu-ms/s")
+	b.ReportMetric(float64((redistest.CPU(b, rdb)-cpu).Milliseconds())/elapsed, "redis-cpu-ms/s")
 	b.ReportMetric(0, "ns/op")
 }

@@ -24,14 +24,6 @@ import (
 	"github.com/slotscaler/slotscaler/pkg/slots"
 )
 
-// redisCPU is the server's used_cpu_user + used_cpu_sys.
-func redisCPU(b *testing.B, admin *redis.Client) time.Duration {
-	b.Helper()
-	info, err := redistest.ReadInfo(b.Context(), admin)
-	require.NoError(b, err)
-	return info.CPU
-}
-
 func BenchmarkScrape(b *testing.B) {
 	const n = 1000
 	opt, err := redis.ParseURL(redistest.Standalone(b))
@@ -76,13 +68,13 @@ func BenchmarkScrape(b *testing.B) {
 				}
 			}
 			scrape() // warm: connections, the registry
-			rt0, cmd0, cpu0 := hook.RoundTrips.Load(), hook.Commands.Load(), redisCPU(b, admin)
+			rt0, cmd0, cpu0 := hook.RoundTrips.Load(), hook.Commands.Load(), redistest.CPU(b, admin)
 			b.ResetTimer()
 			for b.Loop() {
 				scrape()
 			}
 			b.StopTimer()
-			cpu := redisCPU(b, admin) - cpu0
+			cpu := redistest.CPU(b, admin) - cpu0
 			per := float64(b.N)
 			b.ReportMetric(float64(hook.RoundTrips.Load()-rt0)/per, "roundtrips/scrape")
 			b.ReportMetric(float64(hook.Commands.Load()-cmd0)/per, "cmds/scrape")
