@@ -64,8 +64,9 @@ const (
 	cfgHPATolerance = "hpatol"
 )
 
-// luaNames gives each shared name its Lua local. Every constant above must
-// be here, and every Lua name used by the scripts (TestLuaNamesMatchGo).
+// luaNames gives each shared name its Lua name, which inlineNames replaces
+// by the value when the scripts are built. Every constant above must be
+// here, and every Lua name used by the scripts (TestLuaNamesMatchGo).
 var luaNames = []struct{ lua, value string }{
 	{"KEY_CFG", keyCfg},
 	{"KEY_N", keyCounters},

@@ -1,7 +1,7 @@
--- lib.lua: helpers shared by every script; the store prepends it to each one,
--- after the names it shares with Go (KEY_* key suffixes, CF_* config fields,
--- generated from names.go): scripts use those names, never the literals, so
--- each name is defined once.
+-- lib.lua: helpers shared by every script; the store prepends it to each one.
+-- Scripts use the names they share with Go (KEY_* key suffixes, CF_* config
+-- fields, from names.go), never the literals, so each name is defined once;
+-- the store writes their values in when it builds the scripts.
 --
 -- KEYS[1] of every script is the pool's config hash, "<prefix>:v1:{ns/name}:cfg".
 -- Every other key is built from it and shares its hash tag, so a pool lives in
